@@ -1,0 +1,1 @@
+"""Model backends. Heavy engine imports happen inside each backend module, never here."""
