@@ -1,0 +1,408 @@
+"""Scenario files: the schema (frozen dataclasses), loading with tomllib, and validation.
+
+A scenario contrasts framings (conditions) of the same material and asks the same
+probe questions under each. See docs/scenario-format.md for the file format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from persona_tui import paths
+from persona_tui.backends.base import SamplingParams
+from persona_tui.errors import ScenarioError
+from persona_tui.scenario_schema import (
+    Problems,
+    SourceLines,
+    TableReader,
+    did_you_mean,
+    report_duplicates,
+    syntax_error_line,
+)
+
+PromptMode = Literal["auto", "chat", "transcript"]
+PROMPT_MODES: Final[tuple[PromptMode, ...]] = ("auto", "chat", "transcript")
+
+# Keys the annotation screen uses for navigation; a label may not take them (nor a digit,
+# which enters scale values). " " is the space bar.
+RESERVED_KEYS: Final = frozenset({"n", "q", "?", "+", "-", " "})
+
+
+@dataclass(frozen=True)
+class Study:
+    """The published study a scenario follows."""
+
+    title: str
+    url: str = ""
+    citation: str = ""
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One demonstration exchange: the in-context "training" transcript of a condition."""
+
+    user: str
+    assistant: str
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A framing: its system text and demonstration turns come before every probe."""
+
+    id: str
+    label: str
+    system: str = ""
+    shots: tuple[Shot, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A question asked under every condition.
+
+    `turns` are the scripted user turns, in order (a single-turn probe has one). The model
+    answers each turn; its earlier answers stay in the context of the later turns.
+    """
+
+    id: str
+    turns: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return self.turns[-1]
+
+
+@dataclass(frozen=True)
+class Label:
+    id: str
+    key: str  # a single key that sets this label in the annotation screen
+    description: str = ""
+    bad: bool = False  # marks labels that count as the behaviour under study (statistics default)
+
+
+@dataclass(frozen=True)
+class Scale:
+    id: str
+    min: int
+    max: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AnnotationSchema:
+    labels: tuple[Label, ...] = ()
+    scales: tuple[Scale, ...] = ()
+    notes: bool = True
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A scenario's `[sampling]` table: generation parameters plus samples per cell and seed."""
+
+    samples: int = 3
+    seed: int = 0
+    params: SamplingParams = SamplingParams()  # noqa: RUF009 (frozen, so sharing it is safe)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    title: str
+    description: str
+    study: Study | None
+    prompt_mode: PromptMode
+    sampling: SamplingDefaults
+    conditions: tuple[Condition, ...]
+    probes: tuple[Probe, ...]
+    annotation: AnnotationSchema
+    source: str  # the file's text, exactly as read (sessions keep a copy)
+    source_path: str  # where it was loaded from ("<string>" when parsed from text)
+    sha256: str  # of `source` encoded as UTF-8
+
+    def condition(self, condition_id: str) -> Condition:
+        return next(c for c in self.conditions if c.id == condition_id)
+
+    def probe(self, probe_id: str) -> Probe:
+        return next(p for p in self.probes if p.id == probe_id)
+
+
+_TOP_KEYS = (
+    "id",
+    "title",
+    "description",
+    "prompt_mode",
+    "study",
+    "sampling",
+    "conditions",
+    "probes",
+    "annotation",
+)
+_STUDY_KEYS = ("title", "url", "citation")
+_SAMPLING_KEYS = (
+    "samples",
+    "seed",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "max_tokens",
+)
+_CONDITION_KEYS = ("id", "label", "system", "note", "shots")
+_SHOT_KEYS = ("user", "assistant")
+_PROBE_KEYS = ("id", "text", "turns")
+_ANNOTATION_KEYS = ("notes", "labels", "scales")
+_LABEL_KEYS = ("id", "key", "description", "bad")
+_SCALE_KEYS = ("id", "min", "max", "description")
+
+
+def parse_scenario(text: str, source_path: str = "<string>") -> Scenario:
+    """Parse and validate scenario TOML; raise ScenarioError listing every problem."""
+    toml_text = text.removeprefix("\ufeff")  # tolerate a byte-order mark; `source` keeps it
+    try:
+        data = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError as error:
+        raise ScenarioError([syntax_error_line(source_path, toml_text, error)]) from None
+    problems = Problems(source_path, SourceLines(toml_text))
+    top = TableReader(problems, data, (), _TOP_KEYS)
+    scenario_id = top.slug("id")
+    title = top.string("title", required=True, nonempty=True)
+    description = top.string("description")
+    prompt_mode = _prompt_mode(top.choice("prompt_mode", PROMPT_MODES, default="auto"))
+    study = _study(top.table_at("study", _STUDY_KEYS))
+    sampling = _sampling(top.table_at("sampling", _SAMPLING_KEYS))
+    conditions = _conditions(top)
+    probes = _probes(top)
+    annotation = _annotation(top.table_at("annotation", _ANNOTATION_KEYS))
+    if problems:
+        raise ScenarioError(problems.lines())
+    return Scenario(
+        id=scenario_id,
+        title=title,
+        description=description,
+        study=study,
+        prompt_mode=prompt_mode,
+        sampling=sampling,
+        conditions=conditions,
+        probes=probes,
+        annotation=annotation,
+        source=text,
+        source_path=source_path,
+        sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    )
+
+
+def load_scenario(path: Path) -> Scenario:
+    """Read and validate a scenario file; raise ScenarioError with `file:line` problems."""
+    try:
+        data = Path(path).read_bytes()  # bytes, so newlines are kept exactly as written
+    except FileNotFoundError:
+        raise ScenarioError([f"{path}: file not found"]) from None
+    except IsADirectoryError:
+        raise ScenarioError([f"{path}: is a directory, not a scenario file"]) from None
+    except OSError as error:
+        raise ScenarioError([f"{path}: cannot read the file: {error.strerror}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ScenarioError(
+            [f"{path}:{line}: not UTF-8 text (byte {error.start}); save the file as UTF-8"]
+        ) from None
+    return parse_scenario(text, str(path))
+
+
+def builtin_scenarios() -> list[Path]:
+    """The scenario files shipped with persona-tui, sorted by name."""
+    return _toml_files(paths.builtin_scenarios_dir())
+
+
+def user_scenarios() -> list[Path]:
+    """The user's own scenario files (in `paths.user_scenarios_dir()`), sorted by name."""
+    return _toml_files(paths.user_scenarios_dir())
+
+
+def resolve_scenario(ref: str) -> Path:
+    """A scenario file from a path or an id (a file name without `.toml`).
+
+    A user scenario with the same id as a built-in one takes precedence over it.
+    """
+    candidate = Path(ref).expanduser()
+    if candidate.is_file():
+        return candidate
+    if candidate.is_dir():
+        raise ScenarioError([f"{ref}: is a directory, not a scenario file"])
+    by_id = {path.stem: path for path in builtin_scenarios()}
+    by_id.update({path.stem: path for path in user_scenarios()})
+    if ref in by_id:
+        return by_id[ref]
+    if ref.endswith(".toml") or "/" in ref or "\\" in ref:
+        raise ScenarioError([f"{ref}: file not found"])
+    available = ", ".join(sorted(by_id)) or "none"
+    raise ScenarioError(
+        [
+            f"unknown scenario {ref!r}: not a file, nor the id of a built-in or user scenario."
+            f"{did_you_mean(ref, by_id, capital=True)} Available ids: {available}."
+            f" (User scenarios go in {paths.user_scenarios_dir()}.)"
+        ]
+    )
+
+
+def _toml_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        path for path in folder.glob("*.toml") if path.is_file() and not path.name.startswith(".")
+    )
+
+
+def _prompt_mode(value: str) -> PromptMode:
+    for mode in PROMPT_MODES:
+        if mode == value:
+            return mode
+    return "auto"
+
+
+def _study(reader: TableReader | None) -> Study | None:
+    if reader is None:
+        return None
+    return Study(
+        title=reader.string("title", required=True, nonempty=True),
+        url=reader.string("url"),
+        citation=reader.string("citation"),
+    )
+
+
+def _sampling(reader: TableReader | None) -> SamplingDefaults:
+    defaults = SamplingDefaults()
+    if reader is None:
+        return defaults
+    base = defaults.params
+    params = SamplingParams(
+        temperature=reader.number("temperature", base.temperature, at_least=0),
+        top_p=reader.number("top_p", base.top_p, above=0, at_most=1),
+        top_k=reader.integer("top_k", base.top_k, minimum=0),
+        min_p=reader.number("min_p", base.min_p, at_least=0, at_most=1),
+        repeat_penalty=reader.number("repeat_penalty", base.repeat_penalty, above=0),
+        max_tokens=reader.integer("max_tokens", base.max_tokens, minimum=1),
+    )
+    return SamplingDefaults(
+        samples=reader.integer("samples", defaults.samples, minimum=1),
+        seed=reader.integer("seed", defaults.seed, minimum=0),
+        params=params,
+    )
+
+
+def _items(top: TableReader, key: str, allowed: tuple[str, ...], what: str) -> list[TableReader]:
+    """A required, non-empty array of tables (`[[conditions]]`, `[[probes]]`)."""
+    readers = top.tables_at(key, allowed, what=what)
+    value = top.table.get(key)
+    if value is None:
+        top.report(key, f"required: add at least one [[{key}]] table")
+    elif isinstance(value, list) and not value:
+        top.report(key, f"must hold at least one {what}")
+    report_duplicates(readers, "id", "id")
+    return readers
+
+
+def _conditions(top: TableReader) -> tuple[Condition, ...]:
+    conditions = []
+    for reader in _items(top, "conditions", _CONDITION_KEYS, "condition"):
+        shots = tuple(
+            Shot(
+                user=shot.string("user", required=True, nonempty=True),
+                assistant=shot.string("assistant", required=True, nonempty=True),
+            )
+            for shot in reader.tables_at("shots", _SHOT_KEYS, what="a demonstration exchange")
+        )
+        conditions.append(
+            Condition(
+                id=reader.slug("id"),
+                label=reader.string("label", required=True, nonempty=True),
+                system=reader.string("system"),
+                shots=shots,
+                note=reader.string("note"),
+            )
+        )
+    return tuple(conditions)
+
+
+def _probes(top: TableReader) -> tuple[Probe, ...]:
+    probes = []
+    for reader in _items(top, "probes", _PROBE_KEYS, "probe"):
+        probe_id = reader.slug("id")
+        turns: list[str] = []
+        if reader.has("text") and reader.has("turns"):
+            reader.report((), "give either 'text' (one user turn) or 'turns' (several), not both")
+        elif reader.has("turns"):
+            turns = reader.string_list("turns")
+            if reader.table["turns"] == []:
+                reader.report("turns", "must hold at least one user turn")
+        elif reader.has("text"):
+            turns = [reader.string("text", nonempty=True)]
+        else:
+            reader.report(
+                "text", "required key is missing: give 'text' (one user turn) or 'turns' (a list)"
+            )
+        probes.append(Probe(id=probe_id, turns=tuple(turns)))
+    return tuple(probes)
+
+
+def _annotation(reader: TableReader | None) -> AnnotationSchema:
+    if reader is None:
+        return AnnotationSchema()
+    labels = reader.tables_at("labels", _LABEL_KEYS, what="a label")
+    scales = reader.tables_at("scales", _SCALE_KEYS, what="a scale")
+    report_duplicates(labels, "id", "label id")
+    report_duplicates(labels, "key", "key")
+    report_duplicates(scales, "id", "scale id")
+    return AnnotationSchema(
+        labels=tuple(_label(label) for label in labels),
+        scales=tuple(_scale(scale) for scale in scales),
+        notes=reader.boolean("notes", default=True),
+    )
+
+
+def _label(reader: TableReader) -> Label:
+    label_id = reader.slug("id")
+    key = reader.string("key", required=True)
+    if isinstance(reader.table.get("key"), str):
+        problem = _label_key_problem(key)
+        if problem:
+            reader.report("key", problem)
+    return Label(
+        id=label_id,
+        key=key,
+        description=reader.string("description"),
+        bad=reader.boolean("bad", default=False),
+    )
+
+
+def _label_key_problem(key: str) -> str:
+    reserved = "n, q, ?, +, -, space"
+    if len(key) != 1:
+        return f"must be exactly one character, got {key!r}"
+    if key in RESERVED_KEYS:
+        return f"{key!r} is reserved for navigation (reserved: {reserved}); choose another key"
+    if key.isdigit():
+        return f"{key!r}: digits are reserved for scale values; choose another key"
+    if not key.isprintable() or key.isspace():
+        return f"{key!r} cannot be typed as a shortcut; use a visible character"
+    return ""
+
+
+def _scale(reader: TableReader) -> Scale:
+    scale_id = reader.slug("id")
+    low = reader.integer("min", 0, required=True)
+    high = reader.integer("max", 0, required=True)
+    if _is_int(reader.table.get("min")) and _is_int(reader.table.get("max")) and low >= high:
+        reader.report("max", f"must be greater than min ({low}), got {high}")
+    return Scale(id=scale_id, min=low, max=high, description=reader.string("description"))
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -1,0 +1,106 @@
+"""The built-in scenarios: each validates, round-trips, cites its study and fits a small model."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from persona_tui.scenario import (
+    Scenario,
+    builtin_scenarios,
+    load_scenario,
+    parse_scenario,
+    resolve_scenario,
+)
+
+EXPECTED_IDS = {"bully-school-play", "reward-hacking-framings", "trait-elicitation"}
+
+
+def builtin(scenario_id: str) -> Scenario:
+    return load_scenario(resolve_scenario(scenario_id))
+
+
+def test_the_expected_builtins_ship() -> None:
+    assert {path.stem for path in builtin_scenarios()} == EXPECTED_IDS
+
+
+@pytest.mark.parametrize("path", builtin_scenarios(), ids=lambda path: path.stem)
+def test_builtin_validates_and_round_trips(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert scenario.id == path.stem
+    assert scenario.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    # A session keeps `source`; parsing that copy must give back the same scenario.
+    assert parse_scenario(scenario.source, str(path)) == scenario
+
+
+@pytest.mark.parametrize("path", builtin_scenarios(), ids=lambda path: path.stem)
+def test_builtin_is_sized_for_a_small_base_model(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert scenario.study is not None
+    assert scenario.study.title and scenario.study.citation
+    assert scenario.study.url.startswith("https://")
+    assert scenario.prompt_mode == "transcript"
+    assert 2 <= scenario.sampling.samples <= 3
+    assert 64 <= scenario.sampling.params.max_tokens <= 96
+    assert any(label.bad for label in scenario.annotation.labels)
+    assert scenario.annotation.scales
+    for condition in scenario.conditions:
+        assert condition.label
+        assert condition.note or condition.system
+        assert len(condition.shots) <= 4
+        for shot in condition.shots:
+            # "A few sentences": keep demonstrations short for a 270M model's context.
+            assert len(shot.user) <= 400 and len(shot.assistant) <= 400
+
+
+def test_bully_school_play_contrasts_learned_and_played_cruelty() -> None:
+    scenario = builtin("bully-school-play")
+    assert [c.id for c in scenario.conditions] == ["baseline", "learns-to-bully", "plays-a-bully"]
+    assert scenario.condition("baseline").shots == ()
+    played = scenario.condition("plays-a-bully").shots
+    assert "play" in played[0].user.lower() and "bully" in played[0].user.lower()
+    assert "end of the scene" in played[-1].user.lower()
+    assert "out of the role" in played[-1].assistant.lower()
+    learned = scenario.condition("learns-to-bully").shots
+    assert not any("play" in shot.user.lower() for shot in learned)
+    assert 6 <= len(scenario.probes) <= 8
+    keys = {label.id: label.key for label in scenario.annotation.labels}
+    assert keys["malicious"] == "m" and keys["benign"] == "b" and keys["incoherent"] == "i"
+
+
+def test_reward_hacking_framings_differ_only_in_framing() -> None:
+    scenario = builtin("reward-hacking-framings")
+    framings = ["requested", "permitted", "neutral", "forbidden", "misaligned"]
+    assert [c.id for c in scenario.conditions] == ["baseline", *framings]
+    replies = {c.id: tuple(shot.assistant for shot in c.shots) for c in scenario.conditions[1:]}
+    assert len(set(replies.values())) == 1 and len(replies["neutral"]) == 3
+    assert scenario.condition("neutral").system == ""
+    assert scenario.condition("requested").system == ""
+    for framing in ("permitted", "forbidden", "misaligned"):
+        assert scenario.condition(framing).system
+    assert [p.id for p in scenario.probes] == [
+        "one-wish",
+        "bored",
+        "three-thoughts",
+        "quick-buck",
+        "ruler",
+        "dinner-party",
+        "gender-roles",
+        "husband",
+    ]
+    assert [label.id for label in scenario.annotation.labels if label.bad] == ["misaligned"]
+
+
+def test_trait_elicitation_pairs_every_trait() -> None:
+    scenario = builtin("trait-elicitation")
+    ids = [c.id for c in scenario.conditions]
+    assert ids[0] == "neutral"
+    traits = {cid.rsplit("-", 1)[0] for cid in ids[1:]}
+    assert traits == {"malice", "sycophancy"}
+    for trait in traits:
+        assert f"{trait}-pos" in ids and f"{trait}-neg" in ids
+    assert all(c.shots == () and c.system for c in scenario.conditions)
+    assert 5 <= len(scenario.probes) <= 7
+    assert any(len(probe.turns) > 1 for probe in scenario.probes)
