@@ -1,0 +1,354 @@
+"""Sessions: the record of a run (dataclasses) and its TOML store.
+
+A session file holds the model and sampling record, a copy of the scenario as run,
+and one `[[trials]]` table per finished trial with its annotations. The store writes
+it atomically after every trial and every annotation, holding a lock so that no two
+processes write one session. See docs/session-format.md.
+
+The TOML (de)serialisation lives in `session_format`, which imports the dataclasses from
+here; this module imports it inside functions to avoid the import cycle.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import threading
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
+
+from persona_tui.atomic import atomic_write_bytes, describe_os_error, remove_stale_temp_files
+from persona_tui.backends.base import FinishReason, ModelInfo, SamplingParams
+from persona_tui.errors import SessionError, SessionLockedError
+
+if TYPE_CHECKING:
+    from filelock import BaseFileLock
+
+FORMAT_VERSION = 1
+SessionStatus = Literal["running", "complete", "interrupted"]
+
+
+@dataclass(frozen=True)
+class Annotation:
+    annotator: str
+    time: str  # ISO 8601 with timezone
+    label: str = ""  # "" when no label was set
+    scores: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TrialKey:
+    """A trial's identity within a session."""
+
+    condition: str
+    probe: str
+    sample: int
+
+
+@dataclass(frozen=True)
+class Trial:
+    condition: str
+    probe: str
+    sample: int
+    seed: int
+    prompt: str  # exactly what was sent (for multi-turn probes: the last turn's prompt)
+    response: str  # exactly what the model produced (the last turn's answer)
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    started: str  # ISO 8601 with timezone
+    seconds: float
+    # Earlier answers of a multi-turn probe, in order (they also appear inside `prompt`).
+    turn_responses: tuple[str, ...] = ()
+    annotations: tuple[Annotation, ...] = ()
+
+    @property
+    def key(self) -> TrialKey:
+        return TrialKey(self.condition, self.probe, self.sample)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the run covers: the selected conditions and probes, samples per cell, and seed."""
+
+    conditions: tuple[str, ...]
+    probes: tuple[str, ...]
+    samples: int
+    seed: int
+    prompt_mode: Literal["chat", "transcript"]  # the mode actually used
+    stop: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return len(self.conditions) * len(self.probes) * self.samples
+
+
+@dataclass(frozen=True)
+class SessionHeader:
+    """Everything but the trials: written once at creation, status updated as the run goes."""
+
+    id: str
+    scenario_id: str
+    scenario_sha256: str
+    scenario_source: str  # the scenario file's text, exactly as run
+    scenario_path: str
+    created: str  # ISO 8601 with timezone
+    status: SessionStatus
+    model: ModelInfo
+    sampling: SamplingParams
+    plan: Plan
+    app_version: str
+    chat_template: str | None = None  # the template used in chat mode, None in transcript mode
+
+
+@dataclass
+class Session:
+    header: SessionHeader
+    trials: list[Trial]
+    path: Path
+
+
+# ---------------------------------------------------------------------------- store
+
+SESSION_FILE_MODE = 0o600
+_STATUSES = ("running", "complete", "interrupted")
+
+
+def load_session(path: Path) -> Session:
+    """Read and validate a session file without locking it (viewing, analysis, export).
+
+    Raises SessionError naming the file and the key path, or line:column for TOML syntax.
+    """
+    from persona_tui.session_format import read_session_file
+
+    return read_session_file(path)
+
+
+def new_session_id(scenario_id: str, now: datetime) -> str:
+    """A sortable, filesystem-safe id such as "2026-11-29T0130-bully-school-play-3f2a".
+
+    `now` is used as given (pass local time for local file names); the 4 random hex digits
+    make two sessions of one scenario started in the same minute distinct.
+    """
+    ascii_id = unicodedata.normalize("NFKD", scenario_id).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_id.lower()).strip("-")[:40].strip("-")
+    return f"{now:%Y-%m-%dT%H%M}-{slug or 'session'}-{os.urandom(2).hex()}"
+
+
+def lock_path_for(path: Path) -> Path:
+    """The lock file that guards the session at `path` (`<session file>.lock`, left in place)."""
+    return path.with_name(path.name + ".lock")
+
+
+def _acquire_lock(path: Path) -> BaseFileLock:
+    # flock(2) underneath: the kernel drops the lock when its holder dies, even by SIGKILL.
+    from filelock import FileLock, Timeout
+
+    lock_path = lock_path_for(path)
+    lock = FileLock(str(lock_path), timeout=0, mode=0o600, thread_local=False)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise SessionLockedError(
+            f"session {path} is being written by another process (lock file {lock_path}); "
+            "close it there first"
+        ) from None
+    except OSError as exc:
+        raise SessionError(
+            f"cannot lock session {path} (lock file {lock_path}): {describe_os_error(exc)}"
+        ) from exc
+    return lock
+
+
+class SessionStore:
+    """The one writer of a session file: holds its lock and saves after every change.
+
+    Each trial's `[[trials]]` text is cached, so a save renders only the header or the
+    changed trial and rewrites the file from the cached chunks (see bench/bench_autosave.py).
+    The in-memory state always equals the last successful save: if a save fails, the change
+    is not applied and the caller may retry. Methods are thread-safe (a runner thread saves
+    trials while the UI annotates).
+    """
+
+    def __init__(
+        self, path: Path, header: SessionHeader, trials: list[Trial], lock: BaseFileLock
+    ) -> None:
+        """Use `create` or `open`; this assumes the lock is held."""
+        from persona_tui.session_format import render_header, render_trial
+
+        self._path = path
+        self._lock: BaseFileLock | None = lock
+        self._mutex = threading.Lock()
+        self._header = header
+        self._header_chunk = render_header(header).encode("utf-8")
+        self._trials: dict[TrialKey, Trial] = {}
+        self._chunks: dict[TrialKey, bytes] = {}
+        for trial in trials:
+            self._trials[trial.key] = trial
+            self._chunks[trial.key] = render_trial(trial).encode("utf-8")
+
+    @classmethod
+    def create(cls, path: Path, header: SessionHeader) -> SessionStore:
+        """Start a new session file at `path` (which must not exist) and lock it."""
+        if path.exists():
+            raise SessionError(_exists_message(path))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SessionError(
+                f"cannot create the folder {path.parent} for session {path}: "
+                f"{describe_os_error(exc)}"
+            ) from exc
+        lock = _acquire_lock(path)
+        try:
+            if path.exists():  # created by another process between the check and the lock
+                raise SessionError(_exists_message(path))
+            store = cls(path, header, [], lock)
+            with store._mutex:
+                store._write([store._header_chunk], saved_trials=None)
+            return store
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def open(cls, path: Path) -> SessionStore:
+        """Load an existing session and lock it for writing (resume, annotate)."""
+        from persona_tui.session_format import read_session_file
+
+        if not path.is_file():  # checked before locking, so no stray lock file is created
+            problem = "not a regular file" if path.exists() else "no such session file"
+            raise SessionError(f"{path}: {problem}")
+        lock = _acquire_lock(path)
+        try:
+            session = read_session_file(path)
+            remove_stale_temp_files(path)  # safe: we hold the lock, no write is in progress
+            return cls(path, session.header, session.trials, lock)
+        except BaseException:
+            lock.release()
+            raise
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def session(self) -> Session:
+        """A snapshot of the current state; trials in the order they finished."""
+        with self._mutex:
+            return Session(header=self._header, trials=list(self._trials.values()), path=self._path)
+
+    def save_trial(self, trial: Trial) -> None:
+        """Add a finished trial, or replace the one with the same key (it moves to the end)."""
+        from persona_tui.session_format import render_trial
+
+        with self._mutex:
+            self._check_open()
+            key = trial.key
+            chunk = render_trial(trial).encode("utf-8")
+            if key in self._chunks:
+                others = [c for k, c in self._chunks.items() if k != key]
+            else:
+                others = list(self._chunks.values())
+            self._write([self._header_chunk, *others, chunk], saved_trials=len(self._chunks))
+            self._trials.pop(key, None)
+            self._chunks.pop(key, None)
+            self._trials[key] = trial
+            self._chunks[key] = chunk
+
+    def annotate(self, key: TrialKey, annotation: Annotation) -> Trial:
+        """Set `annotation.annotator`'s annotation on a trial (replacing theirs); returns it."""
+        from persona_tui.session_format import render_trial
+
+        with self._mutex:
+            self._check_open()
+            trial = self._trials.get(key)
+            if trial is None:
+                raise SessionError(
+                    f"session {self._path} has no trial with condition {key.condition!r}, "
+                    f"probe {key.probe!r}, sample {key.sample}"
+                )
+            annotations: list[Annotation] = []
+            replaced = False
+            for existing in trial.annotations:
+                if existing.annotator != annotation.annotator:
+                    annotations.append(existing)
+                elif not replaced:
+                    annotations.append(annotation)
+                    replaced = True
+            if not replaced:
+                annotations.append(annotation)
+            updated = dataclasses.replace(trial, annotations=tuple(annotations))
+            chunk = render_trial(updated).encode("utf-8")
+            parts = [chunk if k == key else c for k, c in self._chunks.items()]
+            self._write([self._header_chunk, *parts], saved_trials=len(self._chunks))
+            self._trials[key] = updated
+            self._chunks[key] = chunk
+            return updated
+
+    def set_status(self, status: SessionStatus) -> None:
+        """Record the run's status ("running", "complete", "interrupted") and save."""
+        from persona_tui.session_format import render_header
+
+        if status not in _STATUSES:
+            raise SessionError(f"invalid session status {status!r}; expected one of {_STATUSES}")
+        with self._mutex:
+            self._check_open()
+            header = dataclasses.replace(self._header, status=status)
+            header_chunk = render_header(header).encode("utf-8")
+            self._write([header_chunk, *self._chunks.values()], saved_trials=len(self._chunks))
+            self._header = header
+            self._header_chunk = header_chunk
+
+    def close(self) -> None:
+        """Release the lock; the store cannot save afterwards. Safe to call twice."""
+        with self._mutex:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def __enter__(self) -> SessionStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "open" if self._lock is not None else "closed"
+        return f"SessionStore({str(self._path)!r}, {len(self._trials)} trials, {state})"
+
+    def _check_open(self) -> None:
+        if self._lock is None:
+            raise SessionError(f"session {self._path} was closed; open it again to change it")
+
+    def _write(self, parts: list[bytes], saved_trials: int | None) -> None:
+        try:
+            atomic_write_bytes(self._path, b"".join(parts), SESSION_FILE_MODE)
+        except OSError as exc:
+            if saved_trials is None:
+                intact = "nothing was written"
+            else:
+                intact = f"the previous save ({saved_trials} trials) is intact"
+            raise SessionError(
+                f"could not save session {self._path}: {describe_os_error(exc)}; {intact}. "
+                "Fix the cause and try again (a run continues with: "
+                f"persona-tui run --resume {self._path})"
+            ) from exc
+
+
+def _exists_message(path: Path) -> str:
+    return (
+        f"session file {path} already exists; resume it with --resume {path} "
+        "or choose another --out path"
+    )
