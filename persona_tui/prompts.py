@@ -31,7 +31,7 @@ def resolve_mode(mode: PromptMode, backend: Backend, scenario_id: str) -> Resolv
         return "transcript"
     raise PersonaError(
         f"scenario '{scenario_id}' sets prompt_mode = \"chat\", but the model "
-        f"{backend.info.path} has no chat template; set prompt_mode = \"auto\" or "
+        f'{backend.info.path} has no chat template; set prompt_mode = "auto" or '
         '"transcript" to run it as a plain User/Assistant transcript'
     )
 

@@ -1,0 +1,224 @@
+"""The command-line entry point: parse arguments, call the core, print.
+
+User errors (PersonaError) are printed as one clear message without a traceback and
+exit with status 2. `persona-tui` with no command opens the TUI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from persona_tui import __version__
+from persona_tui.errors import PersonaError, ScenarioError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _csv(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        "-m",
+        help="'demo', a config alias, or a path to a GGUF file (default: the config's "
+        "default_model, else the bundled demo model)",
+    )
+    parser.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="persona-tui",
+        description="Offline workbench for persona role-play studies of language models. "
+        "Run without a command to open the app.",
+    )
+    parser.add_argument("--version", action="version", version=f"persona-tui {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a scenario headless and save a session")
+    run.add_argument("scenario", nargs="?", help="a scenario file or a built-in/user scenario id")
+    _add_model_options(run)
+    run.add_argument("--samples", type=int, help="samples per condition × probe")
+    run.add_argument("--seed", type=int, help="scenario seed (each trial's seed derives from it)")
+    run.add_argument("--max-tokens", type=int, help="maximum tokens per response")
+    run.add_argument("--temperature", type=float, help="sampling temperature")
+    run.add_argument("--conditions", type=_csv, help="only these condition ids (a,b,...)")
+    run.add_argument("--probes", type=_csv, help="only these probe ids (x,y,...)")
+    run.add_argument(
+        "--out", type=Path, help="session file to write (default: the sessions folder)"
+    )
+    run.add_argument(
+        "--resume", type=Path, metavar="SESSION", help="continue an interrupted session"
+    )
+    run.set_defaults(func=_cmd_run)
+
+    validate = sub.add_parser("validate", help="check scenario files; exit 2 if any is invalid")
+    validate.add_argument("files", nargs="+", type=Path)
+    validate.set_defaults(func=_cmd_validate)
+
+    scenarios = sub.add_parser("scenarios", help="list built-in and user scenarios")
+    scenarios.set_defaults(func=_cmd_scenarios)
+
+    models = sub.add_parser("models", help="list the demo model, config aliases and local GGUFs")
+    models.add_argument("--json", action="store_true", help="print JSON")
+    models.set_defaults(func=_cmd_models)
+
+    sessions = sub.add_parser("sessions", help="list saved sessions")
+    sessions.add_argument("--json", action="store_true", help="print JSON")
+    sessions.set_defaults(func=_cmd_sessions)
+
+    tui = sub.add_parser("tui", help="open the app (optionally straight on a run)")
+    tui.add_argument("--scenario", help="scenario file or id to run")
+    tui.add_argument("--model", "-m", help="model to run it on")
+    tui.set_defaults(func=_cmd_tui)
+
+    annotate = sub.add_parser("annotate", help="open the app on a session's annotation screen")
+    annotate.add_argument("session", type=Path)
+    annotate.set_defaults(func=_cmd_annotate)
+    return parser
+
+
+# Commands -------------------------------------------------------------------------------
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from persona_tui.scenario import load_scenario
+
+    bad = 0
+    for file in args.files:
+        try:
+            scenario = load_scenario(file)
+        except ScenarioError as error:
+            bad += 1
+            for problem in error.problems:
+                print(problem)
+        else:
+            print(
+                f"{file}: ok ({scenario.id}: {len(scenario.conditions)} conditions, "
+                f"{len(scenario.probes)} probes)",
+                file=sys.stderr,
+            )
+    return 2 if bad else 0
+
+
+def _cmd_scenarios(args: argparse.Namespace) -> int:
+    from persona_tui.scenario import builtin_scenarios, load_scenario, user_scenarios
+
+    for origin, files in (("built-in", builtin_scenarios()), ("user", user_scenarios())):
+        for file in files:
+            try:
+                s = load_scenario(file)
+            except ScenarioError as error:
+                print(f"{file.stem:28} {origin:9} INVALID: {error.problems[0]}")
+                continue
+            print(
+                f"{s.id:28} {origin:9} {len(s.conditions)} conditions × "
+                f"{len(s.probes)} probes  {s.title}"
+            )
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from persona_tui.config import load_config
+    from persona_tui.models import discover_models
+
+    refs = discover_models(load_config().models)
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {"name": r.name, "path": r.path, "backend": r.backend, "source": r.source}
+                    for r in refs
+                ],
+                indent=2,
+            )
+        )
+    else:
+        for r in refs:
+            print(f"{r.name:32} {r.source:16} {r.backend:10} {r.path}")
+    return 0
+
+
+def _cmd_sessions(args: argparse.Namespace) -> int:
+    from persona_tui import paths
+    from persona_tui.errors import SessionError
+    from persona_tui.session import load_session
+
+    rows: list[dict[str, object]] = []
+    for file in sorted(paths.sessions_dir().glob("*.toml")):
+        try:
+            s = load_session(file)
+        except SessionError as error:
+            rows.append({"path": str(file), "error": str(error)})
+            continue
+        h = s.header
+        annotated = sum(1 for t in s.trials if t.annotations)
+        rows.append(
+            {
+                "path": str(file),
+                "id": h.id,
+                "scenario": h.scenario_id,
+                "status": h.status,
+                "created": h.created,
+                "trials": len(s.trials),
+                "planned": h.plan.total,
+                "annotated": annotated,
+                "model": h.model.name,
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no sessions in {paths.sessions_dir()}", file=sys.stderr)
+    for row in rows:
+        if "error" in row:
+            print(f"{row['path']}: unreadable: {row['error']}")
+        else:
+            print(
+                f"{row['id']:44} {row['status']:11} {row['trials']:>4}/{row['planned']:<4} "
+                f"annotated {row['annotated']:>4}  {row['model']}  {row['path']}"
+            )
+    return 0
+
+
+def _cmd_tui(args: argparse.Namespace) -> int:
+    from persona_tui.ui.app import run_app
+
+    return run_app(scenario=args.scenario, model=args.model)
+
+
+def _cmd_annotate(args: argparse.Namespace) -> int:
+    from persona_tui.ui.app import run_app
+
+    return run_app(annotate=args.session)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from persona_tui.headless import run_headless
+
+    return run_headless(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Handler | None = getattr(args, "func", None)
+    try:
+        if func is None:
+            from persona_tui.ui.app import run_app
+
+            return run_app()
+        return func(args)
+    except PersonaError as error:
+        print(f"persona-tui: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("persona-tui: interrupted", file=sys.stderr)
+        return 130

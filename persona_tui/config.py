@@ -1,0 +1,147 @@
+"""The user's config file (`config.toml` in the platformdirs config folder).
+
+```toml
+default_model = "demo"          # an alias below, "demo", or a path
+annotator = "ada"               # name recorded with every annotation
+theme = "persona-dark"          # a theme name (built-in or user)
+threads = 2                     # llama.cpp threads (default: physical cores)
+
+[models.qwen]
+path = "~/models/qwen2.5-0.5b-instruct-q4_k_m.gguf"
+backend = "llama.cpp"           # optional: "auto" (default), "llama.cpp", "mlx", "openai"
+n_ctx = 4096                    # optional context size
+threads = 4                     # optional, overrides the global setting
+```
+A missing file is fine (all defaults); an invalid one is a ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from persona_tui import paths
+from persona_tui.atomic import atomic_write_text
+from persona_tui.errors import ConfigError
+from persona_tui.models import ModelRef
+
+BACKENDS = ("auto", "llama.cpp", "mlx", "openai")
+_TOP_KEYS = ("default_model", "annotator", "theme", "threads", "models")
+_MODEL_KEYS = ("path", "backend", "n_ctx", "threads", "base_url", "model", "api_key_env")
+
+
+@dataclass(frozen=True)
+class Config:
+    default_model: str = "demo"
+    annotator: str = ""
+    theme: str = "persona-dark"
+    threads: int | None = None
+    models: Mapping[str, ModelRef] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def _unknown(key: str, allowed: tuple[str, ...], where: str, file: Path) -> ConfigError:
+    close = difflib.get_close_matches(key, allowed, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; allowed keys: {', '.join(allowed)}"
+    return ConfigError(f"{file}: unknown key {where}{key!r}{hint}")
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], key: str, file: Path, what: str) -> Any:
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        raise ConfigError(f"{file}: {key}: expected {what}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _positive_int(value: Any, key: str, file: Path) -> int:
+    number: int = _expect(value, int, key, file, "a positive integer")
+    if number < 1:
+        raise ConfigError(f"{file}: {key}: expected a positive integer, got {number}")
+    return number
+
+
+def _model_ref(name: str, table: Any, file: Path) -> ModelRef:
+    where = f"models.{name}"
+    _expect(table, dict, where, file, 'a table like [models.NAME] with path = "..."')
+    for key in table:
+        if key not in _MODEL_KEYS:
+            raise _unknown(key, _MODEL_KEYS, f"in [{where}] ", file)
+    backend = _expect(table.get("backend", "auto"), str, f"{where}.backend", file, "a string")
+    if backend not in BACKENDS:
+        raise ConfigError(f"{file}: {where}.backend: expected one of {', '.join(BACKENDS)}")
+    if backend == "openai":
+        base_url = _expect(table.get("base_url"), str, f"{where}.base_url", file, "a URL string")
+        model = _expect(table.get("model", ""), str, f"{where}.model", file, "a string")
+        location = f"openai:{base_url}" + (f"#{model}" if model else "")
+    else:
+        if "path" not in table:
+            raise ConfigError(f"{file}: {where}: missing key 'path' (the model file or folder)")
+        raw = _expect(table["path"], str, f"{where}.path", file, "a path string")
+        location = str(Path(raw).expanduser())
+    n_ctx = table.get("n_ctx")
+    threads = table.get("threads")
+    api_key_env = table.get("api_key_env", "")
+    _expect(api_key_env, str, f"{where}.api_key_env", file, "an environment variable name")
+    return ModelRef(
+        name=name,
+        path=location,
+        backend=backend,
+        source="config",
+        n_ctx=None if n_ctx is None else _positive_int(n_ctx, f"{where}.n_ctx", file),
+        n_threads=None if threads is None else _positive_int(threads, f"{where}.threads", file),
+        api_key_env=api_key_env,
+    )
+
+
+def parse_config(data: Mapping[str, Any], file: Path) -> Config:
+    """Validate a parsed config table."""
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise _unknown(key, _TOP_KEYS, "", file)
+    models_table = _expect(data.get("models", {}), dict, "models", file, "a table of models")
+    threads = data.get("threads")
+    return Config(
+        default_model=_expect(
+            data.get("default_model", "demo"), str, "default_model", file, "a string"
+        ),
+        annotator=_expect(data.get("annotator", ""), str, "annotator", file, "a string"),
+        theme=_expect(data.get("theme", "persona-dark"), str, "theme", file, "a string"),
+        threads=None if threads is None else _positive_int(threads, "threads", file),
+        models={name: _model_ref(name, table, file) for name, table in models_table.items()},
+        path=file,
+    )
+
+
+def _read_raw(file: Path) -> dict[str, Any]:
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{file}: cannot read the config file: {error}") from error
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{file}: invalid TOML: {error}") from error
+
+
+def load_config(file: Path | None = None) -> Config:
+    """The user's config; all defaults when the file does not exist."""
+    file = file or paths.config_file()
+    return parse_config(_read_raw(file), file)
+
+
+def update_config(file: Path | None = None, **changes: str) -> Config:
+    """Set top-level keys (e.g. theme, annotator) and rewrite the file atomically."""
+    file = file or paths.config_file()
+    data = _read_raw(file)
+    data.update(changes)
+    config = parse_config(data, file)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(file, tomli_w.dumps(data), mode=0o600)
+    return config

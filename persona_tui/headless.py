@@ -1,0 +1,182 @@
+"""`persona-tui run`: run a scenario without the app, with progress on stderr.
+
+The session file's path is the last line printed on stdout, so scripts can capture it.
+SIGINT/SIGTERM cancel the current trial; every finished trial is already saved and the
+session is left `interrupted`, ready for `--resume`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from persona_tui.backends.base import Backend
+from persona_tui.config import Config, load_config
+from persona_tui.errors import PersonaError
+from persona_tui.runner import (
+    RunControl,
+    RunEvent,
+    RunFinished,
+    Runner,
+    RunOptions,
+    RunStarted,
+    TrialFailed,
+    TrialFinished,
+    TrialStarted,
+    check_same_model,
+    create_session,
+    open_session_for_resume,
+)
+from persona_tui.scenario import load_scenario, resolve_scenario
+from persona_tui.session import SessionStore
+
+
+def load_model(ref_text: str, config: Config, threads: int | None) -> Backend:
+    """Resolve a model reference ("demo", an alias, a path) and load it."""
+    from persona_tui.models import load_backend, resolve_model
+
+    ref = resolve_model(ref_text, config.models)
+    return load_backend(ref, n_threads=threads or config.threads)
+
+
+class ProgressReporter:
+    """Turns runner events into a rich progress bar (TTY) or plain lines (pipes, CI)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.tokens = 0
+        self.clock = time.perf_counter()
+
+    def __call__(self, event: RunEvent) -> None:
+        if isinstance(event, RunStarted):
+            self.clock = time.perf_counter()
+            if self.console.is_terminal:
+                self.progress = Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[rate]}"),
+                    TimeElapsedColumn(),
+                    TimeRemainingColumn(),
+                    console=self.console,
+                )
+                self.progress.start()
+                self.task = self.progress.add_task(
+                    "trials", total=event.total, completed=event.done, rate=""
+                )
+            else:
+                self.console.print(f"running {event.total - event.done} of {event.total} trials")
+        elif isinstance(event, TrialStarted):
+            if self.progress is not None and self.task is not None:
+                spec = event.spec
+                self.progress.update(
+                    self.task, description=f"{spec.condition} · {spec.probe} #{spec.sample}"
+                )
+        elif isinstance(event, TrialFinished):
+            self.tokens += event.trial.completion_tokens
+            rate = self.tokens / max(time.perf_counter() - self.clock, 1e-9)
+            if self.progress is not None and self.task is not None:
+                self.progress.update(self.task, completed=event.done, rate=f"{rate:.0f} tok/s")
+            else:
+                t = event.trial
+                self.console.print(
+                    f"[{event.done}/{event.total}] {t.condition} · {t.probe} #{t.sample}: "
+                    f"{t.completion_tokens} tokens in {t.seconds:.2f}s ({t.finish_reason})",
+                    markup=False,
+                    highlight=False,
+                )
+        elif isinstance(event, TrialFailed):
+            spec = event.spec
+            self.console.print(
+                f"trial {spec.condition} · {spec.probe} #{spec.sample} failed: {event.error}",
+                markup=False,
+                highlight=False,
+            )
+        elif isinstance(event, RunFinished):
+            if self.progress is not None:
+                self.progress.stop()
+            self.console.print(
+                f"{event.status}: {event.done}/{event.total} trials"
+                + (f", {event.failed} failed" if event.failed else ""),
+                highlight=False,
+            )
+
+
+@contextmanager
+def _cancel_on_signals(control: RunControl) -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        control.cancel()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStore]:
+    if args.resume is not None:
+        scenario, store = open_session_for_resume(args.resume)
+        try:
+            backend = load_model(
+                args.model or store.session.header.model.path, config, args.threads
+            )
+            check_same_model(store, backend)
+        except BaseException:
+            store.close()
+            raise
+        return Runner(scenario, backend, store), store
+    if not args.scenario:
+        raise PersonaError("name a scenario to run (a file or an id; see `persona-tui scenarios`)")
+    scenario = load_scenario(resolve_scenario(args.scenario))
+    backend = load_model(args.model or config.default_model, config, args.threads)
+    options = RunOptions(
+        samples=args.samples,
+        seed=args.seed,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        conditions=args.conditions,
+        probes=args.probes,
+    )
+    store = create_session(scenario, backend, options, args.out)
+    return Runner(scenario, backend, store), store
+
+
+def run_headless(args: argparse.Namespace) -> int:
+    """Run (or resume) a session; exit 0 complete, 1 trials failed, 130 interrupted."""
+    config = load_config()
+    console = Console(stderr=True)
+    runner, store = _open(args, config)
+    control = RunControl()
+    try:
+        with _cancel_on_signals(control):
+            status = runner.run(ProgressReporter(console), control)
+        session = store.session
+    finally:
+        store.close()
+        runner.backend.close()
+    print(session.path)
+    if status == "complete":
+        return 0
+    if control.cancelled.is_set():
+        console.print(f"resume with: persona-tui run --resume {session.path}", highlight=False)
+        return 130
+    return 1

@@ -1,0 +1,366 @@
+"""Plan a scenario into trials, run them on a backend, and record them in a session.
+
+The runner knows nothing of screens: it reports progress as events to a callback that the
+CLI (a progress bar) or the TUI (thread-safe message posting) provides, and it can be
+paused and cancelled from another thread through a `RunControl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from persona_tui import __version__
+from persona_tui.backends.base import Backend, GenerationRequest, SamplingParams
+from persona_tui.errors import PersonaError
+from persona_tui.prompts import (
+    ResolvedMode,
+    conversation,
+    render_prompt,
+    resolve_mode,
+    stop_strings,
+)
+from persona_tui.scenario import Scenario
+from persona_tui.session import (
+    Plan,
+    SessionHeader,
+    SessionStatus,
+    SessionStore,
+    Trial,
+    TrialKey,
+    new_session_id,
+)
+
+
+def trial_seed(scenario_seed: int, condition: str, probe: str, sample: int) -> int:
+    """A trial's seed, derived from its identity alone.
+
+    Adding or removing conditions, probes or samples never changes another trial's seed.
+    The result fits in 31 bits (llama.cpp reserves 0xFFFFFFFF for "random").
+    """
+    identity = f"{scenario_seed}\x1f{condition}\x1f{probe}\x1f{sample}".encode()
+    return int.from_bytes(hashlib.sha256(identity).digest()[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    condition: str
+    probe: str
+    sample: int
+    seed: int
+
+    @property
+    def key(self) -> TrialKey:
+        return TrialKey(self.condition, self.probe, self.sample)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line or UI overrides of a scenario's defaults; None keeps the default."""
+
+    samples: int | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    conditions: Sequence[str] | None = None
+    probes: Sequence[str] | None = None
+
+
+def _select(kind: str, wanted: Sequence[str] | None, available: Sequence[str]) -> tuple[str, ...]:
+    if not wanted:
+        return tuple(available)
+    unknown = [w for w in wanted if w not in available]
+    if unknown:
+        raise PersonaError(
+            f"unknown {kind} {', '.join(repr(u) for u in unknown)}; "
+            f"this scenario has: {', '.join(available)}"
+        )
+    return tuple(dict.fromkeys(wanted))
+
+
+def effective_sampling(scenario: Scenario, options: RunOptions) -> SamplingParams:
+    params = scenario.sampling.params
+    if options.max_tokens is not None:
+        if options.max_tokens < 1:
+            raise PersonaError("--max-tokens must be at least 1")
+        params = replace(params, max_tokens=options.max_tokens)
+    if options.temperature is not None:
+        if options.temperature < 0:
+            raise PersonaError("--temperature must be 0 or more")
+        params = replace(params, temperature=options.temperature)
+    return params
+
+
+def make_plan(scenario: Scenario, options: RunOptions, mode: ResolvedMode) -> Plan:
+    """What to run: selected conditions and probes, samples per cell, seed and prompt mode."""
+    samples = scenario.sampling.samples if options.samples is None else options.samples
+    if samples < 1:
+        raise PersonaError("--samples must be at least 1")
+    seed = scenario.sampling.seed if options.seed is None else options.seed
+    if seed < 0:
+        raise PersonaError("--seed must be 0 or more")
+    return Plan(
+        conditions=_select("condition", options.conditions, [c.id for c in scenario.conditions]),
+        probes=_select("probe", options.probes, [p.id for p in scenario.probes]),
+        samples=samples,
+        seed=seed,
+        prompt_mode=mode,
+        stop=stop_strings(mode),
+    )
+
+
+def plan_trials(plan: Plan) -> list[TrialSpec]:
+    """All trials of a plan in identity order (condition, probe, sample)."""
+    return [
+        TrialSpec(c, p, s, trial_seed(plan.seed, c, p, s))
+        for c in plan.conditions
+        for p in plan.probes
+        for s in range(plan.samples)
+    ]
+
+
+def order_for_prefix_reuse(
+    specs: Sequence[TrialSpec], prompts: dict[TrialKey, str]
+) -> list[TrialSpec]:
+    """Order trials so that neighbours share the longest prompt prefix.
+
+    Sorting prompts lexicographically puts every prompt next to those it shares the most
+    leading text with, so one condition's framing and demonstrations are evaluated once
+    and then served from the engine's prefix cache for each of its probes.
+    """
+    return sorted(specs, key=lambda s: (prompts[s.key], s.sample))
+
+
+# Events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    total: int
+    done: int  # trials already finished (when resuming)
+
+
+@dataclass(frozen=True)
+class TrialStarted:
+    spec: TrialSpec
+    position: int  # 0-based position among this run's trials
+
+
+@dataclass(frozen=True)
+class TextChunk:
+    spec: TrialSpec
+    text: str
+    turn: int  # 0-based user turn of the probe being answered
+
+
+@dataclass(frozen=True)
+class TrialFinished:
+    trial: Trial
+    done: int
+    total: int
+    prompt_tokens_evaluated: int
+
+
+@dataclass(frozen=True)
+class TrialFailed:
+    spec: TrialSpec
+    error: str
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    status: SessionStatus
+    done: int
+    total: int
+    failed: int
+
+
+RunEvent = RunStarted | TrialStarted | TextChunk | TrialFinished | TrialFailed | RunFinished
+EventCallback = Callable[[RunEvent], None]
+
+
+class RunControl:
+    """Pause, resume and cancel a run from another thread.
+
+    Cancel stops the current generation within a token; pause waits between trials.
+    """
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+        self._running.set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    def wait_while_paused(self) -> None:
+        self._running.wait()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+class Runner:
+    """Runs the unfinished trials of a session's plan, saving each one as it finishes."""
+
+    def __init__(self, scenario: Scenario, backend: Backend, store: SessionStore) -> None:
+        self.scenario = scenario
+        self.backend = backend
+        self.store = store
+        header = store.session.header
+        self.plan = header.plan
+        self.sampling = header.sampling
+
+    def first_prompt(self, spec: TrialSpec) -> str:
+        probe = self.scenario.probe(spec.probe)
+        messages = conversation(self.scenario.condition(spec.condition), probe.turns[:1], [])
+        return render_prompt(self.plan.prompt_mode, messages, self.backend)
+
+    def pending(self) -> list[TrialSpec]:
+        """Unfinished trials, in prefix-reuse order."""
+        finished = {t.key for t in self.store.session.trials}
+        specs = [s for s in plan_trials(self.plan) if s.key not in finished]
+        prompts = {s.key: self.first_prompt(s) for s in specs}
+        return order_for_prefix_reuse(specs, prompts)
+
+    def run(self, on_event: EventCallback, control: RunControl | None = None) -> SessionStatus:
+        """Run every unfinished trial; return the session's final status."""
+        control = control or RunControl()
+        total = self.plan.total
+        done = len(self.store.session.trials)
+        failed = 0
+        self.store.set_status("running")
+        on_event(RunStarted(total=total, done=done))
+        for position, spec in enumerate(self.pending()):
+            control.wait_while_paused()
+            if control.cancelled.is_set():
+                break
+            on_event(TrialStarted(spec, position))
+            try:
+                trial, evaluated = self._run_trial(spec, on_event, control)
+            except PersonaError as error:
+                failed += 1
+                on_event(TrialFailed(spec, str(error)))
+                continue
+            if trial is None:  # cancelled mid-generation: keep nothing of it
+                break
+            self.store.save_trial(trial)
+            done += 1
+            on_event(TrialFinished(trial, done, total, evaluated))
+        status: SessionStatus = "complete" if done == total else "interrupted"
+        self.store.set_status(status)
+        on_event(RunFinished(status, done, total, failed))
+        return status
+
+    def _run_trial(
+        self, spec: TrialSpec, on_event: EventCallback, control: RunControl
+    ) -> tuple[Trial | None, int]:
+        probe = self.scenario.probe(spec.probe)
+        condition = self.scenario.condition(spec.condition)
+        started = _now()
+        clock = time.perf_counter()
+        answers: list[str] = []
+        prompt = ""
+        prompt_tokens = completion_tokens = evaluated = 0
+        finish_reason = "stop"
+        for turn in range(len(probe.turns)):
+            messages = conversation(condition, probe.turns[: turn + 1], answers)
+            prompt = render_prompt(self.plan.prompt_mode, messages, self.backend)
+            request = GenerationRequest(prompt, spec.seed, self.sampling, self.plan.stop)
+
+            def emit(text: str, turn: int = turn) -> None:
+                on_event(TextChunk(spec, text, turn))
+
+            result = self.backend.generate(request, emit, control.cancelled)
+            if result.finish_reason == "cancelled":
+                return None, evaluated
+            answers.append(result.text)
+            prompt_tokens += result.prompt_tokens
+            completion_tokens += result.completion_tokens
+            evaluated += result.prompt_tokens_evaluated
+            finish_reason = result.finish_reason
+        trial = Trial(
+            condition=spec.condition,
+            probe=spec.probe,
+            sample=spec.sample,
+            seed=spec.seed,
+            prompt=prompt,
+            response=answers[-1],
+            finish_reason=finish_reason,  # type: ignore[arg-type]
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            started=started,
+            seconds=round(time.perf_counter() - clock, 4),
+            turn_responses=tuple(answers[:-1]),
+        )
+        return trial, evaluated
+
+
+def create_session(
+    scenario: Scenario, backend: Backend, options: RunOptions, path: Path | None
+) -> SessionStore:
+    """Start a new session file for running `scenario` on `backend`."""
+    from persona_tui import paths
+
+    mode = resolve_mode(scenario.prompt_mode, backend, scenario.id)
+    plan = make_plan(scenario, options, mode)
+    now = datetime.now(UTC)
+    session_id = new_session_id(scenario.id, now)
+    header = SessionHeader(
+        id=session_id,
+        scenario_id=scenario.id,
+        scenario_sha256=scenario.sha256,
+        scenario_source=scenario.source,
+        scenario_path=scenario.source_path,
+        created=now.isoformat(timespec="seconds"),
+        status="running",
+        model=backend.info,
+        sampling=effective_sampling(scenario, options),
+        plan=plan,
+        app_version=__version__,
+        chat_template=backend.chat_template if mode == "chat" else None,
+    )
+    target = path if path is not None else paths.sessions_dir() / f"{session_id}.toml"
+    return SessionStore.create(target, header)
+
+
+def open_session_for_resume(path: Path) -> tuple[Scenario, SessionStore]:
+    """Lock a session for resuming; its scenario is the copy stored in it, as run."""
+    from persona_tui.scenario import parse_scenario
+
+    store = SessionStore.open(path)
+    header = store.session.header
+    try:
+        scenario = parse_scenario(header.scenario_source, header.scenario_path)
+    except PersonaError:
+        store.close()
+        raise
+    return scenario, store
+
+
+def check_same_model(store: SessionStore, backend: Backend) -> None:
+    """Refuse to resume a session on a different model file than it was started with."""
+    recorded = store.session.header.model
+    if recorded.sha256 != backend.info.sha256:
+        raise PersonaError(
+            f"session {store.session.header.id} was run with {recorded.path} "
+            f"(sha256 {recorded.sha256[:12]}…), but the loaded model {backend.info.path} "
+            f"has sha256 {backend.info.sha256[:12]}…; resume it with the same model file"
+        )

@@ -1,0 +1,193 @@
+"""The headless CLI as a user runs it: real processes, the real engine, the tiny GGUF."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from persona_tui.cli import main
+from persona_tui.session import load_session
+from tests.scenario_text import SMALL_SCENARIO, write_small_scenario
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PERSONA_TUI_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def cli(*args: str, home: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PERSONA_TUI_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "persona_tui", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def test_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write_small_scenario(tmp_path)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL_SCENARIO.replace('label = "Framed"', 'lable = "Framed"'))
+    assert main(["validate", str(good)]) == 0
+    assert main(["validate", str(good), str(bad)]) == 2
+    out = capsys.readouterr().out
+    assert f"{bad}:" in out and "did you mean 'label'" in out
+
+
+def test_run_prints_session_path_last(tmp_path: Path, home: Path, tiny_gguf: Path) -> None:
+    scenario = write_small_scenario(tmp_path)
+    result = cli(
+        "run",
+        str(scenario),
+        "--model",
+        str(tiny_gguf),
+        "--samples",
+        "1",
+        "--probes",
+        "wish",
+        home=home,
+    )
+    assert result.returncode == 0, result.stderr
+    path = Path(result.stdout.strip().splitlines()[-1])
+    assert path.parent == home / "data" / "sessions"
+    session = load_session(path)
+    assert session.header.status == "complete"
+    assert {(t.condition, t.probe) for t in session.trials} == {
+        ("baseline", "wish"),
+        ("framed", "wish"),
+    }
+    assert path.stat().st_mode & 0o777 == 0o600
+    listed = cli("sessions", home=home)
+    assert session.header.id in listed.stdout
+
+
+@pytest.mark.parametrize(
+    ("make_model", "message"),
+    [
+        (lambda d: d / "missing.gguf", "no such file"),
+        (lambda d: (d / "text.gguf").write_text("hello") and d / "text.gguf", "GGUF"),
+    ],
+)
+def test_bad_model_is_one_clear_error(tmp_path: Path, home: Path, make_model, message: str) -> None:
+    scenario = write_small_scenario(tmp_path)
+    result = cli("run", str(scenario), "--model", str(make_model(tmp_path)), home=home)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert message in result.stderr
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path: Path, home: Path, tiny_gguf: Path) -> None:
+    result = cli("run", "no-such-scenario", "--model", str(tiny_gguf), home=home)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "bully-school-play" in result.stderr  # lists what exists
+    result = cli(
+        "run",
+        str(write_small_scenario(tmp_path)),
+        "--model",
+        str(tiny_gguf),
+        "--conditions",
+        "nope",
+        home=home,
+    )
+    assert result.returncode == 2 and "this scenario has: baseline, framed" in result.stderr
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(
+    tmp_path: Path, home: Path, tiny_gguf: Path
+) -> None:
+    scenario = write_small_scenario(
+        tmp_path, SMALL_SCENARIO.replace("max_tokens = 12", "max_tokens = 48")
+    )
+    reference = tmp_path / "reference.toml"
+    done = cli("run", str(scenario), "--model", str(tiny_gguf), "--out", str(reference), home=home)
+    assert done.returncode == 0, done.stderr
+
+    victim = tmp_path / "victim.toml"
+    env = {**os.environ, "PERSONA_TUI_HOME": str(home)}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "persona_tui",
+            "run",
+            str(scenario),
+            "--model",
+            str(tiny_gguf),
+            "--out",
+            str(victim),
+            "--threads",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    finished = 0
+    while time.monotonic() < deadline:
+        if victim.exists():
+            finished = len(load_session(victim).trials)
+            if finished >= 3:
+                break
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed = load_session(victim)  # parses: every save was atomic
+    assert 3 <= len(killed.trials) < 12, "kill the run in the middle"
+    assert killed.header.status == "running"
+    ref = {t.key: t for t in load_session(reference).trials}
+    for trial in killed.trials:
+        assert trial.response == ref[trial.key].response
+
+    resumed = cli("run", "--resume", str(victim), home=home)
+    assert resumed.returncode == 0, resumed.stderr
+    final = load_session(victim)
+    assert final.header.status == "complete"
+    assert {t.key: t.response for t in final.trials} == {k: t.response for k, t in ref.items()}
+
+
+def test_sigint_leaves_session_interrupted_and_resumable(
+    tmp_path: Path, home: Path, tiny_gguf: Path
+) -> None:
+    scenario = write_small_scenario(
+        tmp_path, SMALL_SCENARIO.replace("max_tokens = 12", "max_tokens = 200")
+    )
+    out = tmp_path / "s.toml"
+    env = {**os.environ, "PERSONA_TUI_HOME": str(home)}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "persona_tui",
+            "run",
+            str(scenario),
+            "--model",
+            str(tiny_gguf),
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and load_session(out).trials):
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stdout.strip().splitlines()[-1] == str(out)
+    assert "resume with: persona-tui run --resume" in stderr
+    session = load_session(out)
+    assert session.header.status == "interrupted"
+    assert 1 <= len(session.trials) < 12

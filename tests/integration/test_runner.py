@@ -1,0 +1,156 @@
+"""The runner on the real llama.cpp engine with the tiny generated GGUF."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from persona_tui.backends.llamacpp import LlamaCppBackend
+from persona_tui.runner import (
+    RunControl,
+    RunEvent,
+    RunFinished,
+    Runner,
+    RunOptions,
+    TextChunk,
+    TrialFinished,
+    create_session,
+    make_plan,
+    open_session_for_resume,
+    order_for_prefix_reuse,
+    plan_trials,
+    trial_seed,
+)
+from persona_tui.scenario import parse_scenario
+from persona_tui.session import load_session
+from tests.scenario_text import SMALL_SCENARIO
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_gguf: Path) -> LlamaCppBackend:
+    model = LlamaCppBackend.load(tiny_gguf, n_threads=1)
+    yield model
+    model.close()
+
+
+def run_once(backend: LlamaCppBackend, out: Path, options: RunOptions | None = None) -> Path:
+    scenario = parse_scenario(SMALL_SCENARIO)
+    store = create_session(scenario, backend, options or RunOptions(), out)
+    events: list[RunEvent] = []
+    with store:
+        status = Runner(scenario, backend, store).run(events.append)
+    assert status == "complete"
+    return out
+
+
+def responses(path: Path) -> dict[tuple[str, str, int], str]:
+    return {(t.condition, t.probe, t.sample): t.response for t in load_session(path).trials}
+
+
+def test_seed_depends_only_on_trial_identity() -> None:
+    scenario = parse_scenario(SMALL_SCENARIO)
+    full = make_plan(scenario, RunOptions(), "transcript")
+    fewer = make_plan(scenario, RunOptions(conditions=["framed"], samples=1), "transcript")
+    seeds = {s.key: s.seed for s in plan_trials(full)}
+    for spec in plan_trials(fewer):
+        assert seeds[spec.key] == spec.seed
+    assert len(set(seeds.values())) == len(seeds)
+    assert trial_seed(7, "a", "b", 0) != trial_seed(8, "a", "b", 0)
+    assert 0 <= trial_seed(7, "a", "b", 0) < 2**31
+
+
+def test_unknown_condition_filter_lists_choices() -> None:
+    scenario = parse_scenario(SMALL_SCENARIO)
+    with pytest.raises(Exception, match="this scenario has: baseline, framed"):
+        make_plan(scenario, RunOptions(conditions=["nope"]), "transcript")
+
+
+def test_prefix_order_groups_each_condition(backend: LlamaCppBackend) -> None:
+    scenario = parse_scenario(SMALL_SCENARIO)
+    plan = make_plan(scenario, RunOptions(), "transcript")
+    naive = sorted(plan_trials(plan), key=lambda s: (s.sample, s.probe, s.condition))
+    runner_prompts = {}
+    for spec in naive:
+        probe = scenario.probe(spec.probe)
+        from persona_tui.prompts import conversation, render_transcript
+
+        messages = conversation(scenario.condition(spec.condition), probe.turns[:1], [])
+        runner_prompts[spec.key] = render_transcript(messages)
+    ordered = order_for_prefix_reuse(naive, runner_prompts)
+    conditions = [s.condition for s in ordered]
+    # each condition's trials are contiguous, and each probe's samples are neighbours
+    assert conditions == sorted(conditions, key=conditions.index)
+    changes = sum(1 for a, b in itertools.pairwise(ordered) if a.condition != b.condition)
+    assert changes == 1
+
+
+def test_run_records_every_trial_exactly(backend: LlamaCppBackend, tmp_path: Path) -> None:
+    chunks: dict[tuple[str, str, int], list[str]] = {}
+    evaluated = 0
+    scenario = parse_scenario(SMALL_SCENARIO)
+    store = create_session(scenario, backend, RunOptions(), tmp_path / "s.toml")
+
+    def on_event(event: RunEvent) -> None:
+        nonlocal evaluated
+        if (
+            isinstance(event, TextChunk)
+            and event.turn == len(scenario.probe(event.spec.probe).turns) - 1
+        ):
+            chunks.setdefault(
+                (event.spec.condition, event.spec.probe, event.spec.sample), []
+            ).append(event.text)
+        if isinstance(event, TrialFinished):
+            evaluated += event.prompt_tokens_evaluated
+
+    with store:
+        assert Runner(scenario, backend, store).run(on_event) == "complete"
+    session = load_session(tmp_path / "s.toml")
+    assert session.header.status == "complete"
+    assert len(session.trials) == 2 * 3 * 2
+    for trial in session.trials:
+        assert "".join(chunks[(trial.condition, trial.probe, trial.sample)]) == trial.response
+        assert trial.prompt.endswith("Assistant:")
+        assert trial.prompt_tokens > 0 and trial.completion_tokens > 0
+    multi = [t for t in session.trials if t.probe == "two-turns"]
+    assert all(len(t.turn_responses) == 1 for t in multi)
+    assert all(t.turn_responses[0].strip() in t.prompt for t in multi)
+    total_prompt = sum(t.prompt_tokens for t in session.trials)
+    assert evaluated < total_prompt / 2, "consecutive trials should reuse the cached prefix"
+
+
+def test_same_seed_same_responses(backend: LlamaCppBackend, tmp_path: Path) -> None:
+    first = responses(run_once(backend, tmp_path / "a.toml"))
+    second = responses(run_once(backend, tmp_path / "b.toml"))
+    assert first == second
+    other = responses(run_once(backend, tmp_path / "c.toml", RunOptions(seed=8)))
+    assert other != first
+
+
+def test_cancel_then_resume_equals_uninterrupted(backend: LlamaCppBackend, tmp_path: Path) -> None:
+    reference = responses(run_once(backend, tmp_path / "ref.toml"))
+    scenario = parse_scenario(SMALL_SCENARIO)
+    path = tmp_path / "cut.toml"
+    control = RunControl()
+    finished = 0
+
+    def on_event(event: RunEvent) -> None:
+        nonlocal finished
+        if isinstance(event, TrialFinished):
+            finished += 1
+        if isinstance(event, TextChunk) and finished == 5:
+            control.cancel()  # mid-generation of the sixth trial
+
+    with create_session(scenario, backend, RunOptions(), path) as store:
+        assert Runner(scenario, backend, store).run(on_event, control) == "interrupted"
+    cut = load_session(path)
+    assert cut.header.status == "interrupted"
+    assert len(cut.trials) == 5
+
+    resumed_scenario, store = open_session_for_resume(path)
+    with store:
+        events: list[RunEvent] = []
+        assert Runner(resumed_scenario, backend, store).run(events.append) == "complete"
+    assert isinstance(events[-1], RunFinished) and events[-1].done == 12
+    assert responses(path) == reference
