@@ -116,8 +116,34 @@ def test_run_records_every_trial_exactly(backend: LlamaCppBackend, tmp_path: Pat
     multi = [t for t in session.trials if t.probe == "two-turns"]
     assert all(len(t.turn_responses) == 1 for t in multi)
     assert all(t.turn_responses[0].strip() in t.prompt for t in multi)
-    total_prompt = sum(t.prompt_tokens for t in session.trials)
-    assert evaluated < total_prompt / 2, "consecutive trials should reuse the cached prefix"
+    assert 0 < evaluated <= sum(t.prompt_tokens for t in session.trials)
+
+
+def test_long_framing_is_evaluated_once_per_condition(
+    backend: LlamaCppBackend, tmp_path: Path
+) -> None:
+    long_system = "The following is a rehearsal of a school play. " * 30  # ~1,400 byte tokens
+    text = SMALL_SCENARIO.replace(
+        'system = "The following is a rehearsal of a school play."', f'system = "{long_system}"'
+    )
+    scenario = parse_scenario(text)
+    evaluated = 0
+
+    def on_event(event: RunEvent) -> None:
+        nonlocal evaluated
+        if isinstance(event, TrialFinished):
+            evaluated += event.prompt_tokens_evaluated
+
+    options = RunOptions(conditions=["framed"], probes=["wish", "newcomer"], max_tokens=4)
+    with create_session(scenario, backend, options, tmp_path / "long.toml") as store:
+        Runner(scenario, backend, store).run(on_event)
+    trials = load_session(tmp_path / "long.toml").trials
+    total = sum(t.prompt_tokens for t in trials)
+    assert len(trials) == 4
+    # the framing is evaluated for the first trial only; later trials re-evaluate at most
+    # the last partial cache block (128 tokens) plus the probe
+    assert evaluated < trials[0].prompt_tokens + 3 * 200
+    assert evaluated < total / 2
 
 
 def test_same_seed_same_responses(backend: LlamaCppBackend, tmp_path: Path) -> None:

