@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     annotate = sub.add_parser("annotate", help="open the app on a session's annotation screen")
     annotate.add_argument("session", type=Path)
+    annotate.add_argument(
+        "--blind", action="store_true", help="hide conditions and shuffle trials (seed recorded)"
+    )
     annotate.set_defaults(func=_cmd_annotate)
     return parser
 
@@ -197,7 +200,7 @@ def _cmd_tui(args: argparse.Namespace) -> int:
 def _cmd_annotate(args: argparse.Namespace) -> int:
     from persona_tui.ui.app import run_app
 
-    return run_app(annotate=args.session)
+    return run_app(annotate=args.session, blind=args.blind)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

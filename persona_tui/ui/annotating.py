@@ -1,0 +1,72 @@
+"""Annotation logic behind the Annotate screen, kept free of widgets so it is easy to test.
+
+Blind mode shuffles the trials with a seed derived from the session id and the
+annotator's name: the order is reproducible (an annotator who comes back sees the same
+order) and the seed can be recomputed from the session file alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from persona_tui.scenario import AnnotationSchema, Scale
+from persona_tui.session import Annotation, Plan, Trial, TrialKey
+
+
+def blind_seed_for(session_id: str, annotator: str) -> int:
+    """The blind-mode shuffle seed: sha256 of "session id / annotator", first 4 bytes."""
+    digest = hashlib.sha256(f"{session_id}/{annotator}".encode()).digest()
+    return int.from_bytes(digest[:4], "big")
+
+
+def trial_order(trials: Sequence[Trial], plan: Plan, blind_seed: int | None) -> list[TrialKey]:
+    """The order to annotate in: plan order (condition, probe, sample), or shuffled if blind."""
+    rank_c = {c: i for i, c in enumerate(plan.conditions)}
+    rank_p = {p: i for i, p in enumerate(plan.probes)}
+    keys = sorted(
+        (t.key for t in trials),
+        key=lambda k: (rank_c.get(k.condition, 1 << 30), rank_p.get(k.probe, 1 << 30), k.sample),
+    )
+    if blind_seed is not None:
+        random.Random(blind_seed).shuffle(keys)
+    return keys
+
+
+def annotation_by(trial: Trial, annotator: str) -> Annotation | None:
+    """This annotator's annotation of a trial, if any."""
+    return next((a for a in trial.annotations if a.annotator == annotator), None)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def with_label(previous: Annotation | None, annotator: str, label: str) -> Annotation:
+    base = previous or Annotation(annotator=annotator, time=now_iso())
+    return replace(base, label=label, time=now_iso())
+
+
+def with_score(previous: Annotation | None, annotator: str, scale: Scale, value: int) -> Annotation:
+    """Set a scale's score, clamped to the scale's bounds."""
+    base = previous or Annotation(annotator=annotator, time=now_iso())
+    scores = dict(base.scores)
+    scores[scale.id] = max(scale.min, min(scale.max, value))
+    return replace(base, scores=scores, time=now_iso())
+
+
+def with_note(previous: Annotation | None, annotator: str, note: str) -> Annotation:
+    base = previous or Annotation(annotator=annotator, time=now_iso())
+    return replace(base, note=note, time=now_iso())
+
+
+def is_done(annotation: Annotation | None, schema: AnnotationSchema) -> bool:
+    """Annotated = a label set (when the schema has labels), else any score or note."""
+    if annotation is None:
+        return False
+    if schema.labels:
+        return bool(annotation.label)
+    return bool(annotation.scores or annotation.note)

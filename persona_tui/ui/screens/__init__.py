@@ -1,0 +1,1 @@
+"""The app's screens: home, run, annotate, compare, session browser, and dialogs."""

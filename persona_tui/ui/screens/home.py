@@ -1,0 +1,220 @@
+"""Home: scenarios, the model to run them on, and recent sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from persona_tui.errors import PersonaError
+from persona_tui.scenario import Scenario
+from persona_tui.ui.screens.sessions import SessionTable
+from persona_tui.ui.session_index import SessionSummary, list_sessions
+from persona_tui.ui.text import inert
+
+RECENT = 8
+
+
+class HomeScreen(Screen[None]):
+    """Start a run, resume an interrupted session, or open a session to annotate."""
+
+    CSS_PATH = "home.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "run", "Run", show=False),
+        Binding("m", "pick_model", "Model"),
+        Binding("s", "sessions", "Sessions"),
+        Binding("a", "annotate(False)", "Annotate"),
+        Binding("b", "annotate(True)", "Blind"),
+        Binding("r", "resume", "Resume"),
+        Binding("c", "compare", "Compare", show=False),
+        Binding("ctrl+l", "reload", "Reload", show=False),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scenarios: list[Scenario] = []
+        self.broken: list[str] = []
+        self.model = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="home-bar")
+        with Horizontal(id="home-top"):
+            yield OptionList(id="scenario-list")
+            with VerticalScroll(id="scenario-details", can_focus=False):
+                yield Static("", id="scenario-text")
+        yield Static(
+            "Recent sessions · enter: annotate · r: resume · b: blind", classes="section-title"
+        )
+        yield SessionTable(id="recent")
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        config = getattr(self.app, "config", None)
+        self.model = config.default_model if config is not None else "demo"
+        self.query_one("#scenario-list").border_title = "Scenarios · enter: run"
+        self.action_reload()
+
+    def on_screen_resume(self) -> None:
+        self._load_sessions()
+
+    def action_reload(self) -> None:
+        self._load_scenarios()
+        self._load_sessions()
+        self._update_bar()
+
+    def _update_bar(self) -> None:
+        config = getattr(self.app, "config", None)
+        annotator = config.annotator if config is not None and config.annotator else "not set"
+        text = Text("persona-tui", style="bold")
+        text.append("  model ")
+        text.append_text(inert(self.model, "bold"))
+        text.append("  annotator ")
+        text.append_text(inert(annotator, "bold"))
+        text.append("  · m: model · ctrl+p: commands", style="dim")
+        self.query_one("#home-bar", Static).update(text)
+
+    # Scenarios ------------------------------------------------------------------------
+
+    def _load_scenarios(self) -> None:
+        from persona_tui.scenario import builtin_scenarios, load_scenario, user_scenarios
+
+        self.scenarios, self.broken = [], []
+        options = self.query_one("#scenario-list", OptionList)
+        options.clear_options()
+        for origin, files in (("", builtin_scenarios()), ("user", user_scenarios())):
+            for file in files:
+                try:
+                    scenario = load_scenario(file)
+                except PersonaError as error:
+                    self.broken.append(str(error))
+                    continue
+                self.scenarios.append(scenario)
+                prompt = inert(scenario.title or scenario.id)
+                if origin:
+                    prompt.append(f" ({origin})", style="dim")
+                options.add_option(Option(prompt, id=f"s{len(self.scenarios) - 1}"))
+        if self.broken:
+            self.notify("\n".join(self.broken), title="Broken scenario files", severity="error")
+        if self.scenarios:
+            options.highlighted = 0
+            options.focus()
+        self._show_scenario(0)
+
+    def selected_scenario(self) -> Scenario | None:
+        index = self.query_one("#scenario-list", OptionList).highlighted
+        if index is None or not 0 <= index < len(self.scenarios):
+            return None
+        return self.scenarios[index]
+
+    @on(OptionList.OptionHighlighted, "#scenario-list")
+    def _highlighted(self, event: OptionList.OptionHighlighted) -> None:
+        self._show_scenario(event.option_index)
+
+    @on(OptionList.OptionSelected, "#scenario-list")
+    def _selected(self, event: OptionList.OptionSelected) -> None:
+        self.action_run()
+
+    def _show_scenario(self, index: int) -> None:
+        target = self.query_one("#scenario-text", Static)
+        if not 0 <= index < len(self.scenarios):
+            target.update("No scenarios found.")
+            return
+        s = self.scenarios[index]
+        text = inert(s.title or s.id, "bold")
+        text.append(f"  {s.id}\n", style="dim")
+        text.append_text(inert(s.description.strip() + "\n"))
+        if s.study is not None:
+            text.append("follows ", style="dim")
+            text.append_text(inert(s.study.title + "\n", "italic"))
+        text.append(
+            f"\n{len(s.conditions)} conditions × {len(s.probes)} probes × "
+            f"{s.sampling.samples} samples = "
+            f"{len(s.conditions) * len(s.probes) * s.sampling.samples} trials\n",
+            style="bold",
+        )
+        for condition in s.conditions:
+            text.append("• ")
+            text.append_text(inert(condition.label or condition.id))
+            text.append("\n")
+        target.update(text)
+
+    # Actions ----------------------------------------------------------------------------
+
+    def action_run(self) -> None:
+        scenario = self.selected_scenario()
+        if scenario is None:
+            self.notify("choose a scenario first", severity="warning")
+            return
+        self.app.start_run(scenario, self.model)  # type: ignore[attr-defined]
+
+    def action_pick_model(self) -> None:
+        from persona_tui.ui.screens.model_picker import ModelPicker
+
+        def chosen(ref: str | None) -> None:
+            if ref:
+                self.model = ref
+                set_config = getattr(self.app, "set_config", None)
+                if callable(set_config):
+                    set_config(default_model=ref)
+                self._update_bar()
+
+        self.app.push_screen(ModelPicker(self.app.config), chosen)  # type: ignore[attr-defined]
+
+    def action_sessions(self) -> None:
+        from persona_tui.ui.screens.sessions import SessionBrowser
+
+        self.app.push_screen(SessionBrowser())
+
+    def _selected_session(self) -> SessionSummary | None:
+        return self.query_one("#recent", SessionTable).selected
+
+    def action_annotate(self, blind: bool) -> None:
+        summary = self._selected_session()
+        if summary is not None and not summary.error:
+            self.app.open_annotation(summary.path, blind=blind)  # type: ignore[attr-defined]
+
+    def action_resume(self) -> None:
+        summary = self._selected_session()
+        if summary is None or summary.error:
+            return
+        if summary.status == "complete":
+            self.notify("this session is complete; nothing to resume")
+            return
+        self.app.start_run(None, None, resume=summary.path)  # type: ignore[attr-defined]
+
+    def action_compare(self) -> None:
+        summary = self._selected_session()
+        if summary is not None and not summary.error:
+            open_compare(self, summary.path)
+
+    @on(DataTable.RowSelected, "#recent")
+    def _session_chosen(self) -> None:
+        self.action_annotate(False)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="sessions")
+    def _load_sessions(self) -> None:
+        summaries = list_sessions()[:RECENT]
+        self.app.call_from_thread(self.query_one("#recent", SessionTable).show, summaries)
+
+
+def open_compare(screen: Screen[None], path: Path) -> None:
+    """Open the Compare screen on a session file (read only, no lock)."""
+    from persona_tui.scenario import parse_scenario
+    from persona_tui.session import load_session
+    from persona_tui.ui.screens.compare import CompareScreen
+
+    try:
+        session = load_session(path)
+        scenario = parse_scenario(session.header.scenario_source, session.header.scenario_path)
+    except PersonaError as error:
+        screen.notify(str(error), title="Cannot open the session", severity="error")
+        return
+    screen.app.push_screen(CompareScreen(session, scenario))

@@ -1,0 +1,390 @@
+"""The Run screen: load a model, run a scenario, stream every condition side by side.
+
+Loading and generation run in one thread worker; the worker only posts messages (see
+`run_bridge`), and this screen updates the widgets. The screen owns the backend and the
+session store while it is open, so a cancelled run can be resumed in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import HorizontalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
+
+from persona_tui.backends.base import Backend
+from persona_tui.config import Config
+from persona_tui.errors import PersonaError
+from persona_tui.runner import (
+    RunControl,
+    RunFinished,
+    Runner,
+    RunOptions,
+    RunStarted,
+    TrialFailed,
+    TrialFinished,
+    TrialStarted,
+    check_same_model,
+    create_session,
+    open_session_for_resume,
+)
+from persona_tui.scenario import Scenario
+from persona_tui.session import SessionHeader, SessionStore, Trial
+from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
+from persona_tui.ui.text import inert
+from persona_tui.ui.widgets.condition_column import ConditionColumn
+from persona_tui.ui.widgets.run_header import RunHeader
+
+ModelLoader = Callable[[str, Config], Backend]
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What to run: a new scenario run, or the resumption of a session file."""
+
+    model: str | None = None  # "demo", a config alias or a path; None: config default / as recorded
+    scenario: Scenario | None = None
+    resume: Path | None = None
+    options: RunOptions = field(default_factory=RunOptions)
+    out: Path | None = None
+
+
+@dataclass
+class ModelLoaded(Message):
+    name: str
+
+
+@dataclass
+class SessionReady(Message):
+    scenario: Scenario
+    header: SessionHeader
+    path: Path
+    finished: tuple[Trial, ...]  # trials already in the session before this run started
+
+
+@dataclass
+class _Loading(Message):
+    ref: str
+
+
+@dataclass
+class RunFailed(Message):
+    """Loading, session creation or the run itself failed with a user-facing message."""
+
+    error: str
+
+
+class RunScreen(Screen[None]):
+    """Side-by-side streaming of a scenario's conditions, with pause, cancel and resume."""
+
+    CSS_PATH = "run.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("space", "toggle_pause", "Pause/Resume"),
+        Binding("c", "cancel_run", "Cancel"),
+        Binding("r", "resume_run", "Resume"),
+        Binding("a", "annotate", "Annotate"),
+        Binding("o", "compare", "Compare"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, request: RunRequest, config: Config, loader: ModelLoader) -> None:
+        super().__init__()
+        self.request = request
+        self.config = config
+        self.loader = loader
+        self.control = RunControl()
+        self.backend: Backend | None = None
+        self.store: SessionStore | None = None
+        self.scenario: Scenario | None = request.scenario
+        self.running = False
+        self.finished_status = ""
+        self._worker: Worker[None] | None = None
+        self._closing = False
+        self._worker_active = False
+        self._lifecycle = threading.Lock()
+
+    # Layout -------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        title = self.scenario.title if self.scenario else f"resume {self.request.resume}"
+        yield RunHeader(title, clock=self.app_clock)
+        yield Static("", id="run-message")
+        yield HorizontalScroll(id="columns")
+        yield Footer(compact=True)
+
+    def app_clock(self) -> float:
+        clock: Callable[[], float] = getattr(self.app, "clock", None) or time.monotonic
+        return clock()
+
+    def on_mount(self) -> None:
+        self.query_one("#columns").display = False
+        self.set_interval(1.0, self.query_one(RunHeader).refresh_figures)
+        self.start_worker()
+
+    # The worker ---------------------------------------------------------------------
+
+    def start_worker(self) -> None:
+        self.running = True
+        self.finished_status = ""
+        self.refresh_bindings()
+        self._worker_active = True
+        self._worker = self._run_in_thread(self.control)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="run")
+    def _run_in_thread(self, control: RunControl) -> None:
+        try:
+            if self.backend is None:
+                self.backend = self._load_model()
+            if self.store is None:
+                self.scenario, self.store = self._open_session(self.backend)
+            assert self.scenario is not None
+            session = self.store.session
+            self.post_message(
+                SessionReady(self.scenario, session.header, session.path, tuple(session.trials))
+            )
+            Runner(self.scenario, self.backend, self.store).run(
+                RunBridge(self.post_message), control
+            )
+        except PersonaError as error:
+            self.post_message(RunFailed(str(error)))
+        finally:
+            with self._lifecycle:
+                self._worker_active = False
+                if self._closing:  # the screen went away while this ran: release here
+                    self._release()
+
+    def _load_model(self) -> Backend:
+        ref = self.request.model
+        if ref is None and self.request.resume is not None:
+            ref = ""  # resolved after the session is read: the recorded model path
+        if not ref:
+            if self.request.resume is not None:
+                _, store = open_session_for_resume(self.request.resume)
+                try:
+                    ref = str(store.session.header.model.path)
+                finally:
+                    store.close()
+            else:
+                ref = self.config.default_model
+        self.post_message(_Loading(ref))
+        backend = self.loader(ref, self.config)
+        self.post_message(ModelLoaded(backend.info.name))
+        return backend
+
+    def _open_session(self, backend: Backend) -> tuple[Scenario, SessionStore]:
+        if self.request.resume is not None:
+            scenario, store = open_session_for_resume(self.request.resume)
+            try:
+                check_same_model(store, backend)
+            except PersonaError:
+                store.close()
+                raise
+            return scenario, store
+        if self.scenario is None:
+            raise PersonaError("nothing to run: choose a scenario on the Home screen")
+        store = create_session(self.scenario, backend, self.request.options, self.request.out)
+        return self.scenario, store
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker is not self._worker:
+            return
+        if event.state == WorkerState.ERROR:
+            self._show_error(f"unexpected error: {event.worker.error!r}")
+        if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
+            self.running = False
+            self.refresh_bindings()
+
+    # Messages from the worker ---------------------------------------------------------
+
+    @on(ModelLoaded)
+    def _model_loaded(self, message: ModelLoaded) -> None:
+        header = self.query_one(RunHeader)
+        header.model_name = message.name
+        header.set_state("preparing session")
+
+    @on(SessionReady)
+    async def _session_ready(self, message: SessionReady) -> None:
+        self.scenario = message.scenario
+        self.query_one("#run-message", Static).display = False
+        columns = self.query_one("#columns", HorizontalScroll)
+        columns.display = True
+        if not columns.children:
+            plan = message.header.plan
+            per_column = len(plan.probes) * plan.samples
+            conditions = [message.scenario.condition(c) for c in plan.conditions]
+            # Awaited, so the columns exist before the next message (a trial start) arrives.
+            await columns.mount_all(
+                ConditionColumn(message.scenario, c, per_column) for c in conditions
+            )
+            for trial in message.finished:
+                column = self._column(trial.condition)
+                if column is not None:
+                    column.finish_trial(trial.response, trial.finish_reason)
+        header = self.query_one(RunHeader)
+        header.model_name = message.header.model.name
+        header.set_state("paused" if self.control.paused else "running")
+
+    def _column(self, condition: str) -> ConditionColumn | None:
+        found = self.query(f"#column-{condition}").results(ConditionColumn)
+        return next(iter(found), None)
+
+    @on(_Loading)
+    def _loading(self, message: _Loading) -> None:
+        header = self.query_one(RunHeader)
+        header.set_state("loading model")
+        text = Text("Loading model ", style="bold")
+        text.append_text(inert(message.ref))
+        text.append(" …")
+        self.query_one("#run-message", Static).update(text)
+
+    @on(RunFailed)
+    def _run_failed(self, message: RunFailed) -> None:
+        self._show_error(message.error)
+
+    def _show_error(self, error: str) -> None:
+        self.query_one(RunHeader).set_state("error")
+        text = Text("Could not run\n\n", style="bold")
+        text.append_text(inert(error))
+        text.append("\n\nescape: back")
+        panel = self.query_one("#run-message", Static)
+        panel.update(text)
+        panel.add_class("-error")
+        panel.display = True
+        self.notify(inert(error).plain, title="Run failed", severity="error", timeout=10)
+
+    @on(TextBatch)
+    def _text_batch(self, message: TextBatch) -> None:
+        spec = message.spec
+        column = self._column(spec.condition)
+        if column is not None:
+            column.append_text(spec.probe, spec.sample, message.turn, message.text)
+
+    @on(RunEventMessage)
+    def _run_event(self, message: RunEventMessage) -> None:
+        event = message.event
+        header = self.query_one(RunHeader)
+        stats = header.stats
+        now = self.app_clock()
+        if isinstance(event, RunStarted):
+            stats.total, stats.done, stats.done_at_start = event.total, event.done, event.done
+            stats.started_at, stats.stopped_at = now, None
+            self._trial_started_at = now
+            header.set_state("paused" if self.control.paused else "running")
+        elif isinstance(event, TrialStarted):
+            self._trial_started_at = now
+            column = self._column(event.spec.condition)
+            if column is not None:
+                column.start_trial(event.spec.probe, event.spec.sample)
+                self.query_one("#columns").scroll_to_widget(column, animate=False)
+        elif isinstance(event, TrialFinished):
+            stats.done = event.done
+            stats.tokens += event.trial.completion_tokens
+            stats.generating_seconds += max(now - self._trial_started_at, 0.0)
+            trial = event.trial
+            column = self._column(trial.condition)
+            if column is not None:
+                column.finish_trial(trial.response, trial.finish_reason)
+            if self.control.paused:
+                header.state = "paused"
+            header.refresh_figures()
+        elif isinstance(event, TrialFailed):
+            column = self._column(event.spec.condition)
+            if column is not None:
+                column.fail_trial(event.error)
+            self.notify(inert(event.error).plain, title="Trial failed", severity="warning")
+        elif isinstance(event, RunFinished):
+            stats.stopped_at = now
+            self.finished_status = event.status
+            state = "complete" if event.status == "complete" else "cancelled · r resumes"
+            if event.failed:
+                state += f" · {event.failed} failed"
+            header.set_state(state)
+            for column in self.query(ConditionColumn):
+                if "-active" in column.classes:
+                    column.stop("cancelled")
+
+    _trial_started_at = 0.0
+
+    # Actions --------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in ("toggle_pause", "cancel_run"):
+            return self.running and self.store is not None
+        if action == "resume_run":
+            stopped = not self.running and self.store is not None
+            return stopped and self.finished_status != "complete"
+        if action in ("annotate", "compare"):
+            return not self.running and self.store is not None and bool(self.store.session.trials)
+        return True
+
+    def action_toggle_pause(self) -> None:
+        header = self.query_one(RunHeader)
+        if self.control.paused:
+            self.control.resume()
+            header.set_state("running")
+        else:
+            self.control.pause()
+            header.set_state("pausing after this trial…")
+
+    def action_cancel_run(self) -> None:
+        self.control.cancel()
+        self.query_one(RunHeader).set_state("cancelling…")
+
+    def action_resume_run(self) -> None:
+        self.control = RunControl()
+        self.query_one("#run-message", Static).display = False
+        self.start_worker()
+
+    def action_annotate(self) -> None:
+        from persona_tui.ui.screens.annotate import AnnotateScreen
+
+        if self.store is not None and self.scenario is not None:
+            self.app.push_screen(AnnotateScreen(self.store, self.scenario, self.config))
+
+    def action_compare(self) -> None:
+        from persona_tui.ui.screens.compare import CompareScreen
+
+        if self.store is not None and self.scenario is not None:
+            self.app.push_screen(CompareScreen(self.store.session, self.scenario))
+
+    async def action_back(self) -> None:
+        await self.shutdown()
+        self.dismiss()
+
+    async def shutdown(self) -> None:
+        """Cancel a run in progress, wait for it to save, and release the model and session."""
+        self.control.cancel()
+        worker = self._worker
+        if worker is not None and worker.state in (WorkerState.PENDING, WorkerState.RUNNING):
+            with contextlib.suppress(WorkerFailed, WorkerCancelled):
+                await worker.wait()  # returns once the runner has saved its state
+        self._release()
+
+    def on_unmount(self) -> None:
+        """Removed without `shutdown` (e.g. the app exits): cancel; release when idle."""
+        self.control.cancel()
+        with self._lifecycle:
+            self._closing = True
+            if not self._worker_active:
+                self._release()
+
+    def _release(self) -> None:
+        store, self.store = self.store, None
+        backend, self.backend = self.backend, None
+        if store is not None:
+            store.close()
+        if backend is not None:
+            backend.close()

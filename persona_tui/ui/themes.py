@@ -1,0 +1,147 @@
+"""Themes as TOML files: validated tables that become `textual.theme.Theme` objects.
+
+Built-in themes live in the top-level `themes/` folder (shipped in the wheel); users add
+their own in the config folder's `themes/`. A user theme with a built-in's name replaces
+it. Broken files are collected, not raised, so the app starts and reports them once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from textual.color import Color, ColorParseError
+from textual.theme import Theme
+
+from persona_tui import paths
+
+DEFAULT_THEME = "persona-dark"
+_COLOR_KEYS = (
+    "primary",
+    "secondary",
+    "warning",
+    "error",
+    "success",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+)
+_FLOAT_KEYS = ("luminosity_spread", "text_alpha")
+_ALLOWED = ("name", "dark", "variables", *_COLOR_KEYS, *_FLOAT_KEYS)
+
+
+@dataclass(frozen=True)
+class ThemeSet:
+    """Every theme that loaded, in name order, and one line per problem in the others."""
+
+    themes: tuple[Theme, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(theme.name for theme in self.themes)
+
+
+def _color(value: Any, key: str, where: str, problems: list[str]) -> str | None:
+    if not isinstance(value, str):
+        problems.append(f'{where}: {key}: expected a colour string like "#1e1e2e"')
+        return None
+    try:
+        Color.parse(value)
+    except ColorParseError:
+        problems.append(f'{where}: {key}: {value!r} is not a colour (use "#rrggbb" or a name)')
+        return None
+    return value
+
+
+def parse_theme(data: Mapping[str, Any], file: Path) -> tuple[Theme | None, list[str]]:
+    """Build a Theme from a parsed TOML table; return (None, problems) when it is invalid."""
+    where = str(file)
+    problems: list[str] = []
+    for key in data:
+        if key not in _ALLOWED:
+            close = difflib.get_close_matches(key, _ALLOWED, n=1)
+            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(_ALLOWED)}"
+            problems.append(f"{where}: unknown key '{key}'; {hint}")
+    name = data.get("name", file.stem)
+    if not isinstance(name, str) or not name.strip():
+        problems.append(f"{where}: name: expected a non-empty string")
+        name = file.stem
+    if "primary" not in data:
+        problems.append(f"{where}: missing key 'primary' (the main accent colour)")
+    colors = {key: _color(data[key], key, where, problems) for key in _COLOR_KEYS if key in data}
+    dark = data.get("dark", True)
+    if not isinstance(dark, bool):
+        problems.append(f"{where}: dark: expected true or false")
+        dark = True
+    floats: dict[str, float] = {}
+    for key in _FLOAT_KEYS:
+        if key in data:
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                problems.append(f"{where}: {key}: expected a number")
+            else:
+                floats[key] = float(value)
+    variables = data.get("variables", {})
+    if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
+        problems.append(f"{where}: [variables]: expected a table of strings")
+        variables = {}
+    if problems:
+        return None, problems
+    theme = Theme(
+        name=name,
+        primary=str(colors["primary"]),
+        secondary=colors.get("secondary"),
+        warning=colors.get("warning"),
+        error=colors.get("error"),
+        success=colors.get("success"),
+        accent=colors.get("accent"),
+        foreground=colors.get("foreground"),
+        background=colors.get("background"),
+        surface=colors.get("surface"),
+        panel=colors.get("panel"),
+        boost=colors.get("boost"),
+        dark=dark,
+        variables={str(k): str(v) for k, v in variables.items()},
+        **floats,  # type: ignore[arg-type]
+    )
+    try:
+        theme.to_color_system().generate()
+    except Exception as error:  # any failure means a broken theme file
+        return None, [f"{where}: the colours do not form a theme: {error}"]
+    return theme, []
+
+
+def load_theme_file(file: Path) -> tuple[Theme | None, list[str]]:
+    """Read and validate one theme file."""
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        return None, [f"{file}: invalid TOML: {error}"]
+    except (OSError, UnicodeDecodeError) as error:
+        return None, [f"{file}: cannot read the theme file: {error}"]
+    return parse_theme(data, file)
+
+
+def load_themes(folders: Iterable[Path] | None = None) -> ThemeSet:
+    """Load every `*.toml` theme from the built-in then the user folder (later wins)."""
+    if folders is None:
+        folders = (paths.builtin_themes_dir(), paths.user_themes_dir())
+    themes: dict[str, Theme] = {}
+    problems: list[str] = []
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for file in sorted(folder.glob("*.toml")):
+            theme, file_problems = load_theme_file(file)
+            problems.extend(file_problems)
+            if theme is not None:
+                themes[theme.name] = theme
+    return ThemeSet(tuple(themes[name] for name in sorted(themes)), tuple(problems))

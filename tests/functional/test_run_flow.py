@@ -1,0 +1,162 @@
+"""Run screen flows on the real llama.cpp backend with the tiny GGUF."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from persona_tui.session import load_session
+from persona_tui.ui.run_bridge import TextBatch
+from persona_tui.ui.sanitize import sanitize_for_display
+from persona_tui.ui.screens.run import RunScreen
+from persona_tui.ui.widgets.condition_column import ConditionColumn
+from tests.functional.conftest import sessions_in, wait_for
+from tests.scenario_text import SMALL_SCENARIO
+
+
+def responses(path: Path) -> dict[tuple[str, str, int], str]:
+    return {(t.condition, t.probe, t.sample): t.response for t in load_session(path).trials}
+
+
+def test_run_streams_columns_and_saves(make_app: Any, ui_home: Path) -> None:
+    async def scenario() -> None:
+        batches: list[TextBatch] = []
+        app = make_app(scenario="small")
+
+        def hook(message: object) -> None:
+            if isinstance(message, TextBatch):
+                batches.append(message)
+
+        async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+            screen = app.screen
+            assert isinstance(screen, RunScreen)
+            await wait_for(pilot, lambda: screen.finished_status == "complete")
+            await pilot.pause()
+            columns = list(screen.query(ConditionColumn))
+            assert [c.condition.id for c in columns] == ["baseline", "framed"]
+            assert [c.done for c in columns] == [6, 6]
+            assert "12/12 trials" in str(screen.query_one(".run-status").render())
+            # The last response shown in each column is the one saved.
+            session = load_session(sessions_in(ui_home)[0])
+            last = {t.condition: t for t in session.trials}
+            for column in columns:
+                shown = str(column.query_one(".column-response").render())
+                assert shown == sanitize_for_display(last[column.condition.id].response)
+        session = load_session(sessions_in(ui_home)[0])
+        assert session.header.status == "complete"
+        assert len(session.trials) == 12
+        # Text reached the widgets in batches, each belonging to one trial's turn.
+        assert batches
+        assert {(b.spec.condition, b.spec.probe) for b in batches} <= {
+            (t.condition, t.probe) for t in session.trials
+        }
+
+    asyncio.run(scenario())
+
+
+LONG = SMALL_SCENARIO.replace("max_tokens = 12", "max_tokens = 400").replace(
+    "temperature = 0.9", "temperature = 1.5"
+)
+
+
+def test_cancel_keeps_finished_trials_and_resume_completes(make_app: Any, ui_home: Path) -> None:
+    (ui_home / "config" / "scenarios" / "long.toml").write_text(
+        LONG.replace('id = "small"', 'id = "long"'), encoding="utf-8"
+    )
+
+    async def scenario() -> None:
+        batches: list[TextBatch] = []
+        app = make_app(scenario="long")
+
+        def hook(message: object) -> None:
+            if isinstance(message, TextBatch):
+                batches.append(message)
+
+        async with app.run_test(size=(80, 24), message_hook=hook) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+            screen = app.screen
+            assert isinstance(screen, RunScreen)
+            await wait_for(pilot, lambda: len(batches) >= 2)
+            await pilot.press("c")
+            await wait_for(pilot, lambda: screen.finished_status != "")
+            assert screen.finished_status == "interrupted"
+            path = sessions_in(ui_home)[0]
+            cancelled = load_session(path)
+            assert cancelled.header.status == "interrupted"
+            assert len(cancelled.trials) < 12
+            # The cancelled trial was not saved; only finished ones are.
+            assert all(t.finish_reason in ("stop", "length") for t in cancelled.trials)
+            await pilot.press("r")
+            await wait_for(pilot, lambda: screen.finished_status == "complete", timeout=120)
+        done = load_session(path)
+        assert done.header.status == "complete"
+        assert len(done.trials) == 12
+        for trial in cancelled.trials:  # finished trials were kept as they were
+            assert responses(path)[(trial.condition, trial.probe, trial.sample)] == trial.response
+
+    asyncio.run(scenario())
+
+
+def test_quit_during_run_leaves_session_resumable(make_app: Any, ui_home: Path) -> None:
+    (ui_home / "config" / "scenarios" / "long.toml").write_text(
+        LONG.replace('id = "small"', 'id = "long"'), encoding="utf-8"
+    )
+
+    async def scenario() -> None:
+        batches: list[TextBatch] = []
+        app = make_app(scenario="long")
+
+        def hook(message: object) -> None:
+            if isinstance(message, TextBatch):
+                batches.append(message)
+
+        async with app.run_test(size=(80, 24), message_hook=hook) as pilot:
+            await wait_for(pilot, lambda: len(batches) >= 1)
+            await pilot.press("ctrl+q")
+            await pilot.pause()
+        session = load_session(sessions_in(ui_home)[0])
+        assert session.header.status == "interrupted"
+
+        # Resume from Home's recent sessions list with `r`.
+        app = make_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: bool(app.screen.query_one("#recent").row_count))
+            app.screen.query_one("#recent").focus()
+            await pilot.press("r")
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+            screen = app.screen
+            assert isinstance(screen, RunScreen)
+            await wait_for(pilot, lambda: screen.finished_status == "complete", timeout=120)
+            await pilot.press("escape")
+        session = load_session(sessions_in(ui_home)[0])
+        assert session.header.status == "complete"
+        assert len(session.trials) == 12
+
+    asyncio.run(scenario())
+
+
+def test_bad_model_file_shows_error_and_app_stays_alive(
+    make_app: Any, ui_home: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"GGUF" + b"\x00" * 64)
+
+    async def scenario() -> None:
+        app = make_app(scenario="small", model=str(broken))
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+            screen = app.screen
+            assert isinstance(screen, RunScreen)
+            message = screen.query_one("#run-message")
+            await wait_for(pilot, lambda: "-error" in message.classes)
+            assert "Could not run" in str(message.render())
+            assert "broken.gguf" in str(message.render())
+            assert screen.store is None
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: not isinstance(app.screen, RunScreen))
+            assert app.is_running
+        assert sessions_in(ui_home) == []
+
+    asyncio.run(scenario())
