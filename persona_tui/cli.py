@@ -30,6 +30,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "default_model, else the bundled demo model)",
     )
     parser.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "llama.cpp", "mlx", "openai"),
+        default="auto",
+        help="engine to run the model with (default: picked from what the model is)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +61,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--resume", type=Path, metavar="SESSION", help="continue an interrupted session"
+    )
+    run.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="requests in flight at once (OpenAI-compatible servers only)",
     )
     run.set_defaults(func=_cmd_run)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,12 +47,26 @@ from persona_tui.scenario import load_scenario, resolve_scenario
 from persona_tui.session import SessionStore
 
 
-def load_model(ref_text: str, config: Config, threads: int | None) -> Backend:
-    """Resolve a model reference ("demo", an alias, a path) and load it."""
+def load_model(
+    ref_text: str, config: Config, threads: int | None, backend: str = "auto"
+) -> Backend:
+    """Resolve a model reference ("demo", an alias, a path, `openai:URL#MODEL`) and load it.
+
+    `backend` other than "auto" overrides what the reference or its detection says.
+    """
+    from dataclasses import replace
+
+    from persona_tui.backends.detect import mlx_platform_note
     from persona_tui.models import load_backend, resolve_model
 
     ref = resolve_model(ref_text, config.models)
-    return load_backend(ref, n_threads=threads or config.threads)
+    if backend != "auto":
+        ref = replace(ref, backend=backend)
+    loaded = load_backend(ref, n_threads=threads or config.threads)
+    note = mlx_platform_note() if loaded.info.backend == "mlx" else None
+    if note:
+        print(f"persona-tui: {note}", file=sys.stderr)
+    return loaded
 
 
 class ProgressReporter:
@@ -147,7 +162,7 @@ def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStor
     if not args.scenario:
         raise PersonaError("name a scenario to run (a file or an id; see `persona-tui scenarios`)")
     scenario = load_scenario(resolve_scenario(args.scenario))
-    backend = load_model(args.model or config.default_model, config, args.threads)
+    backend = load_model(args.model or config.default_model, config, args.threads, args.backend)
     options = RunOptions(
         samples=args.samples,
         seed=args.seed,
@@ -168,7 +183,7 @@ def run_headless(args: argparse.Namespace) -> int:
     control = RunControl()
     try:
         with _cancel_on_signals(control):
-            status = runner.run(ProgressReporter(console), control)
+            status = runner.run(ProgressReporter(console), control, parallel=args.parallel)
         session = store.session
     finally:
         store.close()

@@ -11,6 +11,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,30 +241,61 @@ class Runner:
         prompts = {s.key: self.first_prompt(s) for s in specs}
         return order_for_prefix_reuse(specs, prompts)
 
-    def run(self, on_event: EventCallback, control: RunControl | None = None) -> SessionStatus:
-        """Run every unfinished trial; return the session's final status."""
+    def run(
+        self, on_event: EventCallback, control: RunControl | None = None, parallel: int = 1
+    ) -> SessionStatus:
+        """Run every unfinished trial; return the session's final status.
+
+        Generations run in a pool of `parallel` threads (more than one only for backends
+        that serve concurrent requests, e.g. a batching server); results are saved and
+        reported from this thread, in the order they finish. `TextChunk` events come from
+        the pool's threads.
+        """
         control = control or RunControl()
+        if parallel < 1:
+            raise PersonaError("--parallel must be at least 1")
+        if parallel > 1 and not getattr(self.backend, "supports_parallel", False):
+            raise PersonaError(
+                f"--parallel {parallel} needs a backend that serves several requests at once "
+                f"(an OpenAI-compatible server); {self.backend.info.backend} runs one at a time"
+            )
         total = self.plan.total
         done = len(self.store.session.trials)
         failed = 0
         self.store.set_status("running")
         on_event(RunStarted(total=total, done=done))
-        for position, spec in enumerate(self.pending()):
-            control.wait_while_paused()
-            if control.cancelled.is_set():
-                break
-            on_event(TrialStarted(spec, position))
-            try:
-                trial, evaluated = self._run_trial(spec, on_event, control)
-            except PersonaError as error:
-                failed += 1
-                on_event(TrialFailed(spec, str(error)))
-                continue
-            if trial is None:  # cancelled mid-generation: keep nothing of it
-                break
-            self.store.save_trial(trial)
-            done += 1
-            on_event(TrialFinished(trial, done, total, evaluated))
+        queue = iter(enumerate(self.pending()))
+        running: dict[Future[tuple[Trial | None, int]], TrialSpec] = {}
+        with ThreadPoolExecutor(parallel, thread_name_prefix="persona-trial") as pool:
+            while True:
+                while len(running) < parallel and not control.cancelled.is_set():
+                    if control.paused:
+                        if running:
+                            break  # collect what is in flight; start nothing new
+                        control.wait_while_paused()
+                        continue
+                    item = next(queue, None)
+                    if item is None:
+                        break
+                    position, spec = item
+                    on_event(TrialStarted(spec, position))
+                    running[pool.submit(self._run_trial, spec, on_event, control)] = spec
+                if not running:
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    spec = running.pop(future)
+                    try:
+                        trial, evaluated = future.result()
+                    except PersonaError as error:
+                        failed += 1
+                        on_event(TrialFailed(spec, str(error)))
+                        continue
+                    if trial is None:  # cancelled mid-generation: keep nothing of it
+                        continue
+                    self.store.save_trial(trial)
+                    done += 1
+                    on_event(TrialFinished(trial, done, total, evaluated))
         status: SessionStatus = "complete" if done == total else "interrupted"
         self.store.set_status(status)
         on_event(RunFinished(status, done, total, failed))
@@ -358,7 +390,12 @@ def open_session_for_resume(path: Path) -> tuple[Scenario, SessionStore]:
 def check_same_model(store: SessionStore, backend: Backend) -> None:
     """Refuse to resume a session on a different model file than it was started with."""
     recorded = store.session.header.model
-    if recorded.sha256 != backend.info.sha256:
+    loaded = backend.info
+    if recorded.sha256 or loaded.sha256:
+        same = recorded.sha256 == loaded.sha256
+    else:  # a server does not expose its weights' hash: compare what it reports
+        same = (recorded.backend, recorded.name) == (loaded.backend, loaded.name)
+    if not same:
         raise PersonaError(
             f"session {store.session.header.id} was run with {recorded.path} "
             f"(sha256 {recorded.sha256[:12]}…), but the loaded model {backend.info.path} "

@@ -8,6 +8,7 @@ pending text, so messages arrive in the order the runner produced them.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +39,8 @@ class TextBatch(Message):
 class RunBridge:
     """The runner's `on_event` callback: batches text, forwards everything else.
 
-    Used from one thread only (the worker's); `post` must be thread-safe
+    The runner calls it from its own thread and from its generation threads, so the
+    pending text is guarded by a lock; `post` must be thread-safe
     (`MessagePump.post_message` is).
     """
 
@@ -54,26 +56,32 @@ class RunBridge:
         self._pending: list[str] = []
         self._pending_for: tuple[TrialSpec, int] | None = None
         self._last_flush = float("-inf")
+        self._lock = threading.Lock()
         self.batches_posted = 0
 
     def __call__(self, event: RunEvent) -> None:
-        if isinstance(event, TextChunk):
-            self._add_text(event)
-            return
-        self.flush()
-        self._post(RunEventMessage(event))
+        with self._lock:
+            if isinstance(event, TextChunk):
+                self._add_text(event)
+                return
+            self._flush()
+            self._post(RunEventMessage(event))
 
     def _add_text(self, chunk: TextChunk) -> None:
         target = (chunk.spec, chunk.turn)
         if self._pending_for is not None and self._pending_for != target:
-            self.flush()
+            self._flush()
         self._pending_for = target
         self._pending.append(chunk.text)
         if self._clock() - self._last_flush >= self._interval:
-            self.flush()
+            self._flush()
 
     def flush(self) -> None:
-        """Post the pending text now (called before every non-text event)."""
+        """Post the pending text now."""
+        with self._lock:
+            self._flush()
+
+    def _flush(self) -> None:
         if self._pending_for is None or not self._pending:
             return
         spec, turn = self._pending_for

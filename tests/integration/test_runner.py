@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from persona_tui.backends.llamacpp import LlamaCppBackend
+from persona_tui.errors import PersonaError
 from persona_tui.runner import (
     RunControl,
     RunEvent,
@@ -16,6 +17,7 @@ from persona_tui.runner import (
     RunOptions,
     TextChunk,
     TrialFinished,
+    check_same_model,
     create_session,
     make_plan,
     open_session_for_resume,
@@ -180,3 +182,31 @@ def test_cancel_then_resume_equals_uninterrupted(backend: LlamaCppBackend, tmp_p
         assert Runner(resumed_scenario, backend, store).run(events.append) == "complete"
     assert isinstance(events[-1], RunFinished) and events[-1].done == 12
     assert responses(path) == reference
+
+
+def test_parallel_needs_a_backend_that_serves_concurrent_requests(
+    backend: LlamaCppBackend, tmp_path: Path
+) -> None:
+    scenario = parse_scenario(SMALL_SCENARIO)
+    with (
+        create_session(scenario, backend, RunOptions(), tmp_path / "p.toml") as store,
+        pytest.raises(PersonaError, match="--parallel 2 needs a backend"),
+    ):
+        Runner(scenario, backend, store).run(lambda event: None, parallel=2)
+
+
+def test_resume_refuses_another_model(tiny_gguf: Path, tmp_path: Path) -> None:
+    from tests.tiny_gguf import write_tiny_gguf
+
+    scenario = parse_scenario(SMALL_SCENARIO)
+    first = LlamaCppBackend.load(tiny_gguf, n_threads=1)
+    with create_session(scenario, first, RunOptions(), tmp_path / "s.toml"):
+        pass
+    first.close()
+    other_path = tmp_path / "other.gguf"
+    write_tiny_gguf(other_path, seed=99)
+    other = LlamaCppBackend.load(other_path, n_threads=1)
+    _, store = open_session_for_resume(tmp_path / "s.toml")
+    with store, pytest.raises(PersonaError, match="resume it with the same model file"):
+        check_same_model(store, other)
+    other.close()

@@ -337,3 +337,26 @@ def test_session_survives_a_server_crash_and_resumes(tiny_gguf: Path, tmp_path: 
     finally:
         restarted.stop()
     assert responses(tmp_path / "crashed.toml") == responses(tmp_path / "whole.toml")
+
+
+@needs_server
+def test_runner_with_parallel_requests_matches_a_sequential_run(
+    backend: OpenAIBackend, tmp_path: Path
+) -> None:
+    from persona_tui.runner import RunEvent, Runner, RunOptions, TrialStarted, create_session
+    from persona_tui.scenario import parse_scenario
+    from persona_tui.session import load_session
+    from tests.scenario_text import SMALL_SCENARIO
+
+    scenario = parse_scenario(SMALL_SCENARIO)
+    options = RunOptions(probes=["wish", "newcomer"], max_tokens=8)
+    results = []
+    for parallel in (1, 3):
+        out = tmp_path / f"p{parallel}.toml"
+        started: list[RunEvent] = []
+        with create_session(scenario, backend, options, out) as store:
+            status = Runner(scenario, backend, store).run(started.append, parallel=parallel)
+        assert status == "complete"
+        assert sum(isinstance(e, TrialStarted) for e in started) == 8
+        results.append({t.key: t.response for t in load_session(out).trials})
+    assert results[0] == results[1]
