@@ -1,8 +1,7 @@
 """The llama.cpp backend: a GGUF model loaded with llama-cpp-python.
 
 What it guarantees on top of llama-cpp-python:
-- llama.cpp never writes to the terminal (a silent log callback, installed before any
-  model loads; see `_silence_llama_cpp`).
+- llama.cpp never writes to the terminal (see `llamacpp_load`, which constructs the model).
 - Bad files (missing, a directory, not GGUF, truncated, corrupt) raise ModelLoadError,
   because the header is checked in Python before llama.cpp opens the file.
 - One thread at a time uses the `Llama` object (a per-instance lock): concurrent use of
@@ -15,11 +14,7 @@ What it guarantees on top of llama-cpp-python:
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import hashlib
-import io
-import os
 import threading
 import time
 from collections.abc import Sequence
@@ -28,72 +23,39 @@ from typing import Any
 
 from persona_tui.backends.base import (
     ChatMessage,
-    FinishReason,
     GenerationRequest,
     GenerationResult,
     ModelInfo,
     TextCallback,
 )
+from persona_tui.backends.common import (
+    CachedModelInfo,
+    cancelled_before_start,
+    chat_template_failed,
+    check_n_ctx,
+    check_open,
+    check_prompt_size,
+    emit,
+    is_cancelled,
+    make_result,
+    no_chat_template_error,
+    stream_tokens,
+    template_sha256,
+)
+from persona_tui.backends.detect import LLAMA_CPP
 from persona_tui.backends.gguf_header import GGUFHeader, read_gguf_header
+from persona_tui.backends.llamacpp_load import (
+    construct_llama,
+    default_n_threads,
+    llama_cpp_version,
+)
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
 
-BACKEND_NAME = "llama.cpp"
 DEFAULT_MAX_CONTEXT = 4096
 # Prompt tokens are evaluated in batches aligned to multiples of this many positions, and
 # only whole blocks of the KV cache are reused: see `_reuse_prefix` for why.
 EVAL_BLOCK = 128
-
-# The silent log callback must outlive every model: llama.cpp keeps a raw pointer to it.
-_SILENT_LOG_CALLBACK: Any = None
-# Loading swaps sys.stdout/sys.stderr (see `_quiet_python_output`): one load at a time.
-_LOAD_LOCK = threading.Lock()
-
-
-def default_n_threads() -> int:
-    """Physical cores available to this process (llama.cpp gains nothing from SMT siblings).
-
-    Rule: the CPUs in this process's affinity mask, grouped by their SMT sibling sets
-    (Linux sysfs); where that is unavailable, the number of usable logical CPUs.
-    """
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-    cores: set[str] = set()
-    for cpu in cpus:
-        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
-        try:
-            cores.add(siblings.read_text().strip())
-        except OSError:
-            return max(1, len(cpus))
-    return max(1, len(cores))
-
-
-def _silence_llama_cpp(llama_cpp: Any) -> None:
-    """Route llama.cpp's and ggml's log output to a no-op (verbose=False alone is not enough)."""
-    global _SILENT_LOG_CALLBACK
-    if _SILENT_LOG_CALLBACK is None:
-
-        def _discard(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-            return None
-
-        _SILENT_LOG_CALLBACK = llama_cpp.llama_log_callback(_discard)
-    llama_cpp.llama_log_set(_SILENT_LOG_CALLBACK, ctypes.c_void_p(0))
-
-
-@contextlib.contextmanager
-def _quiet_python_output() -> Any:
-    """Swallow llama-cpp-python's own `print`s while a model loads.
-
-    The model is constructed with verbose=True, because verbose=False makes
-    llama-cpp-python dup2 /dev/null over file descriptors 1 and 2 of the whole process
-    during the load, which would blank a TUI drawing from another thread. With logging
-    silenced at the source, only Python-level prints remain, and these are captured.
-    """
-    sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        yield
 
 
 class LlamaCppBackend:
@@ -116,8 +78,7 @@ class LlamaCppBackend:
         self._n_threads = n_threads
         self._version = version
         self._lock = threading.Lock()
-        self._info: ModelInfo | None = None
-        self._info_lock = threading.Lock()
+        self._info = CachedModelInfo()
         self._formatter: Any = None
         model = llama._model
         self._bos = model.token_bos()
@@ -159,49 +120,20 @@ class LlamaCppBackend:
         """
         path = Path(path).expanduser().absolute()
         header = read_gguf_header(path)
-        if n_ctx is not None and n_ctx < 16:
-            raise ModelLoadError(f"Context size n_ctx={n_ctx} is too small (minimum 16).")
+        check_n_ctx(n_ctx)
         if n_threads is not None and n_threads < 1:
             raise ModelLoadError(f"n_threads={n_threads} must be at least 1.")
         trained = header.context_length or DEFAULT_MAX_CONTEXT
         context = n_ctx if n_ctx is not None else min(trained, DEFAULT_MAX_CONTEXT)
         threads = n_threads if n_threads is not None else default_n_threads()
-        try:
-            import llama_cpp
-        except ImportError as exc:  # a broken install (missing shared library, ...)
-            raise ModelLoadError(
-                f"llama-cpp-python is not usable ({exc}); reinstall it: "
-                "pip install --force-reinstall llama-cpp-python"
-            ) from exc
-        with _LOAD_LOCK:
-            _silence_llama_cpp(llama_cpp)
-            try:
-                with _quiet_python_output():
-                    llama = llama_cpp.Llama(
-                        model_path=str(path),
-                        n_ctx=context,
-                        n_threads=threads,
-                        n_threads_batch=threads,
-                        # A full-size sliding-window cache: otherwise cells a reused
-                        # prefix still needs may already be overwritten (Gemma 3, ...).
-                        swa_full=True,
-                        verbose=True,
-                    )
-            except (ValueError, RuntimeError, OSError) as exc:
-                raise ModelLoadError(
-                    f"llama.cpp could not load {path} (architecture "
-                    f"{header.architecture or 'unknown'!r}): {exc}. The file may be damaged "
-                    f"(re-download it), or its architecture may be newer than this "
-                    f"llama-cpp-python {llama_cpp.__version__} (upgrade it)."
-                ) from exc
-            llama.verbose = False  # its generate() prints cache hits when verbose
+        llama = construct_llama(path, header, n_ctx=context, n_threads=threads)
         return cls(
             llama,
             path,
             header,
             n_ctx=context,
             n_threads=threads,
-            version=str(llama_cpp.__version__),
+            version=llama_cpp_version(),
         )
 
     # ---------------------------------------------------------- model facts
@@ -226,16 +158,12 @@ class LlamaCppBackend:
     @property
     def info(self) -> ModelInfo:
         """What a session records; the file's sha256 is computed (and cached) on first use."""
-        with self._info_lock:
-            if self._info is None:
-                self._info = self._build_info()
-            return self._info
+        return self._info.get(self._build_info)
 
     def _build_info(self) -> ModelInfo:
         from persona_tui.models import sha256_file
 
         header = self._header
-        template = header.chat_template
         extra = {
             "n_ctx_train": str(self._n_ctx_train),
             "n_threads": str(self._n_threads),
@@ -251,7 +179,7 @@ class LlamaCppBackend:
         if size_label:
             extra["size_label"] = size_label
         return ModelInfo(
-            backend=BACKEND_NAME,
+            backend=LLAMA_CPP,
             backend_version=self._version,
             path=str(self._path),
             name=header.get_str("general.name") or self._path.stem,
@@ -260,9 +188,7 @@ class LlamaCppBackend:
             architecture=header.architecture,
             quantization=header.quantization,
             context_length=self._n_ctx,
-            chat_template_sha256=(
-                hashlib.sha256(template.encode("utf-8")).hexdigest() if template else None
-            ),
+            chat_template_sha256=template_sha256(header.chat_template),
             extra=extra,
         )
 
@@ -272,10 +198,7 @@ class LlamaCppBackend:
         """Render with the GGUF's own chat template, ending with the assistant's turn."""
         template = self._header.chat_template
         if template is None:
-            raise ModelLoadError(
-                f"The model {self._path} has no chat template (tokenizer.chat_template), "
-                "so chat mode cannot be used; use prompt mode 'transcript' (or 'auto')."
-            )
+            raise no_chat_template_error(f"The model {self._path}", "tokenizer.chat_template")
         with self._lock:
             self._check_open()
             try:
@@ -292,10 +215,7 @@ class LlamaCppBackend:
                 dicts = [{"role": m.role, "content": m.content} for m in messages]
                 return str(self._formatter(messages=dicts).prompt)
             except Exception as exc:  # jinja2 syntax errors, raise_exception() in templates
-                raise GenerationError(
-                    f"The chat template of {self._path.name} failed on these messages: {exc}. "
-                    "Use prompt mode 'transcript' for this model."
-                ) from exc
+                raise chat_template_failed(self._path.name, exc) from exc
 
     # ------------------------------------------------------------ tokens
 
@@ -346,9 +266,13 @@ class LlamaCppBackend:
             self._check_open()
             started = time.perf_counter()
             tokens = self._tokenize(request.prompt)
-            if not tokens:
-                raise GenerationError("The prompt is empty: there is nothing to continue.")
-            self._check_fits(len(tokens), request.sampling.max_tokens)
+            check_prompt_size(
+                len(tokens),
+                request.sampling.max_tokens,
+                n_ctx=self._n_ctx,
+                model_name=self._path.name,
+                larger_context=f"n_ctx; it was trained on {self._n_ctx_train}",
+            )
             try:
                 return self._generate_locked(request, tokens, on_text, cancel, started)
             except PromptTooLongError:
@@ -357,16 +281,6 @@ class LlamaCppBackend:
                 # The KV cache may be inconsistent after a failed decode: start afresh.
                 self._llama.reset()
                 raise GenerationError(f"llama.cpp failed while generating: {exc}") from exc
-
-    def _check_fits(self, n_prompt: int, max_tokens: int) -> None:
-        if n_prompt + max_tokens > self._n_ctx:
-            raise PromptTooLongError(
-                f"The prompt is {n_prompt} tokens + max_tokens {max_tokens} = "
-                f"{n_prompt + max_tokens}, more than the context of {self._n_ctx} tokens "
-                f"({self._path.name}). Shorten the prompt (fewer demonstrations or turns), "
-                f"lower max_tokens, or give the model a larger context (n_ctx; it was "
-                f"trained on {self._n_ctx_train})."
-            )
 
     def _generate_locked(
         self,
@@ -380,11 +294,9 @@ class LlamaCppBackend:
 
         sampling = request.sampling
         stream = StopStringStream(request.stop)
-        finish: FinishReason = "length"
-        completion_tokens = 0
         self._eval_sizes = []
-        if cancel is not None and cancel.is_set():
-            return self._result("", "cancelled", tokens, 0, started, evaluated=0)
+        if is_cancelled(cancel):
+            return cancelled_before_start(started, prompt_tokens=len(tokens))
         llama = self._llama
         self._reuse_prefix(tokens)
         self._cached_prompt_len = 0  # until this generation has evaluated its prompt
@@ -401,34 +313,28 @@ class LlamaCppBackend:
             reset=True,
         )
         try:
-            if sampling.max_tokens <= 0:
-                finish = "length"
-            else:
-                for token in generator:
-                    if cancel is not None and cancel.is_set():
-                        finish = "cancelled"
-                        break
-                    if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                        finish = "stop"
-                        break
-                    completion_tokens += 1
-                    piece = stream.feed(self._piece(token))
-                    if piece and on_text is not None:
-                        on_text(piece)
-                    if stream.stopped:
-                        finish = "stop"
-                        break
-                    if completion_tokens >= sampling.max_tokens:
-                        break
+            finish, completion_tokens = stream_tokens(
+                generator,
+                token_bytes=self._piece,
+                is_end=lambda token: bool(llama_cpp.llama_vocab_is_eog(self._vocab, token)),
+                stream=stream,
+                on_text=on_text,
+                cancel=cancel,
+                max_tokens=sampling.max_tokens,
+            )
         finally:
             generator.close()
             if self._eval_sizes:
                 self._cached_prompt_len = len(tokens)
-        tail = stream.finish()
-        if tail and on_text is not None:
-            on_text(tail)
-        evaluated = self._eval_sizes[0] if self._eval_sizes else 0
-        return self._result(stream.text, finish, tokens, completion_tokens, started, evaluated)
+        emit(on_text, stream.finish())
+        return make_result(
+            stream.text,
+            finish,
+            prompt_tokens=len(tokens),
+            completion_tokens=completion_tokens,
+            evaluated=self._eval_sizes[0] if self._eval_sizes else 0,
+            started=started,
+        )
 
     def _reuse_prefix(self, tokens: list[int]) -> None:
         """Keep only the part of the KV cache that gives the same result as a fresh run.
@@ -461,29 +367,10 @@ class LlamaCppBackend:
         with self._lock:
             self._cached_prompt_len = 0
 
-    @staticmethod
-    def _result(
-        text: str,
-        finish: FinishReason,
-        tokens: list[int],
-        completion_tokens: int,
-        started: float,
-        evaluated: int,
-    ) -> GenerationResult:
-        return GenerationResult(
-            text=text,
-            finish_reason=finish,
-            prompt_tokens=len(tokens),
-            completion_tokens=completion_tokens,
-            prompt_tokens_evaluated=evaluated,
-            seconds=time.perf_counter() - started,
-        )
-
     # ----------------------------------------------------------------- close
 
     def _check_open(self) -> None:
-        if self._llama is None:
-            raise GenerationError(f"The model {self._path.name} has been closed.")
+        check_open(self._llama is not None, self._path.name)
 
     def close(self) -> None:
         """Free the model and its context; later calls raise GenerationError."""

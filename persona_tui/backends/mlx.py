@@ -5,59 +5,58 @@ sampling parameters, stop strings (mlx-lm has none), cancellation within a token
 prompt-prefix cache reused across trials, and a `ModelInfo` for the session record.
 
 It never contacts a model hub: the folder must exist with `config.json`, `model*.safetensors`
-and tokenizer files, checked before mlx-lm sees the path (mlx-lm downloads any path that
-does not exist), and the load runs with HF_HUB_OFFLINE=1.
+and tokenizer files, checked before mlx-lm sees the path (see `mlx_folder`), and the load
+runs with HF_HUB_OFFLINE=1.
 
-Tokens are turned into text here rather than by mlx-lm's streaming detokenizers, which
-drop the first generated token's leading space and print control tokens as text; like
-llama.cpp, the text keeps that space (it continues the prompt) and control tokens
-contribute nothing. Bytes become text with an incremental UTF-8 decoder, so a character
-split across byte tokens is emitted whole and invalid bytes become U+FFFD.
+Tokens are turned into bytes as llama.cpp does (see `mlx_tokens`), not by mlx-lm's
+streaming detokenizers. Bytes become text with an incremental UTF-8 decoder, so a
+character split across byte tokens is emitted whole and invalid bytes become U+FFFD.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from persona_tui.backends.base import (
     ChatMessage,
-    FinishReason,
     GenerationRequest,
     GenerationResult,
     ModelInfo,
     TextCallback,
 )
-from persona_tui.backends.stream import StopStringStream
-from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
-
-MLX = "mlx"
-MLX_INSTALL_HINT = "pip install 'persona-tui[mlx]'"
-# Tokens llama.cpp also treats as the end of a turn when the tokenizer marks them special.
-END_OF_TURN_TOKENS = frozenset(
-    {
-        "</s>",
-        "<|endoftext|>",
-        "<|end_of_text|>",
-        "<|eot_id|>",
-        "<|eom_id|>",
-        "<|im_end|>",
-        "<|end|>",
-        "<end_of_turn>",
-        "<|return|>",
-        "<EOT>",
-    }
+from persona_tui.backends.common import (
+    CachedModelInfo,
+    cancelled_before_start,
+    chat_template_failed,
+    check_n_ctx,
+    check_open,
+    check_prompt_size,
+    emit,
+    installed_version,
+    is_cancelled,
+    make_result,
+    no_chat_template_error,
+    stream_tokens,
 )
+from persona_tui.backends.mlx_folder import (
+    build_mlx_info,
+    check_mlx_folder,
+    context_length,
+    read_model_config,
+)
+from persona_tui.backends.mlx_tokens import CompletionBytes, end_of_turn_ids, token_byte_table
+from persona_tui.backends.stream import StopStringStream
+from persona_tui.errors import GenerationError, ModelLoadError
+
+MLX_INSTALL_HINT = "pip install 'persona-tui[mlx]'"
 # llama.cpp's default repeat-penalty window (llama-cpp-python's last_n_tokens_size).
 REPEAT_PENALTY_WINDOW = 64
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
 # mx.random's state is process-wide, so generations on any MLX model must not overlap.
 _GENERATION_LOCK = threading.Lock()
@@ -65,94 +64,6 @@ _GENERATION_LOCK = threading.Lock()
 
 class _Cancelled(Exception):
     """Raised from mlx-lm's prompt-progress callback to abandon a long prompt evaluation."""
-
-
-# --------------------------------------------------------------------------- the folder
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The safetensors files mlx-lm loads from `folder` (`model*.safetensors`), sorted."""
-    return sorted(folder.glob("model*.safetensors"))
-
-
-def check_mlx_folder(path: Path) -> list[Path]:
-    """Check that `path` is a complete local MLX model folder; return its weight files.
-
-    Raises ModelLoadError naming what is missing, so a typo is never taken for a hub id.
-    """
-    if not path.exists():
-        raise ModelLoadError(
-            f"MLX model folder {path} does not exist (persona-tui never downloads models: "
-            "download or convert the model first, then pass its local folder)"
-        )
-    if not path.is_dir():
-        raise ModelLoadError(
-            f"{path} is a file, but the MLX backend needs a model folder "
-            "(config.json, model*.safetensors and tokenizer files)"
-        )
-    missing: list[str] = []
-    if not (path / "config.json").is_file():
-        missing.append("config.json")
-    weights = weight_files(path)
-    if not weights:
-        missing.append("model*.safetensors weights")
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        missing.append("tokenizer files (tokenizer.json or tokenizer.model)")
-    if missing:
-        raise ModelLoadError(f"MLX model folder {path} is incomplete: missing {', '.join(missing)}")
-    return weights
-
-
-def read_model_config(folder: Path) -> dict[str, Any]:
-    """The folder's config.json as a dict, with a clear error when it is broken."""
-    file = folder / "config.json"
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise ModelLoadError(f"cannot read {file}: {error}") from error
-    except json.JSONDecodeError as error:
-        raise ModelLoadError(
-            f"{file}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
-        ) from error
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{file}: expected a JSON object")
-    return data
-
-
-def describe_quantization(config: dict[str, Any]) -> str:
-    """A short description of the weights' format from config.json."""
-    quant = config.get("quantization") or config.get("quantization_config")
-    if isinstance(quant, dict):
-        if "bits" in quant:
-            mode = quant.get("mode", "affine")
-            return f"{quant['bits']}-bit {mode}, group size {quant.get('group_size', '?')}"
-        if "quant_method" in quant:
-            return str(quant["quant_method"])
-    dtype = config.get("torch_dtype") or config.get("dtype")
-    return str(dtype) if dtype else ""
-
-
-def _context_length(config: dict[str, Any]) -> int:
-    for table in (config, config.get("text_config") or {}):
-        value = table.get("max_position_embeddings") if isinstance(table, dict) else None
-        if isinstance(value, int) and value > 0:
-            return value
-    return 0
-
-
-def combined_sha256(files: Sequence[Path]) -> tuple[str, dict[str, str]]:
-    """One digest for a model's weights, plus each file's own.
-
-    A single file's digest is the file's own sha256 (what `sha256sum` prints); several
-    files combine as the sha256 of their "name digest" lines in name order.
-    """
-    from persona_tui.models import sha256_file
-
-    digests = {file.name: sha256_file(file) for file in files}
-    if len(digests) == 1:
-        return next(iter(digests.values())), digests
-    lines = "".join(f"{name} {digest}\n" for name, digest in sorted(digests.items()))
-    return hashlib.sha256(lines.encode()).hexdigest(), digests
 
 
 @contextlib.contextmanager
@@ -169,105 +80,6 @@ def _hub_offline() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
-
-# ------------------------------------------------------------------------ token → text
-
-
-class _CompletionBytes:
-    """Turns generated token ids into bytes, like llama.cpp's token_to_piece.
-
-    With a per-token byte table (SentencePiece-style and byte-level BPE tokenizers) each
-    token gives its own bytes; otherwise the whole completion is re-decoded and the bytes
-    of the new suffix returned (slower, but right for any tokenizer).
-    """
-
-    def __init__(self, table: list[bytes] | None, decode: Callable[[list[int]], str]) -> None:
-        self._table = table
-        self._decode = decode
-        self._ids: list[int] = []
-        self._sent = ""
-
-    def add(self, token: int) -> bytes:
-        if self._table is not None:
-            return self._table[token] if 0 <= token < len(self._table) else b""
-        self._ids.append(token)
-        text = self._decode(self._ids)
-        if text.endswith("\ufffd") or not text.startswith(self._sent):
-            return b""  # an incomplete character (or a re-spelling): wait for more tokens
-        new, self._sent = text[len(self._sent) :], text
-        return new.encode("utf-8")
-
-    def finish(self) -> bytes:
-        if self._table is not None or not self._ids:
-            return b""
-        text = self._decode(self._ids)
-        new = text[len(self._sent) :] if text.startswith(self._sent) else ""
-        self._sent = text
-        return new.encode("utf-8")
-
-
-_GPT2_BYTES: dict[str, int] | None = None
-
-
-def _byte_level_map() -> dict[str, int]:
-    """GPT-2's printable-character → byte map used by byte-level BPE vocabularies."""
-    global _GPT2_BYTES
-    if _GPT2_BYTES is None:
-        printable = [
-            *range(ord("!"), ord("~") + 1),
-            *range(ord("¡"), ord("¬") + 1),
-            *range(ord("®"), ord("ÿ") + 1),
-        ]
-        chars = list(printable)
-        extra = 0
-        for byte in range(256):
-            if byte not in printable:
-                printable.append(byte)
-                chars.append(256 + extra)
-                extra += 1
-        _GPT2_BYTES = {chr(c): b for b, c in zip(printable, chars, strict=True)}
-    return _GPT2_BYTES
-
-
-def _token_byte_table(folder: Path, hf_tokenizer: Any) -> list[bytes] | None:
-    """Each token's bytes when the tokenizer's decoder is one we can mirror exactly."""
-    try:
-        spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    decoder = json.dumps(spec.get("decoder"))
-    if '"ByteLevel"' in decoder:
-        kind = "byte-level"
-    elif '"ByteFallback"' in decoder or '"Metaspace"' in decoder or "\u2581" in decoder:
-        kind = "sentencepiece"
-    else:
-        return None
-    size = len(hf_tokenizer)
-    pieces: list[str] = hf_tokenizer.convert_ids_to_tokens(list(range(size)))
-    added = {int(t["id"]): t for t in spec.get("added_tokens", []) if isinstance(t, dict)}
-    special = {i for i, t in added.items() if t.get("special")}
-    special |= set(getattr(hf_tokenizer, "all_special_ids", []))
-    byte_map = _byte_level_map()
-    table: list[bytes] = []
-    for token_id, piece in enumerate(pieces):
-        if token_id in special or piece is None:
-            table.append(b"")  # control tokens add no text (llama.cpp: special=False)
-        elif token_id in added:  # user-defined tokens are their literal content
-            table.append(str(added[token_id].get("content", piece)).encode("utf-8"))
-        elif kind == "sentencepiece":
-            if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
-                table.append(bytes([int(piece[3:5], 16)]))
-            else:
-                table.append(piece.replace("\u2581", " ").encode("utf-8"))
-        elif all(char in byte_map for char in piece):
-            table.append(bytes(byte_map[char] for char in piece))
-        else:  # not byte-level after all: its text as is
-            table.append(piece.encode("utf-8"))
-    return table
-
-
-# ----------------------------------------------------------------------------- backend
 
 
 class MlxBackend:
@@ -293,7 +105,7 @@ class MlxBackend:
             raise ModelLoadError(
                 f"mlx-lm cannot load {folder}: {error}. The folder may be damaged, or its "
                 f"architecture ({config.get('model_type', 'unknown')!r}) may be newer than "
-                f"this mlx-lm {_version('mlx-lm')} (upgrade it)."
+                f"this mlx-lm {installed_version('mlx-lm')} (upgrade it)."
             ) from error
         self._mx = mx
         self._model: Any = model
@@ -302,15 +114,14 @@ class MlxBackend:
         self._folder = folder
         self._files = files
         self._config = config
-        self._n_ctx = n_ctx or _context_length(config)
+        self._n_ctx = n_ctx or context_length(config)
         self._vocab_size = len(self._hf)
-        self._byte_table = _token_byte_table(folder, self._hf)
-        self._end_ids = self._end_of_turn_ids()
+        self._byte_table = token_byte_table(folder, self._hf)
+        self._end_ids = end_of_turn_ids(tokenizer.eos_token_ids, self._hf)
         self._cache: list[Any] | None = None
         self._cached_tokens: list[int] = []
         self._lock = _GENERATION_LOCK
-        self._info: ModelInfo | None = None
-        self._info_lock = threading.Lock()
+        self._info = CachedModelInfo()
         self._closed = False
 
     @classmethod
@@ -326,8 +137,7 @@ class MlxBackend:
         folder = Path(path).expanduser().absolute()
         files = check_mlx_folder(folder)
         config = read_model_config(folder)
-        if n_ctx is not None and n_ctx < 16:
-            raise ModelLoadError(f"Context size n_ctx={n_ctx} is too small (minimum 16).")
+        check_n_ctx(n_ctx)
         return cls(folder, files, config, n_ctx=n_ctx)
 
     # ------------------------------------------------------------- model facts
@@ -355,51 +165,19 @@ class MlxBackend:
     @property
     def info(self) -> ModelInfo:
         """What a session records; the weights' sha256 is computed (and cached) on first use."""
-        with self._info_lock:
-            if self._info is None:
-                self._info = self._build_info()
-            return self._info
+        return self._info.get(self._build_info)
 
     def _build_info(self) -> ModelInfo:
-        digest, per_file = combined_sha256(self._files)
-        template = self.chat_template
-        extra = {
-            "mlx_version": _version("mlx"),
-            "device": str(self._mx.default_device()),
-            "weight_files": ", ".join(f"{name}:{sha}" for name, sha in per_file.items()),
-            "n_vocab": str(self._vocab_size),
-            "detokenizer": "token bytes" if self._byte_table is not None else "re-decode",
-        }
-        tokenizer_file = self._folder / "tokenizer.json"
-        if tokenizer_file.is_file():
-            extra["tokenizer_sha256"] = hashlib.sha256(tokenizer_file.read_bytes()).hexdigest()
-        architectures = self._config.get("architectures")
-        if isinstance(architectures, list):
-            extra["architectures"] = ", ".join(str(a) for a in architectures)
-        return ModelInfo(
-            backend=MLX,
-            backend_version=_version("mlx-lm"),
-            path=str(self._folder),
-            name=self._folder.name,
-            sha256=digest,
-            size_bytes=sum(file.stat().st_size for file in self._files),
-            architecture=str(self._config.get("model_type", "")),
-            quantization=describe_quantization(self._config),
-            context_length=self._n_ctx,
-            chat_template_sha256=(
-                hashlib.sha256(template.encode("utf-8")).hexdigest() if template else None
-            ),
-            extra=extra,
+        return build_mlx_info(
+            self._folder,
+            self._files,
+            self._config,
+            n_ctx=self._n_ctx,
+            chat_template=self.chat_template,
+            device=str(self._mx.default_device()),
+            n_vocab=self._vocab_size,
+            detokenizer="token bytes" if self._byte_table is not None else "re-decode",
         )
-
-    def _end_of_turn_ids(self) -> frozenset[int]:
-        """EOS ids plus special tokens that end a turn (as llama.cpp's end-of-generation set)."""
-        ids = {int(i) for i in self._tokenizer.eos_token_ids}
-        added = getattr(self._hf, "added_tokens_decoder", {})
-        for token_id, token in added.items():
-            if getattr(token, "special", False) and str(token) in END_OF_TURN_TOKENS:
-                ids.add(int(token_id))
-        return frozenset(ids)
 
     # -------------------------------------------------------------------- text
 
@@ -418,10 +196,8 @@ class MlxBackend:
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         """Render with the model's own chat template, ending with the assistant's turn."""
         if self.chat_template is None:
-            raise ModelLoadError(
-                f"The MLX model {self._folder} has no chat template (tokenizer_config.json "
-                "chat_template), so chat mode cannot be used; use prompt mode 'transcript' "
-                "(or 'auto')."
+            raise no_chat_template_error(
+                f"The MLX model {self._folder}", "tokenizer_config.json chat_template"
             )
         conversation = [{"role": m.role, "content": m.content} for m in messages]
         try:
@@ -429,10 +205,7 @@ class MlxBackend:
                 conversation, tokenize=False, add_generation_prompt=True
             )
         except Exception as error:  # jinja2 errors, raise_exception() in templates
-            raise GenerationError(
-                f"The chat template of {self._folder.name} failed on these messages: {error}. "
-                "Use prompt mode 'transcript' for this model."
-            ) from error
+            raise chat_template_failed(self._folder.name, error) from error
         return str(text)
 
     # -------------------------------------------------------------- generation
@@ -453,14 +226,18 @@ class MlxBackend:
             self._check_open()
             started = time.perf_counter()
             tokens = self._tokenize(request.prompt)
-            if not tokens:
-                raise GenerationError("The prompt is empty: there is nothing to continue.")
-            self._check_fits(len(tokens), request.sampling.max_tokens)
+            check_prompt_size(
+                len(tokens),
+                request.sampling.max_tokens,
+                n_ctx=self._n_ctx,
+                model_name=self._folder.name,
+                larger_context="n_ctx in config.toml",
+            )
             try:
                 return self._generate_locked(request, tokens, on_text, cancel, started)
             except _Cancelled:
                 self._drop_cache()  # an abandoned prompt evaluation leaves the cache half-written
-                return _result("", "cancelled", tokens, 0, started, evaluated=0)
+                return cancelled_before_start(started, prompt_tokens=len(tokens))
             except (RuntimeError, ValueError, OSError, MemoryError) as error:
                 self._drop_cache()
                 raise GenerationError(
@@ -469,15 +246,6 @@ class MlxBackend:
             except BaseException:
                 self._drop_cache()  # e.g. an exception from on_text: keep the cache consistent
                 raise
-
-    def _check_fits(self, n_prompt: int, max_tokens: int) -> None:
-        if self._n_ctx and n_prompt + max_tokens > self._n_ctx:
-            raise PromptTooLongError(
-                f"The prompt is {n_prompt} tokens + max_tokens {max_tokens} = "
-                f"{n_prompt + max_tokens}, more than the context of {self._n_ctx} tokens "
-                f"({self._folder.name}). Shorten the prompt (fewer demonstrations or turns), "
-                "lower max_tokens, or give the model a larger context (n_ctx in config.toml)."
-            )
 
     def _generate_locked(
         self,
@@ -489,20 +257,18 @@ class MlxBackend:
     ) -> GenerationResult:
         from mlx_lm.generate import generate_step
 
-        if cancel is not None and cancel.is_set():
-            return _result("", "cancelled", tokens, 0, started, evaluated=0)
+        if is_cancelled(cancel):
+            return cancelled_before_start(started, prompt_tokens=len(tokens))
         reused = self._reuse_cache(tokens)
         suffix = tokens[reused:]
         sampler, processors = self._sampling(request, tokens[:reused])
 
         def abandon_if_cancelled(_done: int, _total: int) -> None:
-            if cancel is not None and cancel.is_set():
+            if is_cancelled(cancel):
                 raise _Cancelled  # stops a long prompt evaluation between chunks
 
         stream = StopStringStream(request.stop)
-        pieces = _CompletionBytes(self._byte_table, self._decode_completion)
-        finish: FinishReason = "length"
-        completion_tokens = 0
+        pieces = CompletionBytes(self._byte_table, self._decode_completion)
         self._mx.random.seed(request.seed)
         steps = generate_step(
             self._mx.array(suffix),
@@ -514,32 +280,29 @@ class MlxBackend:
             prompt_progress_callback=abandon_if_cancelled,
         )
         try:
-            for token, _logprobs in steps:
-                if cancel is not None and cancel.is_set():
-                    finish = "cancelled"
-                    break
-                if token in self._end_ids:
-                    finish = "stop"
-                    break
-                completion_tokens += 1
-                piece = stream.feed(pieces.add(int(token)))
-                if piece and on_text is not None:
-                    on_text(piece)
-                if stream.stopped:
-                    finish = "stop"
-                    break
+            finish, completion_tokens = stream_tokens(
+                (int(token) for token, _logprobs in steps),
+                token_bytes=pieces.add,
+                is_end=self._end_ids.__contains__,
+                stream=stream,
+                on_text=on_text,
+                cancel=cancel,
+            )
         finally:
             steps.close()
         if not stream.stopped:
-            piece = stream.feed(pieces.finish())
-            if piece and on_text is not None:
-                on_text(piece)
+            emit(on_text, stream.feed(pieces.finish()))
             finish = "stop" if stream.stopped else finish
-        tail = stream.finish()
-        if tail and on_text is not None:
-            on_text(tail)
+        emit(on_text, stream.finish())
         self._keep_prompt_in_cache(tokens)
-        return _result(stream.text, finish, tokens, completion_tokens, started, len(suffix))
+        return make_result(
+            stream.text,
+            finish,
+            prompt_tokens=len(tokens),
+            completion_tokens=completion_tokens,
+            evaluated=len(suffix),
+            started=started,
+        )
 
     def _decode_completion(self, ids: list[int]) -> str:
         return str(self._hf.decode(ids, skip_special_tokens=True))
@@ -624,8 +387,7 @@ class MlxBackend:
     # ------------------------------------------------------------------ close
 
     def _check_open(self) -> None:
-        if self._closed:
-            raise GenerationError(f"The model {self._folder.name} has been closed.")
+        check_open(not self._closed, self._folder.name)
 
     def close(self) -> None:
         """Free the model and its cache; later calls raise GenerationError."""
@@ -635,30 +397,3 @@ class MlxBackend:
                 self._drop_cache()
                 self._model = None
                 self._mx.clear_cache()
-
-
-def _version(distribution: str) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return "unknown"
-
-
-def _result(
-    text: str,
-    finish: FinishReason,
-    tokens: list[int],
-    completion_tokens: int,
-    started: float,
-    evaluated: int,
-) -> GenerationResult:
-    return GenerationResult(
-        text=text,
-        finish_reason=finish,
-        prompt_tokens=len(tokens),
-        completion_tokens=completion_tokens,
-        prompt_tokens_evaluated=evaluated,
-        seconds=time.perf_counter() - started,
-    )

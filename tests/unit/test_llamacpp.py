@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from persona_tui.backends.base import ChatMessage, GenerationRequest, SamplingParams
-from persona_tui.backends.llamacpp import EVAL_BLOCK, LlamaCppBackend, default_n_threads
+from persona_tui.backends.llamacpp import EVAL_BLOCK, LlamaCppBackend
+from persona_tui.backends.llamacpp_load import default_n_threads
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
 from tests.tiny_gguf import CHAT_TEMPLATE, chain, write_tiny_gguf
 

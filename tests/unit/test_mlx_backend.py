@@ -16,7 +16,8 @@ import pytest
 pytest.importorskip("mlx_lm", reason="the MLX backend needs: pip install 'persona-tui[mlx]'")
 
 from persona_tui.backends.base import ChatMessage, GenerationRequest, SamplingParams
-from persona_tui.backends.mlx import MlxBackend, check_mlx_folder
+from persona_tui.backends.mlx import MlxBackend
+from persona_tui.backends.mlx_folder import check_mlx_folder
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
 from tests import tiny_gguf
 from tests.mlx_fixture import gguf_to_mlx, write_tiny_mlx
@@ -283,7 +284,7 @@ def test_token_bytes_match_the_tokenizers_own_decoding(
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from persona_tui.backends.mlx import _token_byte_table
+    from persona_tui.backends.mlx_tokens import token_byte_table
 
     byte_level = Tokenizer(models.BPE())
     byte_level.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -300,7 +301,7 @@ def test_token_bytes_match_the_tokenizers_own_decoding(
 
     for path, strip_first_space in ((scripted_folder, True), (folder, False)):
         hf = PreTrainedTokenizerFast(tokenizer_file=str(path / "tokenizer.json"))
-        table = _token_byte_table(path, hf)
+        table = token_byte_table(path, hf)
         assert table is not None
         for text in TEXTS:
             ids = hf.encode(text, add_special_tokens=False)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from persona_tui.backends.base import ChatMessage, GenerationRequest, SamplingParams
-from persona_tui.backends.openai import (
+from persona_tui.backends.openai import OpenAIBackend
+from persona_tui.backends.openai_http import ServerSettings
+from persona_tui.backends.openai_ref import (
     CHAT_ENVELOPE_HEADER,
-    OpenAIBackend,
     OpenAIRef,
-    ServerSettings,
     parse_chat_envelope,
     parse_openai_ref,
     render_chat_envelope,

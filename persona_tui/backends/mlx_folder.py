@@ -1,0 +1,148 @@
+"""An MLX model folder, read without mlx: what it must hold, and what a session records.
+
+The folder is checked before mlx-lm sees the path, because mlx-lm downloads any path that
+does not exist: persona-tui never downloads, so a typo must fail here with what is missing.
+The ModelInfo names the weights by their sha256 (one digest for all weight files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from persona_tui.backends.base import ModelInfo
+from persona_tui.backends.common import installed_version, template_sha256
+from persona_tui.backends.detect import MLX
+from persona_tui.errors import ModelLoadError
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files mlx-lm loads from `folder` (`model*.safetensors`), sorted."""
+    return sorted(folder.glob("model*.safetensors"))
+
+
+def check_mlx_folder(path: Path) -> list[Path]:
+    """Check that `path` is a complete local MLX model folder; return its weight files.
+
+    Raises ModelLoadError naming what is missing, so a typo is never taken for a hub id.
+    """
+    if not path.exists():
+        raise ModelLoadError(
+            f"MLX model folder {path} does not exist (persona-tui never downloads models: "
+            "download or convert the model first, then pass its local folder)"
+        )
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"{path} is a file, but the MLX backend needs a model folder "
+            "(config.json, model*.safetensors and tokenizer files)"
+        )
+    missing: list[str] = []
+    if not (path / "config.json").is_file():
+        missing.append("config.json")
+    weights = weight_files(path)
+    if not weights:
+        missing.append("model*.safetensors weights")
+    if not any((path / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json or tokenizer.model)")
+    if missing:
+        raise ModelLoadError(f"MLX model folder {path} is incomplete: missing {', '.join(missing)}")
+    return weights
+
+
+def read_model_config(folder: Path) -> dict[str, Any]:
+    """The folder's config.json as a dict, with a clear error when it is broken."""
+    file = folder / "config.json"
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"cannot read {file}: {error}") from error
+    except json.JSONDecodeError as error:
+        raise ModelLoadError(
+            f"{file}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
+        ) from error
+    if not isinstance(data, dict):
+        raise ModelLoadError(f"{file}: expected a JSON object")
+    return data
+
+
+def describe_quantization(config: dict[str, Any]) -> str:
+    """A short description of the weights' format from config.json."""
+    quant = config.get("quantization") or config.get("quantization_config")
+    if isinstance(quant, dict):
+        if "bits" in quant:
+            mode = quant.get("mode", "affine")
+            return f"{quant['bits']}-bit {mode}, group size {quant.get('group_size', '?')}"
+        if "quant_method" in quant:
+            return str(quant["quant_method"])
+    dtype = config.get("torch_dtype") or config.get("dtype")
+    return str(dtype) if dtype else ""
+
+
+def context_length(config: dict[str, Any]) -> int:
+    """The trained context (max_position_embeddings, top level or text_config); 0 if unknown."""
+    for table in (config, config.get("text_config") or {}):
+        value = table.get("max_position_embeddings") if isinstance(table, dict) else None
+        if isinstance(value, int) and value > 0:
+            return value
+    return 0
+
+
+def combined_sha256(files: Sequence[Path]) -> tuple[str, dict[str, str]]:
+    """One digest for a model's weights, plus each file's own.
+
+    A single file's digest is the file's own sha256 (what `sha256sum` prints); several
+    files combine as the sha256 of their "name digest" lines in name order.
+    """
+    from persona_tui.models import sha256_file
+
+    digests = {file.name: sha256_file(file) for file in files}
+    if len(digests) == 1:
+        return next(iter(digests.values())), digests
+    lines = "".join(f"{name} {digest}\n" for name, digest in sorted(digests.items()))
+    return hashlib.sha256(lines.encode()).hexdigest(), digests
+
+
+def build_mlx_info(
+    folder: Path,
+    files: Sequence[Path],
+    config: dict[str, Any],
+    *,
+    n_ctx: int,
+    chat_template: str | None,
+    device: str,
+    n_vocab: int,
+    detokenizer: str,
+) -> ModelInfo:
+    """What a session records about a loaded MLX folder (hashes every weight file)."""
+    digest, per_file = combined_sha256(files)
+    extra = {
+        "mlx_version": installed_version("mlx"),
+        "device": device,
+        "weight_files": ", ".join(f"{name}:{sha}" for name, sha in per_file.items()),
+        "n_vocab": str(n_vocab),
+        "detokenizer": detokenizer,
+    }
+    tokenizer_file = folder / "tokenizer.json"
+    if tokenizer_file.is_file():
+        extra["tokenizer_sha256"] = hashlib.sha256(tokenizer_file.read_bytes()).hexdigest()
+    architectures = config.get("architectures")
+    if isinstance(architectures, list):
+        extra["architectures"] = ", ".join(str(a) for a in architectures)
+    return ModelInfo(
+        backend=MLX,
+        backend_version=installed_version("mlx-lm"),
+        path=str(folder),
+        name=folder.name,
+        sha256=digest,
+        size_bytes=sum(file.stat().st_size for file in files),
+        architecture=str(config.get("model_type", "")),
+        quantization=describe_quantization(config),
+        context_length=n_ctx,
+        chat_template_sha256=template_sha256(chat_template),
+        extra=extra,
+    )
