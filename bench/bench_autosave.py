@@ -27,7 +27,7 @@ import tomli_w
 from persona_tui.atomic import atomic_write_bytes
 from persona_tui.backends.base import ModelInfo, SamplingParams
 from persona_tui.session import Annotation, Plan, SessionHeader, SessionStore, Trial, TrialKey
-from persona_tui.session_format import render_session
+from persona_tui.session_write import render_session
 
 # A small vocabulary for plausible text; the words are irrelevant, the sizes are what count.
 WORDS = re.findall(

@@ -5,8 +5,8 @@ and one `[[trials]]` table per finished trial with its annotations. The store wr
 it atomically after every trial and every annotation, holding a lock so that no two
 processes write one session. See docs/session-format.md.
 
-The TOML (de)serialisation lives in `session_format`, which imports the dataclasses from
-here; this module imports it inside functions to avoid the import cycle.
+The TOML (de)serialisation lives in `session_write` and `session_read`, which import the
+dataclasses from here; this module imports them inside functions to avoid the import cycle.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 from persona_tui.atomic import atomic_write_bytes, describe_os_error, remove_stale_temp_files
 from persona_tui.backends.base import FinishReason, ModelInfo, SamplingParams
+from persona_tui.session_schema import STATUSES
 from persona_tui.errors import SessionError, SessionLockedError
 
 if TYPE_CHECKING:
@@ -117,7 +118,6 @@ class Session:
 # ---------------------------------------------------------------------------- store
 
 SESSION_FILE_MODE = 0o600
-_STATUSES = ("running", "complete", "interrupted")
 
 
 def load_session(path: Path) -> Session:
@@ -125,7 +125,7 @@ def load_session(path: Path) -> Session:
 
     Raises SessionError naming the file and the key path, or line:column for TOML syntax.
     """
-    from persona_tui.session_format import read_session_file
+    from persona_tui.session_read import read_session_file
 
     return read_session_file(path)
 
@@ -180,7 +180,7 @@ class SessionStore:
         self, path: Path, header: SessionHeader, trials: list[Trial], lock: BaseFileLock
     ) -> None:
         """Use `create` or `open`; this assumes the lock is held."""
-        from persona_tui.session_format import render_header, render_trial
+        from persona_tui.session_write import render_header, render_trial
 
         self._path = path
         self._lock: BaseFileLock | None = lock
@@ -220,7 +220,7 @@ class SessionStore:
     @classmethod
     def open(cls, path: Path) -> SessionStore:
         """Load an existing session and lock it for writing (resume, annotate)."""
-        from persona_tui.session_format import read_session_file
+        from persona_tui.session_read import read_session_file
 
         if not path.is_file():  # checked before locking, so no stray lock file is created
             problem = "not a regular file" if path.exists() else "no such session file"
@@ -246,7 +246,7 @@ class SessionStore:
 
     def save_trial(self, trial: Trial) -> None:
         """Add a finished trial, or replace the one with the same key (it moves to the end)."""
-        from persona_tui.session_format import render_trial
+        from persona_tui.session_write import render_trial
 
         with self._mutex:
             self._check_open()
@@ -264,7 +264,7 @@ class SessionStore:
 
     def annotate(self, key: TrialKey, annotation: Annotation) -> Trial:
         """Set `annotation.annotator`'s annotation on a trial (replacing theirs); returns it."""
-        from persona_tui.session_format import render_trial
+        from persona_tui.session_write import render_trial
 
         with self._mutex:
             self._check_open()
@@ -294,10 +294,10 @@ class SessionStore:
 
     def set_status(self, status: SessionStatus) -> None:
         """Record the run's status ("running", "complete", "interrupted") and save."""
-        from persona_tui.session_format import render_header
+        from persona_tui.session_write import render_header
 
-        if status not in _STATUSES:
-            raise SessionError(f"invalid session status {status!r}; expected one of {_STATUSES}")
+        if status not in STATUSES:
+            raise SessionError(f"invalid session status {status!r}; expected one of {STATUSES}")
         with self._mutex:
             self._check_open()
             header = dataclasses.replace(self._header, status=status)

@@ -35,7 +35,7 @@ from persona_tui.session import (
     lock_path_for,
     new_session_id,
 )
-from persona_tui.session_format import render_session, render_string
+from persona_tui.session_write import render_session, render_string
 
 # Strings that are easy to get wrong in TOML: every C0 control, DEL, C1, terminal escapes,
 # quotes next to the closing delimiter, backslashes before newlines, CR/CRLF, whitespace.
@@ -316,7 +316,8 @@ def test_render_string_round_trips_any_text(text: str) -> None:
 @settings(max_examples=40, deadline=None)
 @given(st.lists(TEXT, min_size=1, max_size=3), st.dictionaries(TEXT, st.integers(-9, 9)))
 def test_trials_round_trip_any_text(texts: list[str], scores: dict[str, int]) -> None:
-    from persona_tui.session_format import parse_session, render_trial
+    from persona_tui.session_read import parse_session
+    from persona_tui.session_write import render_trial
 
     trial = make_trial(
         prompt=texts[0],

@@ -1,0 +1,26 @@
+"""What a session file may hold, shared by its writer and its reader.
+
+`session_write` refuses exactly what `session_read` would refuse, so a saved session always
+loads; the allowed values and the field-type helper they both check against live here,
+once. Format: docs/session-format.md.
+"""
+
+from __future__ import annotations
+
+STATUSES = ("running", "complete", "interrupted")
+FINISH_REASONS = ("stop", "length", "cancelled")
+PROMPT_MODES = ("chat", "transcript")
+INT64_BOUND = 2**63  # TOML integers are 64-bit: -INT64_BOUND <= n < INT64_BOUND
+
+
+def optional_base(type_name: str) -> str | None:
+    """The base type of an `X | None` field's type string ("int | None" -> "int"), else None.
+
+    Dataclass field types are strings here because the backend modules use
+    `from __future__ import annotations`.
+    """
+    parts = [p.strip() for p in type_name.split("|")]
+    if len(parts) == 2 and "None" in parts:
+        parts.remove("None")
+        return parts[0]
+    return None

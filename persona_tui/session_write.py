@@ -1,0 +1,235 @@
+"""Session files as TOML: the fast, exact writer of header and trial chunks.
+
+The writer renders the header and each trial as separate text chunks, so the store can
+cache every finished trial's chunk and re-render only what changed; the chunks joined in
+order form one valid TOML document (`render_session`). It is hand-written rather than
+`tomli_w` because it is over twice as fast, and it controls the escaping: strings are
+stored exactly (every control character, escape sequence and "\\r" is escaped; text with
+newlines is written as a readable multi-line string) and the file is safe to `cat`.
+
+It refuses any value `session_read` would refuse (the shared rules are in `session_schema`),
+so a saved session always loads. Format: docs/session-format.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+
+from persona_tui.errors import SessionError
+from persona_tui.session import FORMAT_VERSION, SessionHeader, Trial
+from persona_tui.session_schema import (
+    FINISH_REASONS,
+    INT64_BOUND,
+    PROMPT_MODES,
+    STATUSES,
+    optional_base,
+)
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+# One-line basic strings escape every C0/C1 control, DEL, '"' and '\'.
+_ESCAPE_ONE_LINE = re.compile(r'[\x00-\x1f\x7f-\x9f"\\]')
+# Multi-line strings keep "\n" and "\t" raw. A '"' is escaped when another '"' or the end
+# follows, so no '"""' can appear inside and the closing delimiter is unambiguous.
+_ESCAPE_MULTILINE = re.compile(r'[\x00-\x08\x0b-\x1f\x7f-\x9f\\]|"(?="|\Z)')
+_SHORT_ESCAPES = {"\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+_ESCAPES = {chr(c): f"\\u{c:04x}" for c in [*range(0x20), *range(0x7F, 0xA0)]}
+_ESCAPES.update(_SHORT_ESCAPES)
+_ESCAPES.update({'"': '\\"', "\\": "\\\\"})
+
+
+def _escape(match: re.Match[str]) -> str:
+    return _ESCAPES[match.group()]
+
+
+def _check_storable(value: str, where: str) -> None:
+    surrogate = _SURROGATE.search(value)
+    if surrogate:
+        raise SessionError(
+            f"{where} contains a lone surrogate (U+{ord(surrogate.group()):04X} at index "
+            f"{surrogate.start()}), which UTF-8 and TOML cannot store; the backend must replace "
+            "it (e.g. with U+FFFD) before the trial is saved"
+        )
+
+
+def render_string(value: str, where: str = "value") -> str:
+    """`value` as a TOML basic string that reads back identical (multi-line if it has "\\n")."""
+    _check_storable(value, where)
+    if "\n" in value:
+        # The newline right after the opening quotes is dropped by every TOML parser.
+        return '"""\n' + _ESCAPE_MULTILINE.sub(_escape, value) + '"""'
+    return '"' + _ESCAPE_ONE_LINE.sub(_escape, value) + '"'
+
+
+def render_key(key: str) -> str:
+    """`key` bare when TOML allows it, quoted otherwise."""
+    if _BARE_KEY.match(key):
+        return key
+    _check_storable(key, f"key {key!r}")
+    return '"' + _ESCAPE_ONE_LINE.sub(_escape, key) + '"'  # keys cannot be multi-line strings
+
+
+def _render_int(value: object, where: str, minimum: int = -INT64_BOUND) -> str:
+    if type(value) is not int:
+        raise SessionError(f"{where} must be an integer, not {value!r}")
+    if not -INT64_BOUND <= value < INT64_BOUND:
+        raise SessionError(f"{where} = {value} does not fit in a TOML integer (64-bit)")
+    if value < minimum:
+        raise SessionError(f"{where} must be >= {minimum}, not {value}")
+    return str(value)
+
+
+def _render_choice(value: object, choices: tuple[str, ...], where: str) -> str:
+    # The writer refuses what the reader would refuse, so a saved session always loads.
+    if value not in choices:
+        raise SessionError(f"{where} must be one of {', '.join(choices)}; not {value!r}")
+    return _render_str(value, where)
+
+
+def _render_float(value: object, where: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SessionError(f"{where} must be a number, not {value!r}")
+    return repr(float(value))  # the shortest text that reads back as the same float
+
+
+def _render_str(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise SessionError(f"{where} must be a string, not {value!r}")
+    return render_string(value, where)
+
+
+def _render_bool(value: object, where: str) -> str:
+    if not isinstance(value, bool):
+        raise SessionError(f"{where} must be true or false, not {value!r}")
+    return "true" if value else "false"
+
+
+def _render_str_array(values: tuple[str, ...] | list[str], where: str) -> str:
+    items = [_render_str(v, f"{where}[{i}]") for i, v in enumerate(values)]
+    if not any(item.startswith('"""') for item in items):
+        return "[" + ", ".join(items) + "]"
+    return "[\n" + "".join(f"    {item},\n" for item in items) + "]"
+
+
+def _render_scores(scores: Mapping[str, int], where: str) -> str:
+    if not scores:
+        return "{}"
+    parts = [f"{render_key(k)} = {_render_int(v, f'{where}.{k}')}" for k, v in scores.items()]
+    return "{ " + ", ".join(parts) + " }"
+
+
+_Renderer = Callable[[object, str], str]
+# Renderers for the field types of the backend dataclasses (SamplingParams, ModelInfo), so a
+# field added there is written and read without a change here. Types are strings because
+# those modules use `from __future__ import annotations`.
+_SCALAR_RENDERERS: dict[str, _Renderer] = {
+    "str": _render_str,
+    "int": _render_int,
+    "float": _render_float,
+    "bool": _render_bool,
+}
+
+
+def _render_dataclass_table(obj: object, where: str) -> tuple[list[str], dict[str, str]]:
+    """Lines `key = value` for the scalar fields of `obj` (None omitted) and its str->str maps."""
+    lines: list[str] = []
+    maps: dict[str, str] = {}
+    for f in dataclasses.fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        type_name = str(f.type)
+        if type_name == "dict[str, str]":
+            body = "".join(
+                f"{render_key(k)} = {_render_str(v, f'{where}.{f.name}.{k}')}\n"
+                for k, v in value.items()
+            )
+            maps[f.name] = body
+            continue
+        base = optional_base(type_name)
+        if base is not None:
+            if value is None:
+                continue
+            type_name = base
+        renderer = _SCALAR_RENDERERS.get(type_name)
+        if renderer is None:  # pragma: no cover - only when a new field type is added
+            raise TypeError(f"session_write cannot store {where}.{f.name} of type {type_name}")
+        lines.append(f"{f.name} = {renderer(value, f'{where}.{f.name}')}\n")
+    return lines, maps
+
+
+def render_header(header: SessionHeader) -> str:
+    """Everything before the first `[[trials]]`: format_version, session, model, ..., scenario."""
+    s = _render_str
+    out = [
+        "# persona-tui session. Format: docs/session-format.md\n",
+        f"format_version = {FORMAT_VERSION}\n",
+        "\n[session]\n",
+        f"id = {s(header.id, 'session.id')}\n",
+        f"scenario_id = {s(header.scenario_id, 'session.scenario_id')}\n",
+        f"scenario_sha256 = {s(header.scenario_sha256, 'session.scenario_sha256')}\n",
+        f"created = {s(header.created, 'session.created')}\n",
+        f"status = {_render_choice(header.status, STATUSES, 'session.status')}\n",
+        f"app_version = {s(header.app_version, 'session.app_version')}\n",
+        f"scenario_path = {s(header.scenario_path, 'session.scenario_path')}\n",
+        "\n[model]\n",
+    ]
+    lines, maps = _render_dataclass_table(header.model, "model")
+    out += lines
+    for name, body in maps.items():
+        out += [f"\n[model.{name}]\n", body]
+    out.append("\n[sampling]\n")
+    out += _render_dataclass_table(header.sampling, "sampling")[0]
+    plan = header.plan
+    out += [
+        "\n[plan]\n",
+        f"conditions = {_render_str_array(plan.conditions, 'plan.conditions')}\n",
+        f"probes = {_render_str_array(plan.probes, 'plan.probes')}\n",
+        f"samples = {_render_int(plan.samples, 'plan.samples', 0)}\n",
+        f"seed = {_render_int(plan.seed, 'plan.seed')}\n",
+        f"prompt_mode = {_render_choice(plan.prompt_mode, PROMPT_MODES, 'plan.prompt_mode')}\n",
+        f"stop = {_render_str_array(plan.stop, 'plan.stop')}\n",
+        "\n[scenario]\n",
+        f"source = {s(header.scenario_source, 'scenario.source')}\n",
+    ]
+    if header.chat_template is not None:
+        out.append(f"chat_template = {s(header.chat_template, 'scenario.chat_template')}\n")
+    return "".join(out)
+
+
+def render_trial(trial: Trial) -> str:
+    """One `[[trials]]` block with its `[[trials.annotations]]`, starting with a blank line."""
+    w = f"trial {trial.condition}/{trial.probe}/{trial.sample}"
+    i = _render_int
+    out = [
+        "\n[[trials]]\n",
+        f"condition = {_render_str(trial.condition, w + ' condition')}\n",
+        f"probe = {_render_str(trial.probe, w + ' probe')}\n",
+        f"sample = {i(trial.sample, w + ' sample', 0)}\n",
+        f"seed = {i(trial.seed, w + ' seed')}\n",
+        f"prompt = {_render_str(trial.prompt, w + ' prompt')}\n",
+        f"response = {_render_str(trial.response, w + ' response')}\n",
+        "finish_reason = "
+        f"{_render_choice(trial.finish_reason, FINISH_REASONS, w + ' finish_reason')}\n",
+        f"prompt_tokens = {i(trial.prompt_tokens, w + ' prompt_tokens', 0)}\n",
+        f"completion_tokens = {i(trial.completion_tokens, w + ' completion_tokens', 0)}\n",
+        f"started = {_render_str(trial.started, w + ' started')}\n",
+        f"seconds = {_render_float(trial.seconds, w + ' seconds')}\n",
+        f"turn_responses = {_render_str_array(trial.turn_responses, w + ' turn_responses')}\n",
+    ]
+    for n, a in enumerate(trial.annotations):
+        aw = f"{w} annotation {n}"
+        out += [
+            "\n[[trials.annotations]]\n",
+            f"annotator = {_render_str(a.annotator, aw + ' annotator')}\n",
+            f"time = {_render_str(a.time, aw + ' time')}\n",
+            f"label = {_render_str(a.label, aw + ' label')}\n",
+            f"scores = {_render_scores(a.scores, aw + ' scores')}\n",
+            f"note = {_render_str(a.note, aw + ' note')}\n",
+        ]
+    return "".join(out)
+
+
+def render_session(header: SessionHeader, trials: list[Trial]) -> str:
+    """The whole file in one go (the store builds the same text from cached chunks)."""
+    return render_header(header) + "".join(render_trial(t) for t in trials)
