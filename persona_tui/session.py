@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Literal
 
 from persona_tui.atomic import atomic_write_bytes, describe_os_error, remove_stale_temp_files
 from persona_tui.backends.base import FinishReason, ModelInfo, SamplingParams
-from persona_tui.session_schema import STATUSES
 from persona_tui.errors import SessionError, SessionLockedError
+from persona_tui.session_schema import STATUSES
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
