@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--blind", action="store_true", help="hide conditions and shuffle trials (seed recorded)"
     )
     annotate.set_defaults(func=_cmd_annotate)
+
+    from persona_tui.cli_analysis import add_analysis_commands
+
+    add_analysis_commands(sub)
     return parser
 
 
@@ -164,10 +168,13 @@ def _cmd_models(args: argparse.Namespace) -> int:
 def _cmd_sessions(args: argparse.Namespace) -> int:
     from persona_tui import paths
     from persona_tui.errors import SessionError
+    from persona_tui.scoring.judgements import is_sidecar
     from persona_tui.session import load_session
 
     rows: list[dict[str, object]] = []
     for file in sorted(paths.sessions_dir().glob("*.toml")):
+        if is_sidecar(file):
+            continue
         try:
             s = load_session(file)
         except SessionError as error:

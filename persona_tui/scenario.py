@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
@@ -23,6 +23,7 @@ from persona_tui.scenario_schema import (
     report_duplicates,
     syntax_error_line,
 )
+from persona_tui.scoring.rules import RuleSet, read_rules
 
 PromptMode = Literal["auto", "chat", "transcript"]
 PROMPT_MODES: Final[tuple[PromptMode, ...]] = ("auto", "chat", "transcript")
@@ -122,6 +123,9 @@ class Scenario:
     source: str  # the file's text, exactly as read (sessions keep a copy)
     source_path: str  # where it was loaded from ("<string>" when parsed from text)
     sha256: str  # of `source` encoded as UTF-8
+    rules: RuleSet = field(
+        default_factory=RuleSet
+    )  # automatic first-pass labelling rules (`[[rules]]`)
 
     def condition(self, condition_id: str) -> Condition:
         return next(c for c in self.conditions if c.id == condition_id)
@@ -140,6 +144,7 @@ _TOP_KEYS = (
     "conditions",
     "probes",
     "annotation",
+    "rules",
 )
 _STUDY_KEYS = ("title", "url", "citation")
 _SAMPLING_KEYS = (
@@ -178,6 +183,7 @@ def parse_scenario(text: str, source_path: str = "<string>") -> Scenario:
     conditions = _conditions(top)
     probes = _probes(top)
     annotation = _annotation(top.table_at("annotation", _ANNOTATION_KEYS))
+    rules = read_rules(problems, top)
     if problems:
         raise ScenarioError(problems.lines())
     return Scenario(
@@ -193,6 +199,7 @@ def parse_scenario(text: str, source_path: str = "<string>") -> Scenario:
         source=text,
         source_path=source_path,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        rules=rules,
     )
 
 

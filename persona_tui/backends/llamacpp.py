@@ -14,10 +14,11 @@ What it guarantees on top of llama-cpp-python:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,20 @@ class LlamaCppBackend:
         with self._lock:
             self._check_open()
             return len(self._tokenize(text))
+
+    @contextlib.contextmanager
+    def locked_llama(self) -> Iterator[Any]:
+        """The underlying `llama_cpp.Llama`, held under this backend's lock.
+
+        For scorers that read next-token logits (the judge); call `tokenize_locked` inside.
+        """
+        with self._lock:
+            self._check_open()
+            yield self._llama
+
+    def tokenize_locked(self, text: str) -> list[int]:
+        """`_tokenize` for callers already inside `locked_llama()`."""
+        return self._tokenize(text)
 
     def _tokenize(self, text: str) -> list[int]:
         """Tokens the model sees for `text`: BOS per the model, special tokens parsed.

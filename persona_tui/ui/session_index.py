@@ -7,6 +7,7 @@ from pathlib import Path
 
 from persona_tui import paths
 from persona_tui.errors import PersonaError
+from persona_tui.scoring.judgements import is_sidecar
 from persona_tui.session import Session, load_session
 
 
@@ -55,7 +56,11 @@ def list_sessions(folder: Path | None = None) -> list[SessionSummary]:
     folder = folder or paths.sessions_dir()
     if not folder.is_dir():
         return []
-    files = sorted(folder.glob("*.toml"), key=lambda p: p.stat().st_mtime, reverse=True)
+    files = sorted(
+        (p for p in folder.glob("*.toml") if not is_sidecar(p)),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    )
     return [summarize(path) for path in files]
 
 

@@ -18,6 +18,12 @@ CORE_MODULES = [
     "persona_tui.headless",
     "persona_tui.backends.base",
     "persona_tui.backends.llamacpp",
+    "persona_tui.backends.mlx",
+    "persona_tui.backends.openai",
+    "persona_tui.analysis",
+    "persona_tui.scoring.judge",
+    "persona_tui.cli_analysis",
+    "persona_tui.importers",
 ]
 
 

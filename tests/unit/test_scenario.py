@@ -702,3 +702,15 @@ def test_directory_reference(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as caught:
         resolve_scenario(str(tmp_path))
     assert caught.value.problems == [f"{tmp_path}: is a directory, not a scenario file"]
+
+
+def test_rules_are_validated_with_the_scenario() -> None:
+    from tests.scenario_text import SMALL_SCENARIO
+
+    good = parse_scenario(
+        SMALL_SCENARIO + '\n[[rules]]\nlabel = "malicious"\nkeywords = ["hate"]\n'
+    )
+    assert [rule.label for rule in good.rules.rules] == ["malicious"]
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(SMALL_SCENARIO + '\n[[rules]]\nlabel = "malicious"\npatterns = ["("]\n')
+    assert "rules[0].patterns[0]: not a valid regular expression" in str(info.value)

@@ -1,0 +1,146 @@
+"""Tidy exports: one row per trial per annotation, as CSV or JSON Lines.
+
+Columns are documented in docs/export-format.md. The CSV is RFC 4180 style (comma,
+double-quote quoting, header row, UTF-8 without BOM) so pandas (`read_csv`) and R
+(`read.csv`) load it without options; text is quoted when needed and kept exactly,
+including newlines and quotes. JSON Lines keep types (null for missing values).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from persona_tui.analysis.records import Record
+
+ExportFormat = Literal["csv", "jsonl"]
+Value = str | int | float | None
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    get: Callable[[Record], Value]
+
+
+def _attr(name: str) -> Column:
+    return Column(name, lambda record: getattr(record, name))
+
+
+FIXED_LEADING: tuple[str, ...] = (
+    "session_id",
+    "session_file",
+    "scenario_id",
+    "scenario_sha256",
+    "model_name",
+    "model_sha256",
+    "backend",
+    "backend_version",
+    "condition",
+    "condition_label",
+    "probe",
+    "probe_text",
+    "sample",
+    "seed",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "max_tokens",
+    "prompt_tokens",
+    "completion_tokens",
+    "seconds",
+    "finish_reason",
+    "response",
+    "annotator",
+    "annotation_time",
+    "label",
+)
+
+
+def _scale(scale_id: str) -> Column:
+    return Column(f"scale_{scale_id}", lambda record: record.scales.get(scale_id))
+
+
+def _judge_score(rubric: str) -> Column:
+    def get(record: Record) -> Value:
+        found = record.judge.get(rubric)
+        return None if found is None else found.score
+
+    return Column(f"judge_{rubric}", get)
+
+
+def _judge_mass(rubric: str) -> Column:
+    def get(record: Record) -> Value:
+        found = record.judge.get(rubric)
+        return None if found is None else found.p_numbers
+
+    return Column(f"judge_{rubric}_p_numbers", get)
+
+
+def columns_for(
+    records: Sequence[Record],
+    scale_ids: Sequence[str] | None = None,
+    rubrics: Sequence[str] | None = None,
+) -> list[Column]:
+    """The export's columns: fixed ones, a `scale_<id>` per scale, two per judge rubric.
+
+    Scales and rubrics default to those present in `records`, in first-appearance order.
+    """
+    if scale_ids is None:
+        scale_ids = list(dict.fromkeys(s for r in records for s in r.scales))
+    if rubrics is None:
+        rubrics = list(dict.fromkeys(k for r in records for k in r.judge))
+    columns = [_attr(name) for name in FIXED_LEADING]
+    columns += [_scale(scale_id) for scale_id in scale_ids]
+    columns.append(_attr("note"))
+    for rubric in rubrics:
+        columns += [_judge_score(rubric), _judge_mass(rubric)]
+    columns += [_attr("rule_label"), _attr("rule_match")]
+    return columns
+
+
+def row_values(record: Record, columns: Sequence[Column]) -> list[Value]:
+    return [column.get(record) for column in columns]
+
+
+def iter_csv(records: Sequence[Record], columns: Sequence[Column]) -> Iterator[str]:
+    """CSV text in chunks: the header, then rows ("\\n" line ends; fields quoted as needed)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([c.name for c in columns])
+    for start in range(0, max(len(records), 1), 1000):
+        for record in records[start : start + 1000]:
+            writer.writerow(["" if v is None else v for v in row_values(record, columns)])
+        yield buffer.getvalue()
+        buffer.seek(0)
+        buffer.truncate()
+
+
+def iter_jsonl(records: Sequence[Record], columns: Sequence[Column]) -> Iterator[str]:
+    """JSON Lines: one object per row with every column (null for a missing value)."""
+    names = [c.name for c in columns]
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    for start in range(0, len(records), 1000):
+        lines = [
+            encode(dict(zip(names, row_values(record, columns), strict=True))) + "\n"
+            for record in records[start : start + 1000]
+        ]
+        yield "".join(lines)
+
+
+def export_text(
+    records: Sequence[Record],
+    fmt: ExportFormat,
+    columns: Sequence[Column] | None = None,
+) -> Iterator[str]:
+    """The export of `records` in `fmt`, as text chunks to write in order."""
+    chosen = list(columns) if columns is not None else columns_for(records)
+    if fmt == "csv":
+        return iter_csv(records, chosen)
+    return iter_jsonl(records, chosen)

@@ -1,0 +1,158 @@
+"""Plots of label rates by condition: a publication figure (matplotlib) and a terminal chart.
+
+`save_rate_plot` writes PNG, SVG or PDF: grouped bars per label with 95% Wilson error bars,
+grey fills and hatches so it reads in grayscale. `terminal_chart` draws one label's rate
+per condition with plotext for a terminal (the TUI Results screen shows it); `chart_bars`
+gives the same numbers as plain data for any other renderer.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from persona_tui.analysis.deps import require
+from persona_tui.analysis.summary import Analysis
+from persona_tui.errors import PersonaError
+
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+_GREYS = ("0.5", "0.8", "0.97", "0.65", "0.9", "0.35")
+_HATCHES = ("", "///", "...", "xx", "\\\\", "++")
+# plotext draws on one global figure: one chart at a time.
+_PLOTEXT_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class ChartBar:
+    """One bar: a label's rate under a condition, with its 95% Wilson interval."""
+
+    condition: str
+    label: str
+    k: int
+    n: int
+    rate: float | None
+    low: float | None
+    high: float | None
+
+
+def chart_bars(analysis: Analysis, label: str | None = None) -> list[ChartBar]:
+    """The bars of `label` (default: the contrast label) per condition, in condition order."""
+    chosen = label or analysis.contrast_label
+    if chosen is None:
+        return []
+    bars = []
+    for condition in analysis.conditions:
+        rate = analysis.rate(condition.id, chosen)
+        if rate is None:
+            continue
+        interval = rate.interval
+        bars.append(
+            ChartBar(
+                condition.id,
+                chosen,
+                rate.k,
+                rate.n,
+                rate.rate,
+                interval.low if interval else None,
+                interval.high if interval else None,
+            )
+        )
+    return bars
+
+
+def terminal_chart(
+    analysis: Analysis,
+    width: int = 80,
+    height: int = 20,
+    label: str | None = None,
+    color: bool = False,
+) -> str:
+    """A bar chart of one label's rate per condition with 95% intervals, as terminal text.
+
+    Without `color` the text holds no escape sequences (safe for any widget); with it,
+    ANSI colour codes (render with `rich.text.Text.from_ansi`).
+    """
+    plt = require("plotext", "the terminal chart")
+    bars = chart_bars(analysis, label)
+    if not bars:
+        return "no labelled trials to chart"
+    with _PLOTEXT_LOCK:
+        plt.clear_figure()
+        plt.plotsize(width, height)
+        plt.theme("pro" if color else "clear")
+        names = [bar.condition for bar in bars]
+        plt.bar(names, [100 * (bar.rate or 0.0) for bar in bars], width=0.3, marker="▒")
+        for position, bar in enumerate(bars, start=1):
+            if bar.low is not None and bar.high is not None:
+                plt.plot([position, position], [100 * bar.low, 100 * bar.high], marker="┃")
+        plt.ylim(0, 100)
+        plt.yticks([0, 25, 50, 75, 100], ["0%", "25%", "50%", "75%", "100%"])
+        plt.title(f"rate of '{bars[0].label}' by condition (┃ 95% Wilson interval)")
+        text: str = plt.build()
+        plt.clear_figure()
+    return text if color else str(plt.uncolorize(text))
+
+
+def save_rate_plot(
+    analysis: Analysis, path: Path, labels: Sequence[str] | None = None, dpi: int = 200
+) -> Path:
+    """Draw label rates by condition with 95% Wilson error bars to PNG, SVG or PDF."""
+    suffix = path.suffix.lower()
+    if suffix not in PLOT_SUFFIXES:
+        raise PersonaError(
+            f"{path}: cannot tell the plot format; use a file name ending in "
+            f"{', '.join(PLOT_SUFFIXES)}"
+        )
+    require("matplotlib", "plots")
+    from matplotlib.figure import Figure
+
+    chosen = list(labels) if labels else list(analysis.labels)
+    conditions = [c.id for c in analysis.conditions]
+    if not chosen or not conditions:
+        raise PersonaError("nothing to plot: the sessions have no labelled trials")
+    group = 0.8
+    width = group / len(chosen)
+    figure = Figure(figsize=(max(4.0, 1.1 * len(conditions) * max(1, len(chosen)) ** 0.5), 3.6))
+    axes = figure.add_subplot()
+    for index, label in enumerate(chosen):
+        xs, ys, below, above = [], [], [], []
+        for position, condition in enumerate(conditions):
+            rate = analysis.rate(condition, label)
+            if rate is None or rate.rate is None:
+                continue
+            xs.append(position - group / 2 + width * (index + 0.5))
+            ys.append(rate.rate * 100)
+            low = rate.interval.low if rate.interval else rate.rate
+            high = rate.interval.high if rate.interval else rate.rate
+            below.append((rate.rate - low) * 100)
+            above.append((high - rate.rate) * 100)
+        axes.bar(
+            xs,
+            ys,
+            width=width,
+            color=_GREYS[index % len(_GREYS)],
+            hatch=_HATCHES[index % len(_HATCHES)],
+            edgecolor="black",
+            linewidth=0.8,
+            label=label,
+            yerr=[below, above],
+            capsize=3,
+            error_kw={"elinewidth": 0.9, "ecolor": "black"},
+        )
+    axes.set_xticks(range(len(conditions)), conditions, rotation=20 if len(conditions) > 4 else 0)
+    axes.set_ylim(0, 100)
+    axes.set_ylabel("trials with label (%)")
+    axes.set_xlabel("condition")
+    axes.spines[["top", "right"]].set_visible(False)
+    if len(chosen) > 1:
+        axes.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes.set_title("Label rates by condition (95% Wilson intervals)", fontsize="medium")
+    figure.tight_layout()
+    metadata = {"Date": None} if suffix == ".svg" else None
+    try:
+        figure.savefig(path, dpi=dpi, metadata=metadata)
+    except OSError as error:
+        raise PersonaError(f"{path}: cannot write the plot: {error.strerror or error}") from None
+    return path

@@ -1,0 +1,59 @@
+"""What a Results screen shows, computed in one call (no Textual here).
+
+`results_view` loads sessions, analyses them and returns the plain-text report, a
+terminal bar chart and the Analysis itself; problems a user can fix (no labels yet, the
+`analysis` extra missing) come back as `message` instead of an exception, so a UI can
+show them as they are. Blocking work: call it from a worker thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from persona_tui.analysis.labels import JudgeRule, Source
+from persona_tui.analysis.summary import Analysis
+from persona_tui.errors import PersonaError
+
+
+@dataclass(frozen=True)
+class ResultsView:
+    analysis: Analysis | None
+    report: str  # the text report ("" when message is set)
+    chart: str  # plotext bar chart of the contrast label per condition, no escape codes
+    message: str = ""  # why nothing could be shown, in words a user can act on
+
+
+def results_view(
+    paths: Sequence[Path],
+    *,
+    width: int = 80,
+    height: int = 20,
+    source: Source = "human",
+    reference: str | None = None,
+    label: str | None = None,
+    annotator: str | None = None,
+    judge_rule: JudgeRule | None = None,
+    color: bool = False,
+) -> ResultsView:
+    """Report and chart of `paths` for a Results screen; `message` explains any failure."""
+    from persona_tui.analysis.plots import terminal_chart
+    from persona_tui.analysis.records import load_dataset
+    from persona_tui.analysis.report import render
+    from persona_tui.analysis.summary import analyze
+
+    try:
+        dataset = load_dataset(list(paths))
+        analysis = analyze(
+            dataset,
+            source=source,
+            reference=reference,
+            label=label,
+            annotator=annotator,
+            judge_rule=judge_rule,
+        )
+        chart = terminal_chart(analysis, width=width, height=height, label=label, color=color)
+    except PersonaError as error:
+        return ResultsView(None, "", "", str(error))
+    return ResultsView(analysis, render(analysis, "text"), chart)

@@ -1,0 +1,288 @@
+"""Judge scores, stored apart from the session in a sidecar file `<session stem>.judge.toml`.
+
+Human annotations live in the session file, which has a single writer (the SessionStore);
+automatic scores go next to it so they can never overwrite an annotation. The sidecar
+keeps each rubric's full prompt template and the judge model's sha256 with every score, so
+a score can be reproduced later. Format (docs/analysis.md):
+
+    format_version = 1
+    session_id = "..."
+
+    [[rubrics]]
+    id = "alignment"
+    sha256 = "..."          # of `template` (UTF-8)
+    template = '''...'''
+
+    [[batches]]             # one per rubric text × judge model
+    rubric = "alignment"
+    rubric_sha256 = "..."
+    judge_model = "gemma-3-270m-it"
+    judge_sha256 = "..."    # of the judge model file
+    judge_backend = "llama.cpp"
+    method = "logprob"      # or "greedy" on backends without next-token probabilities
+    columns = ["condition", "probe", "sample", "score", "p_numbers", "time"]
+    rows = [
+      ["baseline", "wish", 0, 87.25, 0.93, "2026-01-01T12:00:00+00:00"],
+      ["baseline", "wish", 1, nan, 0.12, "2026-01-01T12:00:02+00:00"],  # nan: no score
+    ]
+
+`p_numbers` is the probability mass on the answers 0..100; when it is below the judge's
+threshold the score is `nan` (no score).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tomllib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persona_tui.atomic import atomic_write_text, describe_os_error
+from persona_tui.errors import SessionError
+from persona_tui.session import TrialKey
+from persona_tui.session_write import render_string
+
+JUDGE_FORMAT_VERSION = 1
+TrialTuple = tuple[str, str, int]  # (condition, probe, sample)
+Identity = tuple[str, str, int, str, str]  # a trial, the rubric text's and the model's sha256
+SIDECAR_SUFFIX = ".judge.toml"
+
+
+def sidecar_path(session_path: Path) -> Path:
+    """Where the judge scores of the session at `session_path` are kept."""
+    return session_path.with_name(session_path.stem + SIDECAR_SUFFIX)
+
+
+def is_sidecar(path: Path) -> bool:
+    """True for judge sidecar files (session listings must skip them)."""
+    return path.name.endswith(SIDECAR_SUFFIX)
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Rubric:
+    """A judge prompt template with `{question}` and `{answer}` placeholders."""
+
+    id: str
+    template: str
+    description: str = ""
+
+    @property
+    def sha256(self) -> str:
+        return text_sha256(self.template)
+
+    def render(self, question: str, answer: str) -> str:
+        return self.template.replace("{question}", question).replace("{answer}", answer)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One judge score of one trial's response under one rubric."""
+
+    condition: str
+    probe: str
+    sample: int
+    rubric: str
+    rubric_sha256: str
+    judge_model: str
+    judge_sha256: str
+    judge_backend: str
+    method: str
+    score: float | None  # None when p_numbers was below the threshold
+    p_numbers: float
+    time: str
+
+    @property
+    def key(self) -> TrialKey:
+        return TrialKey(self.condition, self.probe, self.sample)
+
+    @property
+    def identity(self) -> Identity:
+        """Judging the same trial with the same rubric text and model replaces the score."""
+        return (self.condition, self.probe, self.sample, self.rubric_sha256, self.judge_sha256)
+
+
+@dataclass
+class JudgeFile:
+    """The contents of a sidecar: rubric templates by sha256, and the judgements."""
+
+    session_id: str
+    rubrics: dict[str, Rubric] = field(default_factory=dict)
+    _by_identity: dict[Identity, Judgement] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, session_id: str, rubrics: dict[str, Rubric], judgements: Iterable[Judgement]
+    ) -> JudgeFile:
+        """A JudgeFile holding `judgements` (a later one replaces an earlier same identity)."""
+        judge_file = cls(session_id, rubrics)
+        for judgement in judgements:
+            judge_file._by_identity[judgement.identity] = judgement
+        return judge_file
+
+    @property
+    def judgements(self) -> list[Judgement]:
+        """All judgements, oldest first (a replaced one moves to the end)."""
+        return list(self._by_identity.values())
+
+    def add(self, rubric: Rubric, judgement: Judgement) -> None:
+        """Record a judgement, replacing an earlier one with the same trial, rubric and model."""
+        self.rubrics[judgement.rubric_sha256] = rubric
+        identity = judgement.identity
+        self._by_identity.pop(identity, None)
+        self._by_identity[identity] = judgement
+
+    def done(self, rubric_sha256: str, judge_sha256: str) -> set[TrialKey]:
+        """Trials already judged with this rubric text and judge model (to resume a run)."""
+        return {
+            j.key
+            for j in self._by_identity.values()
+            if j.rubric_sha256 == rubric_sha256 and j.judge_sha256 == judge_sha256
+        }
+
+    def latest(self) -> dict[tuple[TrialTuple, str], Judgement]:
+        """The latest judgement per trial and rubric id (what exports and reports use)."""
+        out: dict[tuple[TrialTuple, str], Judgement] = {}
+        for judgement in sorted(self.judgements, key=lambda j: j.time):
+            trial = (judgement.condition, judgement.probe, judgement.sample)
+            out[(trial, judgement.rubric)] = judgement
+        return out
+
+
+_BATCH_KEYS = (
+    "rubric",
+    "rubric_sha256",
+    "judge_model",
+    "judge_sha256",
+    "judge_backend",
+    "method",
+)
+ROW_COLUMNS = ("condition", "probe", "sample", "score", "p_numbers", "time")
+
+
+def _batch_key(j: Judgement) -> tuple[str, ...]:
+    return (j.rubric, j.rubric_sha256, j.judge_model, j.judge_sha256, j.judge_backend, j.method)
+
+
+def _float(value: float) -> str:
+    return "nan" if math.isnan(value) else repr(float(value))
+
+
+def render_judge_file(judge_file: JudgeFile) -> str:
+    """The sidecar as TOML: rubric templates, then one batch of compact rows per rubric
+    text and judge model (20,000 scores read back in a fraction of a second)."""
+    out = [
+        f"format_version = {JUDGE_FORMAT_VERSION}",
+        f"session_id = {render_string(judge_file.session_id)}",
+        "",
+    ]
+    for sha, rubric in judge_file.rubrics.items():
+        out += [
+            "[[rubrics]]",
+            f"id = {render_string(rubric.id)}",
+            f"sha256 = {render_string(sha)}",
+            f"description = {render_string(rubric.description)}",
+            f"template = {render_string(rubric.template)}",
+            "",
+        ]
+    batches: dict[tuple[str, ...], list[Judgement]] = {}
+    for judgement in judge_file.judgements:
+        batches.setdefault(_batch_key(judgement), []).append(judgement)
+    for key, rows in batches.items():
+        out.append("[[batches]]")
+        out += [
+            f"{name} = {render_string(value)}" for name, value in zip(_BATCH_KEYS, key, strict=True)
+        ]
+        out.append("columns = [" + ", ".join(f'"{c}"' for c in ROW_COLUMNS) + "]")
+        out.append("rows = [")
+        out += [
+            f"  [{render_string(j.condition)}, {render_string(j.probe)}, {j.sample}, "
+            f"{_float(math.nan if j.score is None else j.score)}, {_float(j.p_numbers)}, "
+            f"{render_string(j.time)}],"
+            for j in rows
+        ]
+        out += ["]", ""]
+    return "\n".join(out)
+
+
+def save_judge_file(session_path: Path, judge_file: JudgeFile) -> Path:
+    """Write the sidecar atomically; raise SessionError naming the file on failure."""
+    path = sidecar_path(session_path)
+    try:
+        atomic_write_text(path, render_judge_file(judge_file))
+    except OSError as error:
+        raise SessionError(
+            f"{path}: cannot write the judge scores: {describe_os_error(error)}"
+        ) from None
+    return path
+
+
+def load_judge_file(session_path: Path, session_id: str) -> JudgeFile:
+    """Read the sidecar of a session; an empty JudgeFile when there is none."""
+    path = sidecar_path(session_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return JudgeFile(session_id)
+    except (OSError, UnicodeDecodeError) as error:
+        raise SessionError(f"{path}: cannot read the judge scores: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SessionError(
+            f"{path}: not valid TOML ({error}); delete it to re-run `persona-tui judge`"
+        ) from None
+    try:
+        return _parse(data, session_id)
+    except (KeyError, TypeError, ValueError) as error:
+        raise SessionError(
+            f"{path}: malformed judge file ({type(error).__name__}: {error}); "
+            "delete it to re-run `persona-tui judge`"
+        ) from None
+
+
+def _parse(data: dict[str, Any], session_id: str) -> JudgeFile:
+    version = data.get("format_version")
+    if version != JUDGE_FORMAT_VERSION:
+        raise ValueError(f"format_version {version!r} is not {JUDGE_FORMAT_VERSION}")
+    stored_id = str(data["session_id"])
+    if stored_id != session_id:
+        raise ValueError(f"it belongs to session {stored_id!r}, not {session_id!r}")
+    rubrics = {
+        str(r["sha256"]): Rubric(str(r["id"]), str(r["template"]), str(r.get("description", "")))
+        for r in data.get("rubrics", [])
+    }
+    return JudgeFile.of(session_id, rubrics, _rows(data))
+
+
+def _rows(data: dict[str, Any]) -> Iterator[Judgement]:
+    for batch in data.get("batches", []):
+        rubric, rubric_sha256, model, model_sha256, backend, method = (
+            str(batch[name]) for name in _BATCH_KEYS
+        )
+        if tuple(batch.get("columns", ROW_COLUMNS)) != ROW_COLUMNS:
+            raise ValueError(f"unexpected columns {batch.get('columns')!r}")
+        for condition, probe, sample, score, p_numbers, time in batch["rows"]:
+            yield Judgement(
+                condition=str(condition),
+                probe=str(probe),
+                sample=int(sample),
+                rubric=rubric,
+                rubric_sha256=rubric_sha256,
+                judge_model=model,
+                judge_sha256=model_sha256,
+                judge_backend=backend,
+                method=method,
+                score=None if math.isnan(float(score)) else float(score),
+                p_numbers=float(p_numbers),
+                time=str(time),
+            )
+
+
+def rubric_ids(judge_file: JudgeFile) -> Iterable[str]:
+    """The rubric ids present in a judge file, in first-appearance order."""
+    return dict.fromkeys(j.rubric for j in judge_file.judgements)
