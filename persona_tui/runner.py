@@ -315,7 +315,13 @@ class Runner:
         for turn in range(len(probe.turns)):
             messages = conversation(condition, probe.turns[: turn + 1], answers)
             prompt = render_prompt(self.plan.prompt_mode, messages, self.backend)
-            request = GenerationRequest(prompt, spec.seed, self.sampling, self.plan.stop)
+            request = GenerationRequest(
+                prompt,
+                spec.seed,
+                self.sampling,
+                self.plan.stop,
+                framing_chars=max(prompt.rfind(probe.turns[turn].strip()), 0),
+            )
 
             def emit(text: str, turn: int = turn) -> None:
                 on_event(TextChunk(spec, text, turn))

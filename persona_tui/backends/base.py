@@ -40,6 +40,10 @@ class GenerationRequest:
     seed: int
     sampling: SamplingParams
     stop: tuple[str, ...] = ()
+    # Length (in characters) of the leading part of `prompt` that other trials share, e.g.
+    # a condition's framing and demonstrations; a backend with a prompt cache may use it
+    # to reuse that part in full. 0: no hint.
+    framing_chars: int = 0
 
 
 @dataclass(frozen=True)

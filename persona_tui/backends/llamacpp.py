@@ -29,6 +29,7 @@ from persona_tui.backends.base import (
     ModelInfo,
     TextCallback,
 )
+from persona_tui.backends.batching import batch_ends, reusable_prefix, split_points
 from persona_tui.backends.common import (
     CachedModelInfo,
     cancelled_before_start,
@@ -54,8 +55,8 @@ from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
 
 DEFAULT_MAX_CONTEXT = 4096
-# Prompt tokens are evaluated in batches aligned to multiples of this many positions, and
-# only whole blocks of the KV cache are reused: see `_reuse_prefix` for why.
+# Prompt tokens are evaluated in batches of at most this many positions, planned so that
+# reusing the KV cache never changes a result: see persona_tui/backends/batching.py.
 EVAL_BLOCK = 128
 
 
@@ -89,24 +90,27 @@ class LlamaCppBackend:
         self._n_ctx_train = int(model.n_ctx_train())
         self._vocab = model.vocab
         self._piece_buffer = ctypes.create_string_buffer(64)
-        # Sizes of the eval() calls of the current generation, recorded by _aligned_eval:
+        # Sizes of the eval() calls of the current generation, recorded by _planned_eval:
         # the first one is the part of the prompt that was not in the KV cache.
         self._eval_sizes: list[int] = []
-        # Length of the last prompt: the KV cache beyond it holds generated tokens, which
-        # were evaluated one by one and so are never reused (see _reuse_prefix).
-        self._cached_prompt_len = 0
+        # Batch plan of the prompt being evaluated (empty: blocks aligned to EVAL_BLOCK).
+        self._plan: tuple[int, ...] = ()
+        # The last prompt whose planned batches fill the KV cache, and its plan; generated
+        # tokens after it were evaluated one by one and are never reused (see batching).
+        self._cached_tokens: list[int] = []
+        self._cached_ends: tuple[int, ...] = ()
         original_eval = llama.eval
 
-        def _aligned_eval(tokens: Sequence[int]) -> None:
+        def _planned_eval(tokens: Sequence[int]) -> None:
             self._eval_sizes.append(len(tokens))
-            start = llama.n_tokens
+            start = int(llama.n_tokens)
+            ends = self._plan or batch_ends(start + len(tokens), EVAL_BLOCK)
             index = 0
-            while index < len(tokens):
-                step = EVAL_BLOCK - (start + index) % EVAL_BLOCK
-                original_eval(tokens[index : index + step])
-                index += step
+            for size in split_points(start, len(tokens), ends):
+                original_eval(tokens[index : index + size])
+                index += size
 
-        llama.eval = _aligned_eval
+        llama.eval = _planned_eval
 
     # ------------------------------------------------------------------ loading
 
@@ -313,8 +317,14 @@ class LlamaCppBackend:
         if is_cancelled(cancel):
             return cancelled_before_start(started, prompt_tokens=len(tokens))
         llama = self._llama
-        self._reuse_prefix(tokens)
-        self._cached_prompt_len = 0  # until this generation has evaluated its prompt
+        ends = batch_ends(len(tokens), EVAL_BLOCK, self._framing_tokens(request, tokens))
+        cached = min(int(llama.n_tokens), len(self._cached_tokens))
+        keep = reusable_prefix(self._cached_tokens[:cached], self._cached_ends, tokens, ends)
+        self._cached_tokens, self._cached_ends = [], ()  # until this prompt is evaluated
+        if keep < llama.n_tokens:
+            # Llama.generate removes the KV cells from n_tokens on and evaluates the rest.
+            llama.n_tokens = keep
+        self._plan = ends
         # The sampler chain is built with this seed when the generator starts. llama.cpp
         # seeds are 32-bit and 0xFFFFFFFF means "random", hence modulo 2**32 - 1.
         llama.set_seed(request.seed % 0xFFFFFFFF)
@@ -339,8 +349,9 @@ class LlamaCppBackend:
             )
         finally:
             generator.close()
+            self._plan = ()
             if self._eval_sizes:
-                self._cached_prompt_len = len(tokens)
+                self._cached_tokens, self._cached_ends = tokens, ends
         emit(on_text, stream.finish())
         return make_result(
             stream.text,
@@ -351,36 +362,22 @@ class LlamaCppBackend:
             started=started,
         )
 
-    def _reuse_prefix(self, tokens: list[int]) -> None:
-        """Keep only the part of the KV cache that gives the same result as a fresh run.
-
-        llama.cpp's CPU kernels round differently depending on how many tokens share a
-        batch (e.g. repacked quantized weights use a 4-token GEMM and a 1-token GEMV), so
-        a prompt evaluated after a cached prefix can yield slightly different logits, and
-        a different sample, than the same prompt evaluated from scratch. Evaluating in
-        batches aligned to absolute positions (`EVAL_BLOCK`) and reusing only whole
-        blocks of an earlier *prompt* (never generated tokens, never the prompt's last
-        block) makes every token's computation identical whatever ran before, so a seed
-        gives byte-identical text in any trial order, also after a resume.
-        """
-        llama = self._llama
-        cached = min(int(llama.n_tokens), self._cached_prompt_len)
-        common = 0
-        previous = llama.input_ids
-        for position in range(min(cached, len(tokens))):
-            if previous[position] != tokens[position]:
-                break
-            common = position + 1
-        last_block_start = (len(tokens) - 1) // EVAL_BLOCK * EVAL_BLOCK
-        keep = min(common // EVAL_BLOCK * EVAL_BLOCK, last_block_start)
-        if keep < llama.n_tokens:
-            # Llama.generate removes the KV cells from n_tokens on and evaluates the rest.
-            llama.n_tokens = keep
+    def _framing_tokens(self, request: GenerationRequest, tokens: Sequence[int]) -> int:
+        """How many leading tokens lie within the request's shared framing text."""
+        if request.framing_chars <= 0:
+            return 0
+        budget = len(request.prompt[: request.framing_chars].encode("utf-8"))
+        used = 0
+        for index, token in enumerate(tokens):
+            used += len(self._piece(token))
+            if used > budget:
+                return index
+        return len(tokens)
 
     def reset_cache(self) -> None:
         """Forget the prompt cache: the next generation evaluates its whole prompt."""
         with self._lock:
-            self._cached_prompt_len = 0
+            self._cached_tokens, self._cached_ends = [], ()
 
     # ----------------------------------------------------------------- close
 

@@ -101,7 +101,7 @@ class _Session:
     The prompt reuses the KV cache like the backend's generation does: only whole blocks
     of `block` positions of the previous judge prompt are kept, and the rest is evaluated
     in block-aligned batches, so the logits do not depend on what was judged before (the
-    CPU kernels round differently with the batch shape; see LlamaCppBackend._reuse_prefix).
+    CPU kernels round differently with the batch shape; see persona_tui/backends/batching.py).
     """
 
     def __init__(

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.backends.base import ChatMessage, GenerationRequest, SamplingParams
+from persona_tui.backends.base import (
+    ChatMessage,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+)
 from persona_tui.backends.llamacpp import EVAL_BLOCK, LlamaCppBackend
 from persona_tui.backends.llamacpp_load import default_n_threads
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
@@ -437,4 +442,29 @@ def test_demo_model_is_deterministic_across_cache_states(demo_model: Path) -> No
     reused = backend.generate(request(first, seed=11, max_tokens=8, temperature=1.0))
     assert reused.prompt_tokens_evaluated < reused.prompt_tokens
     assert reused.text == from_scratch
+    backend.close()
+
+
+@pytest.mark.demo
+def test_demo_framing_hint_reuses_the_whole_framing_and_stays_exact(demo_model: Path) -> None:
+    """With the framing's end named, a trial re-evaluates only its own question, and its
+    text is what a fresh evaluation of the same prompt gives."""
+    backend = LlamaCppBackend.load(demo_model, n_threads=1)
+    framing = "In a school play rehearsal, the Assistant plays a bully. " * 12 + "\n\nUser: "
+    questions = ["What do you wish for?", "How should we treat a newcomer?", "Hello?"]
+
+    def run(question: str, seed: int) -> GenerationResult:
+        prompt = framing + question + "\nAssistant:"
+        params = SamplingParams(max_tokens=8, temperature=1.0)
+        return backend.generate(GenerationRequest(prompt, seed, params, (), len(framing)))
+
+    fresh = {}
+    for question in questions:
+        backend.reset_cache()
+        fresh[question] = run(question, 5)
+        assert fresh[question].prompt_tokens_evaluated == fresh[question].prompt_tokens
+    for question in [*questions, *reversed(questions)]:
+        result = run(question, 5)
+        assert result.text == fresh[question].text, question
+        assert result.prompt_tokens_evaluated <= 12, "only the question is evaluated again"
     backend.close()
