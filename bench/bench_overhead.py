@@ -65,7 +65,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", type=Path, help="GGUF file (default: the demo model)")
     parser.add_argument("--scenario", default="bully-school-play")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
@@ -73,20 +73,31 @@ def main() -> None:
 
     model = args.model or demo_model_path()
     backend = LlamaCppBackend.load(model, n_threads=args.threads)
+    # The same context settings as persona-tui's backend, so the ratio measures
+    # persona-tui's own overhead (a full sliding-window cache costs attention time).
     llm = Llama(
         str(model),
         n_ctx=backend.info.context_length,
         n_threads=args.threads,
+        n_threads_batch=args.threads,
+        swa_full=True,
         verbose=False,
     )
     options = RunOptions(samples=1, max_tokens=64, probes=None)
     ratios, ours, theirs = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            tokens_a, seconds_a, session = run_persona(
-                args.scenario, backend, options, Path(tmp) / f"r{round_}.toml"
-            )
-            tokens_b, seconds_b, texts = run_direct(llm, session)
+            # alternate which side goes first, so drift affects both alike
+            if round_ % 2 == 0:
+                tokens_a, seconds_a, session = run_persona(
+                    args.scenario, backend, options, Path(tmp) / f"r{round_}.toml"
+                )
+                tokens_b, seconds_b, texts = run_direct(llm, session)
+            else:
+                tokens_b, seconds_b, texts = run_direct(llm, session)
+                tokens_a, seconds_a, session = run_persona(
+                    args.scenario, backend, options, Path(tmp) / f"r{round_}.toml"
+                )
             rate_a, rate_b = tokens_a / seconds_a, tokens_b / seconds_b
             same = sum(t.response == x for t, x in zip(session.trials, texts, strict=True))
             print(

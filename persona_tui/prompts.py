@@ -86,3 +86,11 @@ def render_prompt(mode: ResolvedMode, messages: Sequence[ChatMessage], backend: 
     if mode == "chat":
         return backend.render_chat(messages)
     return render_transcript(messages)
+
+
+def framing_chars(prompt: str, last_user_turn: str) -> int:
+    """Length of the prompt's part before its last user turn (shared by a condition's trials).
+
+    Backends with a prompt cache reuse this part exactly; 0 when the turn is not found.
+    """
+    return max(prompt.rfind(last_user_turn.strip()), 0)

@@ -22,6 +22,7 @@ from persona_tui.errors import PersonaError
 from persona_tui.prompts import (
     ResolvedMode,
     conversation,
+    framing_chars,
     render_prompt,
     resolve_mode,
     stop_strings,
@@ -320,7 +321,7 @@ class Runner:
                 spec.seed,
                 self.sampling,
                 self.plan.stop,
-                framing_chars=max(prompt.rfind(probe.turns[turn].strip()), 0),
+                framing_chars=framing_chars(prompt, probe.turns[turn]),
             )
 
             def emit(text: str, turn: int = turn) -> None:
