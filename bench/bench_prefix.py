@@ -19,6 +19,7 @@ from pathlib import Path
 from persona_tui.backends.base import GenerationRequest
 from persona_tui.backends.llamacpp import LlamaCppBackend
 from persona_tui.models import demo_model_path
+from persona_tui.prompts import framing_chars
 from persona_tui.runner import RunEvent, Runner, RunOptions, TrialFinished, create_session
 from persona_tui.scenario import parse_scenario
 from persona_tui.session import load_session
@@ -119,7 +120,11 @@ def main() -> None:
         backend.reset_cache()
         result = backend.generate(
             GenerationRequest(
-                trial.prompt, trial.seed, session.header.sampling, session.header.plan.stop
+                trial.prompt,
+                trial.seed,
+                session.header.sampling,
+                session.header.plan.stop,
+                framing_chars(trial.prompt, scenario.probe(trial.probe).text),
             )
         )
         evaluated_b += result.prompt_tokens_evaluated
