@@ -67,6 +67,12 @@ def main() -> None:
     parser.add_argument("--scenario", default="bully-school-play")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        help="override the scenario's temperature (0: greedy, so both sides mostly produce "
+        "the same texts and the ratio compares equal work)",
+    )
     args = parser.parse_args()
 
     from llama_cpp import Llama
@@ -83,7 +89,7 @@ def main() -> None:
         swa_full=True,
         verbose=False,
     )
-    options = RunOptions(samples=1, max_tokens=64, probes=None)
+    options = RunOptions(samples=1, max_tokens=64, temperature=args.temperature)
     ratios, ours, theirs = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
@@ -113,7 +119,8 @@ def main() -> None:
         f"median: persona-tui {statistics.median(ours):.1f} tok/s, llama-cpp-python "
         f"{statistics.median(theirs):.1f} tok/s, ratio {statistics.median(ratios):.3f} "
         f"(target >= 0.95) [model {Path(model).name}, {args.threads} threads, "
-        f"scenario {args.scenario}, 64 max tokens, {len(session.trials)} trials/round]"
+        f"scenario {args.scenario}, temperature {session.header.sampling.temperature}, "
+        f"64 max tokens, {len(session.trials)} trials/round]"
     )
 
 
