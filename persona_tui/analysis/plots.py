@@ -80,6 +80,7 @@ def terminal_chart(
         return "no labelled trials to chart"
     with _PLOTEXT_LOCK:
         plt.clear_figure()
+        plt.limit_size(False, False)  # the caller's size, not the process's terminal
         plt.plotsize(width, height)
         plt.theme("pro" if color else "clear")
         names = [bar.condition for bar in bars]
@@ -87,6 +88,7 @@ def terminal_chart(
         for position, bar in enumerate(bars, start=1):
             if bar.low is not None and bar.high is not None:
                 plt.plot([position, position], [100 * bar.low, 100 * bar.high], marker="┃")
+        plt.xlim(0.5, len(bars) + 0.5)  # whole bars at both edges
         plt.ylim(0, 100)
         plt.yticks([0, 25, 50, 75, 100], ["0%", "25%", "50%", "75%", "100%"])
         plt.title(f"rate of '{bars[0].label}' by condition (┃ 95% Wilson interval)")

@@ -121,3 +121,31 @@ def test_bad_model_error(snap_compare: Any, make_app: Any, size: tuple[int, int]
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=failed)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_results(
+    snap_compare: Any,
+    make_app: Any,
+    ui_home: Path,
+    size: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from persona_tui.ui.screens.results import ResultsScreen
+    from tests.analysis_sessions import SessionSpec, labelled_study, write_session
+
+    # plotext caps a chart at the size of the terminal pytest runs in: pin that size.
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("LINES", "60")
+
+    counts = {"baseline": [0, 0, 1, 0, 0], "framed": [3, 4, 2, 3, 4]}
+    path = write_session(ui_home / "study.toml", SessionSpec(trials=labelled_study(counts)))
+
+    async def open_results(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        screen = ResultsScreen([path])
+        await pilot.app.push_screen(screen)
+        await wait_for(pilot, lambda: not screen.computing)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=open_results)

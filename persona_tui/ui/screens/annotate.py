@@ -56,6 +56,7 @@ class AnnotateScreen(Screen[None]):
         Binding("ctrl+u", "toggle_unannotated", "Unannotated only"),
         Binding("ctrl+r", "reveal", "Reveal"),
         Binding("ctrl+o", "compare", "Compare"),
+        Binding("ctrl+g", "results", "Results", show=False),
         Binding("escape,q", "back", "Back"),
     ]
 
@@ -271,7 +272,7 @@ class AnnotateScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "reveal":
             return self.blind and not self.revealed
-        if action == "compare":
+        if action in ("compare", "results"):
             return not self.hidden
         if action in ("select_scale", "score"):
             return bool(self.schema.scales)
@@ -365,6 +366,11 @@ class AnnotateScreen(Screen[None]):
         self.app.push_screen(
             CompareScreen(self.store.session, self.scenario, trial.probe if trial else None)
         )
+
+    def action_results(self) -> None:
+        from persona_tui.ui.screens.results import ResultsScreen
+
+        self.app.push_screen(ResultsScreen([self.store.path]))
 
     def action_back(self) -> None:
         self.release()

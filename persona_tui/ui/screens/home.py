@@ -35,6 +35,7 @@ class HomeScreen(Screen[None]):
         Binding("b", "annotate(True)", "Blind"),
         Binding("r", "resume", "Resume"),
         Binding("c", "compare", "Compare", show=False),
+        Binding("v", "results", "Results"),
         Binding("ctrl+l", "reload", "Reload", show=False),
     ]
 
@@ -194,6 +195,13 @@ class HomeScreen(Screen[None]):
         summary = self._selected_session()
         if summary is not None and not summary.error:
             open_compare(self, summary.path)
+
+    def action_results(self) -> None:
+        from persona_tui.ui.screens.results import ResultsScreen
+
+        summary = self._selected_session()
+        if summary is not None and not summary.error:
+            self.app.push_screen(ResultsScreen([summary.path]))
 
     @on(DataTable.RowSelected, "#recent")
     def _session_chosen(self) -> None:

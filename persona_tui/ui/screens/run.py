@@ -97,6 +97,7 @@ class RunScreen(Screen[None]):
         Binding("r", "resume_run", "Resume"),
         Binding("a", "annotate", "Annotate"),
         Binding("o", "compare", "Compare"),
+        Binding("v", "results", "Results"),
         Binding("escape", "back", "Back"),
     ]
 
@@ -326,7 +327,7 @@ class RunScreen(Screen[None]):
         if action == "resume_run":
             stopped = not self.running and self.store is not None
             return stopped and self.finished_status != "complete"
-        if action in ("annotate", "compare"):
+        if action in ("annotate", "compare", "results"):
             return not self.running and self.store is not None and bool(self.store.session.trials)
         return True
 
@@ -359,6 +360,12 @@ class RunScreen(Screen[None]):
 
         if self.store is not None and self.scenario is not None:
             self.app.push_screen(CompareScreen(self.store.session, self.scenario))
+
+    def action_results(self) -> None:
+        from persona_tui.ui.screens.results import ResultsScreen
+
+        if self.store is not None:
+            self.app.push_screen(ResultsScreen([self.store.path]))
 
     async def action_back(self) -> None:
         await self.shutdown()

@@ -68,6 +68,8 @@ class SessionBrowser(Screen[None]):
         Binding("b", "annotate(True)", "Blind"),
         Binding("r", "resume", "Resume"),
         Binding("c", "compare", "Compare"),
+        Binding("v", "results(False)", "Results"),
+        Binding("V", "results(True)", "Results of scenario", show=False),
         Binding("i", "info", "Record"),
         Binding("d", "delete", "Delete"),
         Binding("f", "cycle_filter", "Filter"),
@@ -164,6 +166,21 @@ class SessionBrowser(Screen[None]):
         summary = self._selected()
         if summary is not None:
             open_compare(self, summary.path)
+
+    def action_results(self, whole_scenario: bool) -> None:
+        """Results of the selected session, or of every listed session of its scenario."""
+        from persona_tui.ui.screens.results import ResultsScreen
+
+        summary = self._selected()
+        if summary is None:
+            return
+        if not whole_scenario:
+            self.app.push_screen(ResultsScreen([summary.path]))
+            return
+        listed = self.query_one(SessionTable).summaries
+        paths = sorted(s.path for s in listed if not s.error and s.scenario == summary.scenario)
+        title = f"{summary.scenario} · {len(paths)} sessions"
+        self.app.push_screen(ResultsScreen(paths, title))
 
     def action_info(self) -> None:
         from persona_tui.session import load_session
