@@ -7,7 +7,7 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import HorizontalScroll, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -15,6 +15,7 @@ from persona_tui.scenario import Scenario
 from persona_tui.session import Session
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import framing_summary
+from persona_tui.ui.widgets.side_by_side import SideBySide
 
 
 class CompareScreen(Screen[None]):
@@ -37,7 +38,7 @@ class CompareScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="compare-probe")
-        yield HorizontalScroll(id="compare-columns")
+        yield SideBySide(id="compare-columns")
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -53,10 +54,11 @@ class CompareScreen(Screen[None]):
             probe_text.append(f"probe {self.index + 1}/{len(self.probes)} · {probe_id}: ", "bold")
             probe_text.append_text(inert(self.scenario.probe(probe_id).text))
         self.query_one("#compare-probe", Static).update(probe_text)
-        columns = self.query_one("#compare-columns", HorizontalScroll)
+        columns = self.query_one("#compare-columns", SideBySide)
         columns.remove_children()
         if self.probes:
             columns.mount_all(self._column(c) for c in self.session.header.plan.conditions)
+            self.call_after_refresh(columns.fit)
 
     def _column(self, condition_id: str) -> Vertical:
         condition = self.scenario.condition(condition_id)

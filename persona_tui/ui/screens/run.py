@@ -19,7 +19,6 @@ from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import HorizontalScroll
 from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Static
@@ -47,6 +46,7 @@ from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import ConditionColumn
 from persona_tui.ui.widgets.run_header import RunHeader
+from persona_tui.ui.widgets.side_by_side import SideBySide
 
 ModelLoader = Callable[[str, Config], Backend]
 
@@ -123,7 +123,7 @@ class RunScreen(Screen[None]):
         title = self.scenario.title if self.scenario else f"resume {self.request.resume}"
         yield RunHeader(title, clock=self.app_clock)
         yield Static("", id="run-message")
-        yield HorizontalScroll(id="columns")
+        yield SideBySide(id="columns")
         yield Footer(compact=True)
 
     def app_clock(self) -> float:
@@ -220,7 +220,7 @@ class RunScreen(Screen[None]):
     async def _session_ready(self, message: SessionReady) -> None:
         self.scenario = message.scenario
         self.query_one("#run-message", Static).display = False
-        columns = self.query_one("#columns", HorizontalScroll)
+        columns = self.query_one("#columns", SideBySide)
         columns.display = True
         if not columns.children:
             plan = message.header.plan
@@ -230,6 +230,7 @@ class RunScreen(Screen[None]):
             await columns.mount_all(
                 ConditionColumn(message.scenario, c, per_column) for c in conditions
             )
+            columns.fit()
             for trial in message.finished:
                 column = self._column(trial.condition)
                 if column is not None:
