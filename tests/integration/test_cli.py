@@ -105,7 +105,10 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(
     tmp_path: Path, home: Path, tiny_gguf: Path
 ) -> None:
     scenario = write_small_scenario(
-        tmp_path, SMALL_SCENARIO.replace("max_tokens = 12", "max_tokens = 48")
+        tmp_path,
+        SMALL_SCENARIO.replace("max_tokens = 12", "max_tokens = 48").replace(
+            "samples = 2", "samples = 8"
+        ),
     )
     reference = tmp_path / "reference.toml"
     done = cli("run", str(scenario), "--model", str(tiny_gguf), "--out", str(reference), home=home)
@@ -142,7 +145,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed = load_session(victim)  # parses: every save was atomic
-    assert 3 <= len(killed.trials) < 12, "kill the run in the middle"
+    assert 3 <= len(killed.trials) < 48, "kill the run in the middle"
     assert killed.header.status == "running"
     ref = {t.key: t for t in load_session(reference).trials}
     for trial in killed.trials:
@@ -159,7 +162,10 @@ def test_sigint_leaves_session_interrupted_and_resumable(
     tmp_path: Path, home: Path, tiny_gguf: Path
 ) -> None:
     scenario = write_small_scenario(
-        tmp_path, SMALL_SCENARIO.replace("max_tokens = 12", "max_tokens = 200")
+        tmp_path,
+        SMALL_SCENARIO.replace("max_tokens = 12", "max_tokens = 200").replace(
+            "samples = 2", "samples = 40"
+        ),
     )
     out = tmp_path / "s.toml"
     env = {**os.environ, "PERSONA_TUI_HOME": str(home)}
@@ -190,4 +196,4 @@ def test_sigint_leaves_session_interrupted_and_resumable(
     assert "resume with: persona-tui run --resume" in stderr
     session = load_session(out)
     assert session.header.status == "interrupted"
-    assert 1 <= len(session.trials) < 12
+    assert 1 <= len(session.trials) < 240
