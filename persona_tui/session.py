@@ -36,11 +36,20 @@ SessionStatus = Literal["running", "complete", "interrupted"]
 
 @dataclass(frozen=True)
 class Annotation:
+    """One annotator's judgement of a trial.
+
+    `blind_seed` records how it was made: None when the annotator could see the trial's
+    condition; in blind mode (conditions hidden), the seed that shuffled the trials, so
+    analysis can separate blinded judgements from the others and anyone can rebuild the
+    order the annotator saw (docs/session-format.md, "Blind annotation").
+    """
+
     annotator: str
     time: str  # ISO 8601 with timezone
     label: str = ""  # "" when no label was set
     scores: dict[str, int] = field(default_factory=dict)
     note: str = ""
+    blind_seed: int | None = None  # None = not blind; else the blind-mode shuffle seed
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,8 @@ class _Reader:
             self.expect(f"{where}.{key}", "an integer", value)
         if value < minimum:
             self.fail(f"{where}.{key}", f"expected an integer >= {minimum}, got {value}")
+        if value >= INT64_BOUND:  # tomllib accepts any size; TOML (and the writer) stop here
+            self.fail(f"{where}.{key}", f"expected an integer < 2**63 (64-bit), got {value}")
         return value
 
     def any_int(self, table: Mapping[str, object], key: str, where: str) -> int:
@@ -210,7 +212,7 @@ _TRIAL_KEYS = (
     "turn_responses",
     "annotations",
 )
-_ANNOTATION_KEYS = ("annotator", "time", "label", "scores", "note")
+_ANNOTATION_KEYS = ("annotator", "time", "label", "scores", "note", "blind_seed")
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _AT_END = " (at end of document)"
 
@@ -335,6 +337,7 @@ def _read_trial(r: _Reader, raw: object, w: str) -> Trial:
                 label=r.str_(a, "label", aw) if "label" in a else "",
                 scores=r.int_map(a, "scores", aw) if "scores" in a else {},
                 note=r.str_(a, "note", aw) if "note" in a else "",
+                blind_seed=r.int_(a, "blind_seed", aw) if "blind_seed" in a else None,
             )
         )
     return Trial(

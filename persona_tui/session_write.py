@@ -227,6 +227,8 @@ def render_trial(trial: Trial) -> str:
             f"scores = {_render_scores(a.scores, aw + ' scores')}\n",
             f"note = {_render_str(a.note, aw + ' note')}\n",
         ]
+        if a.blind_seed is not None:  # None (not blind) is written by omitting the key
+            out.append(f"blind_seed = {i(a.blind_seed, aw + ' blind_seed', 0)}\n")
     return "".join(out)
 
 

@@ -31,7 +31,7 @@ from persona_tui.scoring.judgements import (
 )
 from persona_tui.session import Annotation, Plan, Session, SessionHeader, Trial, load_session
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_folder() -> Path:
@@ -104,7 +104,10 @@ def _encode(key: list[Any], session: Session, judge_file: JudgeFile) -> dict[str
                 t.started,
                 t.seconds,
                 list(t.turn_responses),
-                [[a.annotator, a.time, a.label, a.scores, a.note] for a in t.annotations],
+                [
+                    [a.annotator, a.time, a.label, a.scores, a.note, a.blind_seed]
+                    for a in t.annotations
+                ],
             ]
             for t in session.trials
         ],
@@ -168,7 +171,7 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
             started=row[8],
             seconds=row[9],
             turn_responses=tuple(row[10]),
-            annotations=tuple(Annotation(a[0], a[1], a[2], a[3], a[4]) for a in row[11]),
+            annotations=tuple(Annotation(a[0], a[1], a[2], a[3], a[4], a[5]) for a in row[11]),
         )
         for row in data["trials"]
     ]

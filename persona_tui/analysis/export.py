@@ -3,7 +3,8 @@
 Columns are documented in docs/export-format.md. The CSV is RFC 4180 style (comma,
 double-quote quoting, header row, UTF-8 without BOM) so pandas (`read_csv`) and R
 (`read.csv`) load it without options; text is quoted when needed and kept exactly,
-including newlines and quotes. JSON Lines keep types (null for missing values).
+including newlines and quotes; booleans are `true`/`false` in both. JSON Lines keep types
+(null for missing values).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Literal
 from persona_tui.analysis.records import Record
 
 ExportFormat = Literal["csv", "jsonl"]
-Value = str | int | float | None
+Value = str | bool | int | float | None
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ FIXED_LEADING: tuple[str, ...] = (
     "annotator",
     "annotation_time",
     "label",
+    "blind",
+    "blind_seed",
 )
 
 
@@ -116,7 +119,13 @@ def iter_csv(records: Sequence[Record], columns: Sequence[Column]) -> Iterator[s
     writer.writerow([c.name for c in columns])
     for start in range(0, max(len(records), 1), 1000):
         for record in records[start : start + 1000]:
-            writer.writerow(["" if v is None else v for v in row_values(record, columns)])
+            # None -> empty field; booleans as in JSON (`true`), not Python's `True`.
+            writer.writerow(
+                [
+                    "" if v is None else "true" if v is True else "false" if v is False else v
+                    for v in row_values(record, columns)
+                ]
+            )
         yield buffer.getvalue()
         buffer.seek(0)
         buffer.truncate()

@@ -68,6 +68,14 @@ class Record:
     judge: Mapping[str, JudgeScore] = field(default_factory=dict)  # by rubric id
     rule_label: str = ""
     rule_match: str = ""
+    blind_seed: int | None = None  # the annotation's blind-mode shuffle seed; None: not blind
+
+    @property
+    def blind(self) -> bool | None:
+        """Whether the annotation was made blind (conditions hidden); None for no annotation."""
+        if not self.annotator:
+            return None
+        return self.blind_seed is not None
 
     @property
     def trial_id(self) -> tuple[str, str, str, int]:
@@ -356,4 +364,5 @@ def _annotation_fields(annotation: Annotation) -> dict[str, Any]:
         "label": annotation.label,
         "scales": dict(annotation.scores),
         "note": annotation.note,
+        "blind_seed": annotation.blind_seed,
     }

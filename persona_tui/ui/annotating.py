@@ -2,7 +2,9 @@
 
 Blind mode shuffles the trials with a seed derived from the session id and the
 annotator's name: the order is reproducible (an annotator who comes back sees the same
-order) and the seed can be recomputed from the session file alone.
+order) and the seed can be recomputed from the session file alone. Every annotation saved
+while conditions are hidden records that seed (`Annotation.blind_seed`); one saved seeing
+the condition records None, so analysis can tell blinded judgements from the others.
 """
 
 from __future__ import annotations
@@ -45,22 +47,35 @@ def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def with_label(previous: Annotation | None, annotator: str, label: str) -> Annotation:
+def with_label(
+    previous: Annotation | None, annotator: str, label: str, *, blind_seed: int | None
+) -> Annotation:
+    """Set the label; `blind_seed` is the shuffle seed if conditions are hidden, else None."""
     base = previous or Annotation(annotator=annotator, time=now_iso())
-    return replace(base, label=label, time=now_iso())
+    return replace(base, label=label, time=now_iso(), blind_seed=blind_seed)
 
 
-def with_score(previous: Annotation | None, annotator: str, scale: Scale, value: int) -> Annotation:
-    """Set a scale's score, clamped to the scale's bounds."""
+def with_score(
+    previous: Annotation | None,
+    annotator: str,
+    scale: Scale,
+    value: int,
+    *,
+    blind_seed: int | None,
+) -> Annotation:
+    """Set a scale's score, clamped to the scale's bounds (`blind_seed` as in `with_label`)."""
     base = previous or Annotation(annotator=annotator, time=now_iso())
     scores = dict(base.scores)
     scores[scale.id] = max(scale.min, min(scale.max, value))
-    return replace(base, scores=scores, time=now_iso())
+    return replace(base, scores=scores, time=now_iso(), blind_seed=blind_seed)
 
 
-def with_note(previous: Annotation | None, annotator: str, note: str) -> Annotation:
+def with_note(
+    previous: Annotation | None, annotator: str, note: str, *, blind_seed: int | None
+) -> Annotation:
+    """Set the note (`blind_seed` as in `with_label`)."""
     base = previous or Annotation(annotator=annotator, time=now_iso())
-    return replace(base, note=note, time=now_iso())
+    return replace(base, note=note, time=now_iso(), blind_seed=blind_seed)
 
 
 def is_done(annotation: Annotation | None, schema: AnnotationSchema) -> bool:

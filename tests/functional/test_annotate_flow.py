@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ def test_keys_set_label_scale_and_note_saved_immediately(
             key = (first.condition, first.probe, first.sample)
             await pilot.press("m")  # label "malicious"
             assert mine(finished_session)[key].label == "malicious"
+            assert mine(finished_session)[key].blind_seed is None  # not blind: no seed saved
+            assert "blind_seed" not in finished_session.read_text("utf-8")
             await pilot.press("3")  # scale "malice" = 3
             assert mine(finished_session)[key].scores == {"malice": 3}
             await pilot.press("plus", "plus")  # clamped to max 4
@@ -103,15 +106,35 @@ def test_blind_mode_hides_conditions_and_shuffle_is_reproducible(
             assert "hidden" in shown
             labels = {"Baseline", "Framed"}
             assert not any(label in shown for label in labels)
-            assert f"seed {seed}" in str(screen.query_one("#annotate-status").render())
+            status = str(screen.query_one("#annotate-status").render())
+            assert f"seed {seed}" in status
+            shown_seed = re.search(r"blind · seed (\d+)", status)
+            assert shown_seed is not None
             await pilot.press("ctrl+o")  # compare would reveal conditions: disabled
             assert app.screen is screen
-            await pilot.press("m", "ctrl+r")
+            first = (order[0].condition, order[0].probe, order[0].sample)
+            await pilot.press("m")
+            # Saved blind: the file records the seed shown on screen.
+            assert mine(finished_session)[first].blind_seed == int(shown_seed.group(1))
+            raw = tomllib.loads(finished_session.read_text("utf-8"))
+            assert [
+                a["blind_seed"]
+                for t in raw["trials"]
+                if (t["condition"], t["probe"], t["sample"]) == first
+                for a in t["annotations"]
+            ] == [seed]
+            await pilot.press("ctrl+r")
             await pilot.pause()
             assert screen.revealed
             await pilot.press("escape")
             revealed = str(screen.query_one("#annotate-condition").render())
             assert any(label in revealed for label in labels)
+            # Changed after the reveal, seeing the condition: no longer a blind judgement.
+            await pilot.press("right", "3")  # scale "malice" = 3 (the same on both runs)
+            second = (order[1].condition, order[1].probe, order[1].sample)
+            assert mine(finished_session)[second].scores == {"malice": 3}
+            assert mine(finished_session)[second].blind_seed is None
+            assert mine(finished_session)[first].blind_seed == seed
         return order
 
     first = asyncio.run(scenario())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -53,6 +55,29 @@ def _spec(tmp_path: Path, name: str = "s.toml", session_id: str = "s-1") -> Path
             )
         )
     return write_session(tmp_path / name, SessionSpec(session_id=session_id, trials=trials))
+
+
+def _blind_spec(tmp_path: Path) -> Path:
+    """alice annotates blind (two seeds), bob seeing the conditions; one trial unannotated."""
+    trials = [
+        TrialSpec(
+            "baseline",
+            "p1",
+            0,
+            annotations=(
+                dataclasses.replace(annotation("alice", "cruel", harm=2), blind_seed=2896595180),
+                annotation("bob", "ok", harm=0),
+            ),
+        ),
+        TrialSpec(
+            "framed",
+            "p1",
+            0,
+            annotations=(dataclasses.replace(annotation("alice", "ok"), blind_seed=0),),
+        ),
+        TrialSpec("framed", "p2", 0),
+    ]
+    return write_session(tmp_path / "blind.toml", SessionSpec(session_id="s-b", trials=trials))
 
 
 def _export(records: list, fmt: str) -> str:  # type: ignore[type-arg]
@@ -174,6 +199,47 @@ def test_columns_follow_the_schema_when_given(tmp_path: Path) -> None:
         "rule_label",
         "rule_match",
     ]
+
+
+def test_blind_columns_tell_blinded_from_unblinded_judgements(tmp_path: Path) -> None:
+    records = load_sessions([_blind_spec(tmp_path)], use_cache=False)
+    assert [(r.annotator, r.blind, r.blind_seed) for r in records] == [
+        ("alice", True, 2896595180),
+        ("bob", False, None),
+        ("alice", True, 0),
+        ("", None, None),  # unannotated: neither blind nor not
+    ]
+    names = [c.name for c in columns_for(records)]
+    assert names[names.index("label") + 1 : names.index("label") + 3] == ["blind", "blind_seed"]
+
+    text = _export(records, "csv")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    assert [(row["blind"], row["blind_seed"]) for row in rows] == [
+        ("true", "2896595180"),
+        ("false", ""),
+        ("true", "0"),
+        ("", ""),
+    ]
+    frame = pd.read_csv(io.StringIO(text))
+    assert frame["blind"].tolist()[:3] == [True, False, True] and pd.isna(frame["blind"][3])
+    assert frame[frame["blind"] == True]["annotator"].tolist() == ["alice", "alice"]  # noqa: E712
+    assert frame["blind_seed"].tolist()[0] == 2896595180
+
+    lines = [json.loads(line) for line in _export(records, "jsonl").splitlines()]
+    assert [(row["blind"], row["blind_seed"]) for row in lines] == [
+        (True, 2896595180),
+        (False, None),
+        (True, 0),
+        (None, None),
+    ]
+    assert list(to_pandas(records).columns) == list(frame.columns)
+
+
+def test_blind_seed_survives_the_analysis_cache(tmp_path: Path) -> None:
+    path = _blind_spec(tmp_path)
+    fresh = load_sessions([path], use_cache=False)
+    assert load_sessions([path]) == fresh  # reads the file, fills the cache
+    assert load_sessions([path]) == fresh  # from the cache
 
 
 def test_unreadable_session_names_the_file(tmp_path: Path) -> None:

@@ -149,8 +149,11 @@ def expected_document(session: Session) -> dict[str, Any]:
     for t in session.trials:
         table = {f.name: listify(getattr(t, f.name)) for f in dataclasses.fields(t)}
         annotations = table.pop("annotations")
-        if annotations:
-            table["annotations"] = [dataclasses.asdict(a) for a in annotations]
+        if annotations:  # None (an annotation's blind_seed when not blind) is omitted
+            table["annotations"] = [
+                {k: v for k, v in dataclasses.asdict(a).items() if v is not None}
+                for a in annotations
+            ]
         trials.append(table)
     if trials:
         doc["trials"] = trials
@@ -314,8 +317,14 @@ def test_render_string_round_trips_any_text(text: str) -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(TEXT, min_size=1, max_size=3), st.dictionaries(TEXT, st.integers(-9, 9)))
-def test_trials_round_trip_any_text(texts: list[str], scores: dict[str, int]) -> None:
+@given(
+    st.lists(TEXT, min_size=1, max_size=3),
+    st.dictionaries(TEXT, st.integers(-9, 9)),
+    st.none() | st.integers(0, 2**63 - 1),
+)
+def test_trials_round_trip_any_text(
+    texts: list[str], scores: dict[str, int], blind_seed: int | None
+) -> None:
     from persona_tui.session_read import parse_session
     from persona_tui.session_write import render_trial
 
@@ -323,7 +332,7 @@ def test_trials_round_trip_any_text(texts: list[str], scores: dict[str, int]) ->
         prompt=texts[0],
         response=texts[-1],
         turn_responses=tuple(texts),
-        annotations=(Annotation(texts[0], "t", texts[-1], scores, texts[0]),),
+        annotations=(Annotation(texts[0], "t", texts[-1], scores, texts[0], blind_seed),),
     )
     header = make_header()
     data = (render_session(header, []) + render_trial(trial)).encode("utf-8")
@@ -607,6 +616,80 @@ def test_invalid_content_names_the_key_path(
     session_path.write_text(text.replace(old, new, 1), "utf-8")  # the first trial's, if several
     with pytest.raises(SessionError, match=rf"^{re.escape(str(session_path))}: .*{message}"):
         load_session(session_path)
+
+
+def test_blind_seed_round_trips_and_is_absent_when_not_blind(session_path: Path) -> None:
+    blind = dataclasses.replace(note("ana", malice=1), blind_seed=2896595180)
+    edge = dataclasses.replace(note("bo"), blind_seed=2**63 - 1)
+    zero = dataclasses.replace(note("cy"), blind_seed=0)
+    seeing = note("di")
+    with SessionStore.create(session_path, make_header()) as store:
+        store.save_trial(make_trial(sample=0))
+        for annotation in (blind, edge, zero, seeing):
+            store.annotate(TrialKey("baseline", "wish", 0), annotation)
+        # Annotating again seeing the condition replaces the blind annotation: no seed left.
+        store.save_trial(make_trial(sample=1))
+        store.annotate(TrialKey("baseline", "wish", 1), blind)
+        store.annotate(TrialKey("baseline", "wish", 1), note("ana", malice=2))
+        expected = store.session
+    loaded = load_session(session_path)
+    assert loaded == expected
+    assert [a.blind_seed for a in loaded.trials[0].annotations] == [2896595180, 2**63 - 1, 0, None]
+    assert loaded.trials[1].annotations == (note("ana", malice=2),)
+    doc = tomllib.loads(session_path.read_text("utf-8"))
+    assert doc == expected_document(expected)
+    assert [a.get("blind_seed") for a in doc["trials"][0]["annotations"]] == [
+        2896595180,
+        2**63 - 1,
+        0,
+        None,
+    ]
+    assert "blind_seed" not in doc["trials"][1]["annotations"][0]
+    assert "blind_seed = 2896595180\n" in session_path.read_text("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ('"2896595180"', r"expected an integer, got a string \('2896595180'\)"),
+        ("12.0", r"expected an integer, got a float"),
+        ("true", r"expected an integer, got a boolean"),
+        ("-1", r"expected an integer >= 0, got -1"),
+        (
+            "9223372036854775808",
+            r"expected an integer < 2\*\*63 \(64-bit\), got 9223372036854775808",
+        ),
+    ],
+)
+def test_a_bad_blind_seed_names_the_key_path(session_path: Path, value: str, message: str) -> None:
+    with SessionStore.create(session_path, make_header()) as store:
+        for n in range(2):
+            store.save_trial(make_trial(sample=n))
+        store.annotate(TrialKey("baseline", "wish", 1), note("ana"))
+        store.annotate(
+            TrialKey("baseline", "wish", 1), dataclasses.replace(note("bo"), blind_seed=7)
+        )
+    text = session_path.read_text("utf-8")
+    session_path.write_text(text.replace("blind_seed = 7", f"blind_seed = {value}"), "utf-8")
+    where = r"trials\[1\]\.annotations\[1\]\.blind_seed"
+    with pytest.raises(SessionError, match=rf"^{re.escape(str(session_path))}: {where}: {message}"):
+        load_session(session_path)
+
+
+def test_the_writer_refuses_a_blind_seed_the_reader_would_refuse(session_path: Path) -> None:
+    with SessionStore.create(session_path, make_header()) as store:
+        store.save_trial(make_trial(sample=0))
+        before = session_path.read_bytes()
+        key = TrialKey("baseline", "wish", 0)
+        for bad, message in (
+            (-1, "blind_seed must be >= 0, not -1"),
+            (2**63, "blind_seed = 9223372036854775808 does not fit in a TOML integer"),
+            ("7", "blind_seed must be an integer, not '7'"),
+        ):
+            with pytest.raises(SessionError, match=re.escape(message)):
+                store.annotate(key, dataclasses.replace(note(), blind_seed=bad))
+        assert session_path.read_bytes() == before
+        assert store.session.trials[0].annotations == ()
 
 
 def test_annotation_type_errors_name_the_nested_path(session_path: Path) -> None:

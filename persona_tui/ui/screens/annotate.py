@@ -2,7 +2,8 @@
 
 The scenario's label keys set the label; digits or +/- set the selected scale; `n`
 writes a note; arrows move. Every change is saved at once through `SessionStore.annotate`
-(an atomic write). Blind mode hides conditions and shuffles the trials reproducibly.
+(an atomic write). Blind mode hides conditions and shuffles the trials reproducibly;
+every annotation saved while conditions are hidden records the shuffle seed.
 """
 
 from __future__ import annotations
@@ -146,6 +147,13 @@ class AnnotateScreen(Screen[None]):
     def hidden(self) -> bool:
         return self.blind and not self.revealed
 
+    @property
+    def recorded_seed(self) -> int | None:
+        """The `blind_seed` to save with an annotation: the shuffle seed while conditions are
+        hidden; None when they are visible (not blind, or revealed), as the judgement is then
+        no longer blind."""
+        return self.blind_seed if self.hidden else None
+
     def _mine(self, trial: Trial) -> Annotation | None:
         return annotation_by(trial, self.annotator)
 
@@ -237,7 +245,8 @@ class AnnotateScreen(Screen[None]):
 
     def _set_label(self, label: str) -> None:
         if self.current is not None and self.annotator:
-            self._save(with_label(self._mine(self.current), self.annotator, label))
+            mine = self._mine(self.current)
+            self._save(with_label(mine, self.annotator, label, blind_seed=self.recorded_seed))
 
     # Saving -----------------------------------------------------------------------------
 
@@ -261,11 +270,13 @@ class AnnotateScreen(Screen[None]):
             label = self._labels[char].id
             mine = self._mine(trial)
             new_label = "" if mine is not None and mine.label == label else label
-            self._save(with_label(mine, self.annotator, new_label))
+            self._save(with_label(mine, self.annotator, new_label, blind_seed=self.recorded_seed))
         elif char.isdigit() and len(char) == 1 and self.schema.scales:
             event.stop()
             scale = self.schema.scales[self.scale_index]
-            self._save(with_score(self._mine(trial), self.annotator, scale, int(char)))
+            mine = self._mine(trial)
+            seed = self.recorded_seed
+            self._save(with_score(mine, self.annotator, scale, int(char), blind_seed=seed))
 
     # Actions ----------------------------------------------------------------------------
 
@@ -308,12 +319,13 @@ class AnnotateScreen(Screen[None]):
         mine = self._mine(trial)
         value = mine.scores.get(scale.id) if mine is not None else None
         start = (scale.min if step > 0 else scale.max) if value is None else value + step
-        self._save(with_score(mine, self.annotator, scale, start))
+        self._save(with_score(mine, self.annotator, scale, start, blind_seed=self.recorded_seed))
 
     def action_clear_label(self) -> None:
         trial = self.current
         if trial is not None and self.annotator:
-            self._save(with_label(self._mine(trial), self.annotator, ""))
+            mine = self._mine(trial)
+            self._save(with_label(mine, self.annotator, "", blind_seed=self.recorded_seed))
 
     def action_note(self) -> None:
         trial = self.current
@@ -323,7 +335,9 @@ class AnnotateScreen(Screen[None]):
 
         def save(note: str | None) -> None:
             if note is not None:
-                self._save(with_note(self._mine(trial), self.annotator, note))
+                mine = self._mine(trial)
+                seed = self.recorded_seed
+                self._save(with_note(mine, self.annotator, note, blind_seed=seed))
 
         self.app.push_screen(TextPrompt("Note on this response", mine.note if mine else ""), save)
 
