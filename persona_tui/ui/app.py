@@ -23,14 +23,14 @@ from persona_tui.config import Config, load_config, update_config
 from persona_tui.errors import PersonaError
 from persona_tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes
 
-ModelLoader = Callable[[str, Config], Backend]
+ModelLoader = Callable[[str, Config, str], Backend]  # (model reference, config, backend)
 
 
-def load_model_for_ui(ref: str, config: Config) -> Backend:
-    """Resolve and load a model the same way the headless CLI does."""
+def load_model_for_ui(ref: str, config: Config, backend: str = "auto") -> Backend:
+    """Resolve and load a model the same way the headless CLI does (`--backend`)."""
     from persona_tui.headless import load_model
 
-    return load_model(ref, config, None)
+    return load_model(ref, config, None, backend)
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,18 @@ class PersonaApp(App[int]):
 
     # Navigation used by several screens -------------------------------------------------
 
-    def start_run(self, scenario: object, model: str | None, resume: Path | None = None) -> None:
-        """Open the Run screen on a new run of `scenario` or on resuming `resume`."""
+    def start_run(
+        self,
+        scenario: object,
+        model: str | None,
+        resume: Path | None = None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        """Open the Run screen on a new run of `scenario` or on resuming `resume`.
+
+        `backend` is "auto" (decided from the model) or the engine to load it with.
+        """
         from persona_tui.scenario import Scenario
         from persona_tui.ui.screens.run import RunRequest, RunScreen
 
@@ -121,6 +131,7 @@ class PersonaApp(App[int]):
             model=model,
             scenario=scenario if isinstance(scenario, Scenario) else None,
             resume=resume,
+            backend=backend,
         )
         self.push_screen(RunScreen(request, self.config, self.loader))
 

@@ -66,9 +66,9 @@ def make_app(ui_home: Path, tiny_model: Path) -> Iterator[Callable[..., PersonaA
     yield build
 
 
-def one_thread_loader(ref: str, config: Config) -> Backend:
+def one_thread_loader(ref: str, config: Config, backend: str = "auto") -> Backend:
     """Load like the app does, on one thread (the test machine has few cores)."""
-    return load_model(ref, config, 1)
+    return load_model(ref, config, 1, backend)
 
 
 async def wait_for(pilot: Pilot[Any], predicate: Callable[[], bool], timeout: float = 30) -> None:

@@ -102,7 +102,7 @@ HOSTILE = [
 def test_model_output_is_inert_on_screen(make_app: Any, ui_home: Path) -> None:
     """UI-only: a scripted backend emits markup and escapes; the screen shows them as text."""
 
-    def loader(ref: str, config: Config) -> ScriptedBackend:
+    def loader(ref: str, config: Config, backend: str) -> ScriptedBackend:
         return ScriptedBackend(HOSTILE)
 
     async def scenario() -> None:

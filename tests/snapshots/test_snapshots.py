@@ -105,7 +105,7 @@ def test_session_browser(
 def test_bad_model_error(snap_compare: Any, make_app: Any, size: tuple[int, int]) -> None:
     # The real failure path is covered in tests/functional; here the message is pinned
     # (the core puts the absolute, per-run temporary path in it).
-    def failing_loader(ref: str, config: Config) -> Backend:
+    def failing_loader(ref: str, config: Config, backend: str) -> Backend:
         raise ModelLoadError(
             "Not a GGUF model file (it starts with b'not ', expected b'GGUF'): "
             "/models/broken.gguf. llama.cpp models are .gguf files."

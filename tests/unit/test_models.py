@@ -175,6 +175,138 @@ def test_cache_locations_follow_the_environment(
     assert models.llama_cpp_cache_dir() == tmp_path / "lc"
 
 
+LLAMA_CONFIG = json.dumps({"architectures": ["LlamaForCausalLM"], "model_type": "llama"})
+
+
+def mlx_folder(folder: Path, *, config: str = LLAMA_CONFIG, weights: int = 1) -> Path:
+    """A fake MLX model folder: config.json, model*.safetensors, tokenizer.json."""
+    touch(folder / "config.json", config.encode())
+    touch(folder / "tokenizer.json", b"{}")
+    names = (
+        ["model.safetensors"]
+        if weights == 1
+        else [f"model-{part:05d}-of-{weights:05d}.safetensors" for part in range(1, weights + 1)]
+    )
+    for name in names:
+        touch(folder / name, b"weights")
+    return folder
+
+
+@pytest.fixture
+def mlx_caches(caches: dict[str, Path]) -> dict[str, Path]:
+    """The caches above plus MLX folders: complete ones, and look-alikes that are not models."""
+    hub, home = caches["hub"], caches["home"]
+    repo = hub / "models--mlx-community--Tiny-4bit"
+    blobs = {name: touch(repo / "blobs" / name, name.encode()) for name in ("c", "t", "w")}
+    for revision in ("rev1", "rev2"):  # two revisions sharing every blob: listed once
+        snapshot = repo / "snapshots" / revision
+        snapshot.mkdir(parents=True)
+        for name, blob in (("config.json", "c"), ("tokenizer.json", "t")):
+            (snapshot / name).symlink_to(blobs[blob])
+        (snapshot / "model.safetensors").symlink_to(blobs["w"])
+    blobs["c"].write_text(LLAMA_CONFIG)
+    mlx_folder(hub / "models--acme--Sharded-MLX" / "snapshots" / "r", weights=2)
+    mlx_folder(hub / "models--acme--Nested" / "snapshots" / "r" / "4bit")
+    embed = {"architectures": ["BertModel"], "model_type": "bert"}
+    mlx_folder(hub / "models--acme--embedder" / "snapshots" / "r", config=json.dumps(embed))
+    broken = mlx_folder(hub / "models--acme--Broken-Config" / "snapshots" / "r", config="{")
+    no_tokenizer = mlx_folder(hub / "models--acme--No-Tokenizer" / "snapshots" / "r")
+    (no_tokenizer / "tokenizer.json").unlink()
+    unfinished = hub / "models--acme--Unfinished" / "snapshots" / "r"
+    mlx_folder(unfinished)
+    (unfinished / "model.safetensors").unlink()
+    (unfinished / "model.safetensors").symlink_to(unfinished / "missing-blob")
+    studio = mlx_folder(home / ".lmstudio" / "models" / "mlx-community" / "Studio-8bit")
+    no_architectures = json.dumps({"model_type": "qwen3"})  # mlx-lm's own folders may omit it
+    mlx_folder(home / ".lmstudio" / "models" / "me" / "Own", config=no_architectures)
+    return {
+        **caches,
+        "mlx-snapshot": repo / "snapshots" / "rev1",
+        "studio": studio,
+        "broken": broken,
+    }
+
+
+def test_discovers_mlx_folders_in_the_hf_cache_and_lm_studio(
+    mlx_caches: dict[str, Path],
+) -> None:
+    from persona_tui.backends.detect import detect_backend
+
+    found = {(ref.source, ref.name): ref for ref in discover_models({})}
+    mlx = sorted(key for key, ref in found.items() if ref.backend == "mlx")
+    assert mlx == [
+        ("hf-cache", "acme/Nested/4bit"),
+        ("hf-cache", "acme/Sharded-MLX"),
+        ("hf-cache", "mlx-community/Tiny-4bit"),
+        ("lm-studio", "me/Own"),
+        ("lm-studio", "mlx-community/Studio-8bit"),
+    ]
+    assert found[("hf-cache", "mlx-community/Tiny-4bit")].path == str(mlx_caches["mlx-snapshot"])
+    assert found[("lm-studio", "mlx-community/Studio-8bit")].path == str(mlx_caches["studio"])
+    # The GGUF files are still all there, as llama.cpp models.
+    gguf = sorted(key for key, ref in found.items() if ref.backend == "llama.cpp")
+    assert len(gguf) == 6 and ("lm-studio", "pub/repo/studio.gguf") in gguf
+    # What discovery lists as MLX, the backend detection and resolution take as MLX too.
+    for key in mlx:
+        assert detect_backend(found[key].path) == "mlx"
+        assert resolve_model(found[key].path, {}).backend == "mlx"
+
+
+def test_an_mlx_alias_hides_its_cache_entry(mlx_caches: dict[str, Path]) -> None:
+    alias = ModelRef(name="studio", path=str(mlx_caches["studio"]), backend="mlx")
+    found = discover_models({"studio": alias})
+    assert [ref.name for ref in found if ref.path == str(mlx_caches["studio"])] == ["studio"]
+
+
+def test_unreadable_config_skips_only_that_folder(
+    mlx_caches: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    studio_config = mlx_caches["studio"] / "config.json"
+    real_open = Path.open
+
+    def guarded_open(self: Path, *args: object, **kwargs: object) -> object:
+        if self == studio_config:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", guarded_open)
+    names = {ref.name for ref in discover_models({})}
+    assert "mlx-community/Studio-8bit" not in names
+    assert {"me/Own", "mlx-community/Tiny-4bit"} <= names
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads every folder")
+def test_unreadable_folders_are_skipped(mlx_caches: dict[str, Path]) -> None:
+    locked = mlx_caches["home"] / ".lmstudio" / "models" / "me"
+    locked.chmod(0)
+    try:
+        names = {ref.name for ref in discover_models({})}
+    finally:
+        locked.chmod(0o755)
+    assert "me/Own" not in names and "mlx-community/Studio-8bit" in names
+
+
+def test_models_command_lists_mlx_folders(
+    mlx_caches: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from persona_tui.cli import main
+
+    assert main(["models", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    entry = {"name": "mlx-community/Studio-8bit", "path": str(mlx_caches["studio"])}
+    assert {**entry, "backend": "mlx", "source": "lm-studio"} in listed
+    assert {row["backend"] for row in listed} == {"mlx", "llama.cpp"}
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    studio = [line for line in lines if line.startswith("mlx-community/Studio-8bit ")]
+    assert len(studio) == 1 and studio[0].split()[1:] == [
+        "lm-studio",
+        "mlx",
+        str(mlx_caches["studio"]),
+    ]
+    assert len(lines) == len(listed)
+
+
 # ---------------------------------------------------------------------------- resolving
 
 

@@ -44,6 +44,7 @@ class HomeScreen(Screen[None]):
         self.scenarios: list[Scenario] = []
         self.broken: list[str] = []
         self.model = ""
+        self.backend = "auto"  # or the engine chosen in the model picker (b)
 
     def compose(self) -> ComposeResult:
         yield Static("", id="home-bar")
@@ -77,6 +78,8 @@ class HomeScreen(Screen[None]):
         text = Text("persona-tui", style="bold")
         text.append("  model ")
         text.append_text(inert(self.model, "bold"))
+        if self.backend != "auto":
+            text.append_text(inert(f" on {self.backend}"))
         text.append("  annotator ")
         text.append_text(inert(annotator, "bold"))
         text.append("  · m: model · ctrl+p: commands", style="dim")
@@ -154,20 +157,21 @@ class HomeScreen(Screen[None]):
         if scenario is None:
             self.notify("choose a scenario first", severity="warning")
             return
-        self.app.start_run(scenario, self.model)  # type: ignore[attr-defined]
+        self.app.start_run(scenario, self.model, backend=self.backend)  # type: ignore[attr-defined]
 
     def action_pick_model(self) -> None:
-        from persona_tui.ui.screens.model_picker import ModelPicker
+        from persona_tui.ui.screens.model_picker import ModelChoice, ModelPicker
 
-        def chosen(ref: str | None) -> None:
-            if ref:
-                self.model = ref
+        def chosen(choice: ModelChoice | None) -> None:
+            if choice is not None and choice.ref:
+                self.model, self.backend = choice.ref, choice.backend
                 set_config = getattr(self.app, "set_config", None)
                 if callable(set_config):
-                    set_config(default_model=ref)
+                    set_config(default_model=choice.ref)
                 self._update_bar()
 
-        self.app.push_screen(ModelPicker(self.app.config), chosen)  # type: ignore[attr-defined]
+        picker = ModelPicker(self.app.config, self.backend)  # type: ignore[attr-defined]
+        self.app.push_screen(picker, chosen)
 
     def action_sessions(self) -> None:
         from persona_tui.ui.screens.sessions import SessionBrowser

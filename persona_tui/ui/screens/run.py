@@ -48,7 +48,7 @@ from persona_tui.ui.widgets.condition_column import ConditionColumn
 from persona_tui.ui.widgets.run_header import RunHeader
 from persona_tui.ui.widgets.side_by_side import SideBySide
 
-ModelLoader = Callable[[str, Config], Backend]
+ModelLoader = Callable[[str, Config, str], Backend]  # (model reference, config, backend)
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class RunRequest:
     resume: Path | None = None
     options: RunOptions = field(default_factory=RunOptions)
     out: Path | None = None
+    backend: str = "auto"  # or the engine to load the model with (the model picker's choice)
 
 
 @dataclass
@@ -181,7 +182,7 @@ class RunScreen(Screen[None]):
             else:
                 ref = self.config.default_model
         self.post_message(_Loading(ref))
-        backend = self.loader(ref, self.config)
+        backend = self.loader(ref, self.config, self.request.backend)
         self.post_message(ModelLoaded(backend.info.name))
         return backend
 
