@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
     tui = sub.add_parser("tui", help="open the app (optionally straight on a run)")
     tui.add_argument("--scenario", help="scenario file or id to run")
     tui.add_argument("--model", "-m", help="model to run it on")
+    tui.add_argument(
+        "--backend",
+        choices=("auto", "llama.cpp", "mlx", "openai"),
+        default="auto",
+        help="engine to run the model with (default: picked from what the model is)",
+    )
     tui.set_defaults(func=_cmd_tui)
 
     annotate = sub.add_parser("annotate", help="open the app on a session's annotation screen")
@@ -214,7 +220,7 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
 def _cmd_tui(args: argparse.Namespace) -> int:
     from persona_tui.ui.app import run_app
 
-    return run_app(scenario=args.scenario, model=args.model)
+    return run_app(scenario=args.scenario, model=args.model, backend=args.backend)
 
 
 def _cmd_annotate(args: argparse.Namespace) -> int:

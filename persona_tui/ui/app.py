@@ -41,6 +41,7 @@ class StartSpec:
     model: str | None = None
     annotate: Path | None = None
     blind: bool = False
+    backend: str = "auto"
 
 
 class PersonaApp(App[int]):
@@ -108,7 +109,7 @@ class PersonaApp(App[int]):
             except PersonaError as error:
                 self.notify(str(error), title="Scenario", severity="error", timeout=15)
                 return
-            self.start_run(scenario, start.model)
+            self.start_run(scenario, start.model, backend=start.backend)
 
     # Navigation used by several screens -------------------------------------------------
 
@@ -219,6 +220,7 @@ def create_app(
     model: str | None = None,
     annotate: Path | None = None,
     blind: bool = False,
+    backend: str = "auto",
     config: Config | None = None,
     loader: ModelLoader | None = None,
     clock: Callable[[], float] | None = None,
@@ -238,7 +240,9 @@ def create_app(
     return PersonaApp(
         config=config,
         themes=load_themes(theme_folders),
-        start=StartSpec(scenario=scenario, model=model, annotate=annotate, blind=blind),
+        start=StartSpec(
+            scenario=scenario, model=model, annotate=annotate, blind=blind, backend=backend
+        ),
         loader=loader or load_model_for_ui,
         clock=clock or time.monotonic,
         persist_theme=persist_theme,
@@ -252,8 +256,11 @@ def run_app(
     model: str | None = None,
     annotate: Path | None = None,
     blind: bool = False,
+    backend: str = "auto",
 ) -> int:
     """Run the app in the terminal; returns the process exit status."""
-    app = create_app(scenario=scenario, model=model, annotate=annotate, blind=blind)
+    app = create_app(
+        scenario=scenario, model=model, annotate=annotate, blind=blind, backend=backend
+    )
     result = app.run()
     return result if isinstance(result, int) else 0

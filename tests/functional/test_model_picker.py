@@ -177,3 +177,32 @@ def test_open_a_file_takes_gguf_mlx_folder_or_server_and_rejects_the_rest(
             assert app.screen is home and home.model.startswith("openai:")
 
     asyncio.run(scenario())
+
+
+def test_tui_command_backend_reaches_the_loader(make_app: Any) -> None:
+    """`persona-tui tui --scenario S --model M --backend B` loads M with B."""
+    from tests.scenario_text import SMALL_SCENARIO, write_small_scenario
+
+    calls: list[tuple[str, str]] = []
+
+    def spy(ref: str, config: Config, backend: str = "auto") -> Backend:
+        calls.append((ref, backend))
+        return one_thread_loader(ref, config, backend)
+
+    async def run(folder: Path) -> str:
+        scenario = write_small_scenario(folder, SMALL_SCENARIO)
+        app = make_app(scenario=str(scenario), model="tiny", backend="mlx", loader=spy)
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen) and bool(calls))
+            await wait_for(
+                pilot,
+                lambda: "folder" in str(app.screen.query_one("#run-message", Static).render()),
+            )
+            return str(app.screen.query_one("#run-message", Static).render())
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        message = asyncio.run(run(Path(folder)))
+    assert calls == [("tiny", "mlx")]
+    assert "folder" in message  # the MLX backend refuses a GGUF file, shown in the app
