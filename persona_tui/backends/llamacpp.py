@@ -176,6 +176,8 @@ class LlamaCppBackend:
             "add_bos": str(self._add_bos).lower(),
             "gguf_version": str(header.version),
             "tensors": str(len(header.tensors)),
+            # Results depend on how prompts are batched (see batching.py): record the plan.
+            "eval_block": str(EVAL_BLOCK),
         }
         file_type = header.get_int("general.file_type")
         if file_type is not None:

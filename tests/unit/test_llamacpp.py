@@ -89,6 +89,7 @@ def test_model_info_describes_the_file(tiny: LlamaCppBackend, tiny_gguf: Path) -
     assert info.extra["n_ctx_train"] == "4096"
     assert info.extra["n_threads"] == "1"
     assert int(info.extra["n_vocab"]) > 256
+    assert info.extra["eval_block"] == str(EVAL_BLOCK)  # results depend on the batch plan
 
 
 def test_context_defaults_to_trained_context_capped_at_4096(tmp_path: Path) -> None:
