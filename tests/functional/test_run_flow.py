@@ -6,6 +6,12 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from persona_tui.scenario import parse_scenario
 from persona_tui.session import load_session
 from persona_tui.ui.run_bridge import TextBatch
 from persona_tui.ui.sanitize import sanitize_for_display
@@ -52,6 +58,45 @@ def test_run_streams_columns_and_saves(make_app: Any, ui_home: Path) -> None:
         assert {(b.spec.condition, b.spec.probe) for b in batches} <= {
             (t.condition, t.probe) for t in session.trials
         }
+
+    asyncio.run(scenario())
+
+
+def test_streamed_text_wraps_fully_and_follows_the_end() -> None:
+    """Streamed batches that only repaint must still show every wrapped line and the end."""
+    scenario_ = parse_scenario(SMALL_SCENARIO)
+    condition = scenario_.conditions[0]
+    probe = scenario_.probes[0].id
+    words = [f"word{i} " + ("\n" if i % 17 == 16 else "") for i in range(120)]
+
+    class ColumnApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ConditionColumn(scenario_, condition, planned=1)
+
+    async def scenario() -> None:
+        app = ColumnApp()
+        async with app.run_test(size=(60, 20)) as pilot:
+            column = app.query_one(ConditionColumn)
+            body = column.query_one(".column-body", VerticalScroll)
+            response = column.query_one(".column-response", Static)
+            column.start_trial(probe, 0)
+            await pilot.pause()
+            for index, word in enumerate(words):
+                column.append_text(probe, 0, 0, word)
+                await pilot.pause()
+                expected = "".join(words[: index + 1])
+                assert str(response.render()) == expected
+                lines = Text(expected).wrap(app.console, response.content_size.width)
+                assert response.content_size.height == len(lines)
+                assert body.scroll_y == body.max_scroll_y
+            assert body.max_scroll_y > 0  # the text outgrew the column: following was tested
+            body.scroll_home(animate=False, immediate=True)
+            await pilot.pause()
+            for word in ("more ", "text\n", "after scrolling up"):
+                column.append_text(probe, 0, 0, word)
+                await pilot.pause()
+            assert body.scroll_y == 0 < body.max_scroll_y
+            assert str(response.render()).endswith("after scrolling up")
 
     asyncio.run(scenario())
 

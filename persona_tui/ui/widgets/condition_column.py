@@ -19,6 +19,24 @@ def framing_summary(condition: Condition) -> str:
     return summary
 
 
+def _update_in_place(static: Static, content: Text) -> bool:
+    """Show `content` in `static`, re-laying out the screen only if its wrapped height changed.
+
+    A layout pass re-arranges and re-composites the whole screen; done for every streamed
+    batch it takes CPU that generation needs. While the text still fits in the lines the
+    widget already has, a repaint of the widget alone shows the same thing. Returns whether
+    a layout was requested (the height changed, or the widget has not been laid out yet).
+    """
+    static.update(content, layout=False)
+    size = static.content_size
+    if size.width > 0:
+        height = static.get_content_height(static.container_size, static.app.size, size.width)
+        if height == size.height:
+            return False
+    static.refresh(layout=True)
+    return True
+
+
 class ConditionColumn(Vertical):
     """Streams the response of the trial currently running under one condition."""
 
@@ -88,8 +106,8 @@ class ConditionColumn(Vertical):
         self._parts.append(text)
         body = self.query_one(".column-body", VerticalScroll)
         follow = body.scroll_y >= body.max_scroll_y - 1
-        self.query_one(".column-response", Static).update(inert("".join(self._parts)))
-        if follow:
+        response = self.query_one(".column-response", Static)
+        if _update_in_place(response, inert("".join(self._parts))) and follow:
             body.scroll_end(animate=False, immediate=False)
 
     def finish_trial(self, response: str, finish_reason: str) -> None:
