@@ -101,6 +101,28 @@ def test_user_errors_exit_2_without_traceback(tmp_path: Path, home: Path, tiny_g
     assert result.returncode == 2 and "this scenario has: baseline, framed" in result.stderr
 
 
+def start_run_until_saved(
+    scenario: Path, model: Path, out: Path, home: Path, trials: int
+) -> subprocess.Popen[str]:
+    """Start `persona-tui run` in a subprocess and return once `trials` trials are saved."""
+    env = {**os.environ, "PERSONA_TUI_HOME": str(home)}
+    command = [sys.executable, "-m", "persona_tui", "run", str(scenario)]
+    process = subprocess.Popen(
+        [*command, "--model", str(model), "--out", str(out), "--threads", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if out.exists() and len(load_session(out).trials) >= trials:  # saves are atomic
+            return process
+        time.sleep(0.005)
+    process.kill()
+    raise AssertionError(f"the run did not save {trials} trials within 60 s")
+
+
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(
     tmp_path: Path, home: Path, tiny_gguf: Path
 ) -> None:
@@ -115,33 +137,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(
     assert done.returncode == 0, done.stderr
 
     victim = tmp_path / "victim.toml"
-    env = {**os.environ, "PERSONA_TUI_HOME": str(home)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "persona_tui",
-            "run",
-            str(scenario),
-            "--model",
-            str(tiny_gguf),
-            "--out",
-            str(victim),
-            "--threads",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-    )
-    deadline = time.monotonic() + 60
-    finished = 0
-    while time.monotonic() < deadline:
-        if victim.exists():
-            finished = len(load_session(victim).trials)
-            if finished >= 3:
-                break
-        time.sleep(0.005)
+    process = start_run_until_saved(scenario, tiny_gguf, victim, home, trials=3)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed = load_session(victim)  # parses: every save was atomic
@@ -168,27 +164,7 @@ def test_sigint_leaves_session_interrupted_and_resumable(
         ),
     )
     out = tmp_path / "s.toml"
-    env = {**os.environ, "PERSONA_TUI_HOME": str(home)}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "persona_tui",
-            "run",
-            str(scenario),
-            "--model",
-            str(tiny_gguf),
-            "--out",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (out.exists() and load_session(out).trials):
-        time.sleep(0.01)
+    process = start_run_until_saved(scenario, tiny_gguf, out, home, trials=1)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 130, stderr
