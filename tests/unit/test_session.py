@@ -284,6 +284,29 @@ def test_tricky_text_reads_back_identical_everywhere(session_path: Path, text: s
     assert tomllib.loads(session_path.read_text("utf-8")) == expected_document(session)
 
 
+@pytest.mark.parametrize("fast_parser", [True, False], ids=["rtoml", "tomllib"])
+def test_both_parsers_read_tricky_text_identically(
+    session_path: Path, monkeypatch: pytest.MonkeyPatch, fast_parser: bool
+) -> None:
+    """rtoml reads sessions fast when installed; tomllib is the fallback: same result."""
+    if fast_parser:
+        pytest.importorskip("rtoml")
+    else:
+        monkeypatch.setitem(sys.modules, "rtoml", None)  # makes `import rtoml` fail
+    trials = [
+        make_trial(probe=f"p{n}", prompt=text, response=text, turn_responses=(text,))
+        for n, text in enumerate(TRICKY)
+    ]
+    with SessionStore.create(session_path, make_header()) as store:
+        for trial in trials:
+            store.save_trial(trial)
+        session = store.session
+    assert load_session(session_path) == session
+    session_path.write_text("format_version = 1\n[session\n", encoding="utf-8")
+    with pytest.raises(SessionError, match=r":2:\d+: not valid TOML"):
+        load_session(session_path)  # tomllib's line:column, whichever parser ran first
+
+
 def test_session_file_holds_no_raw_control_characters(session_path: Path) -> None:
     """Escapes make the file safe to `cat`: no ESC, CR, NUL or C1 byte reaches the terminal."""
     with SessionStore.create(session_path, make_header()) as store:
