@@ -264,7 +264,7 @@ def main() -> None:
 
         start = time.perf_counter()
         load_session(session)
-        print(f"  load_session alone (in process, tomllib): {time.perf_counter() - start:.2f} s")
+        print(f"  load_session alone (in process): {time.perf_counter() - start:.2f} s")
         cases = [
             ("export csv", ["export", str(session), "-f", "csv", "-o", str(folder / "o.csv")]),
             ("export jsonl", ["export", str(session), "-f", "jsonl", "-o", str(folder / "o.jl")]),
