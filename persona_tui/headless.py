@@ -39,9 +39,8 @@ from persona_tui.runner import (
     TrialFailed,
     TrialFinished,
     TrialStarted,
-    check_same_model,
     create_session,
-    open_session_for_resume,
+    resume_session,
 )
 from persona_tui.scenario import load_scenario, resolve_scenario
 from persona_tui.session import SessionStore
@@ -149,15 +148,11 @@ def _cancel_on_signals(control: RunControl) -> Iterator[None]:
 
 def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStore]:
     if args.resume is not None:
-        scenario, store = open_session_for_resume(args.resume)
-        try:
-            backend = load_model(
-                args.model or store.session.header.model.path, config, args.threads
-            )
-            check_same_model(store, backend)
-        except BaseException:
-            store.close()
-            raise
+        scenario, store, backend = resume_session(
+            args.resume,
+            lambda ref: load_model(ref, config, args.threads, args.backend),
+            args.model,
+        )
         return Runner(scenario, backend, store), store
     if not args.scenario:
         raise PersonaError("name a scenario to run (a file or an id; see `persona-tui scenarios`)")

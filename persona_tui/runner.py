@@ -427,6 +427,29 @@ def open_session_for_resume(path: Path) -> tuple[Scenario, SessionStore]:
     return scenario, store
 
 
+def resume_session(
+    path: Path, load_model: Callable[[str], Backend], model: str | None = None
+) -> tuple[Scenario, SessionStore, Backend]:
+    """Lock a session to resume it and load its model: the recorded file, or `model`.
+
+    A model whose hash differs from the recorded one is refused. On any failure nothing
+    stays locked or loaded. The CLI and the app both resume through here.
+    """
+    scenario, store = open_session_for_resume(path)
+    try:
+        backend = load_model(model or store.session.header.model.path)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        check_same_model(store, backend)
+    except BaseException:
+        backend.close()
+        store.close()
+        raise
+    return scenario, store, backend
+
+
 def check_same_model(store: SessionStore, backend: Backend) -> None:
     """Refuse to resume a session on a different model file than it was started with."""
     recorded = store.session.header.model

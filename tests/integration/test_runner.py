@@ -210,3 +210,36 @@ def test_resume_refuses_another_model(tiny_gguf: Path, tmp_path: Path) -> None:
     with store, pytest.raises(PersonaError, match="resume it with the same model file"):
         check_same_model(store, other)
     other.close()
+
+
+def test_resume_session_leaves_nothing_locked_or_loaded_on_a_wrong_model(
+    tiny_gguf: Path, tmp_path: Path
+) -> None:
+    from persona_tui.runner import resume_session
+    from persona_tui.session import SessionStore
+    from tests.tiny_gguf import write_tiny_gguf
+
+    scenario = parse_scenario(SMALL_SCENARIO)
+    first = LlamaCppBackend.load(tiny_gguf, n_threads=1)
+    with create_session(scenario, first, RunOptions(), tmp_path / "s.toml"):
+        pass
+    first.close()
+    other_path = write_tiny_gguf(tmp_path / "other.gguf", seed=99)
+    loaded: list[LlamaCppBackend] = []
+
+    def load(ref: str) -> LlamaCppBackend:
+        loaded.append(LlamaCppBackend.load(Path(ref), n_threads=1))
+        return loaded[-1]
+
+    with pytest.raises(PersonaError, match="resume it with the same model file"):
+        resume_session(tmp_path / "s.toml", load, str(other_path))
+    assert len(loaded) == 1
+    with pytest.raises(Exception, match="closed"):
+        loaded[0].count_tokens("x")  # the refused model was released
+    SessionStore.open(tmp_path / "s.toml").close()  # and the session is not left locked
+
+    resumed_scenario, store, backend = resume_session(tmp_path / "s.toml", load)
+    with store:
+        assert backend.info.path == str(tiny_gguf)  # the recorded model by default
+        assert resumed_scenario.sha256 == scenario.sha256
+    backend.close()

@@ -36,9 +36,8 @@ from persona_tui.runner import (
     TrialFailed,
     TrialFinished,
     TrialStarted,
-    check_same_model,
     create_session,
-    open_session_for_resume,
+    resume_session,
 )
 from persona_tui.scenario import Scenario
 from persona_tui.session import SessionHeader, SessionStore, Trial
@@ -148,11 +147,10 @@ class RunScreen(Screen[None]):
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
     def _run_in_thread(self, control: RunControl) -> None:
         try:
-            if self.backend is None:
-                self.backend = self._load_model()
             if self.store is None:
-                self.scenario, self.store = self._open_session(self.backend)
-            assert self.scenario is not None
+                self._open()
+            assert self.scenario is not None and self.store is not None
+            assert self.backend is not None
             session = self.store.session
             self.post_message(
                 SessionReady(self.scenario, session.header, session.path, tuple(session.trials))
@@ -168,37 +166,26 @@ class RunScreen(Screen[None]):
                 if self._closing:  # the screen went away while this ran: release here
                     self._release()
 
-    def _load_model(self) -> Backend:
-        ref = self.request.model
-        if ref is None and self.request.resume is not None:
-            ref = ""  # resolved after the session is read: the recorded model path
-        if not ref:
-            if self.request.resume is not None:
-                _, store = open_session_for_resume(self.request.resume)
-                try:
-                    ref = str(store.session.header.model.path)
-                finally:
-                    store.close()
-            else:
-                ref = self.config.default_model
+    def _load(self, ref: str) -> Backend:
         self.post_message(_Loading(ref))
         backend = self.loader(ref, self.config, self.request.backend)
         self.post_message(ModelLoaded(backend.info.name))
         return backend
 
-    def _open_session(self, backend: Backend) -> tuple[Scenario, SessionStore]:
+    def _open(self) -> None:
+        """Resume the requested session, or start one; the model is loaded as needed."""
         if self.request.resume is not None:
-            scenario, store = open_session_for_resume(self.request.resume)
-            try:
-                check_same_model(store, backend)
-            except PersonaError:
-                store.close()
-                raise
-            return scenario, store
+            self.scenario, self.store, self.backend = resume_session(
+                self.request.resume, self._load, self.request.model
+            )
+            return
         if self.scenario is None:
             raise PersonaError("nothing to run: choose a scenario on the Home screen")
-        store = create_session(self.scenario, backend, self.request.options, self.request.out)
-        return self.scenario, store
+        if self.backend is None:
+            self.backend = self._load(self.request.model or self.config.default_model)
+        self.store = create_session(
+            self.scenario, self.backend, self.request.options, self.request.out
+        )
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is not self._worker:
