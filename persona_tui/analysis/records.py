@@ -182,16 +182,6 @@ def load_dataset(
     return builder.build()
 
 
-def dataset_from_sessions(
-    sessions: Sequence[tuple[Session, JudgeFile | None]], rules: RuleSet | None = None
-) -> Dataset:
-    """A Dataset from sessions already in memory (the TUI's Results screen uses this)."""
-    builder = _Builder(rules or RuleSet())
-    for session, judge_file in sessions:
-        builder.add(session, judge_file or JudgeFile(session.header.id))
-    return builder.build()
-
-
 class _Builder:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules

@@ -206,11 +206,6 @@ class _Reader:
         except UnicodeDecodeError as exc:
             raise _Corrupt(f"{what} at byte {self.pos - length} is not valid UTF-8") from exc
 
-    def skip_string(self, what: str) -> None:
-        length = self.u64(what + " length")
-        self.need(length, what)
-        self.pos += length
-
 
 def read_gguf_header(path: Path) -> GGUFHeader:
     """Parse and check the header of the GGUF file at `path`.

@@ -27,7 +27,6 @@ from persona_tui.backends.base import Backend, ChatMessage, GenerationRequest, S
 from persona_tui.backends.llamacpp import LlamaCppBackend
 from persona_tui.errors import PersonaError, ScenarioError, SessionLockedError
 from persona_tui.scoring.judgements import (
-    JudgeFile,
     Judgement,
     Rubric,
     load_judge_file,
@@ -295,8 +294,3 @@ def _sidecar_lock(session_path: Path) -> Iterator[None]:
         yield
     finally:
         lock.release()
-
-
-def existing_scores(session_path: Path, session_id: str) -> JudgeFile:
-    """The judge scores stored for a session (empty when it was never judged)."""
-    return load_judge_file(session_path, session_id)

@@ -281,8 +281,3 @@ def _rows(data: dict[str, Any]) -> Iterator[Judgement]:
                 p_numbers=float(p_numbers),
                 time=str(time),
             )
-
-
-def rubric_ids(judge_file: JudgeFile) -> Iterable[str]:
-    """The rubric ids present in a judge file, in first-appearance order."""
-    return dict.fromkeys(j.rubric for j in judge_file.judgements)

@@ -57,7 +57,6 @@ class RunBridge:
         self._pending_for: tuple[TrialSpec, int] | None = None
         self._last_flush = float("-inf")
         self._lock = threading.Lock()
-        self.batches_posted = 0
 
     def __call__(self, event: RunEvent) -> None:
         with self._lock:
@@ -88,5 +87,4 @@ class RunBridge:
         text = "".join(self._pending)
         self._pending.clear()
         self._last_flush = self._clock()
-        self.batches_posted += 1
         self._post(TextBatch(spec, turn, text))
