@@ -1,12 +1,14 @@
 # One command each: `make demo` sets up and opens the app on the bundled demo model;
 # `make test` sets up and runs the whole test suite with lint and type checks.
-PYTHON ?= python3.11
+# The newest Python >= 3.11 found on PATH (override: make PYTHON=/path/to/python ...).
+PYTHON ?= $(shell scripts/find-python)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
 .PHONY: demo test lint bench clean
 
 $(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "make: no Python >= 3.11 to build $(VENV) with" >&2; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 

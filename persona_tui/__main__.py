@@ -1,5 +1,7 @@
-"""`python -m persona_tui` runs the command-line entry point."""
+"""`python -m persona_tui`: the same as the `persona-tui` command."""
+
+import sys
 
 from persona_tui.cli import main
 
-raise SystemExit(main())
+sys.exit(main())

@@ -30,11 +30,21 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         "default_model, else the bundled demo model)",
     )
     parser.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
+    _add_repack_option(parser)
     parser.add_argument(
         "--backend",
         choices=("auto", "llama.cpp", "mlx", "openai"),
         default="auto",
         help="engine to run the model with (default: picked from what the model is)",
+    )
+
+
+def _add_repack_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repack",
+        choices=("auto", "on", "off"),
+        help="llama.cpp weight repacking (extra buffer types, incl. AMX): auto turns it off "
+        "on AMX builds, where it crashes (default: the config's repack, else auto)",
     )
 
 
@@ -103,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--blind", action="store_true", help="hide conditions and shuffle trials (seed recorded)"
     )
     annotate.set_defaults(func=_cmd_annotate)
+
+    doctor = sub.add_parser(
+        "doctor",
+        help="check the install, this CPU and llama.cpp build, and a short generation "
+        "(run in a child process, so a native crash is reported, not fatal)",
+    )
+    doctor.add_argument(
+        "--model", type=Path, help="a GGUF file to try (default: the bundled demo model)"
+    )
+    _add_repack_option(doctor)
+    doctor.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(func=_cmd_doctor)
 
     from persona_tui.cli_analysis import add_analysis_commands
 
@@ -215,6 +238,16 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
                 f"annotated {row['annotated']:>4}  {row['model']}  {row['path']}"
             )
     return 0
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from persona_tui.doctor import run_doctor
+
+    if args.model is not None and not args.model.is_file():
+        raise PersonaError(f"{args.model}: no such model file")
+    report = run_doctor(args.model, repack=args.repack, threads=args.threads)
+    print(report.to_json() if args.json else report.to_text())
+    return 0 if report.ok else 1
 
 
 def _cmd_tui(args: argparse.Namespace) -> int:

@@ -77,6 +77,7 @@ def add_analysis_commands(subparsers: Any) -> None:
         "--model", "-m", help="judge model: 'demo', a config alias or a GGUF path (default: config)"
     )
     judge.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
+    judge.add_argument("--repack", choices=("auto", "on", "off"), help="see `run --help`")
     judge.add_argument(
         "--rubric",
         action="append",
@@ -239,7 +240,9 @@ def cmd_judge(args: argparse.Namespace) -> int:
     if not args.session.is_file():
         raise PersonaError(f"{args.session}: session file not found")
     config = load_config()
-    backend = load_model(args.model or config.default_model, config, args.threads)
+    backend = load_model(
+        args.model or config.default_model, config, args.threads, repack=args.repack
+    )
     try:
         judge = Judge(backend, min_mass=args.min_mass)
         if not judge.logprobs:

@@ -5,12 +5,14 @@ default_model = "demo"          # an alias below, "demo", or a path
 annotator = "ada"               # name recorded with every annotation
 theme = "persona-dark"          # a theme name (built-in or user)
 threads = 2                     # llama.cpp threads (default: physical cores)
+repack = "auto"                 # llama.cpp weight repacking/AMX: auto (default), on, off
 
 [models.qwen]
 path = "~/models/qwen2.5-0.5b-instruct-q4_k_m.gguf"
 backend = "llama.cpp"           # optional: "auto" (default), "llama.cpp", "mlx", "openai"
 n_ctx = 4096                    # optional context size
 threads = 4                     # optional, overrides the global setting
+repack = "off"                  # optional, overrides the global setting
 ```
 A missing file is fine (all defaults); an invalid one is a ConfigError naming the key.
 """
@@ -32,8 +34,18 @@ from persona_tui.errors import ConfigError
 from persona_tui.models import ModelRef
 
 BACKENDS = ("auto", "llama.cpp", "mlx", "openai")
-_TOP_KEYS = ("default_model", "annotator", "theme", "threads", "models")
-_MODEL_KEYS = ("path", "backend", "n_ctx", "threads", "base_url", "model", "api_key_env")
+REPACK = ("auto", "on", "off")
+_TOP_KEYS = ("default_model", "annotator", "theme", "threads", "repack", "models")
+_MODEL_KEYS = (
+    "path",
+    "backend",
+    "n_ctx",
+    "threads",
+    "repack",
+    "base_url",
+    "model",
+    "api_key_env",
+)
 
 
 @dataclass(frozen=True)
@@ -42,6 +54,7 @@ class Config:
     annotator: str = ""
     theme: str = "persona-dark"
     threads: int | None = None
+    repack: str = "auto"
     models: Mapping[str, ModelRef] = field(default_factory=dict)
     path: Path | None = None
 
@@ -65,7 +78,14 @@ def _positive_int(value: Any, key: str, file: Path) -> int:
     return number
 
 
-def _model_ref(name: str, table: Any, file: Path) -> ModelRef:
+def _repack(value: Any, key: str, file: Path) -> str:
+    text: str = _expect(value, str, key, file, f"one of {', '.join(REPACK)}")
+    if text not in REPACK:
+        raise ConfigError(f"{file}: {key}: expected one of {', '.join(REPACK)}, got {text!r}")
+    return text
+
+
+def _model_ref(name: str, table: Any, file: Path, repack: str) -> ModelRef:
     where = f"models.{name}"
     _expect(table, dict, where, file, 'a table like [models.NAME] with path = "..."')
     for key in table:
@@ -95,6 +115,7 @@ def _model_ref(name: str, table: Any, file: Path) -> ModelRef:
         n_ctx=None if n_ctx is None else _positive_int(n_ctx, f"{where}.n_ctx", file),
         n_threads=None if threads is None else _positive_int(threads, f"{where}.threads", file),
         api_key_env=api_key_env,
+        repack=_repack(table.get("repack", repack), f"{where}.repack", file),
     )
 
 
@@ -105,6 +126,7 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
             raise _unknown(key, _TOP_KEYS, "", file)
     models_table = _expect(data.get("models", {}), dict, "models", file, "a table of models")
     threads = data.get("threads")
+    repack = _repack(data.get("repack", "auto"), "repack", file)
     return Config(
         default_model=_expect(
             data.get("default_model", "demo"), str, "default_model", file, "a string"
@@ -112,7 +134,10 @@ def parse_config(data: Mapping[str, Any], file: Path) -> Config:
         annotator=_expect(data.get("annotator", ""), str, "annotator", file, "a string"),
         theme=_expect(data.get("theme", "persona-dark"), str, "theme", file, "a string"),
         threads=None if threads is None else _positive_int(threads, "threads", file),
-        models={name: _model_ref(name, table, file) for name, table in models_table.items()},
+        repack=repack,
+        models={
+            name: _model_ref(name, table, file, repack) for name, table in models_table.items()
+        },
         path=file,
     )
 

@@ -47,11 +47,16 @@ from persona_tui.session import SessionStore
 
 
 def load_model(
-    ref_text: str, config: Config, threads: int | None, backend: str = "auto"
+    ref_text: str,
+    config: Config,
+    threads: int | None,
+    backend: str = "auto",
+    repack: str | None = None,
 ) -> Backend:
     """Resolve a model reference ("demo", an alias, a path, `openai:URL#MODEL`) and load it.
 
-    `backend` other than "auto" overrides what the reference or its detection says.
+    `backend` other than "auto" overrides what the reference or its detection says;
+    `repack` (llama.cpp) overrides the alias's and the config's setting.
     """
     from dataclasses import replace
 
@@ -61,7 +66,9 @@ def load_model(
     ref = resolve_model(ref_text, config.models)
     if backend != "auto":
         ref = replace(ref, backend=backend)
-    loaded = load_backend(ref, n_threads=threads or config.threads)
+    loaded = load_backend(
+        ref, n_threads=threads or config.threads, repack=repack or ref.repack or config.repack
+    )
     note = mlx_platform_note() if loaded.info.backend == "mlx" else None
     if note:
         print(f"persona-tui: {note}", file=sys.stderr)
@@ -150,14 +157,16 @@ def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStor
     if args.resume is not None:
         scenario, store, backend = resume_session(
             args.resume,
-            lambda ref: load_model(ref, config, args.threads, args.backend),
+            lambda ref: load_model(ref, config, args.threads, args.backend, args.repack),
             args.model,
         )
         return Runner(scenario, backend, store), store
     if not args.scenario:
         raise PersonaError("name a scenario to run (a file or an id; see `persona-tui scenarios`)")
     scenario = load_scenario(resolve_scenario(args.scenario))
-    backend = load_model(args.model or config.default_model, config, args.threads, args.backend)
+    backend = load_model(
+        args.model or config.default_model, config, args.threads, args.backend, args.repack
+    )
     options = RunOptions(
         samples=args.samples,
         seed=args.seed,

@@ -50,6 +50,7 @@ class ModelRef:
     n_ctx: int | None = None
     n_threads: int | None = None
     api_key_env: str = ""  # openai: the environment variable holding the API key
+    repack: str | None = None  # llama.cpp extra buffer types: auto | on | off (None: auto)
 
 
 # ---------------------------------------------------------------------------- hashing
@@ -296,22 +297,27 @@ def resolve_model(ref: str, aliases: Mapping[str, ModelRef]) -> ModelRef:
 # --------------------------------------------------------------------------- loading
 
 
-def load_backend(ref: ModelRef, *, n_threads: int | None = None) -> Backend:
+def load_backend(
+    ref: ModelRef, *, n_threads: int | None = None, repack: str | None = None
+) -> Backend:
     """Load `ref` with its backend: the single place that maps a backend name to code.
 
-    `n_threads` overrides the ref's own setting (e.g. a command-line flag). Engines are
-    imported here, lazily, so `import persona_tui` stays light.
+    `n_threads` and `repack` override the ref's own settings (e.g. a command-line flag).
+    Engines are imported here, lazily, so `import persona_tui` stays light.
     """
     from persona_tui.backends.detect import detect_backend
 
     threads = n_threads if n_threads is not None else ref.n_threads
+    repack = repack or ref.repack or "auto"
     # A discovered demo ref may point at a file not assembled yet: assemble (and verify) it.
     location = str(demo_model_path()) if ref.source == "demo" else str(ref.path)
     backend = detect_backend(location) if ref.backend == AUTO else ref.backend
     if backend == LLAMA_CPP:
         from persona_tui.backends.llamacpp import LlamaCppBackend
 
-        return LlamaCppBackend.load(Path(location), n_ctx=ref.n_ctx, n_threads=threads)
+        return LlamaCppBackend.load(
+            Path(location), n_ctx=ref.n_ctx, n_threads=threads, repack=repack
+        )
     if backend == MLX:
         from persona_tui.backends.mlx import MlxBackend
 

@@ -1,14 +1,67 @@
 """Shared fixtures: the tiny GGUF models written by the suite, the bundled demo model,
-and user folders isolated per test."""
+and user folders isolated per test.
+
+Canaries: before any test touches llama.cpp in this process, a child process loads the
+tiny GGUF (and, for demo tests, the demo model) and decodes a few tokens. Should llama.cpp
+crash natively on this CPU, those tests fail with the crash explained and the engine's
+system info, instead of the crash killing the whole pytest run.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import types
 from pathlib import Path
 
 import pytest
 
+from persona_tui.backends.llamacpp_canary import CanaryResult, run_canary
 from tests.tiny_gguf import write_tiny_gguf
+
+_ENGINE_FIXTURES = {"tiny_gguf", "tiny_chat_gguf", "demo_model"}
+# A test module that imports one of these touches llama.cpp in-process.
+_ENGINE_NAMES = {"LlamaCppBackend", "write_tiny_gguf", "tiny_gguf"}
+
+
+def _uses_llama_cpp(module: types.ModuleType | None) -> bool:
+    return module is not None and bool(_ENGINE_NAMES & set(vars(module)))
+
+
+def _fail_on_crash(result: CanaryResult, what: str) -> None:
+    if not result.ok:
+        pytest.fail(
+            f"llama.cpp canary on {what} failed: {result.message}\n"
+            f"system info: {result.system_info or '(not reported)'}\n"
+            f"child stderr (tail): {result.stderr.strip()[-2000:]}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def llama_canary(tmp_path_factory: pytest.TempPathFactory) -> CanaryResult:
+    """The tiny GGUF loaded and decoded in a child process (fails, not crashes, if not)."""
+    model = write_tiny_gguf(tmp_path_factory.mktemp("canary") / "canary.gguf")
+    result = run_canary(model, n_threads=1)
+    _fail_on_crash(result, "the tiny GGUF")
+    return result
+
+
+@pytest.fixture(scope="session")
+def demo_canary(demo_model: Path) -> CanaryResult:
+    """The demo model loaded and decoded in a child process."""
+    result = run_canary(demo_model, n_threads=1)
+    _fail_on_crash(result, f"the demo model {demo_model}")
+    return result
+
+
+@pytest.fixture(autouse=True)
+def _engine_canaries(request: pytest.FixtureRequest) -> None:
+    """Run the canaries first for every test that drives llama.cpp in this process."""
+    names = set(request.fixturenames)
+    if "demo_model" in names:
+        request.getfixturevalue("demo_canary")
+    if names & _ENGINE_FIXTURES or _uses_llama_cpp(request.module):
+        request.getfixturevalue("llama_canary")
 
 
 @pytest.fixture(autouse=True)

@@ -47,6 +47,7 @@ from persona_tui.backends.common import (
 from persona_tui.backends.detect import LLAMA_CPP
 from persona_tui.backends.gguf_header import GGUFHeader, read_gguf_header
 from persona_tui.backends.llamacpp_load import (
+    LoadedLlama,
     construct_llama,
     default_n_threads,
     llama_cpp_version,
@@ -65,7 +66,7 @@ class LlamaCppBackend:
 
     def __init__(
         self,
-        llama: Any,
+        loaded: LoadedLlama,
         path: Path,
         header: GGUFHeader,
         *,
@@ -73,7 +74,9 @@ class LlamaCppBackend:
         n_threads: int,
         version: str,
     ) -> None:
+        llama = loaded.llama
         self._llama = llama
+        self._loaded = loaded
         self._path = path
         self._header = header
         self._n_ctx = n_ctx
@@ -116,11 +119,17 @@ class LlamaCppBackend:
 
     @classmethod
     def load(
-        cls, path: Path, *, n_ctx: int | None = None, n_threads: int | None = None
+        cls,
+        path: Path,
+        *,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        repack: str = "auto",
     ) -> LlamaCppBackend:
         """Load the GGUF at `path`.
 
-        n_ctx None → min(trained context, 4096); n_threads None → `default_n_threads()`.
+        n_ctx None → min(trained context, 4096); n_threads None → `default_n_threads()`;
+        repack "auto" | "on" | "off": llama.cpp's extra buffer types (see `choose_repack`).
         Raises ModelLoadError naming the path and the problem.
         """
         path = Path(path).expanduser().absolute()
@@ -131,9 +140,9 @@ class LlamaCppBackend:
         trained = header.context_length or DEFAULT_MAX_CONTEXT
         context = n_ctx if n_ctx is not None else min(trained, DEFAULT_MAX_CONTEXT)
         threads = n_threads if n_threads is not None else default_n_threads()
-        llama = construct_llama(path, header, n_ctx=context, n_threads=threads)
+        loaded = construct_llama(path, header, n_ctx=context, n_threads=threads, repack=repack)
         return cls(
-            llama,
+            loaded,
             path,
             header,
             n_ctx=context,
@@ -150,6 +159,11 @@ class LlamaCppBackend:
     @property
     def n_ctx(self) -> int:
         return self._n_ctx
+
+    @property
+    def load_facts(self) -> LoadedLlama:
+        """How the weights were loaded: the repack choice, buffer types, system info."""
+        return self._loaded
 
     @property
     def chat_template(self) -> str | None:
@@ -178,6 +192,12 @@ class LlamaCppBackend:
             "tensors": str(len(header.tensors)),
             # Results depend on how prompts are batched (see batching.py): record the plan.
             "eval_block": str(EVAL_BLOCK),
+            # Repacked weights run other kernels (see llamacpp_load.choose_repack).
+            "repack": "on" if self._loaded.repack.enabled else "off",
+            "repack_setting": self._loaded.repack.setting,
+            "repack_reason": self._loaded.repack.reason,
+            "weight_buffers": ",".join(self._loaded.weight_buffers),
+            "system_info": self._loaded.system_info.strip(),
         }
         file_type = header.get_int("general.file_type")
         if file_type is not None:

@@ -4,6 +4,9 @@
   model loads (`verbose=False` alone is not enough), and llama-cpp-python's own prints
   during the load are captured (see `_quiet_python_output` for why not verbose=False).
 - A file llama.cpp cannot load raises ModelLoadError naming the file and the likely fix.
+- The crashing AMX path is never taken (see `choose_repack`): llama.cpp's "extra buffer
+  types" (weight repacking, AMX) are turned off when the build reports AMX_INT8, and the
+  buffer types the weights were actually loaded into are read from the load log.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ import contextlib
 import ctypes
 import io
 import os
+import re
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from persona_tui.backends.cpu import cpu_features
 from persona_tui.backends.gguf_header import GGUFHeader
 from persona_tui.errors import ModelLoadError
 
@@ -24,6 +30,67 @@ from persona_tui.errors import ModelLoadError
 _SILENT_LOG_CALLBACK: Any = None
 # Loading swaps sys.stdout/sys.stderr (see `_quiet_python_output`): one load at a time.
 _LOAD_LOCK = threading.Lock()
+# While a model loads (under _LOAD_LOCK), llama.cpp's log lines are kept here, so the
+# buffer types the weights went to can be read ("AMX model buffer size = ...").
+_LOAD_LOG: list[str] | None = None
+_BUFFER_LINE = re.compile(r"\b([A-Za-z0-9_]+) model buffer size\b")
+
+REPACK_SETTINGS = ("auto", "on", "off")
+AMX_ISSUE = "https://github.com/ggml-org/llama.cpp/issues/20824"
+
+
+@dataclass(frozen=True)
+class RepackChoice:
+    """Whether llama.cpp may put weights in its extra buffer types (repacking, AMX), and why.
+
+    It belongs to the reproducibility record: repacked weights run other kernels, whose
+    rounding can differ.
+    """
+
+    enabled: bool
+    setting: str  # "auto", "on" or "off", as asked for
+    reason: str
+
+
+def choose_repack(setting: str, system_info: str) -> RepackChoice:
+    """The extra-buffer-type decision for `setting` ("auto", "on", "off") on this build.
+
+    auto: off when the build reports AMX_INT8 = 1, because llama.cpp's AMX matmul on
+    repacked weights segfaults on Sapphire Rapids class CPUs (llama.cpp#20824); on where
+    it does not (the CPU_REPACK kernels are safe and can be faster).
+    """
+    if setting not in REPACK_SETTINGS:
+        raise ModelLoadError(f"repack = {setting!r}: expected one of {', '.join(REPACK_SETTINGS)}")
+    if setting == "on":
+        return RepackChoice(True, setting, "forced on by the repack setting")
+    if setting == "off":
+        return RepackChoice(False, setting, "forced off by the repack setting")
+    if cpu_features(system_info).get("AMX_INT8"):
+        return RepackChoice(
+            False,
+            setting,
+            f"this llama.cpp build uses AMX (AMX_INT8 = 1), whose repacked weights "
+            f"crash ({AMX_ISSUE})",
+        )
+    return RepackChoice(True, setting, "no AMX in this llama.cpp build")
+
+
+def system_info() -> str:
+    """llama.cpp's system info line (build features such as AVX512 = 1, AMX_INT8 = 1)."""
+    import llama_cpp
+
+    raw = llama_cpp.llama_print_system_info()
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+def weight_buffers(log_lines: list[str]) -> tuple[str, ...]:
+    """The buffer types llama.cpp reported loading weights into, in order, without repeats."""
+    found: list[str] = []
+    for line in log_lines:
+        for name in _BUFFER_LINE.findall(line):
+            if name not in found:
+                found.append(name)
+    return tuple(found)
 
 
 def default_n_threads() -> int:
@@ -52,7 +119,8 @@ def _silence_llama_cpp(llama_cpp: Any) -> None:
     if _SILENT_LOG_CALLBACK is None:
 
         def _discard(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-            return None
+            if _LOAD_LOG is not None:
+                _LOAD_LOG.append(text.decode("utf-8", "replace") if text else "")
 
         _SILENT_LOG_CALLBACK = llama_cpp.llama_log_callback(_discard)
     llama_cpp.llama_log_set(_SILENT_LOG_CALLBACK, ctypes.c_void_p(0))
@@ -72,23 +140,95 @@ def _quiet_python_output() -> Iterator[None]:
         yield
 
 
-def construct_llama(path: Path, header: GGUFHeader, *, n_ctx: int, n_threads: int) -> Any:
-    """A silent `llama_cpp.Llama` for the (already checked) GGUF at `path`.
+@dataclass(frozen=True)
+class LoadedLlama:
+    """A constructed `llama_cpp.Llama` and the facts of how its weights were loaded."""
 
-    Raises ModelLoadError when llama-cpp-python is not usable or cannot load the file.
-    """
+    llama: Any
+    repack: RepackChoice
+    weight_buffers: tuple[str, ...]
+    system_info: str
+
+
+def _import_llama_cpp() -> Any:
     try:
         import llama_cpp
-    except ImportError as exc:  # a broken install (missing shared library, ...)
+    except (ImportError, OSError) as exc:  # a broken install (missing shared library, ...)
         raise ModelLoadError(
             f"llama-cpp-python is not usable ({exc}); reinstall it: "
             "pip install --force-reinstall llama-cpp-python"
         ) from exc
+    return llama_cpp
+
+
+_LLAMA_CLASS: Any = None
+
+
+def _llama_class(llama_cpp: Any) -> Any:
+    """`llama_cpp.Llama` with `use_extra_bufts` settable (its constructor has no argument).
+
+    `Llama.__init__` builds `self.model_params` and loads the model at once; this subclass
+    applies the choice as the params are assigned, without touching library globals.
+    """
+    global _LLAMA_CLASS
+    if _LLAMA_CLASS is None:
+
+        class _Llama(llama_cpp.Llama):  # type: ignore[misc]
+            def __init__(self, *args: Any, use_extra_bufts: bool, **kwargs: Any) -> None:
+                self.__dict__["_persona_extra_bufts"] = use_extra_bufts
+                super().__init__(*args, **kwargs)
+
+            @property
+            def model_params(self) -> Any:
+                return self.__dict__["_persona_model_params"]
+
+            @model_params.setter
+            def model_params(self, params: Any) -> None:
+                params.use_extra_bufts = self.__dict__["_persona_extra_bufts"]
+                self.__dict__["_persona_model_params"] = params
+
+        _LLAMA_CLASS = _Llama
+    return _LLAMA_CLASS
+
+
+def construct_llama(
+    path: Path, header: GGUFHeader, *, n_ctx: int, n_threads: int, repack: str = "auto"
+) -> LoadedLlama:
+    """A silent `llama_cpp.Llama` for the (already checked) GGUF at `path`.
+
+    `repack` ("auto", "on", "off") decides llama.cpp's extra buffer types (see
+    `choose_repack`). Should weights land in an AMX buffer although auto chose "on"
+    (a build whose system info does not say AMX), the model is loaded again without.
+    Raises ModelLoadError when llama-cpp-python is not usable or cannot load the file.
+    """
+    llama_cpp = _import_llama_cpp()
+    info = system_info()
+    choice = choose_repack(repack, info)
+    llama, buffers = _load(llama_cpp, path, header, n_ctx, n_threads, choice.enabled)
+    if choice.setting == "auto" and choice.enabled and "AMX" in buffers:
+        llama.close()
+        choice = RepackChoice(
+            False, "auto", f"weights were put in an AMX buffer, which crashes ({AMX_ISSUE})"
+        )
+        llama, buffers = _load(llama_cpp, path, header, n_ctx, n_threads, False)
+    return LoadedLlama(llama, choice, buffers, info)
+
+
+def _load(
+    llama_cpp: Any,
+    path: Path,
+    header: GGUFHeader,
+    n_ctx: int,
+    n_threads: int,
+    use_extra_bufts: bool,
+) -> tuple[Any, tuple[str, ...]]:
+    global _LOAD_LOG
     with _LOAD_LOCK:
         _silence_llama_cpp(llama_cpp)
+        _LOAD_LOG = []
         try:
             with _quiet_python_output():
-                llama = llama_cpp.Llama(
+                llama = _llama_class(llama_cpp)(
                     model_path=str(path),
                     n_ctx=n_ctx,
                     n_threads=n_threads,
@@ -97,6 +237,7 @@ def construct_llama(path: Path, header: GGUFHeader, *, n_ctx: int, n_threads: in
                     # prefix still needs may already be overwritten (Gemma 3, ...).
                     swa_full=True,
                     verbose=True,
+                    use_extra_bufts=use_extra_bufts,
                 )
         except (ValueError, RuntimeError, OSError) as exc:
             raise ModelLoadError(
@@ -105,8 +246,10 @@ def construct_llama(path: Path, header: GGUFHeader, *, n_ctx: int, n_threads: in
                 f"(re-download it), or its architecture may be newer than this "
                 f"llama-cpp-python {llama_cpp.__version__} (upgrade it)."
             ) from exc
+        finally:
+            log, _LOAD_LOG = _LOAD_LOG, None
         llama.verbose = False  # its generate() prints cache hits when verbose
-    return llama
+    return llama, weight_buffers(log)
 
 
 def llama_cpp_version() -> str:
