@@ -81,10 +81,11 @@ def run_cell(model: Path, threads: int, repack: str, tokens: int, hogs: int) -> 
     ]
     for proc in hog_procs:
         proc.start()
+    command = [sys.executable, __file__, "--child", "--model", str(model)]
+    command += ["--threads", str(threads), "--repack", repack, "--tokens", str(tokens)]
     try:
         done = subprocess.run(
-            [sys.executable, __file__, "--child", "--model", str(model)]
-            + ["--threads", str(threads), "--repack", repack, "--tokens", str(tokens)],
+            command,
             capture_output=True,
             text=True,
             timeout=900,
