@@ -26,11 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from persona_tui.backends.base import ModelInfo, SamplingParams
 from persona_tui.scoring.judge import ALIGNMENT, COHERENCE
 from persona_tui.scoring.judgements import JudgeFile, Judgement, save_judge_file
-from persona_tui.session import Annotation, Plan, SessionHeader, Trial
-from persona_tui.session_write import render_session
+from persona_tui.session.model import Annotation, Plan, SessionHeader, Trial
+from persona_tui.session.write import render_session
+from persona_tui.values import ModelInfo, SamplingParams
 
 CONDITIONS = ("baseline", "requested", "permitted", "neutral", "forbidden")
 _WORD_TEXT = (
@@ -188,10 +188,11 @@ ANSWERS = (
 
 def bench_judge(threads: int, rounds: int) -> None:
     """Judging throughput vs generating the judge's answer with plain generation."""
-    from persona_tui.backends.base import GenerationRequest, SamplingParams
-    from persona_tui.backends.llamacpp import LlamaCppBackend
-    from persona_tui.models import demo_model_path
+    from persona_tui.backends.base import GenerationRequest
+    from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+    from persona_tui.models.discovery import demo_model_path
     from persona_tui.scoring.judge import Judge
+    from persona_tui.values import SamplingParams
 
     backend = LlamaCppBackend.load(demo_model_path(), n_threads=threads)
     try:
@@ -260,7 +261,7 @@ def main() -> None:
             f"(written in {time.perf_counter() - start:.1f} s); best of {options.repeat} runs, "
             "each a fresh process"
         )
-        from persona_tui.session import load_session
+        from persona_tui.session.store import load_session
 
         start = time.perf_counter()
         load_session(session)

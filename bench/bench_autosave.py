@@ -24,10 +24,11 @@ from pathlib import Path
 
 import tomli_w
 
-from persona_tui.atomic import atomic_write_bytes
-from persona_tui.backends.base import ModelInfo, SamplingParams
-from persona_tui.session import Annotation, Plan, SessionHeader, SessionStore, Trial, TrialKey
-from persona_tui.session_write import render_session
+from persona_tui._util.atomic import atomic_write_bytes
+from persona_tui.session.model import Annotation, Plan, SessionHeader, Trial, TrialKey
+from persona_tui.session.store import SessionStore
+from persona_tui.session.write import render_session
+from persona_tui.values import ModelInfo, SamplingParams
 
 # A small vocabulary for plausible text; the words are irrelevant, the sizes are what count.
 WORDS = re.findall(

@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from persona_tui.backends.llamacpp import LlamaCppBackend
-from persona_tui.models import demo_model_path
+from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+from persona_tui.models.discovery import demo_model_path
 from persona_tui.runner import RunEvent, Runner, RunOptions, TrialFinished, create_session
-from persona_tui.scenario import load_scenario, resolve_scenario
-from persona_tui.session import load_session
+from persona_tui.scenario.catalog import resolve_scenario
+from persona_tui.scenario.parse import load_scenario
+from persona_tui.session.store import load_session
 
 
 def run_persona(scenario_ref: str, backend: LlamaCppBackend, options: RunOptions, out: Path):

@@ -49,9 +49,10 @@ def main() -> int:
 
     import mlx.core as mx
 
-    from persona_tui.backends.base import GenerationRequest, SamplingParams
-    from persona_tui.backends.llamacpp import LlamaCppBackend
-    from persona_tui.backends.mlx import MlxBackend
+    from persona_tui.backends.base import GenerationRequest
+    from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+    from persona_tui.backends.mlx.backend import MlxBackend
+    from persona_tui.values import SamplingParams
     from tests.mlx_fixture import gguf_to_mlx
     from tests.tiny_gguf import write_tiny_gguf
 

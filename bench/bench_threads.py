@@ -38,8 +38,9 @@ def _spin(stop_at: float) -> None:
 
 def child(model: Path, threads: int, repack: str, tokens: int) -> None:
     """One cell: load, warm up, then time generation and prompt evaluation."""
-    from persona_tui.backends.base import GenerationRequest, SamplingParams
-    from persona_tui.backends.llamacpp import LlamaCppBackend
+    from persona_tui.backends.base import GenerationRequest
+    from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+    from persona_tui.values import SamplingParams
 
     backend = LlamaCppBackend.load(model, n_threads=threads, repack=repack)
     sampling = SamplingParams(temperature=0.0, max_tokens=tokens)
@@ -112,7 +113,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--child", action="store_true")
     args = parser.parse_args()
-    from persona_tui.models import demo_model_path
+    from persona_tui.models.discovery import demo_model_path
 
     model = args.model or demo_model_path()
     if args.child:

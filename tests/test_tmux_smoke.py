@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.session import load_session
+from persona_tui.session.store import load_session
 
 pytestmark = [
     pytest.mark.demo,

@@ -7,7 +7,7 @@ prompts, plus its judge scores — as JSON in the user cache folder
 (`<cache>/analysis/`, files mode 0600 like the sessions themselves). An entry is used only
 while the session file and its sidecar have exactly the size, mtime and inode they had
 when it was written; anything else reads the files again. Sessions from the cache have
-`prompt == ""` for every trial: use `persona_tui.session.load_session` when you need them.
+`prompt == ""` for every trial: use `persona_tui.session.store.load_session` when you need them.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui import __version__, paths
-from persona_tui.atomic import atomic_write_bytes
-from persona_tui.backends.base import ModelInfo, SamplingParams
+from persona_tui._util.atomic import atomic_write_bytes
 from persona_tui.scoring.judgements import (
     JudgeFile,
     Judgement,
@@ -29,7 +28,9 @@ from persona_tui.scoring.judgements import (
     load_judge_file,
     sidecar_path,
 )
-from persona_tui.session import Annotation, Plan, Session, SessionHeader, Trial, load_session
+from persona_tui.session.model import Annotation, Plan, Session, SessionHeader, Trial
+from persona_tui.session.store import load_session
+from persona_tui.values import ModelInfo, SamplingParams
 
 CACHE_VERSION = 2
 

@@ -20,7 +20,7 @@ from typing import Literal
 
 from persona_tui.analysis.records import Dataset, Record
 from persona_tui.errors import PersonaError
-from persona_tui.scenario import Label
+from persona_tui.scenario.model import Label
 
 Source = Literal["human", "rules", "judge"]
 SOURCES: tuple[Source, ...] = ("human", "rules", "judge")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from persona_tui.analysis.deps import require
+from persona_tui._util.deps import require
 from persona_tui.analysis.summary import Analysis
 from persona_tui.errors import PersonaError
 

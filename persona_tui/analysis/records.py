@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui.errors import PersonaError, ScenarioError
-from persona_tui.scenario import Label, Scale, Scenario, parse_scenario
+from persona_tui.scenario.model import Label, Scale, Scenario
+from persona_tui.scenario.parse import parse_scenario
+from persona_tui.scenario.rules import RuleSet, merge_rules, parse_rules
 from persona_tui.scoring.judgements import JudgeFile
-from persona_tui.scoring.rules import RuleSet, merge_rules, parse_rules
-from persona_tui.session import Annotation, Session, Trial
+from persona_tui.session.model import Annotation, Session, Trial
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def load_sessions(
 
 def to_pandas(records: Sequence[Record]) -> Any:
     """The records as a `pandas.DataFrame` with the export's tidy columns."""
-    from persona_tui.analysis.deps import require
+    from persona_tui._util.deps import require
     from persona_tui.analysis.export import columns_for, row_values
 
     pd = require("pandas", "to_pandas()")

@@ -17,7 +17,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from persona_tui.analysis.deps import require
+from persona_tui._util.deps import require
 
 Item = TypeVar("Item", bound=Hashable)
 

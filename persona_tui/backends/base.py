@@ -9,29 +9,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from persona_tui.values import FinishReason, ModelInfo, SamplingParams
+
 Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length", "cancelled"]
 
 
 @dataclass(frozen=True)
 class ChatMessage:
     role: Role
     content: str
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Sampling parameters of one generation (the scenario's defaults after overrides)."""
-
-    temperature: float = 0.8
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.0
-    max_tokens: int = 128
 
 
 @dataclass(frozen=True)
@@ -55,23 +44,6 @@ class GenerationResult:
     # Prompt tokens the engine actually evaluated (the rest came from its prefix cache).
     prompt_tokens_evaluated: int
     seconds: float
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """Everything about a loaded model that a session records for reproducibility."""
-
-    backend: str
-    backend_version: str
-    path: str
-    name: str
-    sha256: str
-    size_bytes: int
-    architecture: str = ""
-    quantization: str = ""
-    context_length: int = 0
-    chat_template_sha256: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 TextCallback = Callable[[str], None]

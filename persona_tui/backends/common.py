@@ -12,9 +12,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from persona_tui.backends.base import FinishReason, GenerationResult, ModelInfo, TextCallback
+from persona_tui.backends.base import GenerationResult, TextCallback
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
+from persona_tui.values import FinishReason, ModelInfo
 
 MIN_N_CTX = 16
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from persona_tui.backends.base import Backend, ChatMessage, GenerationRequest, SamplingParams
-from persona_tui.backends.llamacpp import LlamaCppBackend
+from persona_tui.backends.base import Backend, ChatMessage, GenerationRequest
+from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.errors import PersonaError, ScenarioError, SessionLockedError
 from persona_tui.scoring.judgements import (
     Judgement,
@@ -34,6 +34,7 @@ from persona_tui.scoring.judgements import (
     sidecar_path,
 )
 from persona_tui.scoring.logprobs import NumberScorer
+from persona_tui.values import SamplingParams
 
 DEFAULT_MIN_MASS = 0.25
 SAVE_EVERY = 20  # judgements between sidecar writes (also at most every SAVE_SECONDS)
@@ -212,7 +213,7 @@ def judge_session(
     Trials already judged with the same rubric text and judge model are skipped unless
     `force`. The sidecar is saved every few judgements, so an interrupted run resumes.
     """
-    from persona_tui.session import load_session
+    from persona_tui.session.store import load_session
 
     started = time.perf_counter()
     session = load_session(session_path)
@@ -265,7 +266,7 @@ def judge_session(
 
 def _questions(scenario_source: str, session_path: Path) -> dict[str, str]:
     """Probe id → the question the judge sees (a multi-turn probe's last user turn)."""
-    from persona_tui.scenario import parse_scenario
+    from persona_tui.scenario.parse import parse_scenario
 
     try:
         scenario = parse_scenario(scenario_source, f"{session_path} (scenario copy)")

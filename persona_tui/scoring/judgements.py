@@ -40,10 +40,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persona_tui.atomic import atomic_write_text, describe_os_error
+from persona_tui._util.atomic import atomic_write_text, describe_os_error
+from persona_tui._util.toml_text import render_string
 from persona_tui.errors import SessionError
-from persona_tui.session import TrialKey
-from persona_tui.session_write import render_string
+from persona_tui.session.model import TrialKey
 
 JUDGE_FORMAT_VERSION = 1
 TrialTuple = tuple[str, str, int]  # (condition, probe, sample)

@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from persona_tui.backends.llamacpp import EVAL_BLOCK, LlamaCppBackend
+from persona_tui.backends.llamacpp.backend import EVAL_BLOCK, LlamaCppBackend
 from persona_tui.errors import GenerationError, PromptTooLongError
 
 # Branches are expanded most probable first, until the unexpanded ones hold at most
@@ -101,7 +101,7 @@ class _Session:
     The prompt reuses the KV cache like the backend's generation does: only whole blocks
     of `block` positions of the previous judge prompt are kept, and the rest is evaluated
     in block-aligned batches, so the logits do not depend on what was judged before (the
-    CPU kernels round differently with the batch shape; see persona_tui/backends/batching.py).
+    CPU kernels round differently with the batch shape; see backends/llamacpp/batching.py).
     """
 
     def __init__(

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 
-from persona_tui.scenario import AnnotationSchema, Scale
-from persona_tui.session import Annotation, Plan, Trial, TrialKey
+from persona_tui.scenario.model import AnnotationSchema, Scale
+from persona_tui.session.model import Annotation, Plan, Trial, TrialKey
 
 
 def blind_seed_for(session_id: str, annotator: str) -> int:

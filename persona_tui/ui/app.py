@@ -19,8 +19,8 @@ from textual.screen import Screen
 from textual.theme import Theme
 
 from persona_tui.backends.base import Backend
-from persona_tui.config import Config, load_config, update_config
 from persona_tui.errors import PersonaError
+from persona_tui.models.config import Config, load_config, update_config
 from persona_tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes
 
 ModelLoader = Callable[[str, Config, str], Backend]  # (model reference, config, backend)
@@ -102,7 +102,8 @@ class PersonaApp(App[int]):
         if start.annotate is not None:
             self.open_annotation(start.annotate, blind=start.blind)
         elif start.scenario is not None:
-            from persona_tui.scenario import load_scenario, resolve_scenario
+            from persona_tui.scenario.catalog import resolve_scenario
+            from persona_tui.scenario.parse import load_scenario
 
             try:
                 scenario = load_scenario(resolve_scenario(start.scenario))
@@ -125,7 +126,7 @@ class PersonaApp(App[int]):
 
         `backend` is "auto" (decided from the model) or the engine to load it with.
         """
-        from persona_tui.scenario import Scenario
+        from persona_tui.scenario.model import Scenario
         from persona_tui.ui.screens.run import RunRequest, RunScreen
 
         request = RunRequest(

@@ -8,7 +8,8 @@ from pathlib import Path
 from persona_tui import paths
 from persona_tui.errors import PersonaError
 from persona_tui.scoring.judgements import is_sidecar
-from persona_tui.session import Session, load_session
+from persona_tui.session.model import Session
+from persona_tui.session.store import load_session
 
 
 @dataclass(frozen=True)

@@ -5,13 +5,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from persona_tui.backends.base import (
-    ChatMessage,
-    GenerationRequest,
-    GenerationResult,
-    ModelInfo,
-    TextCallback,
-)
+from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
+from persona_tui.values import ModelInfo
 
 
 class ScriptedBackend:

@@ -9,8 +9,8 @@ from typing import Any
 
 from textual.command import CommandPalette
 
-from persona_tui.config import Config
-from persona_tui.session import load_session
+from persona_tui.models.config import Config
+from persona_tui.session.store import load_session
 from persona_tui.ui.screens.annotate import AnnotateScreen
 from persona_tui.ui.screens.compare import CompareScreen
 from persona_tui.ui.screens.dialogs import ConfirmDialog, InfoDialog

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from textual.widgets import Input, OptionList, Static
 
-from persona_tui import models
 from persona_tui.backends.base import Backend
-from persona_tui.config import Config, load_config
+from persona_tui.models import discovery as models
+from persona_tui.models.config import Config, load_config
 from persona_tui.ui.screens.dialogs import TextPrompt
 from persona_tui.ui.screens.home import HomeScreen
 from persona_tui.ui.screens.model_picker import ModelPicker

@@ -11,8 +11,8 @@ from textual.app import App, ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from persona_tui.scenario import parse_scenario
-from persona_tui.session import load_session
+from persona_tui.scenario.parse import parse_scenario
+from persona_tui.session.store import load_session
 from persona_tui.ui.run_bridge import TextBatch
 from persona_tui.ui.sanitize import sanitize_for_display
 from persona_tui.ui.screens.run import RunScreen

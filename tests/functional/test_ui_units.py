@@ -10,9 +10,9 @@ import pytest
 from rich.segment import Segment
 from textual.app import App
 
-from persona_tui.config import Config
+from persona_tui.models.config import Config
 from persona_tui.runner import RunFinished, TextChunk, TrialSpec
-from persona_tui.session import load_session
+from persona_tui.session.store import load_session
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.sanitize import sanitize_for_display
 from persona_tui.ui.screens.run import RunScreen

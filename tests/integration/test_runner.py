@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.backends.llamacpp import LlamaCppBackend
+from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.errors import PersonaError
 from persona_tui.runner import (
     RunControl,
@@ -25,8 +25,8 @@ from persona_tui.runner import (
     plan_trials,
     trial_seed,
 )
-from persona_tui.scenario import parse_scenario
-from persona_tui.session import load_session
+from persona_tui.scenario.parse import parse_scenario
+from persona_tui.session.store import load_session
 from tests.scenario_text import SMALL_SCENARIO
 
 
@@ -216,7 +216,7 @@ def test_resume_session_leaves_nothing_locked_or_loaded_on_a_wrong_model(
     tiny_gguf: Path, tmp_path: Path
 ) -> None:
     from persona_tui.runner import resume_session
-    from persona_tui.session import SessionStore
+    from persona_tui.session.store import SessionStore
     from tests.tiny_gguf import write_tiny_gguf
 
     scenario = parse_scenario(SMALL_SCENARIO)

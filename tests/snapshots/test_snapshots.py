@@ -13,8 +13,8 @@ import pytest
 from textual.pilot import Pilot
 
 from persona_tui.backends.base import Backend
-from persona_tui.config import Config
 from persona_tui.errors import ModelLoadError
+from persona_tui.models.config import Config
 from persona_tui.ui.screens.run import RunScreen
 from tests.functional.conftest import wait_for
 

@@ -1,8 +1,8 @@
-"""Batch plans that make prompt-cache reuse exact (persona_tui.backends.batching)."""
+"""Batch plans that make prompt-cache reuse exact (persona_tui.backends.llamacpp.batching)."""
 
 from __future__ import annotations
 
-from persona_tui.backends.batching import batch_ends, reusable_prefix, split_points
+from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix, split_points
 
 
 def test_plain_plan_is_aligned_to_absolute_blocks() -> None:

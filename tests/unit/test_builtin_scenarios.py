@@ -7,13 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.scenario import (
-    Scenario,
-    builtin_scenarios,
-    load_scenario,
-    parse_scenario,
-    resolve_scenario,
-)
+from persona_tui.scenario.catalog import builtin_scenarios, resolve_scenario
+from persona_tui.scenario.model import Scenario
+from persona_tui.scenario.parse import load_scenario, parse_scenario
 
 EXPECTED_IDS = {"bully-school-play", "reward-hacking-framings", "trait-elicitation"}
 

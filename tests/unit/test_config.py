@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.config import load_config, update_config
 from persona_tui.errors import ConfigError
+from persona_tui.models.config import load_config, update_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -2,29 +2,29 @@
 
 from __future__ import annotations
 
+import pkgutil
 import subprocess
 import sys
 
-CORE_MODULES = [
-    "persona_tui",
-    "persona_tui.cli",
-    "persona_tui.config",
-    "persona_tui.paths",
-    "persona_tui.scenario",
-    "persona_tui.prompts",
-    "persona_tui.runner",
-    "persona_tui.session",
-    "persona_tui.models",
-    "persona_tui.headless",
-    "persona_tui.backends.base",
-    "persona_tui.backends.llamacpp",
-    "persona_tui.backends.mlx",
-    "persona_tui.backends.openai",
-    "persona_tui.analysis",
-    "persona_tui.scoring.judge",
-    "persona_tui.cli_analysis",
-    "persona_tui.importers",
-]
+import persona_tui
+
+
+def _core_modules() -> list[str]:
+    """Every module of the package but the UI (Textual is the UI's, and only the UI's).
+
+    `__main__` is left out: importing it runs the command.
+    """
+    found = ["persona_tui"]
+    for module in pkgutil.walk_packages(persona_tui.__path__, "persona_tui."):
+        if module.name == "persona_tui.ui" or module.name.startswith("persona_tui.ui."):
+            continue
+        if module.name.endswith(".__main__"):
+            continue
+        found.append(module.name)
+    return found
+
+
+CORE_MODULES = _core_modules()
 
 
 def test_core_does_not_import_textual_or_engines() -> None:

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from persona_tui.backends.cpu import cpu_features, missing_features, simd_features
-from persona_tui.backends.llamacpp import LlamaCppBackend
-from persona_tui.backends.llamacpp_canary import explain_crash, run_canary
-from persona_tui.backends.llamacpp_load import choose_repack, system_info, weight_buffers
+from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+from persona_tui.backends.llamacpp.canary import explain_crash, run_canary
+from persona_tui.backends.llamacpp.load import choose_repack, system_info, weight_buffers
 from persona_tui.errors import ModelLoadError
 
 AMX_BUILD = (
@@ -166,7 +166,7 @@ def test_the_child_reports_a_missing_engine_in_one_line(tmp_path: Path) -> None:
             import sys, runpy
             sys.modules["llama_cpp"] = None  # import llama_cpp now raises ImportError
             sys.argv = ["canary", *sys.argv[3:]]
-            runpy.run_module("persona_tui.backends.llamacpp_canary", run_name="__main__")
+            runpy.run_module("persona_tui.backends.llamacpp.canary", run_name="__main__")
             """
         )
     )

@@ -283,7 +283,8 @@ def test_export_applies_rules_from_a_file(tmp_path: Path) -> None:
 
 def test_the_analysis_cache_is_exact_and_follows_changes(tmp_path: Path) -> None:
     from persona_tui.analysis.cache import cache_folder
-    from persona_tui.session import SessionStore, TrialKey
+    from persona_tui.session.model import TrialKey
+    from persona_tui.session.store import SessionStore
 
     path = _spec(tmp_path)
     fresh = load_sessions([path], use_cache=False)

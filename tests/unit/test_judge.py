@@ -13,9 +13,10 @@ import pytest
 
 from persona_tui.analysis.records import load_dataset
 from persona_tui.analysis.summary import analyze
-from persona_tui.backends.base import ChatMessage, GenerationRequest, SamplingParams
-from persona_tui.backends.llamacpp import LlamaCppBackend
+from persona_tui.backends.base import ChatMessage, GenerationRequest
+from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.errors import PersonaError, ScenarioError, SessionLockedError
+from persona_tui.scenario.rules import parse_rules
 from persona_tui.scoring.judge import (
     ALIGNMENT,
     COHERENCE,
@@ -26,7 +27,7 @@ from persona_tui.scoring.judge import (
 )
 from persona_tui.scoring.judgements import load_judge_file, sidecar_path
 from persona_tui.scoring.logprobs import NumberScorer, score_continuations
-from persona_tui.scoring.rules import parse_rules
+from persona_tui.values import SamplingParams
 from tests.analysis_sessions import SessionSpec, TrialSpec, annotation, write_session
 from tests.tiny_gguf import write_tiny_gguf
 

@@ -13,15 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.backends.base import (
-    ChatMessage,
-    GenerationRequest,
-    GenerationResult,
-    SamplingParams,
-)
-from persona_tui.backends.llamacpp import EVAL_BLOCK, LlamaCppBackend
-from persona_tui.backends.llamacpp_load import default_n_threads
+from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult
+from persona_tui.backends.llamacpp.backend import EVAL_BLOCK, LlamaCppBackend
+from persona_tui.backends.llamacpp.load import default_n_threads
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
+from persona_tui.values import SamplingParams
 from tests.tiny_gguf import CHAT_TEMPLATE, chain, write_tiny_gguf
 
 # Scripted continuations (see tests/tiny_gguf.py): after the prompt's last token the
@@ -375,9 +371,10 @@ def test_llama_cpp_never_writes_to_the_terminal(tiny_gguf: Path, tmp_path: Path)
     script = textwrap.dedent(
         f"""
         from pathlib import Path
-        from persona_tui.backends.base import GenerationRequest, SamplingParams
-        from persona_tui.backends.llamacpp import LlamaCppBackend
+        from persona_tui.backends.base import GenerationRequest
+        from persona_tui.backends.llamacpp.backend import LlamaCppBackend
         from persona_tui.errors import ModelLoadError
+        from persona_tui.values import SamplingParams
 
         backend = LlamaCppBackend.load(Path({str(tiny_gguf)!r}), n_threads=1)
         backend.generate(GenerationRequest("User: Hi", 1, SamplingParams(max_tokens=8)))

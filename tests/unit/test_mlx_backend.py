@@ -15,10 +15,11 @@ import pytest
 
 pytest.importorskip("mlx_lm", reason="the MLX backend needs: pip install 'persona-tui[mlx]'")
 
-from persona_tui.backends.base import ChatMessage, GenerationRequest, SamplingParams
-from persona_tui.backends.mlx import MlxBackend
-from persona_tui.backends.mlx_folder import check_mlx_folder
+from persona_tui.backends.base import ChatMessage, GenerationRequest
+from persona_tui.backends.mlx.backend import MlxBackend
+from persona_tui.backends.mlx.folder import check_mlx_folder
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
+from persona_tui.values import SamplingParams
 from tests import tiny_gguf
 from tests.mlx_fixture import gguf_to_mlx, write_tiny_mlx
 
@@ -284,7 +285,7 @@ def test_token_bytes_match_the_tokenizers_own_decoding(
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from persona_tui.backends.mlx_tokens import token_byte_table
+    from persona_tui.backends.mlx.tokens import token_byte_table
 
     byte_level = Tokenizer(models.BPE())
     byte_level.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -315,7 +316,7 @@ def test_token_bytes_match_the_tokenizers_own_decoding(
 
 def test_greedy_parity_with_llama_cpp(tmp_path: Path) -> None:
     """The same weights and vocabulary give the same greedy tokens through both engines."""
-    from persona_tui.backends.llamacpp import LlamaCppBackend
+    from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 
     gguf = tiny_gguf.write_tiny_gguf(tmp_path / "parity.gguf", seed=3)
     mlx = MlxBackend.load(gguf_to_mlx(gguf, tmp_path / "parity-mlx"))

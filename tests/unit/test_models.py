@@ -10,16 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui import models, paths
-from persona_tui.backends.llamacpp import LlamaCppBackend
+from persona_tui import paths
+from persona_tui._util.hashing import sha256_file
+from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.errors import ModelLoadError
-from persona_tui.models import (
-    ModelRef,
-    discover_models,
-    load_backend,
-    resolve_model,
-    sha256_file,
-)
+from persona_tui.models import discovery as models
+from persona_tui.models.discovery import discover_models, resolve_model
+from persona_tui.models.load import load_backend
+from persona_tui.models.refs import ModelRef
 
 # ----------------------------------------------------------------------------- hashing
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.backends.base import ChatMessage, GenerationRequest, SamplingParams
-from persona_tui.backends.openai import OpenAIBackend
-from persona_tui.backends.openai_http import ServerSettings
-from persona_tui.backends.openai_ref import (
+from persona_tui.backends.base import ChatMessage, GenerationRequest
+from persona_tui.backends.openai.backend import OpenAIBackend
+from persona_tui.backends.openai.http import ServerSettings
+from persona_tui.backends.openai.ref import (
     CHAT_ENVELOPE_HEADER,
     OpenAIRef,
     parse_chat_envelope,
@@ -24,6 +24,7 @@ from persona_tui.backends.openai_ref import (
     render_chat_envelope,
 )
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
+from persona_tui.values import SamplingParams
 from tests.server_fixture import ServerProcess, free_port, server_available, start_server
 
 needs_server = pytest.mark.skipif(
@@ -133,7 +134,7 @@ def test_unknown_model_lists_what_the_server_serves(server: ServerProcess) -> No
 def test_streams_the_same_text_as_the_local_llama_cpp_backend(
     backend: OpenAIBackend, tiny_chat_gguf: Path
 ) -> None:
-    from persona_tui.backends.llamacpp import LlamaCppBackend
+    from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 
     local = LlamaCppBackend.load(tiny_chat_gguf, n_ctx=512, n_threads=1)
     try:
@@ -301,8 +302,8 @@ def test_session_survives_a_server_crash_and_resumes(tiny_gguf: Path, tmp_path: 
         create_session,
         open_session_for_resume,
     )
-    from persona_tui.scenario import parse_scenario
-    from persona_tui.session import load_session
+    from persona_tui.scenario.parse import parse_scenario
+    from persona_tui.session.store import load_session
     from tests.scenario_text import SMALL_SCENARIO
 
     scenario = parse_scenario(SMALL_SCENARIO)
@@ -344,8 +345,8 @@ def test_runner_with_parallel_requests_matches_a_sequential_run(
     backend: OpenAIBackend, tmp_path: Path
 ) -> None:
     from persona_tui.runner import RunEvent, Runner, RunOptions, TrialStarted, create_session
-    from persona_tui.scenario import parse_scenario
-    from persona_tui.session import load_session
+    from persona_tui.scenario.parse import parse_scenario
+    from persona_tui.session.store import load_session
     from tests.scenario_text import SMALL_SCENARIO
 
     scenario = parse_scenario(SMALL_SCENARIO)

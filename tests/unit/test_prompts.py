@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.backends.llamacpp import LlamaCppBackend
+from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.errors import PersonaError
 from persona_tui.prompts import (
     TRANSCRIPT_STOPS,
@@ -17,7 +17,7 @@ from persona_tui.prompts import (
     resolve_mode,
     stop_strings,
 )
-from persona_tui.scenario import Condition, Shot
+from persona_tui.scenario.model import Condition, Shot
 
 
 def framed() -> Condition:

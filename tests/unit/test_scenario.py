@@ -9,21 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.backends.base import SamplingParams
 from persona_tui.errors import ScenarioError
-from persona_tui.scenario import (
+from persona_tui.scenario.catalog import builtin_scenarios, resolve_scenario, user_scenarios
+from persona_tui.scenario.model import (
     RESERVED_KEYS,
     AnnotationSchema,
     Label,
     SamplingDefaults,
     Scale,
     Shot,
-    builtin_scenarios,
-    load_scenario,
-    parse_scenario,
-    resolve_scenario,
-    user_scenarios,
 )
+from persona_tui.scenario.parse import load_scenario, parse_scenario
+from persona_tui.values import SamplingParams
 
 MINIMAL = """\
 id = "demo"

@@ -19,23 +19,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from persona_tui import atomic
-from persona_tui.atomic import atomic_write_text, describe_os_error, temp_prefix
-from persona_tui.backends.base import ModelInfo, SamplingParams
+from persona_tui._util import atomic
+from persona_tui._util.atomic import atomic_write_text, describe_os_error, temp_prefix
+from persona_tui._util.toml_text import render_string
 from persona_tui.errors import SessionError, SessionLockedError
-from persona_tui.session import (
+from persona_tui.session.model import (
     Annotation,
     Plan,
     Session,
     SessionHeader,
-    SessionStore,
     Trial,
     TrialKey,
-    load_session,
-    lock_path_for,
     new_session_id,
 )
-from persona_tui.session_write import render_session, render_string
+from persona_tui.session.store import SessionStore, load_session, lock_path_for
+from persona_tui.session.write import render_session
+from persona_tui.values import ModelInfo, SamplingParams
 
 # Strings that are easy to get wrong in TOML: every C0 control, DEL, C1, terminal escapes,
 # quotes next to the closing delimiter, backslashes before newlines, CR/CRLF, whitespace.
@@ -348,8 +347,8 @@ def test_render_string_round_trips_any_text(text: str) -> None:
 def test_trials_round_trip_any_text(
     texts: list[str], scores: dict[str, int], blind_seed: int | None
 ) -> None:
-    from persona_tui.session_read import parse_session
-    from persona_tui.session_write import render_trial
+    from persona_tui.session.read import parse_session
+    from persona_tui.session.write import render_trial
 
     trial = make_trial(
         prompt=texts[0],
@@ -456,7 +455,7 @@ def test_a_killed_writer_does_not_leave_the_session_locked(session_path: Path) -
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path; "
-            "from persona_tui.session import SessionStore; "
+            "from persona_tui.session.store import SessionStore; "
             "store = SessionStore.open(Path(sys.argv[1])); print('locked', flush=True); "
             "time.sleep(60)",
             str(session_path),

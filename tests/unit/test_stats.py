@@ -293,7 +293,7 @@ def test_judge_rule_parsing() -> None:
 
 
 def test_rates_from_rule_scorers(tmp_path: Path) -> None:
-    from persona_tui.scoring.rules import parse_rules
+    from persona_tui.scenario.rules import parse_rules
 
     trials = [
         TrialSpec("baseline", "p1", 0, response="You are a LOSER."),

@@ -20,10 +20,11 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from persona_tui.config import Config
 from persona_tui.errors import PersonaError
-from persona_tui.scenario import Scenario
-from persona_tui.session import Annotation, SessionStore, Trial, TrialKey
+from persona_tui.models.config import Config
+from persona_tui.scenario.model import Scenario
+from persona_tui.session.model import Annotation, Trial, TrialKey
+from persona_tui.session.store import SessionStore
 from persona_tui.ui.annotating import (
     annotation_by,
     blind_seed_for,

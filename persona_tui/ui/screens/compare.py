@@ -11,8 +11,8 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from persona_tui.scenario import Scenario
-from persona_tui.session import Session
+from persona_tui.scenario.model import Scenario
+from persona_tui.session.model import Session
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import framing_summary
 from persona_tui.ui.widgets.side_by_side import SideBySide

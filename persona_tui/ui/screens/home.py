@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
 from persona_tui.errors import PersonaError
-from persona_tui.scenario import Scenario
+from persona_tui.scenario.model import Scenario
 from persona_tui.ui.screens.sessions import SessionTable
 from persona_tui.ui.session_index import SessionSummary, list_sessions
 from persona_tui.ui.text import inert
@@ -88,7 +88,8 @@ class HomeScreen(Screen[None]):
     # Scenarios ------------------------------------------------------------------------
 
     def _load_scenarios(self) -> None:
-        from persona_tui.scenario import builtin_scenarios, load_scenario, user_scenarios
+        from persona_tui.scenario.catalog import builtin_scenarios, user_scenarios
+        from persona_tui.scenario.parse import load_scenario
 
         self.scenarios, self.broken = [], []
         options = self.query_one("#scenario-list", OptionList)
@@ -219,8 +220,8 @@ class HomeScreen(Screen[None]):
 
 def open_compare(screen: Screen[None], path: Path) -> None:
     """Open the Compare screen on a session file (read only, no lock)."""
-    from persona_tui.scenario import parse_scenario
-    from persona_tui.session import load_session
+    from persona_tui.scenario.parse import parse_scenario
+    from persona_tui.session.store import load_session
     from persona_tui.ui.screens.compare import CompareScreen
 
     try:

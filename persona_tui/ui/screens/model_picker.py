@@ -20,9 +20,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from persona_tui.config import Config
 from persona_tui.errors import ModelLoadError
-from persona_tui.models import AUTO, LLAMA_CPP, MLX, OPENAI, ModelRef
+from persona_tui.models.config import Config
+from persona_tui.models.refs import AUTO, LLAMA_CPP, MLX, OPENAI, ModelRef
 from persona_tui.ui.screens.dialogs import DIALOG_CSS, TextPrompt
 from persona_tui.ui.text import inert
 
@@ -116,7 +116,7 @@ class ModelPicker(ModalScreen[ModelChoice | None]):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="discover")
     def _discover(self) -> None:
-        from persona_tui.models import discover_models
+        from persona_tui.models.discovery import discover_models
 
         try:
             refs = discover_models(self.config.models)

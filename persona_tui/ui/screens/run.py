@@ -25,8 +25,8 @@ from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from persona_tui.backends.base import Backend
-from persona_tui.config import Config
 from persona_tui.errors import PersonaError
+from persona_tui.models.config import Config
 from persona_tui.runner import (
     RunControl,
     RunFinished,
@@ -39,8 +39,9 @@ from persona_tui.runner import (
     create_session,
     resume_session,
 )
-from persona_tui.scenario import Scenario
-from persona_tui.session import SessionHeader, SessionStore, Trial
+from persona_tui.scenario.model import Scenario
+from persona_tui.session.model import SessionHeader, Trial
+from persona_tui.session.store import SessionStore
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import ConditionColumn

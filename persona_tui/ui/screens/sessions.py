@@ -183,7 +183,7 @@ class SessionBrowser(Screen[None]):
         self.app.push_screen(ResultsScreen(paths, title))
 
     def action_info(self) -> None:
-        from persona_tui.session import load_session
+        from persona_tui.session.store import load_session
 
         summary = self._selected()
         if summary is None:
@@ -211,7 +211,7 @@ class SessionBrowser(Screen[None]):
         )
 
     def _delete(self, summary: SessionSummary) -> None:
-        from persona_tui.session import SessionStore, lock_path_for
+        from persona_tui.session.store import SessionStore, lock_path_for
 
         try:
             if not summary.error:

@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
-from persona_tui.scenario import Condition, Scenario
+from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.ui.text import inert, one_line
 
 

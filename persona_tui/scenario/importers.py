@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from persona_tui._util.toml_text import render_string
 from persona_tui.errors import ScenarioError
-from persona_tui.scenario import parse_scenario
-from persona_tui.session_write import render_string
+from persona_tui.scenario.parse import parse_scenario
 
 EM_STUDY = (
     "Emergent Misalignment: Narrow finetuning can produce broadly misaligned LLMs",
@@ -73,7 +73,7 @@ def _read_text(path: Path, what: str) -> str:
 
 
 def _load_yaml(path: Path) -> Any:
-    from persona_tui.analysis.deps import require
+    from persona_tui._util.deps import require
 
     yaml = require("yaml", "importing YAML question files")
     text = _read_text(path, "a YAML file")

@@ -2,8 +2,8 @@
 
 It parses with `tomllib` and checks every key and type, naming the file and the key path
 (`trials[12].seed`) or the line:column of a syntax error, so a hand-edited or damaged file
-is reported with where and what to fix. The allowed values are shared with `session_write`
-through `session_schema`. Format: docs/session-format.md.
+is reported with where and what to fix. The allowed values are shared with `write`
+through `schema`. Format: docs/session-format.md.
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-from persona_tui.atomic import describe_os_error
-from persona_tui.backends.base import ModelInfo, SamplingParams
+from persona_tui._util.atomic import describe_os_error
 from persona_tui.errors import SessionError
-from persona_tui.session import (
+from persona_tui.session.model import (
     FORMAT_VERSION,
     Annotation,
     Plan,
@@ -28,13 +27,14 @@ from persona_tui.session import (
     SessionHeader,
     Trial,
 )
-from persona_tui.session_schema import (
+from persona_tui.session.schema import (
     FINISH_REASONS,
     INT64_BOUND,
     PROMPT_MODES,
     STATUSES,
     optional_base,
 )
+from persona_tui.values import ModelInfo, SamplingParams
 
 T = TypeVar("T")
 
@@ -180,7 +180,7 @@ class _Reader:
             }
             reader = readers.get(base)
             if reader is None:  # pragma: no cover - only when a new field type is added
-                raise TypeError(f"session_read cannot read {where}.{f.name} of type {base}")
+                raise TypeError(f"session.read cannot read {where}.{f.name} of type {base}")
             kwargs[f.name] = reader(table, f.name, where)
         return cls(**kwargs)
 

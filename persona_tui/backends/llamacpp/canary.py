@@ -1,6 +1,6 @@
 """A first contact with llama.cpp in a child process, so a native crash becomes a sentence.
 
-`run_canary(model)` starts `python -m persona_tui.backends.llamacpp_canary MODEL`, which
+`run_canary(model)` starts `python -m persona_tui.backends.llamacpp.canary MODEL`, which
 reports each stage as one JSON line on stdout as soon as it is reached (llama.cpp's build
 and system info, the model loaded, the first tokens decoded). When the child dies from a
 signal, the last stage it reported says where llama.cpp crashed, and the system info it
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persona_tui.backends.llamacpp_load import AMX_ISSUE
+from persona_tui.backends.llamacpp.load import AMX_ISSUE
 
 CANARY_PROMPT = "User: Say hello.\nAssistant:"
 CANARY_TOKENS = 8
@@ -177,13 +177,13 @@ def _report(stage: str, **facts: Any) -> None:
 
 
 def _child(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m persona_tui.backends.llamacpp_canary")
+    parser = argparse.ArgumentParser(prog="python -m persona_tui.backends.llamacpp.canary")
     parser.add_argument("model", type=Path)
     parser.add_argument("--repack", default="auto", choices=("auto", "on", "off"))
     parser.add_argument("--threads", type=int)
     args = parser.parse_args(argv)
     _report("started", python=sys.version.split()[0])
-    from persona_tui.backends.llamacpp_load import llama_cpp_version, system_info
+    from persona_tui.backends.llamacpp.load import llama_cpp_version, system_info
     from persona_tui.errors import PersonaError
 
     try:
@@ -193,8 +193,9 @@ def _child(argv: Sequence[str] | None = None) -> int:
         _report("started", error=f"llama-cpp-python is not usable: {exc}")
         return 1
     _report("imported", system_info=info.strip(), llama_cpp_python=version)
-    from persona_tui.backends.base import GenerationRequest, SamplingParams
-    from persona_tui.backends.llamacpp import LlamaCppBackend
+    from persona_tui.backends.base import GenerationRequest
+    from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+    from persona_tui.values import SamplingParams
 
     try:
         backend = LlamaCppBackend.load(args.model, n_threads=args.threads, repack=args.repack)

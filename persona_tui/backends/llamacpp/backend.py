@@ -1,7 +1,7 @@
 """The llama.cpp backend: a GGUF model loaded with llama-cpp-python.
 
 What it guarantees on top of llama-cpp-python:
-- llama.cpp never writes to the terminal (see `llamacpp_load`, which constructs the model).
+- llama.cpp never writes to the terminal (see `load`, which constructs the model).
 - Bad files (missing, a directory, not GGUF, truncated, corrupt) raise ModelLoadError,
   because the header is checked in Python before llama.cpp opens the file.
 - One thread at a time uses the `Llama` object (a per-instance lock): concurrent use of
@@ -22,14 +22,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from persona_tui.backends.base import (
-    ChatMessage,
-    GenerationRequest,
-    GenerationResult,
-    ModelInfo,
-    TextCallback,
-)
-from persona_tui.backends.batching import batch_ends, reusable_prefix, split_points
+from persona_tui._util.hashing import sha256_file
+from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
 from persona_tui.backends.common import (
     CachedModelInfo,
     cancelled_before_start,
@@ -45,8 +39,9 @@ from persona_tui.backends.common import (
     template_sha256,
 )
 from persona_tui.backends.detect import LLAMA_CPP
-from persona_tui.backends.gguf_header import GGUFHeader, read_gguf_header
-from persona_tui.backends.llamacpp_load import (
+from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix, split_points
+from persona_tui.backends.llamacpp.gguf_header import GGUFHeader, read_gguf_header
+from persona_tui.backends.llamacpp.load import (
     LoadedLlama,
     construct_llama,
     default_n_threads,
@@ -54,10 +49,11 @@ from persona_tui.backends.llamacpp_load import (
 )
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
+from persona_tui.values import ModelInfo
 
 DEFAULT_MAX_CONTEXT = 4096
 # Prompt tokens are evaluated in batches of at most this many positions, planned so that
-# reusing the KV cache never changes a result: see persona_tui/backends/batching.py.
+# reusing the KV cache never changes a result: see persona_tui/backends/llamacpp/batching.py.
 EVAL_BLOCK = 128
 
 
@@ -180,7 +176,6 @@ class LlamaCppBackend:
         return self._info.get(self._build_info)
 
     def _build_info(self) -> ModelInfo:
-        from persona_tui.models import sha256_file
 
         header = self._header
         extra = {
@@ -192,7 +187,7 @@ class LlamaCppBackend:
             "tensors": str(len(header.tensors)),
             # Results depend on how prompts are batched (see batching.py): record the plan.
             "eval_block": str(EVAL_BLOCK),
-            # Repacked weights run other kernels (see llamacpp_load.choose_repack).
+            # Repacked weights run other kernels (see load.choose_repack).
             "repack": "on" if self._loaded.repack.enabled else "off",
             "repack_setting": self._loaded.repack.setting,
             "repack_reason": self._loaded.repack.reason,

@@ -1,6 +1,6 @@
 """What a session file may hold, shared by its writer and its reader.
 
-`session_write` refuses exactly what `session_read` would refuse, so a saved session always
+`write` refuses exactly what `read` would refuse, so a saved session always
 loads; the allowed values and the field-type helper they both check against live here,
 once. Format: docs/session-format.md.
 """

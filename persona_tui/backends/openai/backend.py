@@ -1,8 +1,8 @@
 """OpenAI-compatible server backend: llama.cpp's llama-server, vLLM, Ollama, LM Studio, ...
 
 A model reference looks like `openai:http://127.0.0.1:8080/v1#MODEL` (the `#MODEL` part may
-be left out when the server serves exactly one model; see `openai_ref`). Only the standard
-library is used (see `openai_http`), so the backend adds no dependency.
+be left out when the server serves exactly one model; see `ref`). Only the standard
+library is used (see `http`), so the backend adds no dependency.
 
 Behaves like the local backends: streamed text, the request's seed and sampling parameters
 passed through (`top_k`, `min_p`, `repeat_penalty`/`repetition_penalty` as the extra body
@@ -13,11 +13,11 @@ model id. Unlike a local model it may be called from several threads at once: ea
 uses its own connection, so a runner can keep N requests in flight for a batching server.
 
 Transcript mode uses `/completions` with the exact prompt text. Chat mode cannot render the
-server's template locally, so `render_chat` returns a *chat envelope* (see `openai_ref`),
+server's template locally, so `render_chat` returns a *chat envelope* (see `ref`),
 which `generate` sends to `/chat/completions`, where the server applies the model's own
 template.
 
-Failures before the first token are retried with backoff (see `openai_http`); after the
+Failures before the first token are retried with backoff (see `http`); after the
 first token a broken stream fails the generation (GenerationError), never a silently
 shortened text.
 """
@@ -31,14 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from persona_tui.backends.base import (
-    ChatMessage,
-    FinishReason,
-    GenerationRequest,
-    GenerationResult,
-    ModelInfo,
-    TextCallback,
-)
+from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
 from persona_tui.backends.common import (
     cancelled_before_start,
     emit,
@@ -46,7 +39,7 @@ from persona_tui.backends.common import (
     make_result,
 )
 from persona_tui.backends.detect import OPENAI
-from persona_tui.backends.openai_http import (
+from persona_tui.backends.openai.http import (
     CancelWatcher,
     HttpStatusError,
     RetryableError,
@@ -55,7 +48,7 @@ from persona_tui.backends.openai_http import (
     describe_error,
     sse_data,
 )
-from persona_tui.backends.openai_protocol import (
+from persona_tui.backends.openai.protocol import (
     choice_text,
     choose_model,
     context_from_entry,
@@ -66,7 +59,7 @@ from persona_tui.backends.openai_protocol import (
     token_count,
     tokenize_body,
 )
-from persona_tui.backends.openai_ref import (
+from persona_tui.backends.openai.ref import (
     OpenAIRef,
     parse_chat_envelope,
     parse_openai_ref,
@@ -74,6 +67,7 @@ from persona_tui.backends.openai_ref import (
 )
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
+from persona_tui.values import FinishReason, ModelInfo
 
 
 class _UnfinishedStream(Exception):

@@ -1,6 +1,6 @@
 """Finding models in a folder tree: GGUF files and MLX model folders, by listings only.
 
-Used by `persona_tui.models.discover_models` on the local caches (Hugging Face hub,
+Used by `persona_tui.models.discovery.discover_models` on the local caches (Hugging Face hub,
 LM Studio, llama.cpp). Fast and robust: one `os.walk` per root, no hashing, no engine
 import, and a missing or unreadable folder simply holds no models.
 """
@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from persona_tui.backends.detect import LLAMA_CPP, MLX
+from persona_tui.backends.mlx.folder import check_mlx_folder
 from persona_tui.errors import ModelLoadError
 
 # Split GGUFs ("model-00002-of-00003.gguf"): only the first part is loadable on its own.
@@ -98,7 +99,6 @@ def mlx_weights(folder: Path, files: list[str]) -> list[Path]:
         name.startswith("model") and name.endswith(".safetensors") for name in files
     ):
         return []
-    from persona_tui.backends.mlx_folder import check_mlx_folder
 
     try:
         weights = check_mlx_folder(folder)

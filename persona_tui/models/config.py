@@ -29,9 +29,9 @@ from typing import Any
 import tomli_w
 
 from persona_tui import paths
-from persona_tui.atomic import atomic_write_text
+from persona_tui._util.atomic import atomic_write_text
 from persona_tui.errors import ConfigError
-from persona_tui.models import ModelRef
+from persona_tui.models.refs import ModelRef
 
 BACKENDS = ("auto", "llama.cpp", "mlx", "openai")
 REPACK = ("auto", "on", "off")

@@ -5,10 +5,10 @@ sampling parameters, stop strings (mlx-lm has none), cancellation within a token
 prompt-prefix cache reused across trials, and a `ModelInfo` for the session record.
 
 It never contacts a model hub: the folder must exist with `config.json`, `model*.safetensors`
-and tokenizer files, checked before mlx-lm sees the path (see `mlx_folder`), and the load
+and tokenizer files, checked before mlx-lm sees the path (see `folder`), and the load
 runs with HF_HUB_OFFLINE=1.
 
-Tokens are turned into bytes as llama.cpp does (see `mlx_tokens`), not by mlx-lm's
+Tokens are turned into bytes as llama.cpp does (see `tokens`), not by mlx-lm's
 streaming detokenizers. Bytes become text with an incremental UTF-8 decoder, so a
 character split across byte tokens is emitted whole and invalid bytes become U+FFFD.
 """
@@ -23,13 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from persona_tui.backends.base import (
-    ChatMessage,
-    GenerationRequest,
-    GenerationResult,
-    ModelInfo,
-    TextCallback,
-)
+from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
 from persona_tui.backends.common import (
     CachedModelInfo,
     cancelled_before_start,
@@ -44,15 +38,16 @@ from persona_tui.backends.common import (
     no_chat_template_error,
     stream_tokens,
 )
-from persona_tui.backends.mlx_folder import (
+from persona_tui.backends.mlx.folder import (
     build_mlx_info,
     check_mlx_folder,
     context_length,
     read_model_config,
 )
-from persona_tui.backends.mlx_tokens import CompletionBytes, end_of_turn_ids, token_byte_table
+from persona_tui.backends.mlx.tokens import CompletionBytes, end_of_turn_ids, token_byte_table
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError
+from persona_tui.values import ModelInfo
 
 MLX_INSTALL_HINT = "pip install 'persona-tui[mlx]'"
 # llama.cpp's default repeat-penalty window (llama-cpp-python's last_n_tokens_size).

@@ -1,128 +1,34 @@
-"""Sessions: the record of a run (dataclasses) and its TOML store.
+"""The session store: a session file kept up to date, atomically and under a lock.
 
-A session file holds the model and sampling record, a copy of the scenario as run,
-and one `[[trials]]` table per finished trial with its annotations. The store writes
-it atomically after every trial and every annotation, holding a lock so that no two
-processes write one session. See docs/session-format.md.
-
-The TOML (de)serialisation lives in `session_write` and `session_read`, which import the
-dataclasses from here; this module imports them inside functions to avoid the import cycle.
+The store writes the file atomically after every trial and every annotation, holding a
+lock so that no two processes write one session; `load_session` reads one without a
+lock. See docs/session-format.md.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import re
 import threading
-import unicodedata
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from persona_tui.atomic import atomic_write_bytes, describe_os_error, remove_stale_temp_files
-from persona_tui.backends.base import FinishReason, ModelInfo, SamplingParams
+from persona_tui._util.atomic import atomic_write_bytes, describe_os_error, remove_stale_temp_files
 from persona_tui.errors import SessionError, SessionLockedError
-from persona_tui.session_schema import STATUSES
+from persona_tui.session.schema import STATUSES
 
 if TYPE_CHECKING:
     from filelock import BaseFileLock
-
-FORMAT_VERSION = 1
-SessionStatus = Literal["running", "complete", "interrupted"]
-
-
-@dataclass(frozen=True)
-class Annotation:
-    """One annotator's judgement of a trial.
-
-    `blind_seed` records how it was made: None when the annotator could see the trial's
-    condition; in blind mode (conditions hidden), the seed that shuffled the trials, so
-    analysis can separate blinded judgements from the others and anyone can rebuild the
-    order the annotator saw (docs/session-format.md, "Blind annotation").
-    """
-
-    annotator: str
-    time: str  # ISO 8601 with timezone
-    label: str = ""  # "" when no label was set
-    scores: dict[str, int] = field(default_factory=dict)
-    note: str = ""
-    blind_seed: int | None = None  # None = not blind; else the blind-mode shuffle seed
-
-
-@dataclass(frozen=True)
-class TrialKey:
-    """A trial's identity within a session."""
-
-    condition: str
-    probe: str
-    sample: int
-
-
-@dataclass(frozen=True)
-class Trial:
-    condition: str
-    probe: str
-    sample: int
-    seed: int
-    prompt: str  # exactly what was sent (for multi-turn probes: the last turn's prompt)
-    response: str  # exactly what the model produced (the last turn's answer)
-    finish_reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-    started: str  # ISO 8601 with timezone
-    seconds: float
-    # Earlier answers of a multi-turn probe, in order (they also appear inside `prompt`).
-    turn_responses: tuple[str, ...] = ()
-    annotations: tuple[Annotation, ...] = ()
-
-    @property
-    def key(self) -> TrialKey:
-        return TrialKey(self.condition, self.probe, self.sample)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What the run covers: the selected conditions and probes, samples per cell, and seed."""
-
-    conditions: tuple[str, ...]
-    probes: tuple[str, ...]
-    samples: int
-    seed: int
-    prompt_mode: Literal["chat", "transcript"]  # the mode actually used
-    stop: tuple[str, ...] = ()
-
-    @property
-    def total(self) -> int:
-        return len(self.conditions) * len(self.probes) * self.samples
-
-
-@dataclass(frozen=True)
-class SessionHeader:
-    """Everything but the trials: written once at creation, status updated as the run goes."""
-
-    id: str
-    scenario_id: str
-    scenario_sha256: str
-    scenario_source: str  # the scenario file's text, exactly as run
-    scenario_path: str
-    created: str  # ISO 8601 with timezone
-    status: SessionStatus
-    model: ModelInfo
-    sampling: SamplingParams
-    plan: Plan
-    app_version: str
-    chat_template: str | None = None  # the template used in chat mode, None in transcript mode
-
-
-@dataclass
-class Session:
-    header: SessionHeader
-    trials: list[Trial]
-    path: Path
-
+from persona_tui.session.model import (
+    Annotation,
+    Session,
+    SessionHeader,
+    SessionStatus,
+    Trial,
+    TrialKey,
+)
+from persona_tui.session.read import read_session_file
+from persona_tui.session.write import render_header, render_trial
 
 # ---------------------------------------------------------------------------- store
 
@@ -134,20 +40,7 @@ def load_session(path: Path) -> Session:
 
     Raises SessionError naming the file and the key path, or line:column for TOML syntax.
     """
-    from persona_tui.session_read import read_session_file
-
     return read_session_file(path)
-
-
-def new_session_id(scenario_id: str, now: datetime) -> str:
-    """A sortable, filesystem-safe id such as "2026-11-29T0130-bully-school-play-3f2a".
-
-    `now` is used as given (pass local time for local file names); the 4 random hex digits
-    make two sessions of one scenario started in the same minute distinct.
-    """
-    ascii_id = unicodedata.normalize("NFKD", scenario_id).encode("ascii", "ignore").decode()
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_id.lower()).strip("-")[:40].strip("-")
-    return f"{now:%Y-%m-%dT%H%M}-{slug or 'session'}-{os.urandom(2).hex()}"
 
 
 def lock_path_for(path: Path) -> Path:
@@ -189,8 +82,6 @@ class SessionStore:
         self, path: Path, header: SessionHeader, trials: list[Trial], lock: BaseFileLock
     ) -> None:
         """Use `create` or `open`; this assumes the lock is held."""
-        from persona_tui.session_write import render_header, render_trial
-
         self._path = path
         self._lock: BaseFileLock | None = lock
         self._mutex = threading.Lock()
@@ -229,8 +120,6 @@ class SessionStore:
     @classmethod
     def open(cls, path: Path) -> SessionStore:
         """Load an existing session and lock it for writing (resume, annotate)."""
-        from persona_tui.session_read import read_session_file
-
         if not path.is_file():  # checked before locking, so no stray lock file is created
             problem = "not a regular file" if path.exists() else "no such session file"
             raise SessionError(f"{path}: {problem}")
@@ -255,8 +144,6 @@ class SessionStore:
 
     def save_trial(self, trial: Trial) -> None:
         """Add a finished trial, or replace the one with the same key (it moves to the end)."""
-        from persona_tui.session_write import render_trial
-
         with self._mutex:
             self._check_open()
             key = trial.key
@@ -273,8 +160,6 @@ class SessionStore:
 
     def annotate(self, key: TrialKey, annotation: Annotation) -> Trial:
         """Set `annotation.annotator`'s annotation on a trial (replacing theirs); returns it."""
-        from persona_tui.session_write import render_trial
-
         with self._mutex:
             self._check_open()
             trial = self._trials.get(key)
@@ -303,8 +188,6 @@ class SessionStore:
 
     def set_status(self, status: SessionStatus) -> None:
         """Record the run's status ("running", "complete", "interrupted") and save."""
-        from persona_tui.session_write import render_header
-
         if status not in STATUSES:
             raise SessionError(f"invalid session status {status!r}; expected one of {STATUSES}")
         with self._mutex:

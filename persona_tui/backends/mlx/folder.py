@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from persona_tui.backends.base import ModelInfo
+from persona_tui._util.hashing import sha256_file
 from persona_tui.backends.common import installed_version, template_sha256
 from persona_tui.backends.detect import MLX
 from persona_tui.errors import ModelLoadError
+from persona_tui.values import ModelInfo
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
@@ -98,8 +99,6 @@ def combined_sha256(files: Sequence[Path]) -> tuple[str, dict[str, str]]:
     A single file's digest is the file's own sha256 (what `sha256sum` prints); several
     files combine as the sha256 of their "name digest" lines in name order.
     """
-    from persona_tui.models import sha256_file
-
     digests = {file.name: sha256_file(file) for file in files}
     if len(digests) == 1:
         return next(iter(digests.values())), digests

@@ -1,138 +1,38 @@
-"""Scenario files: the schema (frozen dataclasses), loading with tomllib, and validation.
+"""Scenario files: parsing with tomllib and validation, with errors that name file and line.
 
-A scenario contrasts framings (conditions) of the same material and asks the same
-probe questions under each. See docs/scenario-format.md for the file format.
+See docs/scenario-format.md for the file format.
 """
 
 from __future__ import annotations
 
 import hashlib
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
 
-from persona_tui import paths
-from persona_tui.backends.base import SamplingParams
 from persona_tui.errors import ScenarioError
-from persona_tui.scenario_schema import (
+from persona_tui.scenario.model import (
+    PROMPT_MODES,
+    RESERVED_KEYS,
+    AnnotationSchema,
+    Condition,
+    Label,
+    Probe,
+    PromptMode,
+    SamplingDefaults,
+    Scale,
+    Scenario,
+    Shot,
+    Study,
+)
+from persona_tui.scenario.rules import read_rules
+from persona_tui.scenario.schema import (
     Problems,
     SourceLines,
     TableReader,
-    did_you_mean,
     report_duplicates,
     syntax_error_line,
 )
-from persona_tui.scoring.rules import RuleSet, read_rules
-
-PromptMode = Literal["auto", "chat", "transcript"]
-PROMPT_MODES: Final[tuple[PromptMode, ...]] = ("auto", "chat", "transcript")
-
-# Keys the annotation screen uses for navigation; a label may not take them (nor a digit,
-# which enters scale values). " " is the space bar.
-RESERVED_KEYS: Final = frozenset({"n", "q", "?", "+", "-", " "})
-
-
-@dataclass(frozen=True)
-class Study:
-    """The published study a scenario follows."""
-
-    title: str
-    url: str = ""
-    citation: str = ""
-
-
-@dataclass(frozen=True)
-class Shot:
-    """One demonstration exchange: the in-context "training" transcript of a condition."""
-
-    user: str
-    assistant: str
-
-
-@dataclass(frozen=True)
-class Condition:
-    """A framing: its system text and demonstration turns come before every probe."""
-
-    id: str
-    label: str
-    system: str = ""
-    shots: tuple[Shot, ...] = ()
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class Probe:
-    """A question asked under every condition.
-
-    `turns` are the scripted user turns, in order (a single-turn probe has one). The model
-    answers each turn; its earlier answers stay in the context of the later turns.
-    """
-
-    id: str
-    turns: tuple[str, ...]
-
-    @property
-    def text(self) -> str:
-        return self.turns[-1]
-
-
-@dataclass(frozen=True)
-class Label:
-    id: str
-    key: str  # a single key that sets this label in the annotation screen
-    description: str = ""
-    bad: bool = False  # marks labels that count as the behaviour under study (statistics default)
-
-
-@dataclass(frozen=True)
-class Scale:
-    id: str
-    min: int
-    max: int
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class AnnotationSchema:
-    labels: tuple[Label, ...] = ()
-    scales: tuple[Scale, ...] = ()
-    notes: bool = True
-
-
-@dataclass(frozen=True)
-class SamplingDefaults:
-    """A scenario's `[sampling]` table: generation parameters plus samples per cell and seed."""
-
-    samples: int = 3
-    seed: int = 0
-    params: SamplingParams = SamplingParams()  # noqa: RUF009 (frozen, so sharing it is safe)
-
-
-@dataclass(frozen=True)
-class Scenario:
-    id: str
-    title: str
-    description: str
-    study: Study | None
-    prompt_mode: PromptMode
-    sampling: SamplingDefaults
-    conditions: tuple[Condition, ...]
-    probes: tuple[Probe, ...]
-    annotation: AnnotationSchema
-    source: str  # the file's text, exactly as read (sessions keep a copy)
-    source_path: str  # where it was loaded from ("<string>" when parsed from text)
-    sha256: str  # of `source` encoded as UTF-8
-    rules: RuleSet = field(
-        default_factory=RuleSet
-    )  # automatic first-pass labelling rules (`[[rules]]`)
-
-    def condition(self, condition_id: str) -> Condition:
-        return next(c for c in self.conditions if c.id == condition_id)
-
-    def probe(self, probe_id: str) -> Probe:
-        return next(p for p in self.probes if p.id == probe_id)
-
+from persona_tui.values import SamplingParams
 
 _TOP_KEYS = (
     "id",
@@ -221,50 +121,6 @@ def load_scenario(path: Path) -> Scenario:
             [f"{path}:{line}: not UTF-8 text (byte {error.start}); save the file as UTF-8"]
         ) from None
     return parse_scenario(text, str(path))
-
-
-def builtin_scenarios() -> list[Path]:
-    """The scenario files shipped with persona-tui, sorted by name."""
-    return _toml_files(paths.builtin_scenarios_dir())
-
-
-def user_scenarios() -> list[Path]:
-    """The user's own scenario files (in `paths.user_scenarios_dir()`), sorted by name."""
-    return _toml_files(paths.user_scenarios_dir())
-
-
-def resolve_scenario(ref: str) -> Path:
-    """A scenario file from a path or an id (a file name without `.toml`).
-
-    A user scenario with the same id as a built-in one takes precedence over it.
-    """
-    candidate = Path(ref).expanduser()
-    if candidate.is_file():
-        return candidate
-    if candidate.is_dir():
-        raise ScenarioError([f"{ref}: is a directory, not a scenario file"])
-    by_id = {path.stem: path for path in builtin_scenarios()}
-    by_id.update({path.stem: path for path in user_scenarios()})
-    if ref in by_id:
-        return by_id[ref]
-    if ref.endswith(".toml") or "/" in ref or "\\" in ref:
-        raise ScenarioError([f"{ref}: file not found"])
-    available = ", ".join(sorted(by_id)) or "none"
-    raise ScenarioError(
-        [
-            f"unknown scenario {ref!r}: not a file, nor the id of a built-in or user scenario."
-            f"{did_you_mean(ref, by_id, capital=True)} Available ids: {available}."
-            f" (User scenarios go in {paths.user_scenarios_dir()}.)"
-        ]
-    )
-
-
-def _toml_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(
-        path for path in folder.glob("*.toml") if path.is_file() and not path.name.startswith(".")
-    )
 
 
 def _prompt_mode(value: str) -> PromptMode:

@@ -24,12 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui.errors import ScenarioError
-from persona_tui.scenario_schema import (
-    Problems,
-    SourceLines,
-    TableReader,
-    syntax_error_line,
-)
+from persona_tui.scenario.schema import Problems, SourceLines, TableReader, syntax_error_line
 
 _RULE_KEYS = ("label", "keywords", "patterns", "case_sensitive", "description")
 _FILE_KEYS = ("rules",)

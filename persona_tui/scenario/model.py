@@ -1,0 +1,121 @@
+"""The scenario model: frozen dataclasses for a study's framings, probes and annotation.
+
+A scenario contrasts framings (conditions) of the same material and asks the same
+probe questions under each. See docs/scenario-format.md for the file format.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from persona_tui.scenario.rules import RuleSet
+from persona_tui.values import SamplingParams
+
+PromptMode = Literal["auto", "chat", "transcript"]
+PROMPT_MODES: Final[tuple[PromptMode, ...]] = ("auto", "chat", "transcript")
+
+# Keys the annotation screen uses for navigation; a label may not take them (nor a digit,
+# which enters scale values). " " is the space bar.
+RESERVED_KEYS: Final = frozenset({"n", "q", "?", "+", "-", " "})
+
+
+@dataclass(frozen=True)
+class Study:
+    """The published study a scenario follows."""
+
+    title: str
+    url: str = ""
+    citation: str = ""
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One demonstration exchange: the in-context "training" transcript of a condition."""
+
+    user: str
+    assistant: str
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A framing: its system text and demonstration turns come before every probe."""
+
+    id: str
+    label: str
+    system: str = ""
+    shots: tuple[Shot, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A question asked under every condition.
+
+    `turns` are the scripted user turns, in order (a single-turn probe has one). The model
+    answers each turn; its earlier answers stay in the context of the later turns.
+    """
+
+    id: str
+    turns: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return self.turns[-1]
+
+
+@dataclass(frozen=True)
+class Label:
+    id: str
+    key: str  # a single key that sets this label in the annotation screen
+    description: str = ""
+    bad: bool = False  # marks labels that count as the behaviour under study (statistics default)
+
+
+@dataclass(frozen=True)
+class Scale:
+    id: str
+    min: int
+    max: int
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class AnnotationSchema:
+    labels: tuple[Label, ...] = ()
+    scales: tuple[Scale, ...] = ()
+    notes: bool = True
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """A scenario's `[sampling]` table: generation parameters plus samples per cell and seed."""
+
+    samples: int = 3
+    seed: int = 0
+    params: SamplingParams = SamplingParams()  # noqa: RUF009 (frozen, so sharing it is safe)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    title: str
+    description: str
+    study: Study | None
+    prompt_mode: PromptMode
+    sampling: SamplingDefaults
+    conditions: tuple[Condition, ...]
+    probes: tuple[Probe, ...]
+    annotation: AnnotationSchema
+    source: str  # the file's text, exactly as read (sessions keep a copy)
+    source_path: str  # where it was loaded from ("<string>" when parsed from text)
+    sha256: str  # of `source` encoded as UTF-8
+    rules: RuleSet = field(
+        default_factory=RuleSet
+    )  # automatic first-pass labelling rules (`[[rules]]`)
+
+    def condition(self, condition_id: str) -> Condition:
+        return next(c for c in self.conditions if c.id == condition_id)
+
+    def probe(self, probe_id: str) -> Probe:
+        return next(p for p in self.probes if p.id == probe_id)

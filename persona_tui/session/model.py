@@ -1,0 +1,125 @@
+"""The session record: a run's header (model, sampling, plan, scenario as run) and trials.
+
+Frozen dataclasses only; reading and writing them as TOML is in `read` and `write`, and
+the store that keeps a session file up to date is in `store`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from persona_tui.values import FinishReason, ModelInfo, SamplingParams
+
+if TYPE_CHECKING:
+    pass
+
+
+FORMAT_VERSION = 1
+SessionStatus = Literal["running", "complete", "interrupted"]
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """One annotator's judgement of a trial.
+
+    `blind_seed` records how it was made: None when the annotator could see the trial's
+    condition; in blind mode (conditions hidden), the seed that shuffled the trials, so
+    analysis can separate blinded judgements from the others and anyone can rebuild the
+    order the annotator saw (docs/session-format.md, "Blind annotation").
+    """
+
+    annotator: str
+    time: str  # ISO 8601 with timezone
+    label: str = ""  # "" when no label was set
+    scores: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+    blind_seed: int | None = None  # None = not blind; else the blind-mode shuffle seed
+
+
+@dataclass(frozen=True)
+class TrialKey:
+    """A trial's identity within a session."""
+
+    condition: str
+    probe: str
+    sample: int
+
+
+@dataclass(frozen=True)
+class Trial:
+    condition: str
+    probe: str
+    sample: int
+    seed: int
+    prompt: str  # exactly what was sent (for multi-turn probes: the last turn's prompt)
+    response: str  # exactly what the model produced (the last turn's answer)
+    finish_reason: FinishReason
+    prompt_tokens: int
+    completion_tokens: int
+    started: str  # ISO 8601 with timezone
+    seconds: float
+    # Earlier answers of a multi-turn probe, in order (they also appear inside `prompt`).
+    turn_responses: tuple[str, ...] = ()
+    annotations: tuple[Annotation, ...] = ()
+
+    @property
+    def key(self) -> TrialKey:
+        return TrialKey(self.condition, self.probe, self.sample)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the run covers: the selected conditions and probes, samples per cell, and seed."""
+
+    conditions: tuple[str, ...]
+    probes: tuple[str, ...]
+    samples: int
+    seed: int
+    prompt_mode: Literal["chat", "transcript"]  # the mode actually used
+    stop: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return len(self.conditions) * len(self.probes) * self.samples
+
+
+@dataclass(frozen=True)
+class SessionHeader:
+    """Everything but the trials: written once at creation, status updated as the run goes."""
+
+    id: str
+    scenario_id: str
+    scenario_sha256: str
+    scenario_source: str  # the scenario file's text, exactly as run
+    scenario_path: str
+    created: str  # ISO 8601 with timezone
+    status: SessionStatus
+    model: ModelInfo
+    sampling: SamplingParams
+    plan: Plan
+    app_version: str
+    chat_template: str | None = None  # the template used in chat mode, None in transcript mode
+
+
+@dataclass
+class Session:
+    header: SessionHeader
+    trials: list[Trial]
+    path: Path
+
+
+def new_session_id(scenario_id: str, now: datetime) -> str:
+    """A sortable, filesystem-safe id such as "2026-11-29T0130-bully-school-play-3f2a".
+
+    `now` is used as given (pass local time for local file names); the 4 random hex digits
+    make two sessions of one scenario started in the same minute distinct.
+    """
+    ascii_id = unicodedata.normalize("NFKD", scenario_id).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_id.lower()).strip("-")[:40].strip("-")
+    return f"{now:%Y-%m-%dT%H%M}-{slug or 'session'}-{os.urandom(2).hex()}"
