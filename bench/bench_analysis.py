@@ -151,7 +151,7 @@ def write_bench_session(folder: Path, trials: int) -> Path:
 
 RUNNER = (
     "import argparse, sys\n"
-    "from persona_tui.cli_analysis import add_analysis_commands\n"
+    "from persona_tui.cli.analysis import add_analysis_commands\n"
     "parser = argparse.ArgumentParser()\n"
     "add_analysis_commands(parser.add_subparsers())\n"
     "args = parser.parse_args(sys.argv[1:])\n"

@@ -23,9 +23,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from persona_tui.headless import ProgressReporter, load_model
+from persona_tui.cli.run import ProgressReporter
 from persona_tui.models.config import load_config
-from persona_tui.runner import Runner, RunOptions, create_session
+from persona_tui.models.load import load_model
+from persona_tui.run.lifecycle import create_session
+from persona_tui.run.plan import RunOptions
+from persona_tui.run.runner import Runner
 from persona_tui.scenario.catalog import resolve_scenario
 from persona_tui.scenario.parse import load_scenario
 from persona_tui.session.store import load_session

@@ -7,12 +7,7 @@ need the `analysis` extra (scipy, numpy, krippendorff; matplotlib and plotext fo
 
 from __future__ import annotations
 
-from persona_tui.analysis.records import (
-    Dataset,
-    Record,
-    load_dataset,
-    load_sessions,
-    to_pandas,
-)
+from persona_tui.analysis.export import to_pandas
+from persona_tui.analysis.records import Dataset, Record, load_dataset, load_sessions
 
 __all__ = ["Dataset", "Record", "load_dataset", "load_sessions", "to_pandas"]

@@ -14,8 +14,9 @@ import io
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from persona_tui._util.deps import require
 from persona_tui.analysis.records import Record
 
 ExportFormat = Literal["csv", "jsonl"]
@@ -153,3 +154,12 @@ def export_text(
     if fmt == "csv":
         return iter_csv(records, chosen)
     return iter_jsonl(records, chosen)
+
+
+def to_pandas(records: Sequence[Record]) -> Any:
+    """The records as a `pandas.DataFrame` with the export's tidy columns."""
+    pd = require("pandas", "to_pandas()")
+    columns = columns_for(records)
+    return pd.DataFrame.from_records(
+        [row_values(record, columns) for record in records], columns=[c.name for c in columns]
+    )

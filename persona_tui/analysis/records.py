@@ -152,18 +152,6 @@ def load_sessions(
     return list(load_dataset([Path(p) for p in paths], rules, use_cache=use_cache).records)
 
 
-def to_pandas(records: Sequence[Record]) -> Any:
-    """The records as a `pandas.DataFrame` with the export's tidy columns."""
-    from persona_tui._util.deps import require
-    from persona_tui.analysis.export import columns_for, row_values
-
-    pd = require("pandas", "to_pandas()")
-    columns = columns_for(records)
-    return pd.DataFrame.from_records(
-        [row_values(record, columns) for record in records], columns=[c.name for c in columns]
-    )
-
-
 def load_dataset(
     paths: Sequence[Path], rules: RuleSet | None = None, *, use_cache: bool = True
 ) -> Dataset:

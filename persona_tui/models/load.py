@@ -1,16 +1,21 @@
 """Loading a model: the single place that maps a backend name to its implementation.
 
-Engines are imported here, lazily, so `import persona_tui` stays light.
+`load_model` turns what the user typed (or a session recorded) into a loaded backend; the
+CLI and the app both load through it. Engines are imported here, lazily, so
+`import persona_tui` stays light.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from pathlib import Path
 
 from persona_tui.backends.base import Backend
-from persona_tui.backends.detect import detect_backend
+from persona_tui.backends.detect import detect_backend, mlx_platform_note
 from persona_tui.errors import ModelLoadError
-from persona_tui.models.discovery import demo_model_path
+from persona_tui.models.config import Config
+from persona_tui.models.discovery import demo_model_path, resolve_model
 from persona_tui.models.refs import AUTO, LLAMA_CPP, MLX, OPENAI, ModelRef
 
 
@@ -47,3 +52,27 @@ def load_backend(
         f"Model {ref.name!r} uses backend {backend!r}, which this version does not "
         f"support (supported: {LLAMA_CPP}, {MLX}, {OPENAI}, {AUTO})."
     )
+
+
+def load_model(
+    ref_text: str,
+    config: Config,
+    threads: int | None,
+    backend: str = "auto",
+    repack: str | None = None,
+) -> Backend:
+    """Resolve a model reference ("demo", an alias, a path, `openai:URL#MODEL`) and load it.
+
+    `backend` other than "auto" overrides what the reference or its detection says;
+    `repack` (llama.cpp) overrides the alias's and the config's setting.
+    """
+    ref = resolve_model(ref_text, config.models)
+    if backend != "auto":
+        ref = replace(ref, backend=backend)
+    loaded = load_backend(
+        ref, n_threads=threads or config.threads, repack=repack or ref.repack or config.repack
+    )
+    note = mlx_platform_note() if loaded.info.backend == "mlx" else None
+    if note:
+        print(f"persona-tui: {note}", file=sys.stderr)
+    return loaded

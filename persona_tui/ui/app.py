@@ -28,7 +28,7 @@ ModelLoader = Callable[[str, Config, str], Backend]  # (model reference, config,
 
 def load_model_for_ui(ref: str, config: Config, backend: str = "auto") -> Backend:
     """Resolve and load a model the same way the headless CLI does (`--backend`)."""
-    from persona_tui.headless import load_model
+    from persona_tui.models.load import load_model
 
     return load_model(ref, config, None, backend)
 
@@ -139,7 +139,7 @@ class PersonaApp(App[int]):
 
     def open_annotation(self, path: Path, *, blind: bool = False) -> None:
         """Open the Annotate screen on a session file (locks it while open)."""
-        from persona_tui.runner import open_session_for_resume
+        from persona_tui.run.lifecycle import open_session_for_resume
         from persona_tui.ui.screens.annotate import AnnotateScreen
 
         try:

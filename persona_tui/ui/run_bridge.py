@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from persona_tui.runner import RunEvent, TextChunk, TrialSpec
+from persona_tui.run.plan import TrialSpec
+from persona_tui.run.runner import RunEvent, TextChunk
 
 FLUSH_INTERVAL = 0.05
 

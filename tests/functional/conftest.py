@@ -11,8 +11,8 @@ import pytest
 from textual.pilot import Pilot
 
 from persona_tui.backends.base import Backend
-from persona_tui.headless import load_model
 from persona_tui.models.config import Config
+from persona_tui.models.load import load_model
 from persona_tui.models.refs import ModelRef
 from persona_tui.ui.app import PersonaApp, create_app
 from tests.scenario_text import SMALL_SCENARIO
@@ -87,7 +87,9 @@ def sessions_in(home: Path) -> list[Path]:
 @pytest.fixture
 def finished_session(ui_home: Path, tiny_model: Path) -> Path:
     """A complete session of the small scenario, run on the tiny model with the core API."""
-    from persona_tui.runner import Runner, RunOptions, create_session
+    from persona_tui.run.lifecycle import create_session
+    from persona_tui.run.plan import RunOptions
+    from persona_tui.run.runner import Runner
     from persona_tui.scenario.parse import load_scenario
 
     scenario = load_scenario(ui_home / "config" / "scenarios" / "small.toml")

@@ -9,21 +9,21 @@ import pytest
 
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.errors import PersonaError
-from persona_tui.runner import (
+from persona_tui.run.lifecycle import check_same_model, create_session, open_session_for_resume
+from persona_tui.run.plan import (
+    RunOptions,
+    make_plan,
+    order_for_prefix_reuse,
+    plan_trials,
+    trial_seed,
+)
+from persona_tui.run.runner import (
     RunControl,
     RunEvent,
     RunFinished,
     Runner,
-    RunOptions,
     TextChunk,
     TrialFinished,
-    check_same_model,
-    create_session,
-    make_plan,
-    open_session_for_resume,
-    order_for_prefix_reuse,
-    plan_trials,
-    trial_seed,
 )
 from persona_tui.scenario.parse import parse_scenario
 from persona_tui.session.store import load_session
@@ -76,7 +76,7 @@ def test_prefix_order_groups_each_condition(backend: LlamaCppBackend) -> None:
     runner_prompts = {}
     for spec in naive:
         probe = scenario.probe(spec.probe)
-        from persona_tui.prompts import conversation, render_transcript
+        from persona_tui.run.prompts import conversation, render_transcript
 
         messages = conversation(scenario.condition(spec.condition), probe.turns[:1], [])
         runner_prompts[spec.key] = render_transcript(messages)
@@ -215,7 +215,7 @@ def test_resume_refuses_another_model(tiny_gguf: Path, tmp_path: Path) -> None:
 def test_resume_session_leaves_nothing_locked_or_loaded_on_a_wrong_model(
     tiny_gguf: Path, tmp_path: Path
 ) -> None:
-    from persona_tui.runner import resume_session
+    from persona_tui.run.lifecycle import resume_session
     from persona_tui.session.store import SessionStore
     from tests.tiny_gguf import write_tiny_gguf
 

@@ -65,7 +65,7 @@ def test_annotate_blind(
     app = make_app()
 
     async def open_blind(pilot: Pilot[Any]) -> None:
-        from persona_tui.runner import open_session_for_resume
+        from persona_tui.run.lifecycle import open_session_for_resume
 
         scenario, store = open_session_for_resume(fixed_session)
         screen = annotate.AnnotateScreen(

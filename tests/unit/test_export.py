@@ -14,7 +14,7 @@ import pytest
 from persona_tui.analysis import load_sessions, to_pandas
 from persona_tui.analysis.export import FIXED_LEADING, columns_for, export_text
 from persona_tui.analysis.records import load_dataset
-from persona_tui.cli_analysis import add_analysis_commands
+from persona_tui.cli.analysis import add_analysis_commands
 from persona_tui.errors import SessionError
 from persona_tui.scoring.judgements import (
     JudgeFile,

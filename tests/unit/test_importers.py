@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from persona_tui.cli_analysis import add_analysis_commands
+from persona_tui.cli.analysis import add_analysis_commands
 from persona_tui.errors import PersonaError, ScenarioError
 from persona_tui.scenario.importers import (
     em_questions_to_scenario,

@@ -294,14 +294,9 @@ def test_api_key_from_env_and_server_killed_mid_stream(
 
 @needs_server
 def test_session_survives_a_server_crash_and_resumes(tiny_gguf: Path, tmp_path: Path) -> None:
-    from persona_tui.runner import (
-        RunEvent,
-        Runner,
-        RunOptions,
-        TrialFinished,
-        create_session,
-        open_session_for_resume,
-    )
+    from persona_tui.run.lifecycle import create_session, open_session_for_resume
+    from persona_tui.run.plan import RunOptions
+    from persona_tui.run.runner import RunEvent, Runner, TrialFinished
     from persona_tui.scenario.parse import parse_scenario
     from persona_tui.session.store import load_session
     from tests.scenario_text import SMALL_SCENARIO
@@ -344,7 +339,9 @@ def test_session_survives_a_server_crash_and_resumes(tiny_gguf: Path, tmp_path: 
 def test_runner_with_parallel_requests_matches_a_sequential_run(
     backend: OpenAIBackend, tmp_path: Path
 ) -> None:
-    from persona_tui.runner import RunEvent, Runner, RunOptions, TrialStarted, create_session
+    from persona_tui.run.lifecycle import create_session
+    from persona_tui.run.plan import RunOptions
+    from persona_tui.run.runner import RunEvent, Runner, TrialStarted
     from persona_tui.scenario.parse import parse_scenario
     from persona_tui.session.store import load_session
     from tests.scenario_text import SMALL_SCENARIO

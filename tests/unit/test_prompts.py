@@ -1,4 +1,4 @@
-"""How a trial becomes what the model sees (persona_tui.prompts)."""
+"""How a trial becomes what the model sees (persona_tui.run.prompts)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.errors import PersonaError
-from persona_tui.prompts import (
+from persona_tui.run.prompts import (
     TRANSCRIPT_STOPS,
     conversation,
     framing_chars,

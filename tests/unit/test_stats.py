@@ -314,7 +314,7 @@ def test_rates_from_rule_scorers(tmp_path: Path) -> None:
 def _run(argv: list[str]) -> int:
     import argparse
 
-    from persona_tui.cli_analysis import add_analysis_commands
+    from persona_tui.cli.analysis import add_analysis_commands
 
     parser = argparse.ArgumentParser(prog="persona-tui")
     add_analysis_commands(parser.add_subparsers(dest="command"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -11,8 +12,11 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from persona_tui.errors import PersonaError
 from persona_tui.scenario.model import Scenario
+from persona_tui.scenario.parse import parse_scenario
 from persona_tui.session.model import Session
+from persona_tui.session.store import load_session
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import framing_summary
 from persona_tui.ui.widgets.side_by_side import SideBySide
@@ -89,3 +93,14 @@ class CompareScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss()
+
+
+def open_compare(screen: Screen[None], path: Path) -> None:
+    """Open the Compare screen on a session file (read only, no lock)."""
+    try:
+        session = load_session(path)
+        scenario = parse_scenario(session.header.scenario_source, session.header.scenario_path)
+    except PersonaError as error:
+        screen.notify(str(error), title="Cannot open the session", severity="error")
+        return
+    screen.app.push_screen(CompareScreen(session, scenario))

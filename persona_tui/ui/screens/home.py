@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -197,6 +196,8 @@ class HomeScreen(Screen[None]):
         self.app.start_run(None, None, resume=summary.path)  # type: ignore[attr-defined]
 
     def action_compare(self) -> None:
+        from persona_tui.ui.screens.compare import open_compare
+
         summary = self._selected_session()
         if summary is not None and not summary.error:
             open_compare(self, summary.path)
@@ -216,18 +217,3 @@ class HomeScreen(Screen[None]):
     def _load_sessions(self) -> None:
         summaries = list_sessions()[:RECENT]
         self.app.call_from_thread(self.query_one("#recent", SessionTable).show, summaries)
-
-
-def open_compare(screen: Screen[None], path: Path) -> None:
-    """Open the Compare screen on a session file (read only, no lock)."""
-    from persona_tui.scenario.parse import parse_scenario
-    from persona_tui.session.store import load_session
-    from persona_tui.ui.screens.compare import CompareScreen
-
-    try:
-        session = load_session(path)
-        scenario = parse_scenario(session.header.scenario_source, session.header.scenario_path)
-    except PersonaError as error:
-        screen.notify(str(error), title="Cannot open the session", severity="error")
-        return
-    screen.app.push_screen(CompareScreen(session, scenario))

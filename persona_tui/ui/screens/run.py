@@ -27,17 +27,16 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config
-from persona_tui.runner import (
+from persona_tui.run.lifecycle import create_session, resume_session
+from persona_tui.run.plan import RunOptions
+from persona_tui.run.runner import (
     RunControl,
     RunFinished,
     Runner,
-    RunOptions,
     RunStarted,
     TrialFailed,
     TrialFinished,
     TrialStarted,
-    create_session,
-    resume_session,
 )
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import SessionHeader, Trial

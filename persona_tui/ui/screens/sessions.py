@@ -161,7 +161,7 @@ class SessionBrowser(Screen[None]):
         self.app.start_run(None, None, resume=summary.path)  # type: ignore[attr-defined]
 
     def action_compare(self) -> None:
-        from persona_tui.ui.screens.home import open_compare
+        from persona_tui.ui.screens.compare import open_compare
 
         summary = self._selected()
         if summary is not None:

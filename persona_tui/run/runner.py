@@ -1,4 +1,4 @@
-"""Plan a scenario into trials, run them on a backend, and record them in a session.
+"""Run the trials of a plan on a backend and record them in a session.
 
 The runner knows nothing of screens: it reports progress as events to a callback that the
 CLI (a progress bar) or the TUI (thread-safe message posting) provides, and it can be
@@ -7,137 +7,27 @@ paused and cancelled from another thread through a `RunControl`.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-from persona_tui import __version__
 from persona_tui.backends.base import Backend, GenerationRequest
 from persona_tui.errors import PersonaError
-from persona_tui.prompts import (
-    ResolvedMode,
+from persona_tui.run.plan import TrialSpec, order_for_prefix_reuse, plan_trials
+from persona_tui.run.prompts import (
     conversation,
     framing_chars,
     render_prompt,
-    resolve_mode,
-    stop_strings,
 )
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import (
-    Plan,
-    SessionHeader,
     SessionStatus,
     Trial,
-    TrialKey,
-    new_session_id,
 )
 from persona_tui.session.store import SessionStore
-from persona_tui.values import SamplingParams
-
-
-def trial_seed(scenario_seed: int, condition: str, probe: str, sample: int) -> int:
-    """A trial's seed, derived from its identity alone.
-
-    Adding or removing conditions, probes or samples never changes another trial's seed.
-    The result fits in 31 bits (llama.cpp reserves 0xFFFFFFFF for "random").
-    """
-    identity = f"{scenario_seed}\x1f{condition}\x1f{probe}\x1f{sample}".encode()
-    return int.from_bytes(hashlib.sha256(identity).digest()[:4], "big") & 0x7FFFFFFF
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    condition: str
-    probe: str
-    sample: int
-    seed: int
-
-    @property
-    def key(self) -> TrialKey:
-        return TrialKey(self.condition, self.probe, self.sample)
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Command-line or UI overrides of a scenario's defaults; None keeps the default."""
-
-    samples: int | None = None
-    seed: int | None = None
-    max_tokens: int | None = None
-    temperature: float | None = None
-    conditions: Sequence[str] | None = None
-    probes: Sequence[str] | None = None
-
-
-def _select(kind: str, wanted: Sequence[str] | None, available: Sequence[str]) -> tuple[str, ...]:
-    if not wanted:
-        return tuple(available)
-    unknown = [w for w in wanted if w not in available]
-    if unknown:
-        raise PersonaError(
-            f"unknown {kind} {', '.join(repr(u) for u in unknown)}; "
-            f"this scenario has: {', '.join(available)}"
-        )
-    return tuple(dict.fromkeys(wanted))
-
-
-def effective_sampling(scenario: Scenario, options: RunOptions) -> SamplingParams:
-    params = scenario.sampling.params
-    if options.max_tokens is not None:
-        if options.max_tokens < 1:
-            raise PersonaError("--max-tokens must be at least 1")
-        params = replace(params, max_tokens=options.max_tokens)
-    if options.temperature is not None:
-        if options.temperature < 0:
-            raise PersonaError("--temperature must be 0 or more")
-        params = replace(params, temperature=options.temperature)
-    return params
-
-
-def make_plan(scenario: Scenario, options: RunOptions, mode: ResolvedMode) -> Plan:
-    """What to run: selected conditions and probes, samples per cell, seed and prompt mode."""
-    samples = scenario.sampling.samples if options.samples is None else options.samples
-    if samples < 1:
-        raise PersonaError("--samples must be at least 1")
-    seed = scenario.sampling.seed if options.seed is None else options.seed
-    if seed < 0:
-        raise PersonaError("--seed must be 0 or more")
-    return Plan(
-        conditions=_select("condition", options.conditions, [c.id for c in scenario.conditions]),
-        probes=_select("probe", options.probes, [p.id for p in scenario.probes]),
-        samples=samples,
-        seed=seed,
-        prompt_mode=mode,
-        stop=stop_strings(mode),
-    )
-
-
-def plan_trials(plan: Plan) -> list[TrialSpec]:
-    """All trials of a plan in identity order (condition, probe, sample)."""
-    return [
-        TrialSpec(c, p, s, trial_seed(plan.seed, c, p, s))
-        for c in plan.conditions
-        for p in plan.probes
-        for s in range(plan.samples)
-    ]
-
-
-def order_for_prefix_reuse(
-    specs: Sequence[TrialSpec], prompts: dict[TrialKey, str]
-) -> list[TrialSpec]:
-    """Order trials so that neighbours share the longest prompt prefix.
-
-    Sorting prompts lexicographically puts every prompt next to those it shares the most
-    leading text with, so one condition's framing and demonstrations are evaluated once
-    and then served from the engine's prefix cache for each of its probes.
-    """
-    return sorted(specs, key=lambda s: (prompts[s.key], s.sample))
-
 
 # Events ---------------------------------------------------------------------------------
 
@@ -384,84 +274,3 @@ class Runner:
             turn_responses=tuple(answers[:-1]),
         )
         return trial, evaluated
-
-
-def create_session(
-    scenario: Scenario, backend: Backend, options: RunOptions, path: Path | None
-) -> SessionStore:
-    """Start a new session file for running `scenario` on `backend`."""
-    from persona_tui import paths
-
-    mode = resolve_mode(scenario.prompt_mode, backend, scenario.id)
-    plan = make_plan(scenario, options, mode)
-    now = datetime.now(UTC)
-    session_id = new_session_id(scenario.id, now)
-    header = SessionHeader(
-        id=session_id,
-        scenario_id=scenario.id,
-        scenario_sha256=scenario.sha256,
-        scenario_source=scenario.source,
-        scenario_path=scenario.source_path,
-        created=now.isoformat(timespec="seconds"),
-        status="running",
-        model=backend.info,
-        sampling=effective_sampling(scenario, options),
-        plan=plan,
-        app_version=__version__,
-        chat_template=backend.chat_template if mode == "chat" else None,
-    )
-    target = path if path is not None else paths.sessions_dir() / f"{session_id}.toml"
-    return SessionStore.create(target, header)
-
-
-def open_session_for_resume(path: Path) -> tuple[Scenario, SessionStore]:
-    """Lock a session for resuming; its scenario is the copy stored in it, as run."""
-    from persona_tui.scenario.parse import parse_scenario
-
-    store = SessionStore.open(path)
-    header = store.session.header
-    try:
-        scenario = parse_scenario(header.scenario_source, header.scenario_path)
-    except PersonaError:
-        store.close()
-        raise
-    return scenario, store
-
-
-def resume_session(
-    path: Path, load_model: Callable[[str], Backend], model: str | None = None
-) -> tuple[Scenario, SessionStore, Backend]:
-    """Lock a session to resume it and load its model: the recorded file, or `model`.
-
-    A model whose hash differs from the recorded one is refused. On any failure nothing
-    stays locked or loaded. The CLI and the app both resume through here.
-    """
-    scenario, store = open_session_for_resume(path)
-    try:
-        backend = load_model(model or store.session.header.model.path)
-    except BaseException:
-        store.close()
-        raise
-    try:
-        check_same_model(store, backend)
-    except BaseException:
-        backend.close()
-        store.close()
-        raise
-    return scenario, store, backend
-
-
-def check_same_model(store: SessionStore, backend: Backend) -> None:
-    """Refuse to resume a session on a different model file than it was started with."""
-    recorded = store.session.header.model
-    loaded = backend.info
-    if recorded.sha256 or loaded.sha256:
-        same = recorded.sha256 == loaded.sha256
-    else:  # a server does not expose its weights' hash: compare what it reports
-        same = (recorded.backend, recorded.name) == (loaded.backend, loaded.name)
-    if not same:
-        raise PersonaError(
-            f"session {store.session.header.id} was run with {recorded.path} "
-            f"(sha256 {recorded.sha256[:12]}…), but the loaded model {backend.info.path} "
-            f"has sha256 {backend.info.sha256[:12]}…; resume it with the same model file"
-        )

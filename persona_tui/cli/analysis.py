@@ -230,8 +230,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_judge(args: argparse.Namespace) -> int:
-    from persona_tui.headless import load_model
     from persona_tui.models.config import load_config
+    from persona_tui.models.load import load_model
     from persona_tui.scoring.judge import Judge, JudgeProgress, judge_session, resolve_rubric
 
     rubrics = [resolve_rubric(spec) for spec in (args.rubric or ["alignment", "coherence"])]

@@ -1,25 +1,29 @@
-"""`persona-tui doctor`: what is installed, what this CPU and build can do, and whether a
-short generation works, each engine touched only in a child process.
+"""The checks of `persona-tui doctor`: what is installed, what this CPU and build can do,
+and whether a short generation works, each engine touched only in a child process.
 
-Each check is ok, warn or fail; the report is green (exit 0) when nothing failed.
+Each check is ok, warn or fail; the report is green (exit 0) when nothing failed. The
+command itself (printing the report as text or JSON) is in `persona_tui.cli.doctor`.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import platform
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from persona_tui import __version__, paths
+from persona_tui._util.hashing import sha256_file
 from persona_tui.backends.cpu import cpu_flags, missing_features, simd_features
+from persona_tui.backends.detect import mlx_platform_note
 from persona_tui.backends.llamacpp.canary import CanaryResult, run_canary
 from persona_tui.backends.llamacpp.load import default_n_threads
 from persona_tui.errors import PersonaError
+from persona_tui.models.config import load_config
+from persona_tui.models.discovery import DEMO_INSTALL_HINT, demo_available, demo_model_path
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -40,17 +44,6 @@ class DoctorReport:
     def ok(self) -> bool:
         return all(check.status != "fail" for check in self.checks)
 
-    def to_json(self) -> str:
-        return json.dumps(
-            {"ok": self.ok, "checks": [asdict(check) for check in self.checks]}, indent=2
-        )
-
-    def to_text(self) -> str:
-        mark = {"ok": "ok  ", "warn": "warn", "fail": "FAIL"}
-        lines = [f"[{mark[c.status]}] {c.name}: {c.summary}" for c in self.checks]
-        verdict = "all good" if self.ok else "something is wrong (see FAIL above)"
-        return "\n".join([*lines, f"persona-tui doctor: {verdict}"])
-
 
 def _python_check() -> Check:
     return Check(
@@ -68,7 +61,6 @@ def _python_check() -> Check:
 
 
 def _folders_check() -> Check:
-    from persona_tui.models.config import load_config
 
     details = {
         "config_file": str(paths.config_file()),
@@ -128,11 +120,9 @@ def _build_check(canary: CanaryResult | None, flags: set[str] | None) -> Check:
 
 
 def _demo_check() -> tuple[Check, Path | None]:
-    from persona_tui.models.discovery import DEMO_INSTALL_HINT, demo_available, demo_model_path
 
     if not demo_available():
         return Check("demo model", "warn", f"not installed ({DEMO_INSTALL_HINT})"), None
-    from persona_tui._util.hashing import sha256_file
 
     try:
         path = demo_model_path()
@@ -187,7 +177,6 @@ def _mlx_check() -> Check:
         tail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
         return Check("mlx", "warn", f"installed but not importable: {tail}")
     mlx, mlx_lm, device = [*done.stdout.strip().split("|"), "", "", ""][:3]
-    from persona_tui.backends.detect import mlx_platform_note
 
     note = mlx_platform_note()
     return Check(
@@ -202,8 +191,6 @@ def run_doctor(
     model: Path | None = None, *, repack: str | None = None, threads: int | None = None
 ) -> DoctorReport:
     """Run every check; `model` (a GGUF) replaces the demo model for the generation check."""
-    from persona_tui.models.config import load_config
-
     demo, demo_path = _demo_check()
     target = model or demo_path
     try:

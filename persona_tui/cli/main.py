@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(func=_cmd_doctor)
 
-    from persona_tui.cli_analysis import add_analysis_commands
+    from persona_tui.cli.analysis import add_analysis_commands
 
     add_analysis_commands(sub)
     return parser
@@ -242,13 +242,9 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
-    from persona_tui.doctor import run_doctor
+    from persona_tui.cli.doctor import cmd_doctor
 
-    if args.model is not None and not args.model.is_file():
-        raise PersonaError(f"{args.model}: no such model file")
-    report = run_doctor(args.model, repack=args.repack, threads=args.threads)
-    print(report.to_json() if args.json else report.to_text())
-    return 0 if report.ok else 1
+    return cmd_doctor(args)
 
 
 def _cmd_tui(args: argparse.Namespace) -> int:
@@ -264,7 +260,7 @@ def _cmd_annotate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from persona_tui.headless import run_headless
+    from persona_tui.cli.run import run_headless
 
     return run_headless(args)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,55 +25,24 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config, load_config
-from persona_tui.runner import (
+from persona_tui.models.load import load_model
+from persona_tui.run.lifecycle import create_session, resume_session
+from persona_tui.run.plan import RunOptions
+from persona_tui.run.runner import (
     RunControl,
     RunEvent,
     RunFinished,
     Runner,
-    RunOptions,
     RunStarted,
     TrialFailed,
     TrialFinished,
     TrialStarted,
-    create_session,
-    resume_session,
 )
 from persona_tui.scenario.catalog import resolve_scenario
 from persona_tui.scenario.parse import load_scenario
 from persona_tui.session.store import SessionStore
-
-
-def load_model(
-    ref_text: str,
-    config: Config,
-    threads: int | None,
-    backend: str = "auto",
-    repack: str | None = None,
-) -> Backend:
-    """Resolve a model reference ("demo", an alias, a path, `openai:URL#MODEL`) and load it.
-
-    `backend` other than "auto" overrides what the reference or its detection says;
-    `repack` (llama.cpp) overrides the alias's and the config's setting.
-    """
-    from dataclasses import replace
-
-    from persona_tui.backends.detect import mlx_platform_note
-    from persona_tui.models.discovery import resolve_model
-    from persona_tui.models.load import load_backend
-
-    ref = resolve_model(ref_text, config.models)
-    if backend != "auto":
-        ref = replace(ref, backend=backend)
-    loaded = load_backend(
-        ref, n_threads=threads or config.threads, repack=repack or ref.repack or config.repack
-    )
-    note = mlx_platform_note() if loaded.info.backend == "mlx" else None
-    if note:
-        print(f"persona-tui: {note}", file=sys.stderr)
-    return loaded
 
 
 class ProgressReporter:

@@ -1,0 +1,102 @@
+"""A session's life: creating it for a run, and resuming it on the model it was run with.
+
+The CLI and the app both start and resume sessions through here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from persona_tui import __version__, paths
+from persona_tui.backends.base import Backend
+from persona_tui.errors import PersonaError
+from persona_tui.run.plan import RunOptions, effective_sampling, make_plan
+from persona_tui.run.prompts import (
+    resolve_mode,
+)
+from persona_tui.scenario.model import Scenario
+from persona_tui.scenario.parse import parse_scenario
+from persona_tui.session.model import (
+    SessionHeader,
+    new_session_id,
+)
+from persona_tui.session.store import SessionStore
+
+
+def create_session(
+    scenario: Scenario, backend: Backend, options: RunOptions, path: Path | None
+) -> SessionStore:
+    """Start a new session file for running `scenario` on `backend`."""
+    mode = resolve_mode(scenario.prompt_mode, backend, scenario.id)
+    plan = make_plan(scenario, options, mode)
+    now = datetime.now(UTC)
+    session_id = new_session_id(scenario.id, now)
+    header = SessionHeader(
+        id=session_id,
+        scenario_id=scenario.id,
+        scenario_sha256=scenario.sha256,
+        scenario_source=scenario.source,
+        scenario_path=scenario.source_path,
+        created=now.isoformat(timespec="seconds"),
+        status="running",
+        model=backend.info,
+        sampling=effective_sampling(scenario, options),
+        plan=plan,
+        app_version=__version__,
+        chat_template=backend.chat_template if mode == "chat" else None,
+    )
+    target = path if path is not None else paths.sessions_dir() / f"{session_id}.toml"
+    return SessionStore.create(target, header)
+
+
+def open_session_for_resume(path: Path) -> tuple[Scenario, SessionStore]:
+    """Lock a session for resuming; its scenario is the copy stored in it, as run."""
+    store = SessionStore.open(path)
+    header = store.session.header
+    try:
+        scenario = parse_scenario(header.scenario_source, header.scenario_path)
+    except PersonaError:
+        store.close()
+        raise
+    return scenario, store
+
+
+def resume_session(
+    path: Path, load_model: Callable[[str], Backend], model: str | None = None
+) -> tuple[Scenario, SessionStore, Backend]:
+    """Lock a session to resume it and load its model: the recorded file, or `model`.
+
+    A model whose hash differs from the recorded one is refused. On any failure nothing
+    stays locked or loaded. The CLI and the app both resume through here.
+    """
+    scenario, store = open_session_for_resume(path)
+    try:
+        backend = load_model(model or store.session.header.model.path)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        check_same_model(store, backend)
+    except BaseException:
+        backend.close()
+        store.close()
+        raise
+    return scenario, store, backend
+
+
+def check_same_model(store: SessionStore, backend: Backend) -> None:
+    """Refuse to resume a session on a different model file than it was started with."""
+    recorded = store.session.header.model
+    loaded = backend.info
+    if recorded.sha256 or loaded.sha256:
+        same = recorded.sha256 == loaded.sha256
+    else:  # a server does not expose its weights' hash: compare what it reports
+        same = (recorded.backend, recorded.name) == (loaded.backend, loaded.name)
+    if not same:
+        raise PersonaError(
+            f"session {store.session.header.id} was run with {recorded.path} "
+            f"(sha256 {recorded.sha256[:12]}…), but the loaded model {backend.info.path} "
+            f"has sha256 {backend.info.sha256[:12]}…; resume it with the same model file"
+        )

@@ -1,0 +1,122 @@
+"""Planning a run: a scenario and run options become a plan and its trials, each with its seed.
+
+The order of the trials groups those that share a prompt prefix, so a backend's prefix
+cache is reused; a trial's seed depends only on the scenario seed and the trial's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from persona_tui.errors import PersonaError
+from persona_tui.run.prompts import (
+    ResolvedMode,
+    stop_strings,
+)
+from persona_tui.scenario.model import Scenario
+from persona_tui.session.model import (
+    Plan,
+    TrialKey,
+)
+from persona_tui.values import SamplingParams
+
+
+def trial_seed(scenario_seed: int, condition: str, probe: str, sample: int) -> int:
+    """A trial's seed, derived from its identity alone.
+
+    Adding or removing conditions, probes or samples never changes another trial's seed.
+    The result fits in 31 bits (llama.cpp reserves 0xFFFFFFFF for "random").
+    """
+    identity = f"{scenario_seed}\x1f{condition}\x1f{probe}\x1f{sample}".encode()
+    return int.from_bytes(hashlib.sha256(identity).digest()[:4], "big") & 0x7FFFFFFF
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    condition: str
+    probe: str
+    sample: int
+    seed: int
+
+    @property
+    def key(self) -> TrialKey:
+        return TrialKey(self.condition, self.probe, self.sample)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Command-line or UI overrides of a scenario's defaults; None keeps the default."""
+
+    samples: int | None = None
+    seed: int | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    conditions: Sequence[str] | None = None
+    probes: Sequence[str] | None = None
+
+
+def _select(kind: str, wanted: Sequence[str] | None, available: Sequence[str]) -> tuple[str, ...]:
+    if not wanted:
+        return tuple(available)
+    unknown = [w for w in wanted if w not in available]
+    if unknown:
+        raise PersonaError(
+            f"unknown {kind} {', '.join(repr(u) for u in unknown)}; "
+            f"this scenario has: {', '.join(available)}"
+        )
+    return tuple(dict.fromkeys(wanted))
+
+
+def effective_sampling(scenario: Scenario, options: RunOptions) -> SamplingParams:
+    params = scenario.sampling.params
+    if options.max_tokens is not None:
+        if options.max_tokens < 1:
+            raise PersonaError("--max-tokens must be at least 1")
+        params = replace(params, max_tokens=options.max_tokens)
+    if options.temperature is not None:
+        if options.temperature < 0:
+            raise PersonaError("--temperature must be 0 or more")
+        params = replace(params, temperature=options.temperature)
+    return params
+
+
+def make_plan(scenario: Scenario, options: RunOptions, mode: ResolvedMode) -> Plan:
+    """What to run: selected conditions and probes, samples per cell, seed and prompt mode."""
+    samples = scenario.sampling.samples if options.samples is None else options.samples
+    if samples < 1:
+        raise PersonaError("--samples must be at least 1")
+    seed = scenario.sampling.seed if options.seed is None else options.seed
+    if seed < 0:
+        raise PersonaError("--seed must be 0 or more")
+    return Plan(
+        conditions=_select("condition", options.conditions, [c.id for c in scenario.conditions]),
+        probes=_select("probe", options.probes, [p.id for p in scenario.probes]),
+        samples=samples,
+        seed=seed,
+        prompt_mode=mode,
+        stop=stop_strings(mode),
+    )
+
+
+def plan_trials(plan: Plan) -> list[TrialSpec]:
+    """All trials of a plan in identity order (condition, probe, sample)."""
+    return [
+        TrialSpec(c, p, s, trial_seed(plan.seed, c, p, s))
+        for c in plan.conditions
+        for p in plan.probes
+        for s in range(plan.samples)
+    ]
+
+
+def order_for_prefix_reuse(
+    specs: Sequence[TrialSpec], prompts: dict[TrialKey, str]
+) -> list[TrialSpec]:
+    """Order trials so that neighbours share the longest prompt prefix.
+
+    Sorting prompts lexicographically puts every prompt next to those it shares the most
+    leading text with, so one condition's framing and demonstrations are evaluated once
+    and then served from the engine's prefix cache for each of its probes.
+    """
+    return sorted(specs, key=lambda s: (prompts[s.key], s.sample))
