@@ -13,15 +13,10 @@ from persona_tui import __version__, paths
 from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
 from persona_tui.run.plan import RunOptions, effective_sampling, make_plan
-from persona_tui.run.prompts import (
-    resolve_mode,
-)
+from persona_tui.run.prompts import resolve_mode
 from persona_tui.scenario.model import Scenario
 from persona_tui.scenario.parse import parse_scenario
-from persona_tui.session.model import (
-    SessionHeader,
-    new_session_id,
-)
+from persona_tui.session.model import SessionHeader, new_session_id
 from persona_tui.session.store import SessionStore
 
 

@@ -11,15 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from persona_tui.errors import PersonaError
-from persona_tui.run.prompts import (
-    ResolvedMode,
-    stop_strings,
-)
+from persona_tui.run.prompts import ResolvedMode, stop_strings
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import (
-    Plan,
-    TrialKey,
-)
+from persona_tui.session.model import Plan, TrialKey
 from persona_tui.values import SamplingParams
 
 

@@ -17,16 +17,9 @@ from datetime import UTC, datetime
 from persona_tui.backends.base import Backend, GenerationRequest
 from persona_tui.errors import PersonaError
 from persona_tui.run.plan import TrialSpec, order_for_prefix_reuse, plan_trials
-from persona_tui.run.prompts import (
-    conversation,
-    framing_chars,
-    render_prompt,
-)
+from persona_tui.run.prompts import conversation, framing_chars, render_prompt
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import (
-    SessionStatus,
-    Trial,
-)
+from persona_tui.session.model import SessionStatus, Trial
 from persona_tui.session.store import SessionStore
 
 # Events ---------------------------------------------------------------------------------

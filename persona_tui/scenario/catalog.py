@@ -6,9 +6,7 @@ from pathlib import Path
 
 from persona_tui import paths
 from persona_tui.errors import ScenarioError
-from persona_tui.scenario.schema import (
-    did_you_mean,
-)
+from persona_tui.scenario.schema import did_you_mean
 
 
 def builtin_scenarios() -> list[Path]:

@@ -342,11 +342,7 @@ class MlxBackend:
         The prompt's last token is always evaluated (it yields the first logits). A cache
         that cannot be trimmed (e.g. a sliding window that wrapped) is rebuilt.
         """
-        from mlx_lm.models.cache import (
-            can_trim_prompt_cache,
-            make_prompt_cache,
-            trim_prompt_cache,
-        )
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
         shared = 0
         limit = min(len(self._cached_tokens), len(tokens) - 1)

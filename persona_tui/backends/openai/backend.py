@@ -32,12 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
-from persona_tui.backends.common import (
-    cancelled_before_start,
-    emit,
-    is_cancelled,
-    make_result,
-)
+from persona_tui.backends.common import cancelled_before_start, emit, is_cancelled, make_result
 from persona_tui.backends.detect import OPENAI
 from persona_tui.backends.openai.http import (
     CancelWatcher,
