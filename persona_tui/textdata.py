@@ -26,6 +26,7 @@ MAX_DEPTH = 100
 """The nesting depth named in messages: every parser here handles more (tomllib ~330)."""
 
 _POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)\s*$")
+_LONG_NUMBER = re.compile(r"\d{4301,}")
 _AT_END = re.compile(r"\s*\(at end of document\)\s*$")
 
 
@@ -117,6 +118,15 @@ def _too_deep(file: str | Path, kind: str, text: str, *, comments: bool = True) 
     return DataFileError(file, kind, f"nested more than {MAX_DEPTH} levels deep", line)
 
 
+def _value_error(file: str | Path, kind: str, text: str, error: Exception) -> DataFileError:
+    """A parser's stray ValueError; a too-long integer gets its line."""
+    long_number = _LONG_NUMBER.search(text) if "digits" in str(error) else None
+    if long_number is None:
+        return DataFileError(file, kind, str(error) or type(error).__name__)
+    line = text.count("\n", 0, long_number.start()) + 1
+    return DataFileError(file, kind, "a number with more than 4300 digits", line)
+
+
 def toml_error(file: str | Path, text: str, error: tomllib.TOMLDecodeError) -> DataFileError:
     """tomllib's "msg (at line X, column Y)" as a DataFileError at `file:X:Y`."""
     line_attr, column_attr, msg_attr = (
@@ -148,7 +158,7 @@ def loads_toml(
     except RecursionError:
         failure = _too_deep(file, "TOML", text)
     except (ValueError, TypeError, OverflowError) as error:  # e.g. a 5,000-digit integer
-        failure = DataFileError(file, "TOML", str(error))
+        failure = _value_error(file, "TOML", text, error)
     _raise(failure, error_type)
 
 
@@ -166,7 +176,8 @@ def loads_json(
     except UnicodeDecodeError as error:
         failure = DataFileError(file, "JSON", f"not UTF-8 text ({error.reason})")
     except (ValueError, TypeError, OverflowError) as error:
-        failure = DataFileError(file, "JSON", str(error))
+        decoded = text if isinstance(text, str) else text.decode("utf-8", "replace")
+        failure = _value_error(file, "JSON", decoded, error)
     _raise(failure, error_type)
 
 
