@@ -20,7 +20,6 @@ A missing file is fine (all defaults); an invalid one is a ConfigError naming th
 from __future__ import annotations
 
 import difflib
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from persona_tui import paths
 from persona_tui.atomic import atomic_write_text
 from persona_tui.errors import ConfigError
 from persona_tui.models import ModelRef
+from persona_tui.textdata import loads_toml
 
 BACKENDS = ("auto", "llama.cpp", "mlx", "openai")
 REPACK = ("auto", "on", "off")
@@ -149,10 +149,7 @@ def _read_raw(file: Path) -> dict[str, Any]:
         return {}
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{file}: cannot read the config file: {error}") from error
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{file}: invalid TOML: {error}") from error
+    return loads_toml(text, file, ConfigError)
 
 
 def load_config(file: Path | None = None) -> Config:

@@ -7,7 +7,6 @@ import, and a missing or unreadable folder simply holds no models.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from persona_tui.backends.detect import LLAMA_CPP, MLX
 from persona_tui.errors import ModelLoadError
+from persona_tui.textdata import loads_json
 
 # Split GGUFs ("model-00002-of-00003.gguf"): only the first part is loadable on its own.
 _SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
@@ -105,7 +105,7 @@ def mlx_weights(folder: Path, files: list[str]) -> list[Path]:
         if not all(file.is_file() for file in weights):  # a dangling link: an unfinished download
             return []
         with (folder / "config.json").open("rb") as handle:
-            config = json.loads(handle.read(_CONFIG_LIMIT))
+            config = loads_json(handle.read(_CONFIG_LIMIT), folder / "config.json", ModelLoadError)
     except (ModelLoadError, OSError, ValueError):
         return []
     if not isinstance(config, dict):

