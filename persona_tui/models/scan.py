@@ -7,12 +7,12 @@ import, and a missing or unreadable folder simply holds no models.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from persona_tui._util.textdata import loads_json
 from persona_tui.backends.detect import LLAMA_CPP, MLX
 from persona_tui.backends.mlx.folder import check_mlx_folder
 from persona_tui.errors import ModelLoadError
@@ -105,7 +105,7 @@ def mlx_weights(folder: Path, files: list[str]) -> list[Path]:
         if not all(file.is_file() for file in weights):  # a dangling link: an unfinished download
             return []
         with (folder / "config.json").open("rb") as handle:
-            config = json.loads(handle.read(_CONFIG_LIMIT))
+            config = loads_json(handle.read(_CONFIG_LIMIT), folder / "config.json", ModelLoadError)
     except (ModelLoadError, OSError, ValueError):
         return []
     if not isinstance(config, dict):

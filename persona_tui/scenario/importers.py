@@ -17,12 +17,12 @@ scenario is validated with `parse_scenario` before it is returned.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from persona_tui._util.textdata import loads_json, loads_yaml
 from persona_tui._util.toml_text import render_string
 from persona_tui.errors import ScenarioError
 from persona_tui.scenario.parse import parse_scenario
@@ -75,15 +75,9 @@ def _read_text(path: Path, what: str) -> str:
 def _load_yaml(path: Path) -> Any:
     from persona_tui._util.deps import require
 
-    yaml = require("yaml", "importing YAML question files")
+    require("yaml", "importing YAML question files")
     text = _read_text(path, "a YAML file")
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        problem = getattr(error, "problem", None) or str(error)
-        raise ScenarioError([f"{where}: invalid YAML: {problem}"]) from None
+    return loads_yaml(text, path, ScenarioError)
 
 
 def _string_list(value: Any) -> list[str] | None:
@@ -307,12 +301,7 @@ class TraitFile:
 def read_trait_file(path: Path, trait: str | None = None) -> TraitFile:
     """Validate a persona-vector trait JSON file; ScenarioError lists every problem."""
     text = _read_text(path, "a JSON file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ScenarioError(
-            [f"{path}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"]
-        ) from None
+    data = loads_json(text, path, ScenarioError)
     if not isinstance(data, dict):
         raise ScenarioError([f"{path}: expected a JSON object with instruction, questions"])
     problems: list[str] = []

@@ -6,9 +6,9 @@ See docs/scenario-format.md for the file format.
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from pathlib import Path
 
+from persona_tui._util.textdata import loads_toml
 from persona_tui.errors import ScenarioError
 from persona_tui.scenario.model import (
     PROMPT_MODES,
@@ -30,7 +30,6 @@ from persona_tui.scenario.schema import (
     SourceLines,
     TableReader,
     report_duplicates,
-    syntax_error_line,
 )
 from persona_tui.values import SamplingParams
 
@@ -68,10 +67,7 @@ _SCALE_KEYS = ("id", "min", "max", "description")
 def parse_scenario(text: str, source_path: str = "<string>") -> Scenario:
     """Parse and validate scenario TOML; raise ScenarioError listing every problem."""
     toml_text = text.removeprefix("\ufeff")  # tolerate a byte-order mark; `source` keeps it
-    try:
-        data = tomllib.loads(toml_text)
-    except tomllib.TOMLDecodeError as error:
-        raise ScenarioError([syntax_error_line(source_path, toml_text, error)]) from None
+    data = loads_toml(toml_text, source_path, ScenarioError)
     problems = Problems(source_path, SourceLines(toml_text))
     top = TableReader(problems, data, (), _TOP_KEYS)
     scenario_id = top.slug("id")

@@ -17,14 +17,14 @@ See docs/analysis.md.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from persona_tui._util.textdata import loads_toml
 from persona_tui.errors import ScenarioError
-from persona_tui.scenario.schema import Problems, SourceLines, TableReader, syntax_error_line
+from persona_tui.scenario.schema import Problems, SourceLines, TableReader
 
 _RULE_KEYS = ("label", "keywords", "patterns", "case_sensitive", "description")
 _FILE_KEYS = ("rules",)
@@ -131,10 +131,7 @@ def parse_rules(text: str, source_path: str = "<string>", *, lenient: bool = Fal
     `lenient` ignores other top-level keys: used to read rules out of a scenario's source.
     Raises ScenarioError with `file:line: key: problem` lines.
     """
-    try:
-        data: dict[str, Any] = tomllib.loads(text.removeprefix("\ufeff"))
-    except tomllib.TOMLDecodeError as error:
-        raise ScenarioError([syntax_error_line(source_path, text, error)]) from None
+    data: dict[str, Any] = loads_toml(text.removeprefix("\ufeff"), source_path, ScenarioError)
     if lenient:
         data = {"rules": data["rules"]} if "rules" in data else {}
     problems = Problems(source_path, SourceLines(text))

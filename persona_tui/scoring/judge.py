@@ -17,12 +17,12 @@ import contextlib
 import re
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from persona_tui._util.textdata import loads_toml
 from persona_tui.backends.base import Backend, ChatMessage, GenerationRequest
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.errors import PersonaError, ScenarioError, SessionLockedError
@@ -104,13 +104,11 @@ def resolve_rubric(spec: str) -> Rubric:
 def load_rubric_file(path: Path) -> Rubric:
     """A custom rubric: TOML with `id`, `template` (with {question} and {answer}), `description`."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = loads_toml(path.read_text(encoding="utf-8"), path, ScenarioError)
     except FileNotFoundError:
         raise ScenarioError([f"{path}: rubric file not found"]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ScenarioError([f"{path}: cannot read the rubric file: {error}"]) from None
-    except tomllib.TOMLDecodeError as error:
-        raise ScenarioError([f"{path}: invalid TOML: {error}"]) from None
     problems = []
     unknown = set(data) - {"id", "template", "description"}
     if unknown:

@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tomllib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from persona_tui._util.atomic import atomic_write_text, describe_os_error
+from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui._util.toml_text import render_string
 from persona_tui.errors import SessionError
 from persona_tui.session.model import TrialKey
@@ -227,14 +227,15 @@ def load_judge_file(session_path: Path, session_id: str) -> JudgeFile:
     """Read the sidecar of a session; an empty JudgeFile when there is none."""
     path = sidecar_path(session_path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = loads_toml(path.read_text(encoding="utf-8"), path)
     except FileNotFoundError:
         return JudgeFile(session_id)
     except (OSError, UnicodeDecodeError) as error:
         raise SessionError(f"{path}: cannot read the judge scores: {error}") from None
-    except tomllib.TOMLDecodeError as error:
+    except DataFileError as error:
         raise SessionError(
-            f"{path}: not valid TOML ({error}); delete it to re-run `persona-tui judge`"
+            f"{error.where}: not valid TOML ({error.problem}); "
+            "delete it to re-run `persona-tui judge`"
         ) from None
     try:
         return _parse(data, session_id)

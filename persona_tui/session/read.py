@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from datetime import date, datetime, time
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from persona_tui._util.atomic import describe_os_error
+from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui.errors import SessionError
 from persona_tui.session.model import (
     FORMAT_VERSION,
@@ -213,8 +213,6 @@ _TRIAL_KEYS = (
     "annotations",
 )
 _ANNOTATION_KEYS = ("annotator", "time", "label", "scores", "note", "blind_seed")
-_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
-_AT_END = " (at end of document)"
 
 
 def _fast_loads(text: str) -> dict[str, Any]:
@@ -249,25 +247,14 @@ def _parse_toml(data: bytes, file: Path) -> dict[str, Any]:
         ) from None
     try:
         return _fast_loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: tomllib, when rtoml is missing
         pass  # re-parsed below by tomllib, whose errors give the line and column
     try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        match = _POSITION.search(message)
-        if match:
-            where = f"{file}:{match.group(1)}:{match.group(2)}"
-            message = message[: match.start()]
-        elif message.endswith(_AT_END):
-            line = text.count("\n") + 1
-            column = len(text) - (text.rfind("\n") + 1) + 1
-            where = f"{file}:{line}:{column}"
-            message = message[: -len(_AT_END)] + " at the end of the file"
-        else:
-            where = str(file)
+        return loads_toml(text, file)
+    except DataFileError as exc:
+        problem = exc.problem + (" at the end of the file" if exc.at_end else "")
         raise SessionError(
-            f"{where}: not valid TOML ({message}): the session file is corrupt or truncated"
+            f"{exc.where}: not valid TOML ({problem}): the session file is corrupt or truncated"
         ) from None
 
 

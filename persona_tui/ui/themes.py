@@ -8,7 +8,6 @@ it. Broken files are collected, not raised, so the app starts and reports them o
 from __future__ import annotations
 
 import difflib
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from persona_tui import paths
+from persona_tui._util.textdata import DataFileError, loads_toml
 
 DEFAULT_THEME = "persona-dark"
 _COLOR_KEYS = (
@@ -122,9 +122,9 @@ def parse_theme(data: Mapping[str, Any], file: Path) -> tuple[Theme | None, list
 def load_theme_file(file: Path) -> tuple[Theme | None, list[str]]:
     """Read and validate one theme file."""
     try:
-        data = tomllib.loads(file.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as error:
-        return None, [f"{file}: invalid TOML: {error}"]
+        data = loads_toml(file.read_text(encoding="utf-8"), file)
+    except DataFileError as error:
+        return None, [str(error)]
     except (OSError, UnicodeDecodeError) as error:
         return None, [f"{file}: cannot read the theme file: {error}"]
     return parse_theme(data, file)

@@ -38,6 +38,7 @@ from persona_tui.backends.common import (
     stream_tokens,
     template_sha256,
 )
+from persona_tui.backends.cpu_load import ThreadGovernor
 from persona_tui.backends.detect import LLAMA_CPP
 from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix, split_points
 from persona_tui.backends.llamacpp.gguf_header import GGUFHeader, read_gguf_header
@@ -69,6 +70,7 @@ class LlamaCppBackend:
         n_ctx: int,
         n_threads: int,
         version: str,
+        governor: ThreadGovernor | None = None,
     ) -> None:
         llama = loaded.llama
         self._llama = llama
@@ -77,6 +79,9 @@ class LlamaCppBackend:
         self._header = header
         self._n_ctx = n_ctx
         self._n_threads = n_threads
+        # n_threads chosen per generation from the free cores (None: fixed n_threads).
+        self._governor = governor
+        self._threads_now = n_threads
         self._version = version
         self._lock = threading.Lock()
         self._info = CachedModelInfo()
@@ -124,7 +129,8 @@ class LlamaCppBackend:
     ) -> LlamaCppBackend:
         """Load the GGUF at `path`.
 
-        n_ctx None → min(trained context, 4096); n_threads None → `default_n_threads()`;
+        n_ctx None → min(trained context, 4096); n_threads None → up to
+        `default_n_threads()`, fewer while other programs keep cores busy (cpu_load);
         repack "auto" | "on" | "off": llama.cpp's extra buffer types (see `choose_repack`).
         Raises ModelLoadError naming the path and the problem.
         """
@@ -136,15 +142,20 @@ class LlamaCppBackend:
         trained = header.context_length or DEFAULT_MAX_CONTEXT
         context = n_ctx if n_ctx is not None else min(trained, DEFAULT_MAX_CONTEXT)
         threads = n_threads if n_threads is not None else default_n_threads()
+        governor = ThreadGovernor(threads) if n_threads is None else None
         loaded = construct_llama(path, header, n_ctx=context, n_threads=threads, repack=repack)
-        return cls(
+        backend = cls(
             loaded,
             path,
             header,
             n_ctx=context,
             n_threads=threads,
             version=llama_cpp_version(),
+            governor=governor,
         )
+        if governor is not None:
+            backend._use_threads(governor.settle())
+        return backend
 
     # ---------------------------------------------------------- model facts
 
@@ -181,6 +192,9 @@ class LlamaCppBackend:
         extra = {
             "n_ctx_train": str(self._n_ctx_train),
             "n_threads": str(self._n_threads),
+            "threads_policy": "fixed"
+            if self._governor is None
+            else "free cores, at most n_threads",
             "n_vocab": str(self._n_vocab),
             "add_bos": str(self._add_bos).lower(),
             "gguf_version": str(header.version),
@@ -300,6 +314,8 @@ class LlamaCppBackend:
         """
         with self._lock:
             self._check_open()
+            if self._governor is not None:
+                self._use_threads(self._governor.threads())
             started = time.perf_counter()
             tokens = self._tokenize(request.prompt)
             check_prompt_size(
@@ -378,6 +394,19 @@ class LlamaCppBackend:
             evaluated=self._eval_sizes[0] if self._eval_sizes else 0,
             started=started,
         )
+
+    def _use_threads(self, threads: int) -> None:
+        """Run the next evaluations on `threads` threads (results do not depend on it)."""
+        if threads != self._threads_now and self._llama is not None:
+            import llama_cpp
+
+            llama_cpp.llama_set_n_threads(self._llama._ctx.ctx, threads, threads)
+            self._threads_now = threads
+
+    @property
+    def threads_now(self) -> int:
+        """The threads the last generation ran on."""
+        return self._threads_now
 
     def _framing_tokens(self, request: GenerationRequest, tokens: Sequence[int]) -> int:
         """How many leading tokens lie within the request's shared framing text."""

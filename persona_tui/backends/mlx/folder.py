@@ -8,12 +8,12 @@ The ModelInfo names the weights by their sha256 (one digest for all weight files
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from persona_tui._util.hashing import sha256_file
+from persona_tui._util.textdata import loads_json
 from persona_tui.backends.common import installed_version, template_sha256
 from persona_tui.backends.detect import MLX
 from persona_tui.errors import ModelLoadError
@@ -59,13 +59,9 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     """The folder's config.json as a dict, with a clear error when it is broken."""
     file = folder / "config.json"
     try:
-        data = json.loads(file.read_text(encoding="utf-8"))
+        data = loads_json(file.read_text(encoding="utf-8"), file, ModelLoadError)
     except (OSError, UnicodeDecodeError) as error:
         raise ModelLoadError(f"cannot read {file}: {error}") from error
-    except json.JSONDecodeError as error:
-        raise ModelLoadError(
-            f"{file}:{error.lineno}:{error.colno}: invalid JSON: {error.msg}"
-        ) from error
     if not isinstance(data, dict):
         raise ModelLoadError(f"{file}: expected a JSON object")
     return data

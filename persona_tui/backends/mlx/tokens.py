@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from persona_tui._util.textdata import DataFileError, loads_json
+
 # Tokens llama.cpp also treats as the end of a turn when the tokenizer marks them special.
 END_OF_TURN_TOKENS = frozenset(
     {
@@ -102,8 +104,10 @@ def _byte_level_map() -> dict[str, int]:
 def token_byte_table(folder: Path, hf_tokenizer: Any) -> list[bytes] | None:
     """Each token's bytes when the tokenizer's decoder is one we can mirror exactly."""
     try:
-        spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        spec = loads_json((folder / "tokenizer.json").read_bytes(), folder / "tokenizer.json")
+    except (OSError, DataFileError):
+        return None
+    if not isinstance(spec, dict):
         return None
     decoder = json.dumps(spec.get("decoder"))
     if '"ByteLevel"' in decoder:

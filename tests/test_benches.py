@@ -1,0 +1,90 @@
+"""Every bench still runs (briefly, on the tiny GGUF where it takes a model): a bench that
+only runs by hand rots. These check that each prints its figures, not what they are."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+pytestmark = pytest.mark.slow
+
+
+def _run(script: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, f"{script} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_bench_autosave(tmp_path: Path) -> None:
+    out = _run(
+        "bench_autosave.py",
+        "--trials",
+        "40",
+        "--naive-saves",
+        "2",
+        "--annotations",
+        "2",
+        "--dir",
+        str(tmp_path),
+    )
+    assert "speed-up at 40 trials" in out
+
+
+def test_bench_analysis() -> None:
+    assert "load_session" in _run("bench_analysis.py", "--trials", "200", "--repeat", "1")
+
+
+def test_bench_overhead(tiny_gguf: Path) -> None:
+    out = _run("bench_overhead.py", "--model", str(tiny_gguf), "--rounds", "1")
+    assert "ratio" in out
+
+
+def test_bench_prefix(tiny_gguf: Path) -> None:
+    assert "tokens" in _run("bench_prefix.py", "--model", str(tiny_gguf), "--max-tokens", "4")
+
+
+def test_bench_parity() -> None:
+    pytest.importorskip("mlx_lm")
+    assert "identical" in _run("bench_parity.py", "--tokens", "8", "--seeds", "0")
+
+
+def test_bench_threads(tiny_gguf: Path) -> None:
+    out = _run(
+        "bench_threads.py",
+        "--model",
+        str(tiny_gguf),
+        "--rounds",
+        "1",
+        "--threads",
+        "1,auto",
+        "--hogs",
+        "0,1",
+        "--tokens",
+        "4",
+    )
+    assert "| 1 | auto (" in out
+
+
+def test_bench_tui(tiny_gguf: Path) -> None:
+    out = _run(
+        "bench_tui.py",
+        "--model",
+        str(tiny_gguf),
+        "--rounds",
+        "1",
+        "--max-tokens",
+        "4",
+        "--probes",
+        "wish",
+    )
+    assert "ratio" in out or "tok/s" in out
