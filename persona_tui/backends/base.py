@@ -1,16 +1,26 @@
-"""The Backend protocol: what the runner needs from any engine.
+"""The Backend protocol: what the runner needs from any engine, and optional capabilities.
 
 Every trial becomes a plain text prompt before generation (chat templates are
 rendered by the backend via `render_chat`), so the session can record exactly
 what the model saw.
+
+A backend may offer more than `Backend`; callers ask with `isinstance` against these
+runtime-checkable protocols, never by the backend's class:
+
+- `TokenLogprobs`: next-token log-probabilities and teacher-forced scoring of
+  continuations (the offline judge, scoring/logprobs.py);
+- `ParallelRequests`: `generate` may run in several threads at once (`--parallel`);
+- `PrefixCache`: the prompt prefix shared with the previous request is reused, and the
+  cache can be forgotten (`reset_cache`).
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from persona_tui.values import FinishReason, ModelInfo, SamplingParams
 
@@ -84,3 +94,92 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# ---------------------------------------------------------------- capabilities
+
+# Log-probabilities of the next token over the whole vocabulary: a float64 numpy array
+# indexed by token id (numpy is imported by the engines, never by this module).
+LogprobRow = Any
+
+
+class LogprobScope(Protocol):
+    """The model held for scoring, from `TokenLogprobs.logprob_scope()` (one thread at a time).
+
+    Token ids are the model's own. `evaluate` reads the prompt (reusing what the engine
+    has cached only where that gives exactly the same numbers as evaluating it afresh);
+    `step` then walks a tree of continuations from it, one token at a time.
+    """
+
+    @property
+    def decodes(self) -> int:
+        """Tokens decoded by `step` since the last `evaluate`."""
+        ...
+
+    def tokenize(self, text: str) -> list[int]:
+        """The tokens of a prompt, exactly as `generate` would see them."""
+        ...
+
+    def continuation(self, prompt: str, prompt_tokens: Sequence[int], text: str) -> list[int]:
+        """The tokens of `text` as the model would write it right after `prompt`."""
+        ...
+
+    def tokens_starting_with(self, first_bytes: bytes) -> Any:
+        """A boolean numpy mask over the vocabulary: tokens whose text starts with one of
+        `first_bytes` (e.g. b"0123456789": the tokens that start with a digit)."""
+        ...
+
+    def evaluate(self, prompt_tokens: Sequence[int]) -> LogprobRow:
+        """Evaluate a prompt; the log-probabilities of the token after it.
+
+        Raises PromptTooLongError when the prompt leaves no room in the context.
+        """
+        ...
+
+    def step(self, depth: int, token: int) -> LogprobRow:
+        """Decode `token` at position prompt + `depth` (forgetting deeper decodes); the
+        log-probabilities of the token after it."""
+        ...
+
+
+@runtime_checkable
+class TokenLogprobs(Protocol):
+    """A backend that gives next-token log-probabilities (teacher-forced scoring)."""
+
+    def logprob_scope(self) -> AbstractContextManager[LogprobScope]:
+        """Hold the model for scoring: no generation runs meanwhile.
+
+        Afterwards the next generation behaves as if nothing was scored (the engine's
+        prompt cache is made consistent again). Engine failures inside the scope raise
+        GenerationError.
+        """
+        ...
+
+
+@runtime_checkable
+class ParallelRequests(Protocol):
+    """A backend whose `generate` may be called from several threads at once (`--parallel`).
+
+    Only a true `supports_parallel` counts (see `serves_parallel_requests`).
+    """
+
+    supports_parallel: bool
+
+
+def serves_parallel_requests(backend: object) -> bool:
+    """True when `backend` serves several `generate` calls at once."""
+    return isinstance(backend, ParallelRequests) and bool(backend.supports_parallel)
+
+
+@runtime_checkable
+class PrefixCache(Protocol):
+    """A backend that keeps its last prompt evaluated and reuses the prefix the next shares.
+
+    `GenerationResult.prompt_tokens_evaluated` tells how much of a prompt was evaluated
+    (the rest came from the cache), and `GenerationRequest.framing_chars` hints where the
+    part shared by many trials ends.
+    """
+
+    def reset_cache(self) -> None:
+        """Forget the prompt cache: the next generation evaluates its whole prompt."""
+        ...

@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from persona_tui.backends.base import Backend, GenerationRequest
+from persona_tui.backends.base import Backend, GenerationRequest, serves_parallel_requests
 from persona_tui.errors import PersonaError
 from persona_tui.run.plan import TrialSpec, order_for_prefix_reuse, plan_trials
 from persona_tui.run.prompts import conversation, framing_chars, render_prompt
@@ -142,7 +142,7 @@ class Runner:
         control = control or RunControl()
         if parallel < 1:
             raise PersonaError("--parallel must be at least 1")
-        if parallel > 1 and not getattr(self.backend, "supports_parallel", False):
+        if parallel > 1 and not serves_parallel_requests(self.backend):
             raise PersonaError(
                 f"--parallel {parallel} needs a backend that serves several requests at once "
                 f"(an OpenAI-compatible server); {self.backend.info.backend} runs one at a time"

@@ -4,8 +4,8 @@ For each trial the rubric prompt (question + answer) is rendered with the judge 
 chat template (or as a plain document ending in "Answer:" when it has none), and the
 score is the probability-weighted mean of the answers 0..100 (scoring/logprobs.py). When
 less than `min_mass` of the probability falls on numbers, the trial gets no score and the
-fraction is recorded. Backends without next-token probabilities fall back to greedy
-decoding of the number (method "greedy", p_numbers 1 or 0).
+fraction is recorded. Backends without next-token probabilities (no `TokenLogprobs`) fall
+back to greedy decoding of the number (method "greedy", p_numbers 1 or 0).
 
 Scores go to the session's sidecar (scoring/judgements.py), with the rubric template and
 the judge model's sha256, and never touch human annotations.
@@ -23,8 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from persona_tui._util.textdata import loads_toml
-from persona_tui.backends.base import Backend, ChatMessage, GenerationRequest
-from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+from persona_tui.backends.base import Backend, ChatMessage, GenerationRequest, TokenLogprobs
 from persona_tui.errors import PersonaError, ScenarioError, SessionLockedError
 from persona_tui.scoring.judgements import (
     Judgement,
@@ -148,7 +147,7 @@ class Judge:
         self.chat = backend.has_chat_template
         self._scorer = (
             NumberScorer(backend, answer_prefix="" if self.chat else " ")
-            if isinstance(backend, LlamaCppBackend)
+            if isinstance(backend, TokenLogprobs)
             else None
         )
         self.logprobs = self._scorer is not None

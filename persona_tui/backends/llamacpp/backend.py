@@ -48,6 +48,7 @@ from persona_tui.backends.llamacpp.load import (
     default_n_threads,
     llama_cpp_version,
 )
+from persona_tui.backends.llamacpp.logprobs import LlamaLogprobScope, ScoredPrompt
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
 from persona_tui.values import ModelInfo
@@ -103,6 +104,8 @@ class LlamaCppBackend:
         # tokens after it were evaluated one by one and are never reused (see batching).
         self._cached_tokens: list[int] = []
         self._cached_ends: tuple[int, ...] = ()
+        # The last prompt scored through logprob_scope: the next one may reuse its blocks.
+        self._scored = ScoredPrompt()
         original_eval = llama.eval
 
         def _planned_eval(tokens: Sequence[int]) -> None:
@@ -260,20 +263,6 @@ class LlamaCppBackend:
             self._check_open()
             return len(self._tokenize(text))
 
-    @contextlib.contextmanager
-    def locked_llama(self) -> Iterator[Any]:
-        """The underlying `llama_cpp.Llama`, held under this backend's lock.
-
-        For scorers that read next-token logits (the judge); call `tokenize_locked` inside.
-        """
-        with self._lock:
-            self._check_open()
-            yield self._llama
-
-    def tokenize_locked(self, text: str) -> list[int]:
-        """`_tokenize` for callers already inside `locked_llama()`."""
-        return self._tokenize(text)
-
     def _tokenize(self, text: str) -> list[int]:
         """Tokens the model sees for `text`: BOS per the model, special tokens parsed.
 
@@ -419,6 +408,28 @@ class LlamaCppBackend:
             if used > budget:
                 return index
         return len(tokens)
+
+    # ------------------------------------------------------------- logprobs
+
+    @contextlib.contextmanager
+    def logprob_scope(self) -> Iterator[LlamaLogprobScope]:
+        """The model under this backend's lock, for scoring (backends.base.TokenLogprobs).
+
+        Afterwards the prompt cache is forgotten: the KV cache now ends with single-token
+        branch decodes, which the next generation must not reuse (it evaluates its whole
+        prompt once).
+        """
+        try:
+            with self._lock:
+                self._check_open()
+                llama = self._llama
+                try:
+                    yield LlamaLogprobScope(llama, self._tokenize, self._scored, EVAL_BLOCK)
+                except (RuntimeError, ValueError, OSError) as error:
+                    llama.reset()
+                    raise GenerationError(f"llama.cpp failed while judging: {error}") from error
+        finally:
+            self.reset_cache()
 
     def reset_cache(self) -> None:
         """Forget the prompt cache: the next generation evaluates its whole prompt."""

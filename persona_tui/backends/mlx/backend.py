@@ -371,6 +371,11 @@ class MlxBackend:
         trim_prompt_cache(cache, extra)
         self._cached_tokens = list(tokens)
 
+    def reset_cache(self) -> None:
+        """Forget the prompt cache: the next generation evaluates its whole prompt."""
+        with self._lock:
+            self._drop_cache()
+
     def _drop_cache(self) -> None:
         self._cache = None
         self._cached_tokens = []
