@@ -13,10 +13,8 @@ import sys
 from pathlib import Path
 
 from persona_tui.errors import ModelLoadError
+from persona_tui.values import LLAMA_CPP, MLX, OPENAI
 
-LLAMA_CPP = "llama.cpp"
-MLX = "mlx"
-OPENAI = "openai"
 _GGUF_MAGIC = b"GGUF"
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from persona_tui import __version__
 from persona_tui.errors import PersonaError, ScenarioError
+from persona_tui.values import AUTO, BACKEND_CHOICES
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -33,8 +34,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     _add_repack_option(parser)
     parser.add_argument(
         "--backend",
-        choices=("auto", "llama.cpp", "mlx", "openai"),
-        default="auto",
+        choices=BACKEND_CHOICES,
+        default=AUTO,
         help="engine to run the model with (default: picked from what the model is)",
     )
 
@@ -101,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     tui.add_argument("--model", "-m", help="model to run it on")
     tui.add_argument(
         "--backend",
-        choices=("auto", "llama.cpp", "mlx", "openai"),
-        default="auto",
+        choices=BACKEND_CHOICES,
+        default=AUTO,
         help="engine to run the model with (default: picked from what the model is)",
     )
     tui.set_defaults(func=_cmd_tui)

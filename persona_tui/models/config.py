@@ -32,8 +32,9 @@ from persona_tui._util.atomic import atomic_write_text
 from persona_tui._util.textdata import loads_toml
 from persona_tui.errors import ConfigError
 from persona_tui.models.refs import ModelRef
+from persona_tui.values import BACKEND_CHOICES
 
-BACKENDS = ("auto", "llama.cpp", "mlx", "openai")
+BACKENDS = BACKEND_CHOICES
 REPACK = ("auto", "on", "off")
 _TOP_KEYS = ("default_model", "annotator", "theme", "threads", "repack", "models")
 _MODEL_KEYS = (

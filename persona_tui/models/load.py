@@ -16,7 +16,8 @@ from persona_tui.backends.detect import detect_backend, mlx_platform_note
 from persona_tui.errors import ModelLoadError
 from persona_tui.models.config import Config
 from persona_tui.models.discovery import demo_model_path, resolve_model
-from persona_tui.models.refs import AUTO, LLAMA_CPP, MLX, OPENAI, ModelRef
+from persona_tui.models.refs import ModelRef
+from persona_tui.values import AUTO, LLAMA_CPP, MLX, OPENAI
 
 
 def load_backend(
@@ -58,7 +59,7 @@ def load_model(
     ref_text: str,
     config: Config,
     threads: int | None,
-    backend: str = "auto",
+    backend: str = AUTO,
     repack: str | None = None,
 ) -> Backend:
     """Resolve a model reference ("demo", an alias, a path, `openai:URL#MODEL`) and load it.
@@ -67,12 +68,12 @@ def load_model(
     `repack` (llama.cpp) overrides the alias's and the config's setting.
     """
     ref = resolve_model(ref_text, config.models)
-    if backend != "auto":
+    if backend != AUTO:
         ref = replace(ref, backend=backend)
     loaded = load_backend(
         ref, n_threads=threads or config.threads, repack=repack or ref.repack or config.repack
     )
-    note = mlx_platform_note() if loaded.info.backend == "mlx" else None
+    note = mlx_platform_note() if loaded.info.backend == MLX else None
     if note:
         print(f"persona-tui: {note}", file=sys.stderr)
     return loaded

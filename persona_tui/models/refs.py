@@ -1,13 +1,10 @@
-"""Model references: what the user can pick (`ModelRef`) and the backend names."""
+"""Model references: what the user can pick (`ModelRef`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-LLAMA_CPP = "llama.cpp"
-MLX = "mlx"
-OPENAI = "openai"
-AUTO = "auto"
+from persona_tui.values import AUTO
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,12 @@ from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config, load_config, update_config
 from persona_tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes
+from persona_tui.values import AUTO
 
 ModelLoader = Callable[[str, Config, str], Backend]  # (model reference, config, backend)
 
 
-def load_model_for_ui(ref: str, config: Config, backend: str = "auto") -> Backend:
+def load_model_for_ui(ref: str, config: Config, backend: str = AUTO) -> Backend:
     """Resolve and load a model the same way the headless CLI does (`--backend`)."""
     from persona_tui.models.load import load_model
 
@@ -41,7 +42,7 @@ class StartSpec:
     model: str | None = None
     annotate: Path | None = None
     blind: bool = False
-    backend: str = "auto"
+    backend: str = AUTO
 
 
 class PersonaApp(App[int]):
@@ -120,7 +121,7 @@ class PersonaApp(App[int]):
         model: str | None,
         resume: Path | None = None,
         *,
-        backend: str = "auto",
+        backend: str = AUTO,
     ) -> None:
         """Open the Run screen on a new run of `scenario` or on resuming `resume`.
 
@@ -221,7 +222,7 @@ def create_app(
     model: str | None = None,
     annotate: Path | None = None,
     blind: bool = False,
-    backend: str = "auto",
+    backend: str = AUTO,
     config: Config | None = None,
     loader: ModelLoader | None = None,
     clock: Callable[[], float] | None = None,
@@ -257,7 +258,7 @@ def run_app(
     model: str | None = None,
     annotate: Path | None = None,
     blind: bool = False,
-    backend: str = "auto",
+    backend: str = AUTO,
 ) -> int:
     """Run the app in the terminal; returns the process exit status."""
     app = create_app(

@@ -39,7 +39,6 @@ from persona_tui.backends.common import (
     template_sha256,
 )
 from persona_tui.backends.cpu_load import ThreadGovernor
-from persona_tui.backends.detect import LLAMA_CPP
 from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix, split_points
 from persona_tui.backends.llamacpp.gguf_header import GGUFHeader, read_gguf_header
 from persona_tui.backends.llamacpp.load import (
@@ -51,7 +50,7 @@ from persona_tui.backends.llamacpp.load import (
 from persona_tui.backends.llamacpp.logprobs import LlamaLogprobScope, ScoredPrompt
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
-from persona_tui.values import ModelInfo
+from persona_tui.values import LLAMA_CPP, ModelInfo
 
 DEFAULT_MAX_CONTEXT = 4096
 # Prompt tokens are evaluated in batches of at most this many positions, planned so that

@@ -33,7 +33,6 @@ from typing import Any
 
 from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
 from persona_tui.backends.common import cancelled_before_start, emit, is_cancelled, make_result
-from persona_tui.backends.detect import OPENAI
 from persona_tui.backends.openai.http import (
     CancelWatcher,
     HttpStatusError,
@@ -62,7 +61,7 @@ from persona_tui.backends.openai.ref import (
 )
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
-from persona_tui.values import FinishReason, ModelInfo
+from persona_tui.values import OPENAI, FinishReason, ModelInfo
 
 
 class _UnfinishedStream(Exception):

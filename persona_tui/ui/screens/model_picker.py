@@ -22,12 +22,13 @@ from textual.widgets.option_list import Option
 
 from persona_tui.errors import ModelLoadError
 from persona_tui.models.config import Config
-from persona_tui.models.refs import AUTO, LLAMA_CPP, MLX, OPENAI, ModelRef
+from persona_tui.models.refs import ModelRef
 from persona_tui.ui.screens.dialogs import DIALOG_CSS, TextPrompt
 from persona_tui.ui.text import inert
+from persona_tui.values import AUTO, BACKEND_CHOICES
 
 OPEN_FILE = "\x00open-file"
-BACKENDS = (AUTO, LLAMA_CPP, MLX, OPENAI)
+BACKENDS = BACKEND_CHOICES
 OPEN_HINT = "A GGUF file, an MLX model folder, or openai:URL#MODEL"
 
 
