@@ -3,6 +3,7 @@
 `backend` is the Backend itself; `load` constructs the engine safely (threads, weight
 repacking off on builds with the crashing AMX path) and records how; `canary` makes the
 first contact with an engine in a child process; `batching` derives the evaluation plan
-of a prompt from the prompt itself; `gguf_header` reads a GGUF file's metadata without
-the engine. llama_cpp is imported lazily, never at import time.
+of a prompt from the prompt itself; `logprobs` reads next-token log-probabilities for
+scorers (`TokenLogprobs`); `gguf_header` reads a GGUF file's metadata without the engine.
+llama_cpp is imported lazily, never at import time.
 """
