@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui._util.hashing import sha256_file
-from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
+from persona_tui.backends.base import (
+    ChatMessage,
+    GenerationRequest,
+    GenerationResult,
+    LogprobScope,
+    TextCallback,
+)
 from persona_tui.backends.common import (
     CachedModelInfo,
     cancelled_before_start,
@@ -411,7 +417,7 @@ class LlamaCppBackend:
     # ------------------------------------------------------------- logprobs
 
     @contextlib.contextmanager
-    def logprob_scope(self) -> Iterator[LlamaLogprobScope]:
+    def logprob_scope(self) -> Iterator[LogprobScope]:
         """The model under this backend's lock, for scoring (backends.base.TokenLogprobs).
 
         Afterwards the prompt cache is forgotten: the KV cache now ends with single-token
