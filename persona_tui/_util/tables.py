@@ -24,7 +24,7 @@ import datetime
 import difflib
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -371,7 +371,7 @@ class TableReader:
     def __init__(
         self,
         problems: Problems,
-        table: dict[str, Any],
+        table: Mapping[str, Any],
         path: KeyPath = (),
         allowed: Sequence[str] | None = None,
     ) -> None:
