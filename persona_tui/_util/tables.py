@@ -387,8 +387,9 @@ class TableReader:
 
     def check_keys(self, allowed: Sequence[str]) -> None:
         """Report every key not in `allowed`, worded by `problems.unknown_key`."""
-        for key in self.unknown_keys(allowed):
-            self.problems.add(*self.problems.unknown_key(self.path, key, allowed))
+        for key in self.table:
+            if key not in allowed:
+                self.problems.add(*self.problems.unknown_key(self.path, key, allowed))
 
     def has(self, key: str) -> bool:
         return key in self.table
@@ -411,6 +412,8 @@ class TableReader:
         `expected {expected}, got ...`).
         """
         value = self.table.get(key)
+        if type(value) in kinds:  # the common case first (sessions hold thousands of tables)
+            return value
         if value is None:
             if required and key not in self.table:
                 self.report(key, "required key is missing")

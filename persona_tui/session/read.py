@@ -84,8 +84,7 @@ def _table(t: TableReader, key: str, allowed: Sequence[str] | None) -> TableRead
 
 
 def _str(t: TableReader, key: str) -> str:
-    value = t.value(key, "a string", (str,), required=True)
-    return value if isinstance(value, str) else ""
+    return t.value(key, "a string", (str,), required=True) or ""
 
 
 def _int(t: TableReader, key: str, minimum: int = 0) -> int:
