@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 _TEMP_SUFFIX = ".tmp"
@@ -55,6 +56,32 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o600) -> None:
 def atomic_write_text(path: Path, text: str, mode: int = 0o600) -> None:
     """Replace `path` with `text` encoded as UTF-8 (newlines written as given), atomically."""
     atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """A temporary path next to `path` for code that writes a file itself (a downloader, an
+    assembler); when the block ends normally it is fsynced and renamed over `path`.
+
+    On any exception (OSError or the writer's own) the temporary file is removed and `path`
+    is untouched.
+    """
+    folder = path.parent
+    fd, temp_name = tempfile.mkstemp(dir=folder, prefix=temp_prefix(path), suffix=_TEMP_SUFFIX)
+    os.close(fd)
+    try:
+        yield Path(temp_name)
+        written = os.open(temp_name, os.O_RDONLY)
+        try:
+            os.fsync(written)
+        finally:
+            os.close(written)
+        os.replace(temp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp_name)
+        raise
+    fsync_directory(folder)
 
 
 def fsync_directory(folder: Path) -> None:

@@ -6,15 +6,13 @@ once, not on every run.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from persona_tui import paths
+from persona_tui._util.atomic import atomic_write_text
 from persona_tui._util.textdata import DataFileError, loads_json
 from persona_tui.errors import ModelLoadError
 
@@ -75,17 +73,8 @@ def _read_hash_cache(cache_file: Path) -> dict[str, object]:
 
 def _write_hash_cache(cache_file: Path, entries: Mapping[str, object]) -> None:
     payload = json.dumps({"version": _HASH_CACHE_VERSION, "entries": entries}, indent=1)
-    tmp_name = ""
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".hashes-", suffix=".tmp", dir=cache_file.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, cache_file)
+        atomic_write_text(cache_file, payload)
     except OSError:
-        # The cache is an optimisation: a read-only cache dir only costs a re-hash.
-        if tmp_name:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+        pass  # the cache is an optimisation: a read-only cache dir only costs a re-hash

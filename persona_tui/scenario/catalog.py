@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from persona_tui import paths
+from persona_tui._util.tables import did_you_mean
 from persona_tui.errors import ScenarioError
-from persona_tui.scenario.schema import did_you_mean
 
 
 def builtin_scenarios() -> list[Path]:

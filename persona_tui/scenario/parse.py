@@ -8,6 +8,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from persona_tui._util.tables import (
+    Problems,
+    SourceLines,
+    TableReader,
+    report_duplicates,
+)
 from persona_tui._util.textdata import loads_toml
 from persona_tui.errors import ScenarioError
 from persona_tui.scenario.model import (
@@ -25,12 +31,6 @@ from persona_tui.scenario.model import (
     Study,
 )
 from persona_tui.scenario.rules import read_rules
-from persona_tui.scenario.schema import (
-    Problems,
-    SourceLines,
-    TableReader,
-    report_duplicates,
-)
 from persona_tui.values import SamplingParams
 
 _TOP_KEYS = (
@@ -80,8 +80,7 @@ def parse_scenario(text: str, source_path: str = "<string>") -> Scenario:
     probes = _probes(top)
     annotation = _annotation(top.table_at("annotation", _ANNOTATION_KEYS))
     rules = read_rules(problems, top)
-    if problems:
-        raise ScenarioError(problems.lines())
+    problems.raise_if_any(ScenarioError)
     return Scenario(
         id=scenario_id,
         title=title,

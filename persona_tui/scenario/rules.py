@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from persona_tui._util.tables import Problems, SourceLines, TableReader
 from persona_tui._util.textdata import loads_toml
 from persona_tui.errors import ScenarioError
-from persona_tui.scenario.schema import Problems, SourceLines, TableReader
 
 _RULE_KEYS = ("label", "keywords", "patterns", "case_sensitive", "description")
 _FILE_KEYS = ("rules",)
@@ -137,8 +137,7 @@ def parse_rules(text: str, source_path: str = "<string>", *, lenient: bool = Fal
     problems = Problems(source_path, SourceLines(text))
     top = TableReader(problems, data, (), _FILE_KEYS)
     rule_set = read_rules(problems, top)
-    if problems:
-        raise ScenarioError(problems.lines())
+    problems.raise_if_any(ScenarioError)
     return rule_set
 
 

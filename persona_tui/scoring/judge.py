@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from persona_tui._util.tables import Problems, TableReader
 from persona_tui._util.textdata import loads_toml
 from persona_tui.backends.base import Backend, ChatMessage, GenerationRequest, TokenLogprobs
 from persona_tui.errors import PersonaError, ScenarioError, SessionLockedError
@@ -100,6 +101,9 @@ def resolve_rubric(spec: str) -> Rubric:
     )
 
 
+_RUBRIC_KEYS = ("id", "template", "description")
+
+
 def load_rubric_file(path: Path) -> Rubric:
     """A custom rubric: TOML with `id`, `template` (with {question} and {answer}), `description`."""
     try:
@@ -108,23 +112,21 @@ def load_rubric_file(path: Path) -> Rubric:
         raise ScenarioError([f"{path}: rubric file not found"]) from None
     except (OSError, UnicodeDecodeError) as error:
         raise ScenarioError([f"{path}: cannot read the rubric file: {error}"]) from None
-    problems = []
-    unknown = set(data) - {"id", "template", "description"}
+    problems = Problems(path, describe=None)
+    t = TableReader(problems, data)
+    unknown = t.unknown_keys(_RUBRIC_KEYS)
     if unknown:
-        problems.append(f"{path}: unknown key(s) {', '.join(sorted(unknown))}")
-    rubric_id = data.get("id")
-    template = data.get("template")
+        t.report((), f"unknown key(s) {', '.join(sorted(unknown))}")
+    rubric_id = t.table.get("id")
+    template = t.table.get("template")
     if not isinstance(rubric_id, str) or not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", rubric_id):
-        problems.append(f"{path}: id: required, lowercase letters, digits, '-' or '_'")
+        t.report("id", "required, lowercase letters, digits, '-' or '_'")
     if not isinstance(template, str) or not template.strip():
-        problems.append(f"{path}: template: required, a non-empty string")
+        t.report("template", "required, a non-empty string")
     elif "{answer}" not in template:
-        problems.append(f"{path}: template: must contain {{answer}} (and usually {{question}})")
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        problems.append(f"{path}: description: expected a string")
-    if problems:
-        raise ScenarioError(problems)
+        t.report("template", "must contain {answer} (and usually {question})")
+    description = t.value("description", "a string", (str,)) or ""
+    problems.raise_if_any(ScenarioError)
     assert isinstance(rubric_id, str) and isinstance(template, str)
     return Rubric(rubric_id, template, str(description))
 

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui._util.atomic import atomic_write_text, describe_os_error
+from persona_tui._util.tables import Problems, TableReader
 from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui._util.toml_text import render_string
 from persona_tui.errors import SessionError
@@ -238,47 +239,78 @@ def load_judge_file(session_path: Path, session_id: str) -> JudgeFile:
             "delete it to re-run `persona-tui judge`"
         ) from None
     try:
-        return _parse(data, session_id)
-    except (KeyError, TypeError, ValueError) as error:
+        return _parse(data, session_id, path)
+    except SessionError as error:
         raise SessionError(
-            f"{path}: malformed judge file ({type(error).__name__}: {error}); "
-            "delete it to re-run `persona-tui judge`"
+            f"{error}; malformed judge file: delete it to re-run `persona-tui judge`"
         ) from None
 
 
-def _parse(data: dict[str, Any], session_id: str) -> JudgeFile:
-    version = data.get("format_version")
+_ROW_TYPES: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("a string", (str,)),  # condition
+    ("a string", (str,)),  # probe
+    ("an integer", (int,)),  # sample
+    ("a number", (int, float)),  # score (nan: no score)
+    ("a number", (int, float)),  # p_numbers
+    ("a string", (str,)),  # time
+)
+
+
+def _string(t: TableReader, key: str) -> str:
+    value = t.value(key, "a string", (str,), required=True)
+    return value if isinstance(value, str) else ""
+
+
+def _parse(data: dict[str, Any], session_id: str, path: Path) -> JudgeFile:
+    """Validate a parsed sidecar (SessionError at the first problem); unknown keys are ignored."""
+    top = TableReader(Problems(path, fail_fast=SessionError), data)
+    version = top.value("format_version", "an integer", (int,), required=True)
     if version != JUDGE_FORMAT_VERSION:
-        raise ValueError(f"format_version {version!r} is not {JUDGE_FORMAT_VERSION}")
-    stored_id = str(data["session_id"])
+        top.report("format_version", f"{version!r} is not {JUDGE_FORMAT_VERSION}")
+    stored_id = _string(top, "session_id")
     if stored_id != session_id:
-        raise ValueError(f"it belongs to session {stored_id!r}, not {session_id!r}")
+        top.report("session_id", f"it belongs to session {stored_id!r}, not {session_id!r}")
     rubrics = {
-        str(r["sha256"]): Rubric(str(r["id"]), str(r["template"]), str(r.get("description", "")))
-        for r in data.get("rubrics", [])
-    }
-    return JudgeFile.of(session_id, rubrics, _rows(data))
-
-
-def _rows(data: dict[str, Any]) -> Iterator[Judgement]:
-    for batch in data.get("batches", []):
-        rubric, rubric_sha256, model, model_sha256, backend, method = (
-            str(batch[name]) for name in _BATCH_KEYS
+        _string(r, "sha256"): Rubric(
+            _string(r, "id"), _string(r, "template"), r.string("description")
         )
-        if tuple(batch.get("columns", ROW_COLUMNS)) != ROW_COLUMNS:
-            raise ValueError(f"unexpected columns {batch.get('columns')!r}")
-        for condition, probe, sample, score, p_numbers, time in batch["rows"]:
+        for r in top.each_table("rubrics", None, what="a rubric")
+    }
+    return JudgeFile.of(session_id, rubrics, _rows(top))
+
+
+def _rows(top: TableReader) -> Iterator[Judgement]:
+    for batch in top.each_table("batches", None, what="a batch"):
+        rubric, rubric_sha256, model, model_sha256, backend, method = (
+            _string(batch, name) for name in _BATCH_KEYS
+        )
+        columns = batch.value("columns", "an array of column names", (list,))
+        if columns is not None and tuple(columns) != ROW_COLUMNS:
+            batch.report("columns", f"unexpected columns {columns!r}")
+        rows = batch.value("rows", "an array of rows", (list,), required=True) or []
+        for index, row in enumerate(rows):
+            if not isinstance(row, list):
+                batch.wrong_type(("rows", index), "an array (one row)", row)
+                continue
+            if len(row) != len(ROW_COLUMNS):
+                expected = f"{len(ROW_COLUMNS)} values ({', '.join(ROW_COLUMNS)})"
+                batch.report(("rows", index), f"expected {expected}, got {len(row)}")
+                continue
+            for column, (value, (expected, kinds)) in enumerate(zip(row, _ROW_TYPES, strict=True)):
+                if isinstance(value, bool) or not isinstance(value, kinds):
+                    batch.wrong_type(("rows", index, column), expected, value)
+            condition, probe, sample, score, p_numbers, time = row
             yield Judgement(
-                condition=str(condition),
-                probe=str(probe),
-                sample=int(sample),
+                condition=condition,
+                probe=probe,
+                sample=sample,
                 rubric=rubric,
                 rubric_sha256=rubric_sha256,
                 judge_model=model,
                 judge_sha256=model_sha256,
                 judge_backend=backend,
                 method=method,
-                score=None if math.isnan(float(score)) else float(score),
+                score=None if math.isnan(score) else float(score),
                 p_numbers=float(p_numbers),
-                time=str(time),
+                time=time,
             )

@@ -9,14 +9,14 @@ through `schema`. Format: docs/session-format.md.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from persona_tui._util.atomic import describe_os_error
+from persona_tui._util.tables import KeyPath, Problems, TableReader, closest
 from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui.errors import SessionError
 from persona_tui.session.model import (
@@ -58,131 +58,119 @@ def _type_name(value: object) -> str:
     return type(value).__name__
 
 
-class _Reader:
-    """Validating accessors that name the file and the key path in every error."""
+def _unknown_key(path: KeyPath, key: str, allowed: Sequence[str]) -> tuple[KeyPath, str]:
+    close = closest(key, allowed)
+    hint = f" (did you mean {close!r}?)" if close else ""
+    return (*path, key), f"unknown key{hint}; allowed here: {', '.join(allowed)}"
 
-    def __init__(self, file: Path) -> None:
-        self.file = file
 
-    def fail(self, where: str, message: str) -> NoReturn:
-        raise SessionError(f"{self.file}: {where}: {message}")
+def _problems(file: Path) -> Problems:
+    """Session wording, failing at the first problem with a SessionError."""
+    return Problems(
+        file,
+        fail_fast=SessionError,
+        describe=_type_name,
+        unknown_key=_unknown_key,
+        quote_keys=False,
+    )
 
-    def expect(self, where: str, expected: str, value: object) -> NoReturn:
-        self.fail(where, f"expected {expected}, got {_type_name(value)}")
 
-    def keys(self, table: Mapping[str, object], allowed: tuple[str, ...], where: str) -> None:
-        for key in table:
-            if key not in allowed:
-                close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                allowed_list = ", ".join(allowed)
-                name = f"{where}.{key}" if where else key
-                self.fail(name, f"unknown key{hint}; allowed here: {allowed_list}")
+# Each reader below returns a placeholder only after a problem, which has raised already.
 
-    def get(self, table: Mapping[str, object], key: str, where: str) -> object:
-        if key not in table:
-            self.fail(f"{where}.{key}" if where else key, "required key is missing")
-        return table[key]
 
-    def table(self, table: Mapping[str, object], key: str, where: str = "") -> dict[str, Any]:
-        value = self.get(table, key, where)
-        if not isinstance(value, dict):
-            self.expect(f"{where}.{key}" if where else key, "a table", value)
-        return value
+def _table(t: TableReader, key: str, allowed: Sequence[str] | None) -> TableReader:
+    found = t.table_at(key, allowed, required=True)
+    return found if found is not None else TableReader(t.problems, {}, (*t.path, key))
 
-    def str_(self, table: Mapping[str, object], key: str, where: str) -> str:
-        value = self.get(table, key, where)
-        if not isinstance(value, str):
-            self.expect(f"{where}.{key}", "a string", value)
-        return value
 
-    def int_(self, table: Mapping[str, object], key: str, where: str, minimum: int = 0) -> int:
-        value = self.get(table, key, where)
-        if type(value) is not int:
-            self.expect(f"{where}.{key}", "an integer", value)
-        if value < minimum:
-            self.fail(f"{where}.{key}", f"expected an integer >= {minimum}, got {value}")
-        if value >= INT64_BOUND:  # tomllib accepts any size; TOML (and the writer) stop here
-            self.fail(f"{where}.{key}", f"expected an integer < 2**63 (64-bit), got {value}")
-        return value
+def _str(t: TableReader, key: str) -> str:
+    return t.value(key, "a string", (str,), required=True) or ""
 
-    def any_int(self, table: Mapping[str, object], key: str, where: str) -> int:
-        return self.int_(table, key, where, minimum=-INT64_BOUND)
 
-    def float_(self, table: Mapping[str, object], key: str, where: str) -> float:
-        value = self.get(table, key, where)
-        if type(value) not in (int, float):
-            self.expect(f"{where}.{key}", "a number", value)
-        return float(value)  # type: ignore[arg-type]
+def _int(t: TableReader, key: str, minimum: int = 0) -> int:
+    value = t.value(key, "an integer", (int,), required=True)
+    if value is None:
+        return 0
+    if value < minimum:
+        t.report(key, f"expected an integer >= {minimum}, got {value}")
+    if value >= INT64_BOUND:  # tomllib accepts any size; TOML (and the writer) stop here
+        t.report(key, f"expected an integer < 2**63 (64-bit), got {value}")
+    return int(value)
 
-    def bool_(self, table: Mapping[str, object], key: str, where: str) -> bool:
-        value = self.get(table, key, where)
-        if not isinstance(value, bool):
-            self.expect(f"{where}.{key}", "true or false", value)
-        return value
 
-    def choice(
-        self, table: Mapping[str, object], key: str, where: str, choices: tuple[str, ...]
-    ) -> Any:
-        value = self.str_(table, key, where)
-        if value not in choices:
-            options = ", ".join(repr(c) for c in choices)
-            self.fail(f"{where}.{key}", f"expected one of {options}, got {value!r}")
-        return value
+def _any_int(t: TableReader, key: str) -> int:
+    return _int(t, key, minimum=-INT64_BOUND)
 
-    def str_tuple(self, table: Mapping[str, object], key: str, where: str) -> tuple[str, ...]:
-        value = self.get(table, key, where)
-        if not isinstance(value, list):
-            self.expect(f"{where}.{key}", "an array of strings", value)
-        for n, item in enumerate(value):
-            if not isinstance(item, str):
-                self.expect(f"{where}.{key}[{n}]", "a string", item)
-        return tuple(value)
 
-    def str_map(self, table: Mapping[str, object], key: str, where: str) -> dict[str, str]:
-        value = self.table(table, key, where)
-        for k, v in value.items():
-            if not isinstance(v, str):
-                self.expect(f"{where}.{key}.{k}", "a string", v)
-        return dict(value)
+def _float(t: TableReader, key: str) -> float:
+    value = t.value(key, "a number", (int, float), required=True)
+    return 0.0 if value is None else float(value)
 
-    def int_map(self, table: Mapping[str, object], key: str, where: str) -> dict[str, int]:
-        value = self.table(table, key, where)
-        for k, v in value.items():
-            if type(v) is not int:
-                self.expect(f"{where}.{key}.{k}", "an integer", v)
-        return dict(value)
 
-    def dataclass_table(
-        self, cls: type[T], table: Mapping[str, Any], where: str, all_required: bool = False
-    ) -> T:
-        """Build `cls` (SamplingParams, ModelInfo) from a table, field by field.
+def _bool(t: TableReader, key: str) -> bool:
+    return bool(t.value(key, "true or false", (bool,), required=True))
 
-        A field with a default may be absent (it then takes the default) unless `all_required`.
-        """
-        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-        self.keys(table, tuple(f.name for f in fields), where)
-        kwargs: dict[str, object] = {}
-        for f in fields:
-            type_name = str(f.type)
-            missing_ok = not all_required and (
-                f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-            )
-            if f.name not in table and missing_ok:
-                continue  # absent optional key: the dataclass default (None, "", 0, {})
-            base = optional_base(type_name) or type_name
-            readers: dict[str, Callable[[Mapping[str, object], str, str], object]] = {
-                "str": self.str_,
-                "int": self.any_int,
-                "float": self.float_,
-                "bool": self.bool_,
-                "dict[str, str]": self.str_map,
-            }
-            reader = readers.get(base)
-            if reader is None:  # pragma: no cover - only when a new field type is added
-                raise TypeError(f"session.read cannot read {where}.{f.name} of type {base}")
-            kwargs[f.name] = reader(table, f.name, where)
-        return cls(**kwargs)
+
+def _choice(t: TableReader, key: str, choices: tuple[str, ...]) -> Any:
+    value = _str(t, key)
+    if value not in choices:
+        options = ", ".join(repr(c) for c in choices)
+        t.report(key, f"expected one of {options}, got {value!r}")
+    return value
+
+
+def _str_tuple(t: TableReader, key: str) -> tuple[str, ...]:
+    value = t.value(key, "an array of strings", (list,), required=True)
+    for n, item in enumerate(value or ()):
+        if not isinstance(item, str):
+            t.wrong_type((key, n), "a string", item)
+    return tuple(value or ())
+
+
+def _str_map(t: TableReader, key: str) -> dict[str, str]:
+    sub = _table(t, key, None)
+    for k in sub.table:
+        sub.value(k, "a string", (str,))
+    return dict(sub.table)
+
+
+def _int_map(t: TableReader, key: str) -> dict[str, int]:
+    sub = _table(t, key, None)
+    for k in sub.table:
+        sub.value(k, "an integer", (int,))
+    return dict(sub.table)
+
+
+_FIELD_READERS: dict[str, Callable[[TableReader, str], object]] = {
+    "str": _str,
+    "int": _any_int,
+    "float": _float,
+    "bool": _bool,
+    "dict[str, str]": _str_map,
+}
+
+
+def _dataclass_table(cls: type[T], t: TableReader, key: str, all_required: bool = False) -> T:
+    """Build `cls` (SamplingParams, ModelInfo) from the table `key`, field by field.
+
+    A field with a default may be absent (it then takes the default) unless `all_required`.
+    """
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    table = _table(t, key, tuple(f.name for f in fields))
+    kwargs: dict[str, object] = {}
+    for f in fields:
+        type_name = str(f.type)
+        missing_ok = not all_required and (
+            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        )
+        if not table.has(f.name) and missing_ok:
+            continue  # absent optional key: the dataclass default (None, "", 0, {})
+        base = optional_base(type_name) or type_name
+        reader = _FIELD_READERS.get(base)
+        if reader is None:  # pragma: no cover - only when a new field type is added
+            raise TypeError(f"session.read cannot read {key}.{f.name} of type {base}")
+        kwargs[f.name] = reader(table, f.name)
+    return cls(**kwargs)
 
 
 _TOP_KEYS = ("format_version", "session", "model", "sampling", "plan", "scenario", "trials")
@@ -261,106 +249,90 @@ def _parse_toml(data: bytes, file: Path) -> dict[str, Any]:
 def parse_session(data: bytes, file: Path) -> Session:
     """Validate a session file's bytes and build the Session; SessionError on any problem."""
     doc = _parse_toml(data, file)
-    r = _Reader(file)
+    problems = _problems(file)
     if "format_version" not in doc:
-        r.fail("format_version", "missing: this is not a persona-tui session file")
+        problems.add(("format_version",), "missing: this is not a persona-tui session file")
     version = doc["format_version"]
     if type(version) is not int:
-        r.expect("format_version", "an integer", version)
+        problems.wrong_type(("format_version",), "an integer", version)
     if version != FORMAT_VERSION:
         newer = " (written by a newer persona-tui: upgrade it)" if version > FORMAT_VERSION else ""
-        r.fail(
-            "format_version",
+        problems.add(
+            ("format_version",),
             f"unknown session format {version}{newer}; this version reads format {FORMAT_VERSION}",
         )
-    r.keys(doc, _TOP_KEYS, "")
+    top = TableReader(problems, doc, (), _TOP_KEYS)
 
-    sess = r.table(doc, "session")
-    r.keys(sess, _SESSION_KEYS, "session")
-    model = r.dataclass_table(ModelInfo, r.table(doc, "model"), "model")
-    sampling_table = r.table(doc, "sampling")
-    sampling = r.dataclass_table(SamplingParams, sampling_table, "sampling", all_required=True)
-    plan_t = r.table(doc, "plan")
-    r.keys(plan_t, _PLAN_KEYS, "plan")
+    sess = _table(top, "session", _SESSION_KEYS)
+    model = _dataclass_table(ModelInfo, top, "model")
+    sampling = _dataclass_table(SamplingParams, top, "sampling", all_required=True)
+    plan_t = _table(top, "plan", _PLAN_KEYS)
     plan = Plan(
-        conditions=r.str_tuple(plan_t, "conditions", "plan"),
-        probes=r.str_tuple(plan_t, "probes", "plan"),
-        samples=r.int_(plan_t, "samples", "plan"),
-        seed=r.any_int(plan_t, "seed", "plan"),
-        prompt_mode=r.choice(plan_t, "prompt_mode", "plan", PROMPT_MODES),
-        stop=r.str_tuple(plan_t, "stop", "plan") if "stop" in plan_t else (),
+        conditions=_str_tuple(plan_t, "conditions"),
+        probes=_str_tuple(plan_t, "probes"),
+        samples=_int(plan_t, "samples"),
+        seed=_any_int(plan_t, "seed"),
+        prompt_mode=_choice(plan_t, "prompt_mode", PROMPT_MODES),
+        stop=_str_tuple(plan_t, "stop") if plan_t.has("stop") else (),
     )
-    scen = r.table(doc, "scenario")
-    r.keys(scen, _SCENARIO_KEYS, "scenario")
+    scen = _table(top, "scenario", _SCENARIO_KEYS)
     header = SessionHeader(
-        id=r.str_(sess, "id", "session"),
-        scenario_id=r.str_(sess, "scenario_id", "session"),
-        scenario_sha256=r.str_(sess, "scenario_sha256", "session"),
-        scenario_source=r.str_(scen, "source", "scenario"),
-        scenario_path=r.str_(sess, "scenario_path", "session"),
-        created=r.str_(sess, "created", "session"),
-        status=r.choice(sess, "status", "session", STATUSES),
+        id=_str(sess, "id"),
+        scenario_id=_str(sess, "scenario_id"),
+        scenario_sha256=_str(sess, "scenario_sha256"),
+        scenario_source=_str(scen, "source"),
+        scenario_path=_str(sess, "scenario_path"),
+        created=_str(sess, "created"),
+        status=_choice(sess, "status", STATUSES),
         model=model,
         sampling=sampling,
         plan=plan,
-        app_version=r.str_(sess, "app_version", "session"),
-        chat_template=r.str_(scen, "chat_template", "scenario")
-        if "chat_template" in scen
-        else None,
+        app_version=_str(sess, "app_version"),
+        chat_template=_str(scen, "chat_template") if scen.has("chat_template") else None,
     )
 
-    raw_trials = doc.get("trials", [])
-    if not isinstance(raw_trials, list):
-        r.expect("trials", "an array of tables ([[trials]])", raw_trials)
-    trials = [_read_trial(r, t, f"trials[{n}]") for n, t in enumerate(raw_trials)]
+    trials = [_read_trial(t) for t in top.each_table("trials", _TRIAL_KEYS)]
     seen: dict[tuple[str, str, int], int] = {}
-    for n, t in enumerate(trials):
-        first = seen.setdefault((t.condition, t.probe, t.sample), n)
+    for n, trial in enumerate(trials):
+        first = seen.setdefault((trial.condition, trial.probe, trial.sample), n)
         if first != n:
-            r.fail(
-                f"trials[{n}]",
-                f"duplicate of trials[{first}] (condition {t.condition!r}, probe {t.probe!r}, "
-                f"sample {t.sample}); each trial may appear once",
+            problems.add(
+                ("trials", n),
+                f"duplicate of trials[{first}] (condition {trial.condition!r}, "
+                f"probe {trial.probe!r}, sample {trial.sample}); each trial may appear once",
             )
     return Session(header=header, trials=trials, path=file)
 
 
-def _read_trial(r: _Reader, raw: object, w: str) -> Trial:
-    if not isinstance(raw, dict):
-        r.expect(w, "a table", raw)
-    r.keys(raw, _TRIAL_KEYS, w)
-    raw_annotations = raw.get("annotations", [])
-    if not isinstance(raw_annotations, list):
-        r.expect(f"{w}.annotations", "an array of tables ([[trials.annotations]])", raw_annotations)
-    annotations = []
-    for n, a in enumerate(raw_annotations):
-        aw = f"{w}.annotations[{n}]"
-        if not isinstance(a, dict):
-            r.expect(aw, "a table", a)
-        r.keys(a, _ANNOTATION_KEYS, aw)
-        annotations.append(
-            Annotation(
-                annotator=r.str_(a, "annotator", aw),
-                time=r.str_(a, "time", aw),
-                label=r.str_(a, "label", aw) if "label" in a else "",
-                scores=r.int_map(a, "scores", aw) if "scores" in a else {},
-                note=r.str_(a, "note", aw) if "note" in a else "",
-                blind_seed=r.int_(a, "blind_seed", aw) if "blind_seed" in a else None,
-            )
+def _read_trial(t: TableReader) -> Trial:
+    annotations = [
+        Annotation(
+            annotator=_str(a, "annotator"),
+            time=_str(a, "time"),
+            label=_str(a, "label") if a.has("label") else "",
+            scores=_int_map(a, "scores") if a.has("scores") else {},
+            note=_str(a, "note") if a.has("note") else "",
+            blind_seed=_int(a, "blind_seed") if a.has("blind_seed") else None,
         )
+        for a in t.each_table(
+            "annotations",
+            _ANNOTATION_KEYS,
+            expected="an array of tables ([[trials.annotations]])",
+        )
+    ]
     return Trial(
-        condition=r.str_(raw, "condition", w),
-        probe=r.str_(raw, "probe", w),
-        sample=r.int_(raw, "sample", w),
-        seed=r.any_int(raw, "seed", w),
-        prompt=r.str_(raw, "prompt", w),
-        response=r.str_(raw, "response", w),
-        finish_reason=r.choice(raw, "finish_reason", w, FINISH_REASONS),
-        prompt_tokens=r.int_(raw, "prompt_tokens", w),
-        completion_tokens=r.int_(raw, "completion_tokens", w),
-        started=r.str_(raw, "started", w),
-        seconds=r.float_(raw, "seconds", w),
-        turn_responses=r.str_tuple(raw, "turn_responses", w) if "turn_responses" in raw else (),
+        condition=_str(t, "condition"),
+        probe=_str(t, "probe"),
+        sample=_int(t, "sample"),
+        seed=_any_int(t, "seed"),
+        prompt=_str(t, "prompt"),
+        response=_str(t, "response"),
+        finish_reason=_choice(t, "finish_reason", FINISH_REASONS),
+        prompt_tokens=_int(t, "prompt_tokens"),
+        completion_tokens=_int(t, "completion_tokens"),
+        started=_str(t, "started"),
+        seconds=_float(t, "seconds"),
+        turn_responses=_str_tuple(t, "turn_responses") if t.has("turn_responses") else (),
         annotations=tuple(annotations),
     )
 

@@ -7,8 +7,7 @@ it. Broken files are collected, not raised, so the app starts and reports them o
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from persona_tui import paths
+from persona_tui._util.tables import KeyPath, Problems, TableReader, closest
 from persona_tui._util.textdata import DataFileError, loads_toml
 
 DEFAULT_THEME = "persona-dark"
@@ -49,52 +49,49 @@ class ThemeSet:
         return tuple(theme.name for theme in self.themes)
 
 
-def _color(value: Any, key: str, where: str, problems: list[str]) -> str | None:
-    if not isinstance(value, str):
-        problems.append(f'{where}: {key}: expected a colour string like "#1e1e2e"')
+def _unknown_key(path: KeyPath, key: str, allowed: Sequence[str]) -> tuple[KeyPath, str]:
+    close = closest(key, allowed)
+    hint = f"did you mean '{close}'?" if close else f"allowed: {', '.join(allowed)}"
+    return (), f"unknown key '{key}'; {hint}"
+
+
+def _color(t: TableReader, key: str) -> str | None:
+    value = t.value(key, 'a colour string like "#1e1e2e"', (str,))
+    if value is None:
         return None
     try:
         Color.parse(value)
     except ColorParseError:
-        problems.append(f'{where}: {key}: {value!r} is not a colour (use "#rrggbb" or a name)')
+        t.report(key, f'{value!r} is not a colour (use "#rrggbb" or a name)')
         return None
-    return value
+    return str(value)
 
 
 def parse_theme(data: Mapping[str, Any], file: Path) -> tuple[Theme | None, list[str]]:
     """Build a Theme from a parsed TOML table; return (None, problems) when it is invalid."""
-    where = str(file)
-    problems: list[str] = []
-    for key in data:
-        if key not in _ALLOWED:
-            close = difflib.get_close_matches(key, _ALLOWED, n=1)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed: {', '.join(_ALLOWED)}"
-            problems.append(f"{where}: unknown key '{key}'; {hint}")
-    name = data.get("name", file.stem)
+    problems = Problems(file, describe=None, unknown_key=_unknown_key)
+    t = TableReader(problems, data, (), _ALLOWED)
+    name = t.value("name", "a non-empty string", (str,))
+    if name is not None and not name.strip():
+        t.report("name", "expected a non-empty string")
     if not isinstance(name, str) or not name.strip():
-        problems.append(f"{where}: name: expected a non-empty string")
         name = file.stem
-    if "primary" not in data:
-        problems.append(f"{where}: missing key 'primary' (the main accent colour)")
-    colors = {key: _color(data[key], key, where, problems) for key in _COLOR_KEYS if key in data}
-    dark = data.get("dark", True)
-    if not isinstance(dark, bool):
-        problems.append(f"{where}: dark: expected true or false")
-        dark = True
+    if not t.has("primary"):
+        t.report((), "missing key 'primary' (the main accent colour)")
+    colors = {key: _color(t, key) for key in _COLOR_KEYS if t.has(key)}
+    dark = t.value("dark", "true or false", (bool,))
+    dark = True if dark is None else bool(dark)
     floats: dict[str, float] = {}
     for key in _FLOAT_KEYS:
-        if key in data:
-            value = data[key]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                problems.append(f"{where}: {key}: expected a number")
-            else:
-                floats[key] = float(value)
+        value = t.value(key, "a number", (int, float))
+        if value is not None:
+            floats[key] = float(value)
     variables = data.get("variables", {})
     if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
-        problems.append(f"{where}: [variables]: expected a table of strings")
+        t.report((), "[variables]: expected a table of strings")
         variables = {}
     if problems:
-        return None, problems
+        return None, problems.lines()
     theme = Theme(
         name=name,
         primary=str(colors["primary"]),
@@ -115,7 +112,8 @@ def parse_theme(data: Mapping[str, Any], file: Path) -> tuple[Theme | None, list
     try:
         theme.to_color_system().generate()
     except Exception as error:  # any failure means a broken theme file
-        return None, [f"{where}: the colours do not form a theme: {error}"]
+        t.report((), f"the colours do not form a theme: {error}")
+        return None, problems.lines()
     return theme, []
 
 
