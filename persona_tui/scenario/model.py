@@ -49,15 +49,29 @@ class Condition:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A scored answer to a probe: the `text` of an answer exemplifying annotation `label`.
+
+    Its log-probability after each condition's prompt is a likelihood probe (no sampling).
+    """
+
+    id: str
+    label: str
+    text: str
+
+
+@dataclass(frozen=True)
 class Probe:
     """A question asked under every condition.
 
     `turns` are the scripted user turns, in order (a single-turn probe has one). The model
     answers each turn; its earlier answers stay in the context of the later turns.
+    `options` are answers whose likelihood is scored after the (last) turn.
     """
 
     id: str
     turns: tuple[str, ...]
+    options: tuple[Option, ...] = ()
 
     @property
     def text(self) -> str:

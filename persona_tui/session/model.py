@@ -74,6 +74,34 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class OptionScore:
+    """The log-probability of one answer option's tokens after a cell's prompt."""
+
+    id: str
+    label: str
+    text: str  # the continuation as scored (in transcript mode with its leading space)
+    logprob: float  # natural log, summed over the option's tokens
+    n_tokens: int
+    token_logprobs: tuple[float, ...] = ()
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / self.n_tokens if self.n_tokens else 0.0
+
+
+@dataclass(frozen=True)
+class OptionCell:
+    """The options of one (condition, probe), scored after the exact prompt of that cell."""
+
+    condition: str
+    probe: str
+    prompt: str  # exactly the text the options were scored after
+    prompt_tokens: int
+    seconds: float
+    options: tuple[OptionScore, ...] = ()
+
+
+@dataclass(frozen=True)
 class Plan:
     """What the run covers: the selected conditions and probes, samples per cell, and seed."""
 
@@ -112,6 +140,7 @@ class Session:
     header: SessionHeader
     trials: list[Trial]
     path: Path
+    option_cells: list[OptionCell] = field(default_factory=list)
 
 
 def new_session_id(scenario_id: str, now: datetime) -> str:
