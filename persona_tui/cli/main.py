@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sessions = sub.add_parser("sessions", help="list saved sessions")
     sessions.add_argument("--json", action="store_true", help="print JSON")
+    sessions.add_argument(
+        "--record",
+        metavar="SESSION",
+        help="print a session's reproducibility record (model, scenario, sampling, seeds), as "
+        "the app shows it with `i`; SESSION is a session file or id",
+    )
     sessions.set_defaults(func=_cmd_sessions)
 
     tui = sub.add_parser("tui", help="open the app (optionally straight on a run)")
@@ -196,6 +202,8 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
     from persona_tui import paths
     from persona_tui.session.index import list_sessions
 
+    if args.record is not None:
+        return _print_record(args.record, as_json=args.json)
     summaries = list_sessions(newest_first=False)
     if args.json:
         print(json.dumps([s.as_dict() for s in summaries], indent=2))
@@ -210,6 +218,22 @@ def _cmd_sessions(args: argparse.Namespace) -> int:
                 f"{s.id:44} {s.status:11} {s.done:>4}/{s.planned:<4} "
                 f"annotated {s.annotated:>4}  {s.model}  {s.path}"
             )
+    return 0
+
+
+def _print_record(ref: str, *, as_json: bool) -> int:
+    from persona_tui.session.index import (
+        reproducibility_data,
+        reproducibility_record,
+        resolve_session,
+    )
+    from persona_tui.session.store import load_session
+
+    session = load_session(resolve_session(ref))
+    if as_json:
+        print(json.dumps(reproducibility_data(session), indent=2))
+    else:
+        print(reproducibility_record(session))
     return 0
 
 

@@ -21,6 +21,8 @@ from persona_tui.session.index import (
     delete_session,
     is_sidecar,
     list_sessions,
+    reproducibility_data,
+    reproducibility_record,
     sidecar_lock_path,
     sidecar_path,
 )
@@ -89,6 +91,36 @@ def test_cli_sessions_lists_as_before(capsys: pytest.CaptureFixture[str]) -> Non
         "annotated": 0,
         "model": "test-model",
     }
+
+
+def test_cli_sessions_record_prints_the_apps_record(capsys: pytest.CaptureFixture[str]) -> None:
+    first, _ = _two_sessions()
+    session = load_session(first)
+    assert main(["sessions", "--record", str(first)]) == 0
+    out = capsys.readouterr().out
+    assert out == reproducibility_record(session) + "\n"
+    assert "trial seeds\n  baseline · p1 #0: 1000\n  framed · p2 #1: 1001" in out
+    assert "model          test-model\npath           /models/test.gguf" in out
+    # A session id (the file's name in the sessions folder) works too.
+    assert main(["sessions", "--record", "b-first"]) == 0
+    assert capsys.readouterr().out == out
+
+    assert main(["sessions", "--record", str(first), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data == json.loads(json.dumps(reproducibility_data(session)))
+    assert data["session"] == "2026-01-01T0000-framing-study-0001"
+    assert data["model"]["sha256"] == "ab" * 32
+    assert data["sampling"]["temperature"] == 0.7
+    assert data["plan"]["conditions"] == ["baseline", "framed"]
+    assert data["trial_seeds"] == [
+        {"condition": "baseline", "probe": "p1", "sample": 0, "seed": 1000},
+        {"condition": "framed", "probe": "p2", "sample": 1, "seed": 1001},
+    ]
+
+
+def test_cli_sessions_record_of_a_missing_session(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sessions", "--record", "nope"]) == 2
+    assert "nope: no such session file" in capsys.readouterr().err
 
 
 def test_delete_removes_the_session_its_sidecar_and_locks() -> None:
