@@ -16,9 +16,9 @@ from typing import Any
 
 from persona_tui.errors import PersonaError, ScenarioError
 from persona_tui.scenario.model import Label, Scale, Scenario
-from persona_tui.scenario.parse import parse_scenario
 from persona_tui.scenario.rules import RuleSet, merge_rules, parse_rules
 from persona_tui.scoring.judgements import JudgeFile
+from persona_tui.session.as_run import scenario_as_run, scenario_copy_name
 from persona_tui.session.model import Annotation, Session, Trial
 
 
@@ -257,9 +257,8 @@ class _Builder:
                 self.scales[scale_id] = Scale(scale_id, 0, 0)
 
     def _scenario(self, session: Session) -> Scenario | None:
-        header = session.header
         try:
-            return parse_scenario(header.scenario_source, f"{session.path} (scenario copy)")
+            return scenario_as_run(session, as_copy=True)
         except ScenarioError as error:
             self.warnings.append(
                 f"{session.path}: the scenario copy does not validate ({error.problems[0]}); "
@@ -292,7 +291,7 @@ def _scenario_rules(session: Session) -> RuleSet:
     if "rules" not in source:
         return RuleSet()
     try:
-        return parse_rules(source, f"{session.path} (scenario copy)", lenient=True)
+        return parse_rules(source, scenario_copy_name(session.path), lenient=True)
     except ScenarioError:
         return RuleSet()
 

@@ -95,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sessions = sub.add_parser("sessions", help="list saved sessions")
     sessions.add_argument("--json", action="store_true", help="print JSON")
+    sessions.add_argument(
+        "--record",
+        metavar="SESSION",
+        help="print a session's reproducibility record (model, scenario, sampling, seeds), as "
+        "the app shows it with `i`; SESSION is a session file or id",
+    )
     sessions.set_defaults(func=_cmd_sessions)
 
     tui = sub.add_parser("tui", help="open the app (optionally straight on a run)")
@@ -158,20 +164,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_scenarios(args: argparse.Namespace) -> int:
-    from persona_tui.scenario.catalog import builtin_scenarios, user_scenarios
-    from persona_tui.scenario.parse import load_scenario
+    from persona_tui.scenario.catalog import list_scenarios
 
-    for origin, files in (("built-in", builtin_scenarios()), ("user", user_scenarios())):
-        for file in files:
-            try:
-                s = load_scenario(file)
-            except ScenarioError as error:
-                print(f"{file.stem:28} {origin:9} INVALID: {error.problems[0]}")
-                continue
-            print(
-                f"{s.id:28} {origin:9} {len(s.conditions)} conditions × "
-                f"{len(s.probes)} probes  {s.title}"
-            )
+    for entry in list_scenarios():
+        s = entry.scenario
+        if isinstance(s, ScenarioError):
+            print(f"{entry.path.stem:28} {entry.origin:9} INVALID: {s.problems[0]}")
+            continue
+        print(
+            f"{s.id:28} {entry.origin:9} {len(s.conditions)} conditions × "
+            f"{len(s.probes)} probes  {s.title}"
+        )
     return 0
 
 
@@ -198,47 +201,40 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _cmd_sessions(args: argparse.Namespace) -> int:
     from persona_tui import paths
-    from persona_tui.errors import SessionError
-    from persona_tui.scoring.judgements import is_sidecar
-    from persona_tui.session.store import load_session
+    from persona_tui.session.index import list_sessions
 
-    rows: list[dict[str, object]] = []
-    for file in sorted(paths.sessions_dir().glob("*.toml")):
-        if is_sidecar(file):
-            continue
-        try:
-            s = load_session(file)
-        except SessionError as error:
-            rows.append({"path": str(file), "error": str(error)})
-            continue
-        h = s.header
-        annotated = sum(1 for t in s.trials if t.annotations)
-        rows.append(
-            {
-                "path": str(file),
-                "id": h.id,
-                "scenario": h.scenario_id,
-                "status": h.status,
-                "created": h.created,
-                "trials": len(s.trials),
-                "planned": h.plan.total,
-                "annotated": annotated,
-                "model": h.model.name,
-            }
-        )
+    if args.record is not None:
+        return _print_record(args.record, as_json=args.json)
+    summaries = list_sessions(newest_first=False)
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([s.as_dict() for s in summaries], indent=2))
         return 0
-    if not rows:
+    if not summaries:
         print(f"no sessions in {paths.sessions_dir()}", file=sys.stderr)
-    for row in rows:
-        if "error" in row:
-            print(f"{row['path']}: unreadable: {row['error']}")
+    for s in summaries:
+        if s.error:
+            print(f"{s.path}: unreadable: {s.error}")
         else:
             print(
-                f"{row['id']:44} {row['status']:11} {row['trials']:>4}/{row['planned']:<4} "
-                f"annotated {row['annotated']:>4}  {row['model']}  {row['path']}"
+                f"{s.id:44} {s.status:11} {s.done:>4}/{s.planned:<4} "
+                f"annotated {s.annotated:>4}  {s.model}  {s.path}"
             )
+    return 0
+
+
+def _print_record(ref: str, *, as_json: bool) -> int:
+    from persona_tui.session.index import (
+        reproducibility_data,
+        reproducibility_record,
+        resolve_session,
+    )
+    from persona_tui.session.store import load_session
+
+    session = load_session(resolve_session(ref))
+    if as_json:
+        print(json.dumps(reproducibility_data(session), indent=2))
+    else:
+        print(reproducibility_record(session))
     return 0
 
 

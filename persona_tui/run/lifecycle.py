@@ -15,7 +15,7 @@ from persona_tui.errors import PersonaError
 from persona_tui.run.plan import RunOptions, effective_sampling, make_plan
 from persona_tui.run.prompts import resolve_mode
 from persona_tui.scenario.model import Scenario
-from persona_tui.scenario.parse import parse_scenario
+from persona_tui.session.as_run import scenario_as_run
 from persona_tui.session.model import SessionHeader, new_session_id
 from persona_tui.session.store import SessionStore
 
@@ -49,9 +49,8 @@ def create_session(
 def open_session_for_resume(path: Path) -> tuple[Scenario, SessionStore]:
     """Lock a session for resuming; its scenario is the copy stored in it, as run."""
     store = SessionStore.open(path)
-    header = store.session.header
     try:
-        scenario = parse_scenario(header.scenario_source, header.scenario_path)
+        scenario = scenario_as_run(store.session)
     except PersonaError:
         store.close()
         raise

@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from persona_tui import paths
 from persona_tui._util.tables import did_you_mean
 from persona_tui.errors import ScenarioError
+from persona_tui.scenario.model import Scenario
+from persona_tui.scenario.parse import load_scenario
+
+Origin = Literal["built-in", "user"]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A scenario file of the catalog, loaded: the scenario, or why it does not validate."""
+
+    path: Path
+    origin: Origin
+    scenario: Scenario | ScenarioError
 
 
 def builtin_scenarios() -> list[Path]:
@@ -17,6 +32,26 @@ def builtin_scenarios() -> list[Path]:
 def user_scenarios() -> list[Path]:
     """The user's own scenario files (in `paths.user_scenarios_dir()`), sorted by name."""
     return _toml_files(paths.user_scenarios_dir())
+
+
+def list_scenarios() -> list[CatalogEntry]:
+    """Every built-in scenario, then every user scenario (each sorted by name), loaded.
+
+    The CLI (`persona-tui scenarios`) and the app's Home list scenarios through here.
+    """
+    entries = []
+    groups: tuple[tuple[Origin, list[Path]], ...] = (
+        ("built-in", builtin_scenarios()),
+        ("user", user_scenarios()),
+    )
+    for origin, files in groups:
+        for file in files:
+            try:
+                loaded: Scenario | ScenarioError = load_scenario(file)
+            except ScenarioError as error:
+                loaded = error
+            entries.append(CatalogEntry(file, origin, loaded))
+    return entries
 
 
 def resolve_scenario(ref: str) -> Path:

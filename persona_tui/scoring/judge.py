@@ -34,6 +34,7 @@ from persona_tui.scoring.judgements import (
     sidecar_path,
 )
 from persona_tui.scoring.logprobs import NumberScorer
+from persona_tui.session.model import Session
 from persona_tui.values import SamplingParams
 
 DEFAULT_MIN_MASS = 0.25
@@ -216,7 +217,7 @@ def judge_session(
 
     started = time.perf_counter()
     session = load_session(session_path)
-    questions = _questions(session.header.scenario_source, session_path)
+    questions = _questions(session)
     info = judge.backend.info
     with _sidecar_lock(session_path):
         judge_file = load_judge_file(session.path, session.header.id)
@@ -263,15 +264,15 @@ def judge_session(
     return JudgeSummary(path, judged, skipped, unscored, time.perf_counter() - started, cancelled)
 
 
-def _questions(scenario_source: str, session_path: Path) -> dict[str, str]:
+def _questions(session: Session) -> dict[str, str]:
     """Probe id → the question the judge sees (a multi-turn probe's last user turn)."""
-    from persona_tui.scenario.parse import parse_scenario
+    from persona_tui.session.as_run import scenario_as_run
 
     try:
-        scenario = parse_scenario(scenario_source, f"{session_path} (scenario copy)")
+        scenario = scenario_as_run(session, as_copy=True)
     except ScenarioError as error:
         raise PersonaError(
-            f"{session_path}: cannot read the probes from the session's scenario copy: "
+            f"{session.path}: cannot read the probes from the session's scenario copy: "
             f"{error.problems[0]}"
         ) from None
     return {probe.id: probe.text for probe in scenario.probes}

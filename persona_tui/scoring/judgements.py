@@ -44,22 +44,12 @@ from persona_tui._util.tables import Problems, TableReader
 from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui._util.toml_text import render_string
 from persona_tui.errors import SessionError
+from persona_tui.session.index import sidecar_path as sidecar_path
 from persona_tui.session.model import TrialKey
 
 JUDGE_FORMAT_VERSION = 1
 TrialTuple = tuple[str, str, int]  # (condition, probe, sample)
 Identity = tuple[str, str, int, str, str]  # a trial, the rubric text's and the model's sha256
-SIDECAR_SUFFIX = ".judge.toml"
-
-
-def sidecar_path(session_path: Path) -> Path:
-    """Where the judge scores of the session at `session_path` are kept."""
-    return session_path.with_name(session_path.stem + SIDECAR_SUFFIX)
-
-
-def is_sidecar(path: Path) -> bool:
-    """True for judge sidecar files (session listings must skip them)."""
-    return path.name.endswith(SIDECAR_SUFFIX)
 
 
 def text_sha256(text: str) -> str:

@@ -7,8 +7,10 @@ lock. See docs/session-format.md.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -46,6 +48,16 @@ def load_session(path: Path) -> Session:
 def lock_path_for(path: Path) -> Path:
     """The lock file that guards the session at `path` (`<session file>.lock`, left in place)."""
     return path.with_name(path.name + ".lock")
+
+
+@contextlib.contextmanager
+def session_lock(path: Path) -> Iterator[None]:
+    """Hold the lock of the session at `path` without reading it (SessionLockedError if held)."""
+    lock = _acquire_lock(path)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _acquire_lock(path: Path) -> BaseFileLock:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui.models.config import Config
+from persona_tui.session.annotating import blind_seed_for, trial_order
 from persona_tui.session.store import load_session
-from persona_tui.ui.annotating import blind_seed_for, trial_order
 from persona_tui.ui.screens.annotate import AnnotateScreen
 from persona_tui.ui.screens.dialogs import TextPrompt
 from tests.functional.conftest import wait_for

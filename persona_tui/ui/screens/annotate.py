@@ -13,7 +13,7 @@ from functools import partial
 from typing import ClassVar
 
 from rich.text import Text
-from textual import events
+from textual import events, getters
 from textual.app import ComposeResult, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
@@ -23,9 +23,7 @@ from textual.widgets import Footer, Static
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import Annotation, Trial, TrialKey
-from persona_tui.session.store import SessionStore
-from persona_tui.ui.annotating import (
+from persona_tui.session.annotating import (
     annotation_by,
     blind_seed_for,
     is_done,
@@ -34,6 +32,9 @@ from persona_tui.ui.annotating import (
     with_note,
     with_score,
 )
+from persona_tui.session.model import Annotation, Trial, TrialKey
+from persona_tui.session.store import SessionStore
+from persona_tui.ui.app import PersonaApp
 from persona_tui.ui.screens.dialogs import InfoDialog, TextPrompt
 from persona_tui.ui.text import inert
 
@@ -41,6 +42,7 @@ from persona_tui.ui.text import inert
 class AnnotateScreen(Screen[None]):
     """One trial at a time: probe, condition (unless blind), response, and its annotation."""
 
+    app = getters.app(PersonaApp)
     CSS_PATH = "annotate.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("left", "move(-1)", "Prev"),
@@ -117,9 +119,7 @@ class AnnotateScreen(Screen[None]):
             self.dismiss()
             return
         self.annotator = name
-        set_config = getattr(self.app, "set_config", None)
-        if callable(set_config):
-            set_config(annotator=name)
+        self.app.set_config(annotator=name)
         self._start()
 
     def _start(self) -> None:

@@ -14,7 +14,7 @@ from textual.widgets import Footer, Static
 
 from persona_tui.errors import PersonaError
 from persona_tui.scenario.model import Scenario
-from persona_tui.scenario.parse import parse_scenario
+from persona_tui.session.as_run import scenario_as_run
 from persona_tui.session.model import Session
 from persona_tui.session.store import load_session
 from persona_tui.ui.text import inert
@@ -99,7 +99,7 @@ def open_compare(screen: Screen[None], path: Path) -> None:
     """Open the Compare screen on a session file (read only, no lock)."""
     try:
         session = load_session(path)
-        scenario = parse_scenario(session.header.scenario_source, session.header.scenario_path)
+        scenario = scenario_as_run(session)
     except PersonaError as error:
         screen.notify(str(error), title="Cannot open the session", severity="error")
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
@@ -13,10 +13,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from persona_tui.errors import PersonaError
+from persona_tui.errors import ScenarioError
 from persona_tui.scenario.model import Scenario
+from persona_tui.session.index import SessionSummary, list_sessions
+from persona_tui.ui.app import PersonaApp
 from persona_tui.ui.screens.sessions import SessionTable
-from persona_tui.ui.session_index import SessionSummary, list_sessions
 from persona_tui.ui.text import inert
 
 RECENT = 8
@@ -25,6 +26,7 @@ RECENT = 8
 class HomeScreen(Screen[None]):
     """Start a run, resume an interrupted session, or open a session to annotate."""
 
+    app = getters.app(PersonaApp)
     CSS_PATH = "home.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "run", "Run", show=False),
@@ -58,8 +60,7 @@ class HomeScreen(Screen[None]):
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
-        config = getattr(self.app, "config", None)
-        self.model = config.default_model if config is not None else "demo"
+        self.model = self.app.config.default_model
         self.query_one("#scenario-list").border_title = "Scenarios · enter: run"
         self.action_reload()
 
@@ -72,8 +73,7 @@ class HomeScreen(Screen[None]):
         self._update_bar()
 
     def _update_bar(self) -> None:
-        config = getattr(self.app, "config", None)
-        annotator = config.annotator if config is not None and config.annotator else "not set"
+        annotator = self.app.config.annotator or "not set"
         text = Text("persona-tui", style="bold")
         text.append("  model ")
         text.append_text(inert(self.model, "bold"))
@@ -87,24 +87,21 @@ class HomeScreen(Screen[None]):
     # Scenarios ------------------------------------------------------------------------
 
     def _load_scenarios(self) -> None:
-        from persona_tui.scenario.catalog import builtin_scenarios, user_scenarios
-        from persona_tui.scenario.parse import load_scenario
+        from persona_tui.scenario.catalog import list_scenarios
 
         self.scenarios, self.broken = [], []
         options = self.query_one("#scenario-list", OptionList)
         options.clear_options()
-        for origin, files in (("", builtin_scenarios()), ("user", user_scenarios())):
-            for file in files:
-                try:
-                    scenario = load_scenario(file)
-                except PersonaError as error:
-                    self.broken.append(str(error))
-                    continue
-                self.scenarios.append(scenario)
-                prompt = inert(scenario.title or scenario.id)
-                if origin:
-                    prompt.append(f" ({origin})", style="dim")
-                options.add_option(Option(prompt, id=f"s{len(self.scenarios) - 1}"))
+        for entry in list_scenarios():
+            scenario = entry.scenario
+            if isinstance(scenario, ScenarioError):
+                self.broken.append(str(scenario))
+                continue
+            self.scenarios.append(scenario)
+            prompt = inert(scenario.title or scenario.id)
+            if entry.origin == "user":
+                prompt.append(" (user)", style="dim")
+            options.add_option(Option(prompt, id=f"s{len(self.scenarios) - 1}"))
         if self.broken:
             self.notify("\n".join(self.broken), title="Broken scenario files", severity="error")
         if self.scenarios:
@@ -157,7 +154,7 @@ class HomeScreen(Screen[None]):
         if scenario is None:
             self.notify("choose a scenario first", severity="warning")
             return
-        self.app.start_run(scenario, self.model, backend=self.backend)  # type: ignore[attr-defined]
+        self.app.start_run(scenario, self.model, backend=self.backend)
 
     def action_pick_model(self) -> None:
         from persona_tui.ui.screens.model_picker import ModelChoice, ModelPicker
@@ -165,12 +162,10 @@ class HomeScreen(Screen[None]):
         def chosen(choice: ModelChoice | None) -> None:
             if choice is not None and choice.ref:
                 self.model, self.backend = choice.ref, choice.backend
-                set_config = getattr(self.app, "set_config", None)
-                if callable(set_config):
-                    set_config(default_model=choice.ref)
+                self.app.set_config(default_model=choice.ref)
                 self._update_bar()
 
-        picker = ModelPicker(self.app.config, self.backend)  # type: ignore[attr-defined]
+        picker = ModelPicker(self.app.config, self.backend)
         self.app.push_screen(picker, chosen)
 
     def action_sessions(self) -> None:
@@ -184,7 +179,7 @@ class HomeScreen(Screen[None]):
     def action_annotate(self, blind: bool) -> None:
         summary = self._selected_session()
         if summary is not None and not summary.error:
-            self.app.open_annotation(summary.path, blind=blind)  # type: ignore[attr-defined]
+            self.app.open_annotation(summary.path, blind=blind)
 
     def action_resume(self) -> None:
         summary = self._selected_session()
@@ -193,7 +188,7 @@ class HomeScreen(Screen[None]):
         if summary.status == "complete":
             self.notify("this session is complete; nothing to resume")
             return
-        self.app.start_run(None, None, resume=summary.path)  # type: ignore[attr-defined]
+        self.app.start_run(None, None, resume=summary.path)
 
     def action_compare(self) -> None:
         from persona_tui.ui.screens.compare import open_compare

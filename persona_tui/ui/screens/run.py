@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
-from textual import on, work
+from textual import getters, on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
@@ -41,6 +40,7 @@ from persona_tui.run.runner import (
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import SessionHeader, Trial
 from persona_tui.session.store import SessionStore
+from persona_tui.ui.app import PersonaApp
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import ConditionColumn
@@ -90,6 +90,7 @@ class RunFailed(Message):
 class RunScreen(Screen[None]):
     """Side-by-side streaming of a scenario's conditions, with pause, cancel and resume."""
 
+    app = getters.app(PersonaApp)
     CSS_PATH = "run.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_pause", "Pause/Resume"),
@@ -127,8 +128,7 @@ class RunScreen(Screen[None]):
         yield Footer(compact=True)
 
     def app_clock(self) -> float:
-        clock: Callable[[], float] = getattr(self.app, "clock", None) or time.monotonic
-        return clock()
+        return self.app.clock()
 
     def on_mount(self) -> None:
         self.query_one("#columns").display = False

@@ -5,15 +5,21 @@ from __future__ import annotations
 from typing import ClassVar
 
 from rich.text import Text
-from textual import work
+from textual import getters, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from persona_tui.errors import PersonaError
+from persona_tui.session.index import (
+    SessionSummary,
+    delete_session,
+    list_sessions,
+    reproducibility_record,
+)
+from persona_tui.ui.app import PersonaApp
 from persona_tui.ui.screens.dialogs import ConfirmDialog, InfoDialog, TextPrompt
-from persona_tui.ui.session_index import SessionSummary, list_sessions, reproducibility_record
 from persona_tui.ui.text import inert
 
 STATUS_FILTERS = ("all", "running", "interrupted", "complete")
@@ -62,6 +68,8 @@ class SessionTable(DataTable[Text]):
 
 class SessionBrowser(Screen[None]):
     """All sessions; `f` cycles the status filter, `/` filters by text."""
+
+    app = getters.app(PersonaApp)
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter,a", "annotate(False)", "Annotate", key_display="a"),
@@ -149,7 +157,7 @@ class SessionBrowser(Screen[None]):
     def action_annotate(self, blind: bool) -> None:
         summary = self._selected()
         if summary is not None:
-            self.app.open_annotation(summary.path, blind=blind)  # type: ignore[attr-defined]
+            self.app.open_annotation(summary.path, blind=blind)
 
     def action_resume(self) -> None:
         summary = self._selected()
@@ -158,7 +166,7 @@ class SessionBrowser(Screen[None]):
         if summary.status == "complete":
             self.notify("this session is complete; nothing to resume")
             return
-        self.app.start_run(None, None, resume=summary.path)  # type: ignore[attr-defined]
+        self.app.start_run(None, None, resume=summary.path)
 
     def action_compare(self) -> None:
         from persona_tui.ui.screens.compare import open_compare
@@ -211,14 +219,9 @@ class SessionBrowser(Screen[None]):
         )
 
     def _delete(self, summary: SessionSummary) -> None:
-        from persona_tui.session.store import SessionStore, lock_path_for
-
         try:
-            if not summary.error:
-                SessionStore.open(summary.path).close()  # refuses if another process writes it
-            summary.path.unlink(missing_ok=True)
-            lock_path_for(summary.path).unlink(missing_ok=True)
-        except (PersonaError, OSError) as error:
+            delete_session(summary.path)  # refuses while another process writes or judges it
+        except PersonaError as error:
             self.notify(str(error), title="Not deleted", severity="error")
             return
         self.notify(f"deleted {summary.path.name}")

@@ -1,4 +1,4 @@
-"""Annotation logic behind the Annotate screen, kept free of widgets so it is easy to test.
+"""Annotation rules: blind order, and an annotator's edits (the app's Annotate screen uses them).
 
 Blind mode shuffles the trials with a seed derived from the session id and the
 annotator's name: the order is reproducible (an annotator who comes back sees the same
