@@ -310,6 +310,9 @@ class LlamaCppBackend:
             self._check_open()
             if self._governor is not None:
                 self._use_threads(self._governor.threads())
+            # The KV cache will hold this prompt along the generation's batch plan; a later
+            # scoring must not reuse it as if it were its own (see logprobs.py).
+            self._scored.tokens = []
             started = time.perf_counter()
             tokens = self._tokenize(request.prompt)
             check_prompt_size(
