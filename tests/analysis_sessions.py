@@ -10,6 +10,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from persona_tui.session.model import (
     Annotation,
@@ -246,3 +247,24 @@ def options_session(
         for (condition, probe), options in cells.items()
     ]
     return Session(header, list(trials), path or Path(f"/sessions/{session_id}.toml"), option_cells)
+
+
+def attach_options(
+    monkeypatch: Any, cells_by_path: dict[Path, dict[tuple[str, str], Sequence[OptionSpec]]]
+) -> None:
+    """Give session files option cells when analysis reads them (`monkeypatch` fixture).
+
+    Until the session store writes option cells, this stands in for a run that scored them.
+    """
+    from persona_tui.analysis import cache
+
+    original = cache.load_for_analysis
+
+    def load(path: Path, use_cache: bool = True) -> Any:
+        session, judge_file = original(path, use_cache)
+        cells = cells_by_path.get(Path(path))
+        if cells is not None:
+            session.option_cells = options_session(cells).option_cells
+        return session, judge_file
+
+    monkeypatch.setattr(cache, "load_for_analysis", load)
