@@ -10,8 +10,18 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from persona_tui.session.model import Annotation, Plan, SessionHeader, Trial, TrialKey
+from persona_tui.session.model import (
+    Annotation,
+    OptionCell,
+    OptionScore,
+    Plan,
+    Session,
+    SessionHeader,
+    Trial,
+    TrialKey,
+)
 from persona_tui.session.store import SessionStore
 from persona_tui.values import ModelInfo, SamplingParams
 
@@ -185,3 +195,76 @@ def labelled_study(
                     )
                 )
     return trials
+
+
+# Likelihood probes: sessions with scored answer options, built in memory.
+OptionSpec = tuple[str, str, float, int]  # (option id, label, logprob, n_tokens)
+
+
+def options_session(
+    cells: dict[tuple[str, str], Sequence[OptionSpec]],
+    session_id: str = "2026-01-01T0000-framing-study-0001",
+    scenario: str = STUDY_SCENARIO,
+    path: Path | None = None,
+    model: ModelInfo = MODEL,
+    trials: Sequence[Trial] = (),
+) -> Session:
+    """A Session whose option cells hold `cells[(condition, probe)]` (no file written)."""
+    conditions = tuple(dict.fromkeys(c for c, _ in cells))
+    probes = tuple(dict.fromkeys(p for _, p in cells))
+    header = SessionHeader(
+        id=session_id,
+        scenario_id="framing-study",
+        scenario_sha256=hashlib.sha256(scenario.encode()).hexdigest(),
+        scenario_source=scenario,
+        scenario_path="/scenarios/test.toml",
+        created="2026-01-01T00:00:00+00:00",
+        status="complete",
+        model=model,
+        sampling=SAMPLING,
+        plan=Plan(conditions, probes, 1, 1, "transcript"),
+        app_version="0.1.0",
+    )
+    option_cells = [
+        OptionCell(
+            condition=condition,
+            probe=probe,
+            prompt=f"<prompt {condition} {probe}>\nAssistant:",
+            prompt_tokens=30,
+            seconds=0.1,
+            options=tuple(
+                OptionScore(
+                    option_id,
+                    label,
+                    f" answer {option_id}",
+                    logprob,
+                    n_tokens,
+                    tuple([logprob / n_tokens] * n_tokens),
+                )
+                for option_id, label, logprob, n_tokens in options
+            ),
+        )
+        for (condition, probe), options in cells.items()
+    ]
+    return Session(header, list(trials), path or Path(f"/sessions/{session_id}.toml"), option_cells)
+
+
+def attach_options(
+    monkeypatch: Any, cells_by_path: dict[Path, dict[tuple[str, str], Sequence[OptionSpec]]]
+) -> None:
+    """Give session files option cells when analysis reads them (`monkeypatch` fixture).
+
+    Until the session store writes option cells, this stands in for a run that scored them.
+    """
+    from persona_tui.analysis import cache
+
+    original = cache.load_for_analysis
+
+    def load(path: Path, use_cache: bool = True) -> Any:
+        session, judge_file = original(path, use_cache)
+        cells = cells_by_path.get(Path(path))
+        if cells is not None:
+            session.option_cells = options_session(cells).option_cells
+        return session, judge_file
+
+    monkeypatch.setattr(cache, "load_for_analysis", load)

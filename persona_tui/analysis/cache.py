@@ -8,6 +8,8 @@ prompts, plus its judge scores — as JSON in the user cache folder
 while the session file and its sidecar have exactly the size, mtime and inode they had
 when it was written; anything else reads the files again. Sessions from the cache have
 `prompt == ""` for every trial: use `persona_tui.session.store.load_session` when you need them.
+Scored option cells (one per condition × probe) keep their prompts: the options export
+needs them, and there are few.
 """
 
 from __future__ import annotations
@@ -29,11 +31,19 @@ from persona_tui.scoring.judgements import (
     load_judge_file,
     sidecar_path,
 )
-from persona_tui.session.model import Annotation, Plan, Session, SessionHeader, Trial
+from persona_tui.session.model import (
+    Annotation,
+    OptionCell,
+    OptionScore,
+    Plan,
+    Session,
+    SessionHeader,
+    Trial,
+)
 from persona_tui.session.store import load_session
 from persona_tui.values import ModelInfo, SamplingParams
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 def cache_folder() -> Path:
@@ -113,6 +123,20 @@ def _encode(key: list[Any], session: Session, judge_file: JudgeFile) -> dict[str
             ]
             for t in session.trials
         ],
+        "option_cells": [
+            [
+                c.condition,
+                c.probe,
+                c.prompt,
+                c.prompt_tokens,
+                c.seconds,
+                [
+                    [o.id, o.label, o.text, o.logprob, o.n_tokens, list(o.token_logprobs)]
+                    for o in c.options
+                ],
+            ]
+            for c in session.option_cells
+        ],
         "rubrics": [
             [sha, r.id, r.template, r.description] for sha, r in judge_file.rubrics.items()
         ],
@@ -177,6 +201,18 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
         )
         for row in data["trials"]
     ]
+    option_cells = [
+        OptionCell(
+            condition=row[0],
+            probe=row[1],
+            prompt=row[2],
+            prompt_tokens=row[3],
+            seconds=row[4],
+            options=tuple(OptionScore(o[0], o[1], o[2], o[3], o[4], tuple(o[5])) for o in row[5]),
+        )
+        for row in data["option_cells"]
+    ]
     rubrics = {r[0]: Rubric(r[1], r[2], r[3]) for r in data["rubrics"]}
     judgements = (Judgement(*row) for row in data["judgements"])
-    return Session(header, trials, session_path), JudgeFile.of(header.id, rubrics, judgements)
+    session = Session(header, trials, session_path, option_cells)
+    return session, JudgeFile.of(header.id, rubrics, judgements)

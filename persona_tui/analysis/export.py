@@ -1,4 +1,5 @@
-"""Tidy exports: one row per trial per annotation, as CSV or JSON Lines.
+"""Tidy exports: one row per trial per annotation (the trials table), or one row per
+condition × probe × scored answer option (the options table), as CSV or JSON Lines.
 
 Columns are documented in docs/export-format.md. The CSV is RFC 4180 style (comma,
 double-quote quoting, header row, UTF-8 without BOM) so pandas (`read_csv`) and R
@@ -14,22 +15,23 @@ import io
 import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from persona_tui._util.deps import require
-from persona_tui.analysis.records import Record
+from persona_tui.analysis.records import OptionRow, Record
 
 ExportFormat = Literal["csv", "jsonl"]
 Value = str | bool | int | float | None
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
-class Column:
+class Column(Generic[Row]):
     name: str
-    get: Callable[[Record], Value]
+    get: Callable[[Row], Value]
 
 
-def _attr(name: str) -> Column:
+def _attr(name: str) -> Column[Record]:
     return Column(name, lambda record: getattr(record, name))
 
 
@@ -67,11 +69,11 @@ FIXED_LEADING: tuple[str, ...] = (
 )
 
 
-def _scale(scale_id: str) -> Column:
+def _scale(scale_id: str) -> Column[Record]:
     return Column(f"scale_{scale_id}", lambda record: record.scales.get(scale_id))
 
 
-def _judge_score(rubric: str) -> Column:
+def _judge_score(rubric: str) -> Column[Record]:
     def get(record: Record) -> Value:
         found = record.judge.get(rubric)
         return None if found is None else found.score
@@ -79,7 +81,7 @@ def _judge_score(rubric: str) -> Column:
     return Column(f"judge_{rubric}", get)
 
 
-def _judge_mass(rubric: str) -> Column:
+def _judge_mass(rubric: str) -> Column[Record]:
     def get(record: Record) -> Value:
         found = record.judge.get(rubric)
         return None if found is None else found.p_numbers
@@ -91,7 +93,7 @@ def columns_for(
     records: Sequence[Record],
     scale_ids: Sequence[str] | None = None,
     rubrics: Sequence[str] | None = None,
-) -> list[Column]:
+) -> list[Column[Record]]:
     """The export's columns: fixed ones, a `scale_<id>` per scale, two per judge rubric.
 
     Scales and rubrics default to those present in `records`, in first-appearance order.
@@ -109,11 +111,35 @@ def columns_for(
     return columns
 
 
-def row_values(record: Record, columns: Sequence[Column]) -> list[Value]:
+def _option_attr(name: str, attribute: str | None = None) -> Column[OptionRow]:
+    key = attribute or name
+    return Column(name, lambda row: getattr(row, key))
+
+
+# The options table: one row per condition × probe × option (docs/export-format.md).
+OPTION_COLUMNS: tuple[Column[OptionRow], ...] = (
+    _option_attr("session", "session_id"),
+    _option_attr("scenario", "scenario_id"),
+    _option_attr("model_name"),
+    _option_attr("model_sha256"),
+    _option_attr("condition"),
+    _option_attr("probe"),
+    _option_attr("option"),
+    _option_attr("label"),
+    _option_attr("text"),
+    _option_attr("logprob"),
+    _option_attr("mean_logprob"),
+    _option_attr("n_tokens"),
+    _option_attr("prompt_tokens"),
+    _option_attr("prompt"),
+)
+
+
+def row_values(record: Row, columns: Sequence[Column[Row]]) -> list[Value]:
     return [column.get(record) for column in columns]
 
 
-def iter_csv(records: Sequence[Record], columns: Sequence[Column]) -> Iterator[str]:
+def iter_csv(records: Sequence[Row], columns: Sequence[Column[Row]]) -> Iterator[str]:
     """CSV text in chunks: the header, then rows ("\\n" line ends; fields quoted as needed)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -132,7 +158,7 @@ def iter_csv(records: Sequence[Record], columns: Sequence[Column]) -> Iterator[s
         buffer.truncate()
 
 
-def iter_jsonl(records: Sequence[Record], columns: Sequence[Column]) -> Iterator[str]:
+def iter_jsonl(records: Sequence[Row], columns: Sequence[Column[Row]]) -> Iterator[str]:
     """JSON Lines: one object per row with every column (null for a missing value)."""
     names = [c.name for c in columns]
     encode = json.JSONEncoder(ensure_ascii=False).encode
@@ -147,13 +173,20 @@ def iter_jsonl(records: Sequence[Record], columns: Sequence[Column]) -> Iterator
 def export_text(
     records: Sequence[Record],
     fmt: ExportFormat,
-    columns: Sequence[Column] | None = None,
+    columns: Sequence[Column[Record]] | None = None,
 ) -> Iterator[str]:
     """The export of `records` in `fmt`, as text chunks to write in order."""
     chosen = list(columns) if columns is not None else columns_for(records)
     if fmt == "csv":
         return iter_csv(records, chosen)
     return iter_jsonl(records, chosen)
+
+
+def export_options_text(rows: Sequence[OptionRow], fmt: ExportFormat) -> Iterator[str]:
+    """The options table (one row per condition × probe × option) in `fmt`, as text chunks."""
+    if fmt == "csv":
+        return iter_csv(rows, OPTION_COLUMNS)
+    return iter_jsonl(rows, OPTION_COLUMNS)
 
 
 def to_pandas(records: Sequence[Record]) -> Any:

@@ -4,6 +4,10 @@
 grey fills and hatches so it reads in grayscale. `terminal_chart` draws one label's rate
 per condition with plotext for a terminal (the TUI Results screen shows it); `chart_bars`
 gives the same numbers as plain data for any other renderer.
+
+Likelihood probes have their own pair: `save_options_plot` (per-probe log-odds as dots, a
+probe's dots joined across conditions, condition means with 95% bootstrap intervals) and
+`terminal_options_chart`; `options_points` gives their numbers as plain data.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persona_tui._util.deps import require
+from persona_tui.analysis.options import OptionsAnalysis
 from persona_tui.analysis.summary import Analysis
 from persona_tui.errors import PersonaError
 
@@ -151,6 +156,139 @@ def save_rate_plot(
     if len(chosen) > 1:
         axes.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes.set_title("Label rates by condition (95% Wilson intervals)", fontsize="medium")
+    figure.tight_layout()
+    metadata = {"Date": None} if suffix == ".svg" else None
+    try:
+        figure.savefig(path, dpi=dpi, metadata=metadata)
+    except OSError as error:
+        raise PersonaError(f"{path}: cannot write the plot: {error.strerror or error}") from None
+    return path
+
+
+# ------------------------------------------------------------------ likelihood probes
+
+
+@dataclass(frozen=True)
+class OptionPoints:
+    """One condition's per-probe log-odds and its mean with the 95% bootstrap interval."""
+
+    condition: str
+    probes: tuple[str, ...]
+    values: tuple[float, ...]
+    mean: float | None
+    low: float | None
+    high: float | None
+
+
+def options_points(options: OptionsAnalysis) -> list[OptionPoints]:
+    """The options plot's numbers, in condition order."""
+    out = []
+    for condition in options.conditions:
+        pairs = [(x.probe, x.log_odds) for x in options.per_probe if x.condition == condition.id]
+        mean = options.mean(condition.id)
+        interval = mean.interval if mean is not None else None
+        out.append(
+            OptionPoints(
+                condition.id,
+                tuple(p for p, _ in pairs),
+                tuple(v for _, v in pairs),
+                mean.mean if mean is not None else None,
+                interval.low if interval else None,
+                interval.high if interval else None,
+            )
+        )
+    return out
+
+
+def _jitter(index: int, count: int, spread: float = 0.24) -> float:
+    """A fixed offset per probe, so the dots of one condition do not sit on each other."""
+    return 0.0 if count < 2 else spread * (index / (count - 1) - 0.5)
+
+
+def terminal_options_chart(
+    options: OptionsAnalysis, width: int = 80, height: int = 20, color: bool = False
+) -> str:
+    """Per-probe log-odds (·) and condition means (◆, ┃ 95% interval) as terminal text."""
+    plt = require("plotext", "the terminal chart")
+    points = options_points(options)
+    if not points:
+        return "no scored options to chart"
+    probes = list(options.probes)
+    with _PLOTEXT_LOCK:
+        plt.clear_figure()
+        plt.limit_size(False, False)
+        plt.plotsize(width, height)
+        plt.theme("pro" if color else "clear")
+        for position, point in enumerate(points, start=1):
+            xs = [position + _jitter(probes.index(p), len(probes)) for p in point.probes]
+            if xs:
+                plt.scatter(xs, list(point.values), marker="·")
+            if point.low is not None and point.high is not None:
+                plt.plot([position, position], [point.low, point.high], marker="┃")
+            if point.mean is not None:
+                plt.scatter([position], [point.mean], marker="◆")
+        plt.hline(0.0)
+        plt.xlim(0.5, len(points) + 0.5)
+        plt.xticks(list(range(1, len(points) + 1)), [p.condition for p in points])
+        plt.title(f"{options.title}: · probe, ◆ mean, ┃ 95%")
+        text: str = plt.build()
+        plt.clear_figure()
+    return text if color else str(plt.uncolorize(text))
+
+
+def save_options_plot(options: OptionsAnalysis, path: Path, dpi: int = 200) -> Path:
+    """Draw per-probe log-odds and condition means with 95% intervals to PNG, SVG or PDF."""
+    suffix = path.suffix.lower()
+    if suffix not in PLOT_SUFFIXES:
+        raise PersonaError(
+            f"{path}: cannot tell the plot format; use a file name ending in "
+            f"{', '.join(PLOT_SUFFIXES)}"
+        )
+    require("matplotlib", "plots")
+    from matplotlib.figure import Figure
+
+    points = options_points(options)
+    if not points:
+        raise PersonaError("nothing to plot: the sessions have no scored options")
+    probes = list(options.probes)
+    figure = Figure(figsize=(max(4.0, 1.3 * len(points) + 1.5), 3.8))
+    axes = figure.add_subplot()
+    axes.axhline(0.0, color="0.6", linewidth=0.8, linestyle="--", zorder=0)
+    # A probe's dots joined across conditions: the contrasts are paired by probe.
+    for probe in probes:
+        xs, ys = [], []
+        for position, point in enumerate(points):
+            if probe in point.probes:
+                xs.append(position + _jitter(probes.index(probe), len(probes)))
+                ys.append(point.values[point.probes.index(probe)])
+        axes.plot(xs, ys, color="0.85", linewidth=0.6, zorder=1)
+    for position, point in enumerate(points):
+        xs = [position + _jitter(probes.index(p), len(probes)) for p in point.probes]
+        axes.scatter(xs, point.values, s=12, color="0.45", zorder=2, linewidths=0)
+        if point.mean is not None:
+            low = point.low if point.low is not None else point.mean
+            high = point.high if point.high is not None else point.mean
+            axes.errorbar(
+                [position + 0.3],
+                [point.mean],
+                yerr=[[point.mean - low], [high - point.mean]],
+                fmt="D",
+                color="black",
+                markersize=5,
+                capsize=3,
+                elinewidth=1.0,
+                zorder=3,
+            )
+    conditions = [p.condition for p in points]
+    axes.set_xticks(range(len(conditions)), conditions, rotation=20 if len(conditions) > 4 else 0)
+    axes.set_xlim(-0.5, len(conditions) - 0.3)
+    axes.set_ylabel(f"log-odds '{options.label_a}' vs '{options.label_b}' (nats)")
+    axes.set_xlabel("condition")
+    axes.spines[["top", "right"]].set_visible(False)
+    axes.set_title(
+        "Per probe (dots); mean with 95% bootstrap interval",
+        fontsize="medium",
+    )
     figure.tight_layout()
     metadata = {"Date": None} if suffix == ".svg" else None
     try:

@@ -3,7 +3,9 @@
 `load_dataset` reads session files (and their judge sidecars), joins each trial with its
 condition label and probe text from the scenario copy stored in the session, applies rule
 scorers, and returns the records with the schema (conditions, probes, labels, scales) that
-the statistics need. `load_sessions` is the small notebook API on top of it.
+the statistics need. Scored answer options (likelihood probes) become `OptionRow`s, one per
+condition × probe × option. `load_sessions` is the small notebook API on top of it, and
+`dataset_of` builds a Dataset from Session objects already in memory.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from persona_tui.scenario.model import Label, Scale, Scenario
 from persona_tui.scenario.rules import RuleSet, merge_rules, parse_rules
 from persona_tui.scoring.judgements import JudgeFile
 from persona_tui.session.as_run import scenario_as_run, scenario_copy_name
-from persona_tui.session.model import Annotation, Session, Trial
+from persona_tui.session.model import Annotation, OptionCell, OptionScore, Session, Trial
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,30 @@ class Record:
 
 
 @dataclass(frozen=True)
+class OptionRow:
+    """One scored answer option of one (condition, probe) cell of a session."""
+
+    session_id: str
+    session_file: str
+    scenario_id: str
+    model_name: str
+    model_sha256: str
+    condition: str
+    probe: str
+    option: str
+    label: str
+    text: str  # the continuation as scored
+    logprob: float  # natural log, summed over the option's tokens
+    n_tokens: int
+    prompt_tokens: int
+    prompt: str  # exactly the text the option was scored after
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / self.n_tokens if self.n_tokens else 0.0
+
+
+@dataclass(frozen=True)
 class SessionSummary:
     id: str
     path: str
@@ -122,6 +148,7 @@ class Dataset:
     rubrics: tuple[str, ...]
     rule_labels: tuple[str, ...]
     warnings: tuple[str, ...] = ()
+    options: tuple[OptionRow, ...] = ()  # scored answer options, in session then cell order
 
     @property
     def bad_labels(self) -> tuple[str, ...]:
@@ -171,6 +198,14 @@ def load_dataset(
     return builder.build()
 
 
+def dataset_of(sessions: Iterable[Session], rules: RuleSet | None = None) -> Dataset:
+    """A Dataset of sessions already in memory (no judge scores), e.g. built in a test."""
+    builder = _Builder(rules or RuleSet())
+    for session in sessions:
+        builder.add(session, JudgeFile.of(session.header.id, {}, ()))
+    return builder.build()
+
+
 class _Builder:
     def __init__(self, rules: RuleSet) -> None:
         self.rules = rules
@@ -184,6 +219,7 @@ class _Builder:
         self.rule_labels: dict[str, None] = {}
         self.warnings: list[str] = []
         self.seen_ids: set[str] = set()
+        self.options: list[OptionRow] = []
 
     def add(self, session: Session, judge_file: JudgeFile) -> None:
         header = session.header
@@ -235,6 +271,13 @@ class _Builder:
             for annotation in trial.annotations:
                 self._note_annotation(annotation)
                 self.records.append(Record(**common, **_annotation_fields(annotation)))
+        for cell in session.option_cells:
+            self.conditions.setdefault(cell.condition, cell.condition)
+            self.probes.setdefault(cell.probe, "")
+            for option in cell.options:
+                if option.label not in self.labels:
+                    self.labels[option.label] = Label(option.label, "")
+                self.options.append(_option_row(session, cell, option))
         self.sessions.append(
             SessionSummary(
                 id=header.id,
@@ -282,7 +325,28 @@ class _Builder:
             rubrics=tuple(self.rubrics),
             rule_labels=tuple(self.rule_labels),
             warnings=tuple(self.warnings),
+            options=tuple(self.options),
         )
+
+
+def _option_row(session: Session, cell: OptionCell, option: OptionScore) -> OptionRow:
+    header = session.header
+    return OptionRow(
+        session_id=header.id,
+        session_file=str(session.path),
+        scenario_id=header.scenario_id,
+        model_name=header.model.name,
+        model_sha256=header.model.sha256,
+        condition=cell.condition,
+        probe=cell.probe,
+        option=option.id,
+        label=option.label,
+        text=option.text,
+        logprob=option.logprob,
+        n_tokens=option.n_tokens,
+        prompt_tokens=cell.prompt_tokens,
+        prompt=cell.prompt,
+    )
 
 
 def _scenario_rules(session: Session) -> RuleSet:

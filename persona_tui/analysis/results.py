@@ -3,7 +3,8 @@
 `results_view` loads sessions, analyses them and returns the plain-text report, a
 terminal bar chart and the Analysis itself; problems a user can fix (no labels yet, the
 `analysis` extra missing) come back as `message` instead of an exception, so a UI can
-show them as they are. Blocking work: call it from a worker thread.
+show them as they are. Sessions with scored answer options also get their
+`OptionsAnalysis` and a terminal chart of it. Blocking work: call it from a worker thread.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persona_tui.analysis.labels import JudgeRule, Source
+from persona_tui.analysis.options import OptionsAnalysis
 from persona_tui.analysis.summary import Analysis
 from persona_tui.errors import PersonaError
 
@@ -23,6 +25,9 @@ class ResultsView:
     report: str  # the text report ("" when message is set)
     chart: str  # plotext bar chart of the contrast label per condition, no escape codes
     message: str = ""  # why nothing could be shown, in words a user can act on
+    options: OptionsAnalysis | None = None  # likelihood probes, when sessions scored options
+    options_chart: str = ""  # plotext chart of the per-probe log-odds, no escape codes
+    options_message: str = ""  # why the options could not be analysed (e.g. one label only)
 
 
 def results_view(
@@ -38,13 +43,33 @@ def results_view(
     color: bool = False,
 ) -> ResultsView:
     """Report and chart of `paths` for a Results screen; `message` explains any failure."""
-    from persona_tui.analysis.plots import terminal_chart
+    from persona_tui.analysis.options import analyze_options
+    from persona_tui.analysis.plots import terminal_chart, terminal_options_chart
     from persona_tui.analysis.records import load_dataset
     from persona_tui.analysis.report import render
     from persona_tui.analysis.summary import analyze
 
+    options: OptionsAnalysis | None = None
+    options_chart = options_message = ""
     try:
         dataset = load_dataset(list(paths))
+        if dataset.options:
+            try:
+                options = analyze_options(dataset)
+                options_chart = terminal_options_chart(
+                    options, width=width, height=height, color=color
+                )
+            except PersonaError as error:
+                options_message = str(error)
+        if not dataset.records and options is not None:  # options scored, nothing sampled
+            return ResultsView(
+                None,
+                render(None, "text", options),
+                "",
+                "the sessions hold no sampled trials, only scored answer options",
+                options,
+                options_chart,
+            )
         analysis = analyze(
             dataset,
             source=source,
@@ -55,5 +80,12 @@ def results_view(
         )
         chart = terminal_chart(analysis, width=width, height=height, label=label, color=color)
     except PersonaError as error:
-        return ResultsView(None, "", "", str(error))
-    return ResultsView(analysis, render(analysis, "text"), chart)
+        return ResultsView(None, "", "", str(error), options, options_chart, options_message)
+    return ResultsView(
+        analysis,
+        render(analysis, "text", options),
+        chart,
+        options=options,
+        options_chart=options_chart,
+        options_message=options_message,
+    )

@@ -25,6 +25,13 @@ def add_analysis_commands(subparsers: Any) -> None:
     )
     export.add_argument("sessions", nargs="+", type=Path, help=_SESSIONS_HELP)
     export.add_argument(
+        "--table",
+        choices=("trials", "options"),
+        default="trials",
+        help="trials: one row per trial per annotation (default); options: one row per "
+        "condition × probe × scored answer option",
+    )
+    export.add_argument(
         "--format",
         "-f",
         choices=("csv", "jsonl"),
@@ -64,7 +71,20 @@ def add_analysis_commands(subparsers: Any) -> None:
         "--plot", type=Path, metavar="FILE", help="also draw label rates to FILE.png/.svg/.pdf"
     )
     report.add_argument(
-        "--chart", action="store_true", help="also print a terminal bar chart (text format)"
+        "--chart", action="store_true", help="also print terminal charts (text format)"
+    )
+    report.add_argument(
+        "--labels",
+        metavar="A,B",
+        help="likelihood probes: the log-odds of label A's options against label B's "
+        "(default: the first 'bad' label options use against the first other one)",
+    )
+    report.add_argument(
+        "--options-plot",
+        type=Path,
+        metavar="FILE",
+        help="also draw the likelihood probes (per-probe log-odds, condition means) to "
+        "FILE.png/.svg/.pdf",
     )
     _add_rules_option(report)
     report.set_defaults(func=cmd_report)
@@ -188,7 +208,7 @@ def _warn(lines: Iterable[str]) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from persona_tui.analysis.export import columns_for, export_text
+    from persona_tui.analysis.export import columns_for, export_options_text, export_text
 
     fmt = args.format
     if fmt is None:
@@ -196,36 +216,77 @@ def cmd_export(args: argparse.Namespace) -> int:
         fmt = "jsonl" if suffix in (".jsonl", ".json", ".ndjson") else "csv"
     dataset = _dataset(args)
     _warn(dataset.warnings)
-    columns = columns_for(dataset.records, [s.id for s in dataset.scales], list(dataset.rubrics))
-    _write(export_text(dataset.records, fmt, columns), args.output)
+    if args.table == "options":
+        if not dataset.options:
+            raise PersonaError(
+                "the sessions hold no scored answer options (a scenario's probes need "
+                "[[probes.options]]; `persona-tui run` scores them)"
+            )
+        _write(export_options_text(dataset.options, fmt), args.output)
+        rows = len(dataset.options)
+    else:
+        columns = columns_for(
+            dataset.records, [s.id for s in dataset.scales], list(dataset.rubrics)
+        )
+        _write(export_text(dataset.records, fmt, columns), args.output)
+        rows = len(dataset.records)
     if args.output:
-        print(f"{len(dataset.records)} rows → {args.output}", file=sys.stderr)
+        print(f"{rows} rows → {args.output}", file=sys.stderr)
     return 0
+
+
+def _option_labels(text: str | None) -> tuple[str, str] | None:
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if len(parts) != 2 or not all(parts):
+        raise PersonaError(f"--labels {text!r}: give two labels as A,B (e.g. malicious,benign)")
+    return parts[0], parts[1]
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from persona_tui.analysis.labels import parse_judge_rule
-    from persona_tui.analysis.plots import save_rate_plot, terminal_chart
+    from persona_tui.analysis.options import analyze_options
+    from persona_tui.analysis.plots import (
+        save_options_plot,
+        save_rate_plot,
+        terminal_chart,
+        terminal_options_chart,
+    )
     from persona_tui.analysis.report import render
     from persona_tui.analysis.summary import analyze
 
     dataset = _dataset(args)
-    analysis = analyze(
-        dataset,
-        source=args.source,
-        reference=args.reference,
-        label=args.label,
-        annotator=args.annotator,
-        judge_rule=parse_judge_rule(args.judge_rule),
-    )
-    text = render(analysis, args.format)
-    if args.chart:
-        chart = terminal_chart(analysis, width=80, height=20)
-        text = text + "\n" + chart + "\n" if args.format == "text" else text
+    labels = _option_labels(args.labels)
+    options = analyze_options(dataset, labels) if dataset.options else None
+    if options is None and (labels is not None or args.options_plot):
+        what = "--labels" if labels is not None else "--options-plot"
+        raise PersonaError(f"{what} is for scored answer options; the sessions hold none")
+    analysis = None
+    if dataset.records or options is None:  # options alone (`run --no-sample`): no trials
+        analysis = analyze(
+            dataset,
+            source=args.source,
+            reference=args.reference,
+            label=args.label,
+            annotator=args.annotator,
+            judge_rule=parse_judge_rule(args.judge_rule),
+        )
+    elif args.plot:
+        raise PersonaError("--plot draws label rates of trials; the sessions hold none")
+    text = render(analysis, args.format, options)
+    if args.chart and args.format == "text":
+        charts = [terminal_chart(analysis, width=80, height=20)] if analysis else []
+        if options is not None:
+            charts.append(terminal_options_chart(options, width=80, height=20))
+        text = text + "".join(f"\n{chart}\n" for chart in charts)
     _write([text], args.output)
-    if args.plot:
+    if args.plot and analysis is not None:
         save_rate_plot(analysis, args.plot)
         print(f"plot → {args.plot}", file=sys.stderr)
+    if args.options_plot and options is not None:
+        save_options_plot(options, args.options_plot)
+        print(f"options plot → {args.options_plot}", file=sys.stderr)
     return 0
 
 

@@ -22,6 +22,7 @@ from tests.analysis_sessions import (
     STUDY_SCENARIO,
     SessionSpec,
     TrialSpec,
+    attach_options,
     labelled_study,
     write_session,
 )
@@ -265,5 +266,39 @@ def test_loading_state_newest_request_wins_and_resize_redraws(
             # A wider terminal: the chart is drawn again to fit.
             await pilot.resize_terminal(120, 40)
             await wait_for(pilot, lambda: screen.query_state.width == 114 and not screen.computing)
+
+    asyncio.run(scenario())
+
+
+def test_likelihood_probes_get_their_own_section(
+    make_app: Any, ui_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.unit.test_options_report import shifted_cells
+
+    with_options = study_session(ui_home, number=1)
+    without = study_session(ui_home, number=2)
+    attach_options(monkeypatch, {with_options: shifted_cells(1.5)})
+
+    async def scenario() -> None:
+        app = make_app()
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.pause()
+            app.push_screen(ResultsScreen([with_options]))
+            screen = await results_ready(pilot)
+            assert screen.query_one("#results-options").display
+            section = shown(screen, "options")
+            assert "Likelihood probes: log-odds of 'cruel' vs 'ok'" in section
+            assert "framed vs baseline: higher under framed than baseline: +1." in section
+            assert "with 12 probes this study resolves differences of about ±" in section
+            assert "Mean tokens per option: cruel 8.0 · ok 8.0" in section
+            assert "· probe, ◆ mean" in shown(screen, "options-chart")
+            assert "→ difference" in shown(screen, "summary")  # the trials' results stay
+            assert "Likelihood probes: framing contrasts" in shown(screen, "report")
+            await pilot.press("escape")
+            app.push_screen(ResultsScreen([without]))
+            plain = await results_ready(pilot)
+            assert not plain.query_one("#results-options").display
+            assert not plain.query_one("#results-options-chart").display
+            assert "Likelihood" not in shown(plain, "report")
 
     asyncio.run(scenario())

@@ -149,3 +149,38 @@ def test_results(
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=size, run_before=open_results)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_results_options(
+    snap_compare: Any,
+    make_app: Any,
+    ui_home: Path,
+    size: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Results screen of a session with likelihood probes (scored answer options)."""
+    from persona_tui.ui.screens.results import ResultsScreen
+    from tests.analysis_sessions import (
+        SessionSpec,
+        attach_options,
+        labelled_study,
+        write_session,
+    )
+    from tests.unit.test_options_report import shifted_cells
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("LINES", "60")
+
+    counts = {"baseline": [0, 0, 1, 0, 0], "framed": [3, 4, 2, 3, 4]}
+    path = write_session(ui_home / "study.toml", SessionSpec(trials=labelled_study(counts)))
+    attach_options(monkeypatch, {path: shifted_cells(1.5)})
+
+    async def open_results(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        screen = ResultsScreen([path])
+        await pilot.app.push_screen(screen)
+        await wait_for(pilot, lambda: not screen.computing)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=open_results)

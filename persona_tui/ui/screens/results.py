@@ -1,9 +1,12 @@
 """The Results screen: label rates, framing contrasts and a terminal chart of sessions.
 
 The numbers come from the analysis core (`persona_tui.analysis.results.results_view`), the
-same report `persona-tui report` prints. It blocks (reading sessions, statistics), so it
-runs in a thread worker while the screen shows a loading state; what a user can fix (no
-labels yet, the `analysis` extra missing) comes back as a message shown on the screen.
+same report `persona-tui report` prints. Sessions with scored answer options (likelihood
+probes) get a section of their own: log-odds by condition, the contrasts with their
+verdicts, the power line and a chart; without options it stays hidden. It blocks
+(reading sessions, statistics), so it runs in a thread worker while the screen shows a
+loading state; what a user can fix (no labels yet, the `analysis` extra missing) comes
+back as a message shown on the screen.
 Everything shown is inert text: condition labels come from scenario files.
 """
 
@@ -25,12 +28,14 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from persona_tui.analysis.labels import SOURCES, Source
+from persona_tui.analysis.options import OptionsAnalysis, interval_nats, nats
 from persona_tui.analysis.results import ResultsView
 from persona_tui.analysis.summary import Analysis, Contrast
 from persona_tui.ui.text import inert
 
 INSTALL_COMMAND = "pip install 'persona-tui[analysis]'"
 VERDICT_STYLE = {"difference": "bold", "too few": "italic", "no clear difference": ""}
+OPTION_VERDICT_STYLE = {"higher": "bold", "lower": "bold", "too few": "italic"}
 T = TypeVar("T")
 
 
@@ -131,6 +136,44 @@ def contrast_line(contrast: Contrast) -> Text:
     return text
 
 
+def options_text(options: OptionsAnalysis) -> Text:
+    """The likelihood probes at a glance: log-odds per condition, contrasts, power, lengths."""
+    text = Text("Likelihood probes: ", "bold")
+    text.append_text(inert(options.title, "bold"))
+    text.append(" (nats; 95% probe bootstrap)\n", "bold")
+    width = max((len(m.condition) for m in options.means), default=0)
+    for m in options.means:
+        text.append("  ")
+        text.append_text(inert(m.condition.ljust(width), "bold"))
+        if m.mean is None:
+            text.append("  no probes")
+        else:
+            bounds = "" if m.interval is None else f" {interval_nats(m.interval)}"
+            text.append(f"  {nats(m.mean, signed=True):>6}{bounds}  {m.probes} probes")
+        text.append("\n")
+    if options.contrasts:
+        text.append("\nContrasts, paired over probes (sign-flip p)\n", "bold")
+    for x in options.contrasts:
+        text.append("  ")
+        text.append_text(inert(f"{x.condition} vs {x.reference}", "bold"))
+        text.append(": ")
+        text.append_text(inert(x.sentence, OPTION_VERDICT_STYLE.get(x.verdict, "")))
+        if x.p_value is not None:
+            text.append(", p < 0.001" if x.p_value < 0.001 else f", p = {x.p_value:.3f}")
+        text.append("\n")
+    if options.contrasts:
+        text.append("  ")
+        text.append_text(inert(options.power_line, "dim"))
+        text.append("\n")
+    lengths = " · ".join(f"{t.label} {t.mean_tokens:.1f}" for t in options.tokens)
+    text.append("\nMean tokens per option: ")
+    text.append_text(inert(lengths))
+    for note in options.notes:
+        text.append("\nnote: ", "italic")
+        text.append_text(inert(note, "italic"))
+    return text
+
+
 class ResultsScreen(Screen[None]):
     """Rates, contrasts with plain verdicts, and a chart; keys choose what to compare."""
 
@@ -163,6 +206,8 @@ class ResultsScreen(Screen[None]):
         yield Static("", id="results-bar")
         with ScrollableContainer(id="results-body"):
             yield Static("", id="results-summary")
+            yield Static("", id="results-options")
+            yield Static("", id="results-options-chart")
             yield Static("", id="results-chart")
             yield Static("", id="results-report")
         yield Footer(compact=True)
@@ -222,8 +267,23 @@ class ResultsScreen(Screen[None]):
         self.query_one("#results-report", Static).update(report)
         self.query_one("#results-chart").display = bool(view.chart)
         self.query_one("#results-report").display = bool(view.report)
+        self._show_options(view)
         self._update_bar()
         self.refresh_bindings()
+
+    def _show_options(self, view: ResultsView) -> None:
+        """The likelihood-probe section: shown only when the sessions scored options."""
+        section = self.query_one("#results-options", Static)
+        chart_widget = self.query_one("#results-options-chart", Static)
+        if view.options is not None:
+            section.update(options_text(view.options))
+        elif view.options_message:
+            section.update(inert(f"Likelihood probes: {view.options_message}", "italic"))
+        section.display = view.options is not None or bool(view.options_message)
+        chart = inert(view.options_chart)
+        chart.no_wrap = True
+        chart_widget.update(chart)
+        chart_widget.display = bool(view.options_chart)
 
     def _message_text(self, message: str) -> Text:
         text = Text("No results to show\n\n", "bold")
