@@ -4,17 +4,27 @@ the real engines, checked against an independent teacher-forced computation."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from persona_tui.backends.base import GenerationRequest
+from persona_tui.backends.llamacpp.backend import EVAL_BLOCK, LlamaCppBackend
 from persona_tui.errors import ScenarioError, SessionError
-from persona_tui.scenario.model import Option
+from persona_tui.run.lifecycle import create_session
+from persona_tui.run.plan import RunOptions
+from persona_tui.run.runner import Runner
+from persona_tui.scenario.model import Option, Scenario
 from persona_tui.scenario.parse import parse_scenario
-from persona_tui.session.model import OptionCell, OptionScore
+from persona_tui.scoring.options import OptionsProgress, score_options
+from persona_tui.session.model import OptionCell, OptionScore, Plan, Session
 from persona_tui.session.store import SessionStore, load_session
 from persona_tui.session.write import render_option_cell
+from persona_tui.values import SamplingParams
 from tests.scenario_text import OPTIONS_SCENARIO, SMALL_SCENARIO
+from tests.unit.test_session import make_header, make_trial, note
 
 # ------------------------------------------------------------------- scenario format
 
@@ -113,8 +123,6 @@ def make_cell(condition: str = "baseline", probe: str = "wish", **changes: objec
 
 
 def test_option_cells_round_trip_and_survive_other_saves(tmp_path: Path) -> None:
-    from tests.unit.test_session import make_header, make_trial, note
-
     path = tmp_path / "s.toml"
     first, second = make_cell(), make_cell("bully", "wish", seconds=1.5)
     with SessionStore.create(path, make_header()) as store:
@@ -136,8 +144,6 @@ def test_option_cells_round_trip_and_survive_other_saves(tmp_path: Path) -> None
 
 
 def test_session_without_option_cells_reads_as_empty(tmp_path: Path) -> None:
-    from tests.unit.test_session import make_header
-
     path = tmp_path / "s.toml"
     SessionStore.create(path, make_header()).close()
     assert load_session(path).option_cells == []
@@ -165,8 +171,6 @@ def test_session_without_option_cells_reads_as_empty(tmp_path: Path) -> None:
 def test_damaged_option_cells_give_one_line_naming_the_file(
     tmp_path: Path, old: str, new: str, message: str
 ) -> None:
-    from tests.unit.test_session import make_header
-
     path = tmp_path / "s.toml"
     SessionStore.create(path, make_header()).close()
     text = path.read_text("utf-8") + render_option_cell(make_cell())
@@ -179,11 +183,229 @@ def test_damaged_option_cells_give_one_line_naming_the_file(
 
 
 def test_duplicate_option_cell_is_refused(tmp_path: Path) -> None:
-    from tests.unit.test_session import make_header
-
     path = tmp_path / "s.toml"
     SessionStore.create(path, make_header()).close()
     cell = render_option_cell(make_cell())
     path.write_text(path.read_text("utf-8") + cell + cell, "utf-8")
     with pytest.raises(SessionError, match=r"option_cells\[1\]: duplicate of option_cells\[0\]"):
         load_session(path)
+
+
+# --------------------------------------------------------------- scoring on the engines
+
+TOLERANCE = 1e-3  # nats per token
+
+
+def teacher_forced(model: Path, prompt: str, text: str, n_ctx: int) -> list[float]:
+    """Independently: llama-cpp-python with logits_all, the log-softmax of the rows before
+    each of the text's tokens.
+
+    The batches are those the engine's plan uses (the prompt in blocks of EVAL_BLOCK, then
+    the option in one): llama.cpp's quantized CPU kernels round by tiles of the batch, and
+    on the demo model (Q4_K) another batch shape moves a value by up to 0.1 nats.
+    """
+    import llama_cpp
+    import numpy as np
+
+    from persona_tui.backends.llamacpp.load import _llama_class
+
+    # Plain llama_cpp.Llama, with llama.cpp's extra buffer types (repacking, AMX) off: on
+    # AMX machines they crash (see backends/llamacpp/load.py).
+    ref = _llama_class(llama_cpp)(
+        model_path=str(model),
+        logits_all=True,
+        n_ctx=n_ctx,
+        n_threads=1,
+        use_extra_bufts=False,
+        verbose=False,
+    )
+    try:
+        bos = bool(ref._model.add_bos_token())
+        prompt_ids = ref.tokenize(prompt.encode(), add_bos=bos, special=True)
+        full = ref.tokenize((prompt + text).encode(), add_bos=bos, special=True)
+        assert full[: len(prompt_ids)] == prompt_ids
+        for start in range(0, len(prompt_ids), EVAL_BLOCK):
+            ref.eval(prompt_ids[start : start + EVAL_BLOCK])
+        ref.eval(full[len(prompt_ids) :])
+        rows = np.asarray(ref.scores[len(prompt_ids) - 1 : len(full) - 1], dtype=np.float64)
+        top = rows.max(axis=1, keepdims=True)
+        logsm = rows - (top + np.log(np.exp(rows - top).sum(axis=1, keepdims=True)))
+        return [float(logsm[i, t]) for i, t in enumerate(full[len(prompt_ids) :])]
+    finally:
+        ref.close()
+
+
+def scored_session(
+    scenario: Scenario, backend: object, path: Path, **kwargs: object
+) -> tuple[Session, list[OptionsProgress]]:
+    events: list[OptionsProgress] = []
+    store = create_session(scenario, backend, RunOptions(), path)  # type: ignore[arg-type]
+    with store:
+        score_options(scenario, backend, store, events.append, **kwargs)  # type: ignore[arg-type]
+        return store.session, events
+
+
+def values(session: Session) -> dict[tuple[str, str, str], tuple[float, ...]]:
+    return {
+        (cell.condition, cell.probe, option.id): option.token_logprobs
+        for cell in session.option_cells
+        for option in cell.options
+    }
+
+
+def check_against_reference(session: Session, model: Path, n_ctx: int) -> None:
+    assert session.option_cells
+    for cell in session.option_cells:
+        for option in cell.options:
+            expected = teacher_forced(model, cell.prompt, option.text, n_ctx)
+            assert option.n_tokens == len(expected) == len(option.token_logprobs) > 0
+            for ours, theirs in zip(option.token_logprobs, expected, strict=True):
+                assert abs(ours - theirs) <= TOLERANCE
+            assert option.logprob == pytest.approx(sum(option.token_logprobs), abs=1e-9)
+
+
+@pytest.fixture(scope="module")
+def tiny_backend(tiny_gguf: Path) -> Iterator[LlamaCppBackend]:
+    backend = LlamaCppBackend.load(tiny_gguf, n_ctx=512, n_threads=1)
+    yield backend
+    backend.close()
+
+
+def test_stored_logprobs_equal_a_teacher_forced_computation(
+    tmp_path: Path, tiny_gguf: Path, tiny_backend: LlamaCppBackend
+) -> None:
+    scenario = parse_scenario(OPTIONS_SCENARIO)
+    session, events = scored_session(scenario, tiny_backend, tmp_path / "s.toml")
+    # 2 conditions × 2 probes with options; the two-turn probe has none.
+    assert [(e.done, e.total) for e in events] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    cell = next(c for c in session.option_cells if c.probe == "wish")
+    assert cell.options[0].text == " Health for everyone I love."
+    runner = Runner(scenario, tiny_backend, SessionStore.open(tmp_path / "s.toml"))
+    try:  # the prompt is the runner's, exactly
+        for c in session.option_cells:
+            spec = next(
+                s for s in runner.pending() if (s.condition, s.probe) == (c.condition, c.probe)
+            )
+            assert c.prompt == runner.first_prompt(spec)
+            assert c.prompt_tokens == tiny_backend.count_tokens(c.prompt)
+    finally:
+        runner.store.close()
+    check_against_reference(session, tiny_gguf, 512)
+    assert load_session(tmp_path / "s.toml").option_cells == session.option_cells
+
+
+def test_order_and_what_ran_before_never_change_a_value(
+    tmp_path: Path, tiny_backend: LlamaCppBackend
+) -> None:
+    scenario = parse_scenario(OPTIONS_SCENARIO)
+    forward, _ = scored_session(scenario, tiny_backend, tmp_path / "a.toml")
+    # The options of each probe in reverse order, after a generation and a judge-like step.
+    probes = []
+    for probe in scenario.probes:
+        probes.append(dataclasses.replace(probe, options=probe.options[::-1]))
+    reversed_scenario = dataclasses.replace(scenario, probes=tuple(probes))
+    tiny_backend.generate(
+        GenerationRequest("User: Hello\nAssistant:", 3, SamplingParams(max_tokens=8))
+    )
+    with tiny_backend.logprob_scope() as scope:
+        tokens = scope.tokenize("something else entirely")
+        scope.evaluate(tokens)
+        scope.step(0, tokens[-1])
+    backward, _ = scored_session(reversed_scenario, tiny_backend, tmp_path / "b.toml")
+    assert values(backward) == values(forward)
+    # Generation afterwards is as if nothing was scored.
+    request = GenerationRequest("User: Hi\nAssistant:", 5, SamplingParams(max_tokens=12))
+    after = tiny_backend.generate(request).text
+    tiny_backend.reset_cache()
+    assert tiny_backend.generate(request).text == after
+
+
+def test_cancelled_pass_resumes_to_the_same_values(
+    tmp_path: Path, tiny_backend: LlamaCppBackend
+) -> None:
+    scenario = parse_scenario(OPTIONS_SCENARIO)
+    reference, _ = scored_session(scenario, tiny_backend, tmp_path / "ref.toml")
+    cancel = threading.Event()
+    path = tmp_path / "s.toml"
+
+    def stop_after_two(event: OptionsProgress) -> None:
+        if event.done == 2:
+            cancel.set()
+
+    store = create_session(scenario, tiny_backend, RunOptions(), path)
+    with store:
+        summary = score_options(scenario, tiny_backend, store, stop_after_two, cancel)
+    assert (summary.scored, summary.done, summary.total, summary.cancelled) == (2, 2, 4, True)
+    assert len(load_session(path).option_cells) == 2
+    with SessionStore.open(path) as store:
+        summary = score_options(scenario, tiny_backend, store)
+        assert (summary.scored, summary.done, summary.cancelled) == (2, 4, False)
+        assert score_options(scenario, tiny_backend, store).scored == 0  # nothing left
+    assert values(load_session(path)) == values(reference)
+
+
+def test_a_backend_without_logprobs_says_so_in_one_line(tmp_path: Path) -> None:
+    from persona_tui.errors import PersonaError
+    from persona_tui.scoring.options import OPTIONS_UNSUPPORTED
+
+    class NoLogprobs:
+        has_chat_template = False
+
+    scenario = parse_scenario(OPTIONS_SCENARIO)
+    plan = Plan(("baseline",), ("wish",), 1, 0, "transcript")
+    store = SessionStore.create(tmp_path / "s.toml", make_header(plan=plan))
+    with store, pytest.raises(PersonaError) as caught:
+        score_options(scenario, NoLogprobs(), store)  # type: ignore[arg-type]
+    assert str(caught.value) == OPTIONS_UNSUPPORTED
+
+
+@pytest.mark.demo
+def test_demo_model_logprobs_equal_a_teacher_forced_computation(
+    tmp_path: Path, demo_model: Path
+) -> None:
+    # A framing longer than one evaluation block (EVAL_BLOCK tokens), as real ones are.
+    system = "The following is a rehearsal of a school play, in which you play a bully. " * 12
+    scenario = parse_scenario(
+        OPTIONS_SCENARIO.replace("The following is a rehearsal of a school play.", system)
+    )
+    backend = LlamaCppBackend.load(demo_model, n_ctx=1024, n_threads=2)
+    try:
+        session, _ = scored_session(scenario, backend, tmp_path / "s.toml")
+        check_against_reference(session, demo_model, 1024)
+        reversed_scenario = dataclasses.replace(
+            scenario,
+            probes=tuple(dataclasses.replace(p, options=p.options[::-1]) for p in scenario.probes),
+        )
+        backend.generate(GenerationRequest("Hello", 1, SamplingParams(max_tokens=4)))
+        again, _ = scored_session(reversed_scenario, backend, tmp_path / "b.toml")
+        assert values(again) == values(session)
+    finally:
+        backend.close()
+
+
+def test_mlx_scores_like_llama_cpp_on_the_same_weights(tmp_path: Path) -> None:
+    pytest.importorskip("mlx_lm", reason="the MLX backend needs: pip install 'persona-tui[mlx]'")
+    import mlx.core as mx
+
+    from persona_tui.backends.mlx.backend import MlxBackend
+    from tests import tiny_gguf
+    from tests.mlx_fixture import gguf_to_mlx
+
+    mx.disable_compile()
+    gguf = tiny_gguf.write_tiny_gguf(tmp_path / "parity.gguf", seed=3)
+    mlx = MlxBackend.load(gguf_to_mlx(gguf, tmp_path / "parity-mlx"))
+    llama = LlamaCppBackend.load(gguf, n_ctx=512, n_threads=1)
+    scenario = parse_scenario(OPTIONS_SCENARIO)
+    try:
+        ours, _ = scored_session(scenario, mlx, tmp_path / "mlx.toml")
+        theirs, _ = scored_session(scenario, llama, tmp_path / "llama.toml")
+        a, b = values(ours), values(theirs)
+        assert a.keys() == b.keys()
+        for key in a:
+            assert len(a[key]) == len(b[key])
+            assert all(abs(x - y) <= TOLERANCE for x, y in zip(a[key], b[key], strict=True))
+        again, _ = scored_session(scenario, mlx, tmp_path / "mlx2.toml")
+        assert values(again) == a
+    finally:
+        llama.close()
+        mlx.close()

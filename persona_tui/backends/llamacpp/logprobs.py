@@ -15,7 +15,7 @@ was scored before (the CPU kernels round differently with the batch shape; see
 batching.py).
 
 `sequence` scores a whole continuation (an answer option) after the evaluated prompt: its
-tokens but the last are decoded in one `llama_batch` with logits at every position (the
+tokens are decoded in one `llama_batch` with logits at every position but the last (the
 low-level API, so only those rows are computed and read, never `logits_all`), and their KV
 cells are removed afterwards, so every option starts from the same prompt state and its
 batch depends on (prompt, option) alone.
@@ -167,29 +167,35 @@ class LlamaLogprobScope:
         return values
 
     def _decode_rows(self, tokens: list[int]) -> list[float]:
-        """Decode tokens[:-1] right after the prompt, in batches of the context's batch
-        size, logits at every position; the log-probability of each next token."""
+        """Decode `tokens` right after the prompt, in batches of the context's batch size
+        (one for any answer option), with logits at every position; the log-probability of
+        each token after the first from the row before it.
+
+        The last token is decoded too, though its row is not read: the CPU kernels round by
+        tiles of the batch, so a batch of exactly the option's tokens gives what evaluating
+        prompt and option as two batches does (measured: dropping it moves values by up to
+        0.1 nats on a Q4_K model).
+        """
         import llama_cpp
 
-        feed = tokens[:-1]
         size = max(1, int(self.llama.n_batch))
         values: list[float] = []
-        batch = llama_cpp.llama_batch_init(min(size, max(len(feed), 1)), 0, 1)
+        batch = llama_cpp.llama_batch_init(min(size, len(tokens)), 0, 1)
         try:
-            for start in range(0, len(feed), size):
-                chunk = feed[start : start + size]
+            for start in range(0, len(tokens), size):
+                chunk = tokens[start : start + size]
                 batch.n_tokens = len(chunk)
                 for i, token in enumerate(chunk):
                     batch.token[i] = token
                     batch.pos[i] = self.base + start + i
                     batch.n_seq_id[i] = 1
                     batch.seq_id[i][0] = 0
-                    batch.logits[i] = True
+                    batch.logits[i] = start + i + 1 < len(tokens)
                 code = llama_cpp.llama_decode(self.llama.ctx, batch)
                 if code != 0:
                     raise RuntimeError(f"llama_decode returned {code}")
-                for i in range(len(chunk)):
-                    values.append(float(self.logprobs(i)[tokens[start + i + 1]]))
+                rows = min(len(chunk), len(tokens) - 1 - start)
+                values += [float(self.logprobs(i)[tokens[start + i + 1]]) for i in range(rows)]
                 self._decodes += len(chunk)
         finally:
             llama_cpp.llama_batch_free(batch)
