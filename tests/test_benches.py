@@ -88,3 +88,18 @@ def test_bench_tui(tiny_gguf: Path) -> None:
         "wish",
     )
     assert "ratio" in out or "tok/s" in out
+
+
+def test_bench_options(tiny_gguf: Path) -> None:
+    out = _run(
+        "bench_options.py",
+        "--model",
+        str(tiny_gguf),
+        "--probes",
+        "2",
+        "--options",
+        "2",
+        "--threads",
+        "1",
+    )
+    assert "options/s" in out and "ratio" in out

@@ -141,6 +141,18 @@ class LogprobScope(Protocol):
         log-probabilities of the token after it."""
         ...
 
+    def sequence(self, tokens: Sequence[int]) -> list[float]:
+        """The log-probability of each of `tokens` as a continuation of the evaluated prompt.
+
+        After `evaluate(prompt_tokens)`: the first value is read from the row `evaluate`
+        returned; the tokens are then decoded in one batch right after the prompt (logits at
+        every position, log-softmax only of the rows needed), and forgotten afterwards, so
+        the next call starts from the same prompt state (deeper `step` decodes are forgotten
+        too). The batch plan depends on (prompt, tokens) alone: a value never depends on
+        what was scored before. Raises PromptTooLongError when they do not fit the context.
+        """
+        ...
+
 
 @runtime_checkable
 class TokenLogprobs(Protocol):

@@ -80,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="requests in flight at once (OpenAI-compatible servers only)",
     )
+    run.add_argument(
+        "--no-score",
+        action="store_true",
+        help="skip scoring the probes' answer options (likelihood probes)",
+    )
+    run.add_argument(
+        "--no-sample",
+        action="store_true",
+        help="skip sampling: only score the probes' answer options",
+    )
     run.set_defaults(func=_cmd_run)
 
     validate = sub.add_parser("validate", help="check scenario files; exit 2 if any is invalid")

@@ -3,6 +3,10 @@
 The session file's path is the last line printed on stdout, so scripts can capture it.
 SIGINT/SIGTERM cancel the current trial; every finished trial is already saved and the
 session is left `interrupted`, ready for `--resume`.
+
+After sampling, the answer options of the scenario's probes are scored (likelihood probes,
+scoring/options.py), each (condition, probe) cell saved as it is done; `--no-score` skips
+that pass and `--no-sample` skips sampling. `--resume` completes both.
 """
 
 from __future__ import annotations
@@ -42,6 +46,15 @@ from persona_tui.run.runner import (
 )
 from persona_tui.scenario.catalog import resolve_scenario
 from persona_tui.scenario.parse import load_scenario
+from persona_tui.scoring.options import (
+    OPTIONS_UNSUPPORTED,
+    OptionsProgress,
+    OptionsSummary,
+    can_score_options,
+    option_cells,
+    score_options,
+)
+from persona_tui.session.model import SessionStatus
 from persona_tui.session.store import SessionStore
 
 
@@ -110,6 +123,58 @@ class ProgressReporter:
             )
 
 
+class OptionsReporter:
+    """Progress of the options pass on stderr: a bar on a terminal, else a line per cell."""
+
+    def __init__(self, console: Console, total: int, done: int) -> None:
+        self.console = console
+        self.clock = time.perf_counter()
+        self.options = 0
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        if console.is_terminal:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            )
+            self.progress.start()
+            self.task = self.progress.add_task("options", total=total, completed=done, rate="")
+        else:
+            console.print(f"scoring options of {total - done} of {total} cells", highlight=False)
+
+    def __call__(self, event: OptionsProgress) -> None:
+        cell = event.cell
+        self.options += len(cell.options)
+        rate = self.options / max(time.perf_counter() - self.clock, 1e-9)
+        if self.progress is not None and self.task is not None:
+            self.progress.update(
+                self.task,
+                completed=event.done,
+                description=f"{cell.condition} · {cell.probe}",
+                rate=f"{rate:.1f} options/s",
+            )
+        else:
+            self.console.print(
+                f"[{event.done}/{event.total}] options {cell.condition} · {cell.probe}: "
+                f"{len(cell.options)} options in {cell.seconds:.2f}s",
+                markup=False,
+                highlight=False,
+            )
+
+    def finish(self, summary: OptionsSummary) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        state = "complete" if summary.complete else "interrupted"
+        self.console.print(
+            f"options {state}: {summary.done}/{summary.total} cells", highlight=False
+        )
+
+
 @contextmanager
 def _cancel_on_signals(control: RunControl) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -149,15 +214,44 @@ def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStor
     return Runner(scenario, backend, store), store
 
 
+def _score(
+    runner: Runner, store: SessionStore, console: Console, control: RunControl
+) -> OptionsSummary:
+    cells = option_cells(runner.scenario, store.session.header.plan)
+    reporter = OptionsReporter(console, len(cells), len(store.session.option_cells))
+    summary = score_options(runner.scenario, runner.backend, store, reporter, control.cancelled)
+    reporter.finish(summary)
+    return summary
+
+
 def run_headless(args: argparse.Namespace) -> int:
     """Run (or resume) a session; exit 0 complete, 1 trials failed, 130 interrupted."""
+    if args.no_sample and args.no_score:
+        raise PersonaError("--no-sample and --no-score leave nothing to do; drop one of them")
     config = load_config()
     console = Console(stderr=True)
     runner, store = _open(args, config)
     control = RunControl()
+    score = not args.no_score and bool(option_cells(runner.scenario, store.session.header.plan))
     try:
+        if score and not can_score_options(runner.backend):
+            if args.no_sample:
+                raise PersonaError(OPTIONS_UNSUPPORTED)
+            console.print(f"options not scored: {OPTIONS_UNSUPPORTED}", highlight=False)
+            score = False
         with _cancel_on_signals(control):
-            status = runner.run(ProgressReporter(console), control, parallel=args.parallel)
+            status: SessionStatus = "complete"
+            if not args.no_sample:
+                status = runner.run(ProgressReporter(console), control, parallel=args.parallel)
+            scored = score and not control.cancelled.is_set()
+            if scored and not _score(runner, store, console, control).complete:
+                status = "interrupted"
+            if status == "complete" or control.cancelled.is_set():
+                # The file says what is left to do: trials (skipped by --no-sample) or options.
+                unsampled = len(store.session.trials) < store.session.header.plan.total
+                saved: SessionStatus = "interrupted" if unsampled else status
+                if saved != store.session.header.status:
+                    store.set_status(saved)
         session = store.session
     finally:
         store.close()

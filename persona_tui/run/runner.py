@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from persona_tui.backends.base import Backend, GenerationRequest, serves_parallel_requests
 from persona_tui.errors import PersonaError
 from persona_tui.run.plan import TrialSpec, order_for_prefix_reuse, plan_trials
-from persona_tui.run.prompts import conversation, framing_chars, render_prompt
+from persona_tui.run.prompts import ResolvedMode, conversation, framing_chars, render_prompt
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import SessionStatus, Trial
 from persona_tui.session.store import SessionStore
@@ -106,6 +106,14 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def first_turn_prompt(
+    scenario: Scenario, mode: ResolvedMode, backend: Backend, condition: str, probe: str
+) -> str:
+    """The exact prompt of a trial's first turn (a single-turn probe's whole prompt)."""
+    messages = conversation(scenario.condition(condition), scenario.probe(probe).turns[:1], [])
+    return render_prompt(mode, messages, backend)
+
+
 class Runner:
     """Runs the unfinished trials of a session's plan, saving each one as it finishes."""
 
@@ -118,9 +126,9 @@ class Runner:
         self.sampling = header.sampling
 
     def first_prompt(self, spec: TrialSpec) -> str:
-        probe = self.scenario.probe(spec.probe)
-        messages = conversation(self.scenario.condition(spec.condition), probe.turns[:1], [])
-        return render_prompt(self.plan.prompt_mode, messages, self.backend)
+        return first_turn_prompt(
+            self.scenario, self.plan.prompt_mode, self.backend, spec.condition, spec.probe
+        )
 
     def pending(self) -> list[TrialSpec]:
         """Unfinished trials, in prefix-reuse order."""

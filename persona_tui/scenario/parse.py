@@ -12,6 +12,7 @@ from persona_tui._util.tables import (
     Problems,
     SourceLines,
     TableReader,
+    did_you_mean,
     report_duplicates,
 )
 from persona_tui._util.textdata import loads_toml
@@ -22,6 +23,7 @@ from persona_tui.scenario.model import (
     AnnotationSchema,
     Condition,
     Label,
+    Option,
     Probe,
     PromptMode,
     SamplingDefaults,
@@ -58,7 +60,8 @@ _SAMPLING_KEYS = (
 )
 _CONDITION_KEYS = ("id", "label", "system", "note", "shots")
 _SHOT_KEYS = ("user", "assistant")
-_PROBE_KEYS = ("id", "text", "turns")
+_PROBE_KEYS = ("id", "text", "turns", "options")
+_OPTION_KEYS = ("id", "label", "text")
 _ANNOTATION_KEYS = ("notes", "labels", "scales")
 _LABEL_KEYS = ("id", "key", "description", "bad")
 _SCALE_KEYS = ("id", "min", "max", "description")
@@ -77,8 +80,10 @@ def parse_scenario(text: str, source_path: str = "<string>") -> Scenario:
     study = _study(top.table_at("study", _STUDY_KEYS))
     sampling = _sampling(top.table_at("sampling", _SAMPLING_KEYS))
     conditions = _conditions(top)
-    probes = _probes(top)
+    probe_readers: list[TableReader] = []
+    probes = _probes(top, probe_readers)
     annotation = _annotation(top.table_at("annotation", _ANNOTATION_KEYS))
+    _check_option_labels(probe_readers, probes, annotation)
     rules = read_rules(problems, top)
     problems.raise_if_any(ScenarioError)
     return Scenario(
@@ -189,9 +194,10 @@ def _conditions(top: TableReader) -> tuple[Condition, ...]:
     return tuple(conditions)
 
 
-def _probes(top: TableReader) -> tuple[Probe, ...]:
+def _probes(top: TableReader, readers: list[TableReader]) -> tuple[Probe, ...]:
     probes = []
-    for reader in _items(top, "probes", _PROBE_KEYS, "probe"):
+    readers.extend(_items(top, "probes", _PROBE_KEYS, "probe"))
+    for reader in readers:
         probe_id = reader.slug("id")
         turns: list[str] = []
         if reader.has("text") and reader.has("turns"):
@@ -206,8 +212,58 @@ def _probes(top: TableReader) -> tuple[Probe, ...]:
             reader.report(
                 "text", "required key is missing: give 'text' (one user turn) or 'turns' (a list)"
             )
-        probes.append(Probe(id=probe_id, turns=tuple(turns)))
+        options = _options(reader)
+        if options and len(turns) > 1:
+            reader.report(
+                "options",
+                "options are scored after a single user turn: give this probe 'text', "
+                "not several 'turns'",
+            )
+        probes.append(Probe(id=probe_id, turns=tuple(turns), options=options))
     return tuple(probes)
+
+
+def _options(probe: TableReader) -> tuple[Option, ...]:
+    """A probe's `[[probes.options]]`: answers whose likelihood is scored (optional)."""
+    readers = probe.tables_at("options", _OPTION_KEYS, what="an answer option")
+    if probe.table.get("options") == []:
+        probe.report("options", "must hold at least one option (or leave 'options' out)")
+    report_duplicates(readers, "id", "option id")
+    return tuple(
+        Option(
+            id=reader.slug("id"),
+            label=reader.slug("label"),
+            text=reader.string("text", required=True, nonempty=True),
+        )
+        for reader in readers
+    )
+
+
+def _check_option_labels(
+    readers: list[TableReader], probes: tuple[Probe, ...], annotation: AnnotationSchema
+) -> None:
+    """Every option's label must be one of `[[annotation.labels]]`."""
+    known = [label.id for label in annotation.labels]
+    for reader, probe in zip(readers, probes, strict=False):
+        option_readers = [
+            TableReader(reader.problems, item, (*reader.path, "options", index))
+            for index, item in enumerate(reader.table.get("options") or [])
+            if isinstance(item, dict)
+        ]
+        for option_reader, option in zip(option_readers, probe.options, strict=False):
+            if not isinstance(option_reader.table.get("label"), str) or option.label in known:
+                continue
+            if not known:
+                message = f"label {option.label!r} is not defined: add it to [[annotation.labels]]"
+            else:
+                hint = did_you_mean(option.label, known)
+                message = (
+                    f"unknown label {option.label!r};{hint}"
+                    if hint
+                    else f"unknown label {option.label!r}; the scenario's labels are: "
+                    f"{', '.join(known)}"
+                )
+            option_reader.report("label", message)
 
 
 def _annotation(reader: TableReader | None) -> AnnotationSchema:

@@ -22,6 +22,8 @@ from persona_tui.errors import SessionError
 from persona_tui.session.model import (
     FORMAT_VERSION,
     Annotation,
+    OptionCell,
+    OptionScore,
     Plan,
     Session,
     SessionHeader,
@@ -173,7 +175,16 @@ def _dataclass_table(cls: type[T], t: TableReader, key: str, all_required: bool 
     return cls(**kwargs)
 
 
-_TOP_KEYS = ("format_version", "session", "model", "sampling", "plan", "scenario", "trials")
+_TOP_KEYS = (
+    "format_version",
+    "session",
+    "model",
+    "sampling",
+    "plan",
+    "scenario",
+    "trials",
+    "option_cells",
+)
 _SESSION_KEYS = (
     "id",
     "scenario_id",
@@ -201,6 +212,8 @@ _TRIAL_KEYS = (
     "annotations",
 )
 _ANNOTATION_KEYS = ("annotator", "time", "label", "scores", "note", "blind_seed")
+_OPTION_CELL_KEYS = ("condition", "probe", "prompt", "prompt_tokens", "seconds", "options")
+_OPTION_KEYS = ("id", "label", "text", "logprob", "n_tokens", "token_logprobs")
 
 
 def _fast_loads(text: str) -> dict[str, Any]:
@@ -301,7 +314,64 @@ def parse_session(data: bytes, file: Path) -> Session:
                 f"duplicate of trials[{first}] (condition {trial.condition!r}, "
                 f"probe {trial.probe!r}, sample {trial.sample}); each trial may appear once",
             )
-    return Session(header=header, trials=trials, path=file)
+    cells = [
+        _read_option_cell(t)
+        for t in top.each_table(
+            "option_cells", _OPTION_CELL_KEYS, expected="an array of tables ([[option_cells]])"
+        )
+    ]
+    seen_cells: dict[tuple[str, str], int] = {}
+    for n, cell in enumerate(cells):
+        first = seen_cells.setdefault((cell.condition, cell.probe), n)
+        if first != n:
+            problems.add(
+                ("option_cells", n),
+                f"duplicate of option_cells[{first}] (condition {cell.condition!r}, "
+                f"probe {cell.probe!r}); each cell may appear once",
+            )
+    return Session(header=header, trials=trials, path=file, option_cells=cells)
+
+
+def _float_tuple(t: TableReader, key: str) -> tuple[float, ...]:
+    value = t.value(key, "an array of numbers", (list,), required=True)
+    for n, item in enumerate(value or ()):
+        if isinstance(item, bool) or not isinstance(item, (int, float)):
+            t.wrong_type((key, n), "a number", item)
+    return tuple(float(item) for item in value or ())
+
+
+def _read_option(t: TableReader) -> OptionScore:
+    option = OptionScore(
+        id=_str(t, "id"),
+        label=_str(t, "label"),
+        text=_str(t, "text"),
+        logprob=_float(t, "logprob"),
+        n_tokens=_int(t, "n_tokens"),
+        token_logprobs=_float_tuple(t, "token_logprobs"),
+    )
+    if len(option.token_logprobs) != option.n_tokens:
+        t.report(
+            "token_logprobs",
+            f"holds {len(option.token_logprobs)} values, but n_tokens = {option.n_tokens}",
+        )
+    return option
+
+
+def _read_option_cell(t: TableReader) -> OptionCell:
+    options = [
+        _read_option(o)
+        for o in t.each_table(
+            "options", _OPTION_KEYS, expected="an array of tables ([[option_cells.options]])"
+        )
+    ]
+    return OptionCell(
+        condition=_str(t, "condition"),
+        probe=_str(t, "probe"),
+        prompt=_str(t, "prompt"),
+        prompt_tokens=_int(t, "prompt_tokens"),
+        seconds=_float(t, "seconds"),
+        options=tuple(options),
+    )
 
 
 def _read_trial(t: TableReader) -> Trial:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 from persona_tui.session.model import (
     Annotation,
+    OptionCell,
     Session,
     SessionHeader,
     SessionStatus,
@@ -30,7 +31,7 @@ from persona_tui.session.model import (
     TrialKey,
 )
 from persona_tui.session.read import read_session_file
-from persona_tui.session.write import render_header, render_trial
+from persona_tui.session.write import render_header, render_option_cell, render_trial
 
 # ---------------------------------------------------------------------------- store
 
@@ -91,7 +92,12 @@ class SessionStore:
     """
 
     def __init__(
-        self, path: Path, header: SessionHeader, trials: list[Trial], lock: BaseFileLock
+        self,
+        path: Path,
+        header: SessionHeader,
+        trials: list[Trial],
+        lock: BaseFileLock,
+        option_cells: list[OptionCell] | None = None,
     ) -> None:
         """Use `create` or `open`; this assumes the lock is held."""
         self._path = path
@@ -104,6 +110,12 @@ class SessionStore:
         for trial in trials:
             self._trials[trial.key] = trial
             self._chunks[trial.key] = render_trial(trial).encode("utf-8")
+        # Scored option cells by (condition, probe), written after the trials.
+        self._cells: dict[tuple[str, str], OptionCell] = {}
+        self._cell_chunks: dict[tuple[str, str], bytes] = {}
+        for cell in option_cells or ():
+            self._cells[cell.condition, cell.probe] = cell
+            self._cell_chunks[cell.condition, cell.probe] = render_option_cell(cell).encode("utf-8")
 
     @classmethod
     def create(cls, path: Path, header: SessionHeader) -> SessionStore:
@@ -139,7 +151,7 @@ class SessionStore:
         try:
             session = read_session_file(path)
             remove_stale_temp_files(path)  # safe: we hold the lock, no write is in progress
-            return cls(path, session.header, session.trials, lock)
+            return cls(path, session.header, session.trials, lock, session.option_cells)
         except BaseException:
             lock.release()
             raise
@@ -152,7 +164,12 @@ class SessionStore:
     def session(self) -> Session:
         """A snapshot of the current state; trials in the order they finished."""
         with self._mutex:
-            return Session(header=self._header, trials=list(self._trials.values()), path=self._path)
+            return Session(
+                header=self._header,
+                trials=list(self._trials.values()),
+                path=self._path,
+                option_cells=list(self._cells.values()),
+            )
 
     def save_trial(self, trial: Trial) -> None:
         """Add a finished trial, or replace the one with the same key (it moves to the end)."""
@@ -164,11 +181,30 @@ class SessionStore:
                 others = [c for k, c in self._chunks.items() if k != key]
             else:
                 others = list(self._chunks.values())
-            self._write([self._header_chunk, *others, chunk], saved_trials=len(self._chunks))
+            self._write(
+                [self._header_chunk, *others, chunk, *self._cell_chunks.values()],
+                saved_trials=len(self._chunks),
+            )
             self._trials.pop(key, None)
             self._chunks.pop(key, None)
             self._trials[key] = trial
             self._chunks[key] = chunk
+
+    def save_option_cell(self, cell: OptionCell) -> None:
+        """Add a scored (condition, probe) cell of options, or replace the one it repeats."""
+        with self._mutex:
+            self._check_open()
+            key = (cell.condition, cell.probe)
+            chunk = render_option_cell(cell).encode("utf-8")
+            others = [c for k, c in self._cell_chunks.items() if k != key]
+            self._write(
+                [self._header_chunk, *self._chunks.values(), *others, chunk],
+                saved_trials=len(self._chunks),
+            )
+            self._cells.pop(key, None)
+            self._cell_chunks.pop(key, None)
+            self._cells[key] = cell
+            self._cell_chunks[key] = chunk
 
     def annotate(self, key: TrialKey, annotation: Annotation) -> Trial:
         """Set `annotation.annotator`'s annotation on a trial (replacing theirs); returns it."""
@@ -193,7 +229,10 @@ class SessionStore:
             updated = dataclasses.replace(trial, annotations=tuple(annotations))
             chunk = render_trial(updated).encode("utf-8")
             parts = [chunk if k == key else c for k, c in self._chunks.items()]
-            self._write([self._header_chunk, *parts], saved_trials=len(self._chunks))
+            self._write(
+                [self._header_chunk, *parts, *self._cell_chunks.values()],
+                saved_trials=len(self._chunks),
+            )
             self._trials[key] = updated
             self._chunks[key] = chunk
             return updated
@@ -206,7 +245,10 @@ class SessionStore:
             self._check_open()
             header = dataclasses.replace(self._header, status=status)
             header_chunk = render_header(header).encode("utf-8")
-            self._write([header_chunk, *self._chunks.values()], saved_trials=len(self._chunks))
+            self._write(
+                [header_chunk, *self._chunks.values(), *self._cell_chunks.values()],
+                saved_trials=len(self._chunks),
+            )
             self._header = header
             self._header_chunk = header_chunk
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 from persona_tui._util.toml_text import render_key, render_string
 from persona_tui.errors import SessionError
-from persona_tui.session.model import FORMAT_VERSION, SessionHeader, Trial
+from persona_tui.session.model import FORMAT_VERSION, OptionCell, SessionHeader, Trial
 from persona_tui.session.schema import (
     FINISH_REASONS,
     INT64_BOUND,
@@ -189,6 +189,42 @@ def render_trial(trial: Trial) -> str:
     return "".join(out)
 
 
-def render_session(header: SessionHeader, trials: list[Trial]) -> str:
+def _render_float_array(values: tuple[float, ...], where: str) -> str:
+    return "[" + ", ".join(_render_float(v, f"{where}[{i}]") for i, v in enumerate(values)) + "]"
+
+
+def render_option_cell(cell: OptionCell) -> str:
+    """One `[[option_cells]]` block with its `[[option_cells.options]]`, after a blank line."""
+    w = f"option cell {cell.condition}/{cell.probe}"
+    out = [
+        "\n[[option_cells]]\n",
+        f"condition = {_render_str(cell.condition, w + ' condition')}\n",
+        f"probe = {_render_str(cell.probe, w + ' probe')}\n",
+        f"prompt = {_render_str(cell.prompt, w + ' prompt')}\n",
+        f"prompt_tokens = {_render_int(cell.prompt_tokens, w + ' prompt_tokens', 0)}\n",
+        f"seconds = {_render_float(cell.seconds, w + ' seconds')}\n",
+    ]
+    for option in cell.options:
+        ow = f"{w} option {option.id}"
+        out += [
+            "\n[[option_cells.options]]\n",
+            f"id = {_render_str(option.id, ow + ' id')}\n",
+            f"label = {_render_str(option.label, ow + ' label')}\n",
+            f"text = {_render_str(option.text, ow + ' text')}\n",
+            f"logprob = {_render_float(option.logprob, ow + ' logprob')}\n",
+            f"n_tokens = {_render_int(option.n_tokens, ow + ' n_tokens', 0)}\n",
+            "token_logprobs = "
+            f"{_render_float_array(option.token_logprobs, ow + ' token_logprobs')}\n",
+        ]
+    return "".join(out)
+
+
+def render_session(
+    header: SessionHeader, trials: list[Trial], option_cells: list[OptionCell] | None = None
+) -> str:
     """The whole file in one go (the store builds the same text from cached chunks)."""
-    return render_header(header) + "".join(render_trial(t) for t in trials)
+    return (
+        render_header(header)
+        + "".join(render_trial(t) for t in trials)
+        + "".join(render_option_cell(c) for c in option_cells or ())
+    )

@@ -21,7 +21,9 @@ from persona_tui.scenario.parse import load_scenario
 from persona_tui.scenario.rules import load_rules
 from persona_tui.scoring.judge import load_rubric_file
 from persona_tui.scoring.judgements import load_judge_file, sidecar_path
+from persona_tui.session.model import OptionCell, OptionScore
 from persona_tui.session.store import load_session
+from persona_tui.session.write import render_option_cell
 from persona_tui.ui.themes import load_theme_file
 from tests.analysis_sessions import SessionSpec, TrialSpec, annotation, write_session
 from tests.fuzz.hostile import check_one, json_inputs, mutated, random_inputs, reshaped_toml
@@ -141,7 +143,15 @@ def session_text(folder: Path) -> str:
         TrialSpec("framed", "p1", 0, response='Tricky "quotes" \\ and\nnewlines'),
     ]
     path = write_session(folder / "seed.toml", SessionSpec(samples=1, trials=trials))
-    return path.read_text("utf-8")
+    cell = OptionCell(
+        "baseline",
+        "p1",
+        'User: "hi"\nAssistant:',
+        9,
+        0.5,
+        (OptionScore("a", "cruel", " Yes", -1.5, 2, (-1.0, -0.5)),),
+    )
+    return path.read_text("utf-8") + render_option_cell(cell)
 
 
 def _run(strategy: st.SearchStrategy[bytes], examples: int) -> Callable[..., None]:

@@ -173,3 +173,45 @@ def test_sigint_leaves_session_interrupted_and_resumable(
     session = load_session(out)
     assert session.header.status == "interrupted"
     assert 1 <= len(session.trials) < 240
+
+
+def test_run_scores_options_after_sampling_and_resume_completes_them(
+    tmp_path: Path, home: Path, tiny_gguf: Path
+) -> None:
+    from tests.scenario_text import OPTIONS_SCENARIO
+
+    scenario = write_small_scenario(tmp_path, OPTIONS_SCENARIO)
+    both = tmp_path / "both.toml"
+    args = ("--model", str(tiny_gguf), "--threads", "1", "--samples", "1")
+    result = cli("run", str(scenario), *args, "--out", str(both), home=home)
+    assert result.returncode == 0, result.stderr
+    assert "options complete: 4/4 cells" in result.stderr
+    session = load_session(both)
+    assert session.header.status == "complete" and len(session.trials) == 6
+    assert sorted(len(c.options) for c in session.option_cells) == [2, 2, 3, 3]
+
+    # Options only, then sampling on resume; the values equal those of the full run.
+    only = tmp_path / "only.toml"
+    result = cli("run", str(scenario), *args, "--no-sample", "--out", str(only), home=home)
+    assert result.returncode == 0, result.stderr
+    first = load_session(only)
+    assert first.trials == [] and first.header.status == "interrupted"
+    expected = {(c.condition, c.probe): c.options for c in session.option_cells}
+    assert {(c.condition, c.probe): c.options for c in first.option_cells} == expected
+    result = cli("run", "--resume", str(only), home=home)
+    assert result.returncode == 0, result.stderr
+    resumed = load_session(only)
+    assert resumed.header.status == "complete" and len(resumed.trials) == 6
+    assert {t.key: t.response for t in resumed.trials} == {
+        t.key: t.response for t in session.trials
+    }
+
+    skipped = tmp_path / "skipped.toml"
+    result = cli("run", str(scenario), *args, "--no-score", "--out", str(skipped), home=home)
+    assert result.returncode == 0, result.stderr
+    assert load_session(skipped).option_cells == []
+    result = cli("run", "--resume", str(skipped), home=home)  # resume scores what is missing
+    assert result.returncode == 0, result.stderr
+    assert {
+        (c.condition, c.probe): c.options for c in load_session(skipped).option_cells
+    } == expected

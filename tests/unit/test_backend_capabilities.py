@@ -15,7 +15,7 @@ from persona_tui.backends.openai import backend as openai
 def test_each_backend_offers_its_capabilities() -> None:
     assert issubclass(llamacpp.LlamaCppBackend, TokenLogprobs)
     assert issubclass(llamacpp.LlamaCppBackend, PrefixCache)
-    assert not issubclass(mlx.MlxBackend, TokenLogprobs)
+    assert issubclass(mlx.MlxBackend, TokenLogprobs)
     assert issubclass(mlx.MlxBackend, PrefixCache)
     assert not issubclass(openai.OpenAIBackend, TokenLogprobs)
     assert not issubclass(openai.OpenAIBackend, PrefixCache)

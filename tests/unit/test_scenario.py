@@ -577,7 +577,7 @@ def test_prompt_mode_must_be_known() -> None:
     # A key after [[probes]] belongs to the last probe: TOML, not us.
     assert problems(text) == [
         f"s.toml:{line_of(text, 'prompt_mode')}: probes[0].prompt_mode: unknown key;"
-        " expected one of: id, text, turns."
+        " expected one of: id, text, turns, options."
     ]
     text = 'prompt_mode = "chatt"\n' + MINIMAL
     assert problems(text) == [

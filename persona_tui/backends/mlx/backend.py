@@ -23,7 +23,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
+from persona_tui.backends.base import (
+    ChatMessage,
+    GenerationRequest,
+    GenerationResult,
+    LogprobScope,
+    TextCallback,
+)
 from persona_tui.backends.common import (
     CachedModelInfo,
     cancelled_before_start,
@@ -44,6 +50,7 @@ from persona_tui.backends.mlx.folder import (
     context_length,
     read_model_config,
 )
+from persona_tui.backends.mlx.logprobs import MlxLogprobScope
 from persona_tui.backends.mlx.tokens import CompletionBytes, end_of_turn_ids, token_byte_table
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError
@@ -333,6 +340,32 @@ class MlxBackend:
             return penalty(seen, logits)
 
         return sampler, [penalise_with_cached_prefix]
+
+    # --------------------------------------------------------------- logprobs
+
+    @contextlib.contextmanager
+    def logprob_scope(self) -> Iterator[LogprobScope]:
+        """The model under the MLX lock, for scoring (backends.base.TokenLogprobs).
+
+        Scoring uses its own prompt cache, so the generation cache is left as it was.
+        """
+        with self._lock:
+            self._check_open()
+            scope = MlxLogprobScope(
+                self._model,
+                self._tokenize,
+                lambda text: list(self._hf.encode(text, add_special_tokens=False)),
+                self._byte_table,
+                lambda token: str(self._hf.decode([token])).encode("utf-8"),
+                n_ctx=self._n_ctx,
+                n_vocab=self._vocab_size,
+            )
+            try:
+                yield scope
+            except (RuntimeError, ValueError, OSError, MemoryError) as error:
+                raise GenerationError(
+                    f"MLX failed while scoring with {self._folder.name}: {error}"
+                ) from error
 
     # ------------------------------------------------------------ prefix cache
 

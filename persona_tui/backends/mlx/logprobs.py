@@ -1,0 +1,171 @@
+"""Next-token log-probabilities from an MLX model (`TokenLogprobs`), for the scorers.
+
+`evaluate` runs the prompt through the model into a fresh prompt cache, in chunks whose
+sizes depend on the prompt alone, and reads the last position's logits; `step` decodes one
+token from the cached prompt (trimming deeper decodes), and `sequence` runs a whole
+continuation (an answer option) in one forward pass after the prompt, reads the rows it
+needs and trims the cache back to the prompt. A fresh cache per prompt means a value never
+depends on what was scored or generated before. Log-softmax is taken in float64 with
+numpy, as for llama.cpp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from persona_tui.errors import GenerationError, PromptTooLongError
+
+# Prompt positions evaluated per forward pass (a fixed tiling: results depend on the prompt only).
+PROMPT_CHUNK = 512
+
+
+def _log_softmax(logits: Any) -> Any:
+    """float64 log-softmax of one row (or of each row of a 2-D array)."""
+    import numpy as np
+
+    values = np.asarray(logits, dtype=np.float64)
+    top = values.max(axis=-1, keepdims=True)
+    return values - (top + np.log(np.exp(values - top).sum(axis=-1, keepdims=True)))
+
+
+class MlxLogprobScope:
+    """Scoring inside one hold of the MLX backend's lock (see backends.base.LogprobScope)."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenize: Callable[[str], list[int]],
+        encode_plain: Callable[[str], list[int]],
+        byte_table: list[bytes] | None,
+        decode_one: Callable[[int], bytes],
+        n_ctx: int,
+        n_vocab: int,
+    ) -> None:
+        self._model = model
+        self._tokenize = tokenize
+        self._encode_plain = encode_plain
+        self._byte_table = byte_table
+        self._decode_one = decode_one
+        self._n_ctx = n_ctx
+        self.n_vocab = n_vocab
+        self._cache: list[Any] | None = None
+        self.base = 0
+        self._depth = 0  # tokens decoded after the prompt now in the cache
+        self._decodes = 0
+        self._prompt_row: Any = None
+
+    @property
+    def decodes(self) -> int:
+        return self._decodes
+
+    def tokenize(self, text: str) -> list[int]:
+        return self._tokenize(text)
+
+    def continuation(self, prompt: str, prompt_tokens: Sequence[int], text: str) -> list[int]:
+        """Tokens of `text` as the model would write it right after `prompt`."""
+        full = self._tokenize(prompt + text)
+        n = len(prompt_tokens)
+        if full[:n] == list(prompt_tokens) and len(full) > n:
+            return full[n:]
+        return self._encode_plain(text)
+
+    def tokens_starting_with(self, first_bytes: bytes) -> Any:
+        """A boolean mask of the vocabulary's tokens whose text starts with one of `first_bytes`."""
+        import numpy as np
+
+        mask = np.zeros(self.n_vocab, dtype=bool)
+        for token in range(self.n_vocab):
+            piece = self._byte_table[token] if self._byte_table is not None else None
+            if piece is None:
+                piece = self._decode_one(token)
+            mask[token] = bool(piece) and piece[0] in first_bytes
+        return mask
+
+    def _forward(self, tokens: Sequence[int]) -> Any:
+        """Run `tokens` after what the cache holds; the logits of every position (L, V)."""
+        import mlx.core as mx
+
+        logits = self._model(mx.array([list(tokens)]), cache=self._cache)
+        logits = logits[0].astype(mx.float32)
+        mx.eval(logits)
+        return logits
+
+    def _trim_to(self, position: int) -> None:
+        from mlx_lm.models.cache import trim_prompt_cache
+
+        cache = self._cache
+        if cache is None:
+            raise GenerationError("MLX scoring lost its prompt cache")
+        extra = int(cache[0].offset) - position
+        if extra > 0:
+            trim_prompt_cache(cache, extra)
+        self._depth = position - self.base
+
+    def evaluate(self, prompt_tokens: Sequence[int]) -> Any:
+        """Evaluate the prompt into a fresh cache; the logprobs after its last token."""
+        import numpy as np
+        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
+
+        tokens = list(prompt_tokens)
+        self.base = len(tokens)
+        self._decodes = 0
+        self._depth = 0
+        self._prompt_row = None
+        if not tokens:
+            raise GenerationError("cannot score after an empty prompt")
+        if self.base + 4 > self._n_ctx:
+            raise PromptTooLongError(
+                f"the prompt is {self.base} tokens, more than the model's context of "
+                f"{self._n_ctx} tokens; use a model with a larger context (n_ctx) or a "
+                "shorter prompt"
+            )
+        self._cache = make_prompt_cache(self._model)
+        if not can_trim_prompt_cache(self._cache):
+            raise GenerationError("this MLX model's cache cannot be trimmed, so it cannot score")
+        logits = None
+        for start in range(0, len(tokens), PROMPT_CHUNK):
+            logits = self._forward(tokens[start : start + PROMPT_CHUNK])
+        assert logits is not None
+        self._prompt_row = _log_softmax(np.array(logits[-1]))
+        return self._prompt_row
+
+    def step(self, depth: int, token: int) -> Any:
+        """Decode `token` at prompt + `depth` (dropping deeper cached tokens); its logprobs."""
+        import numpy as np
+
+        if self._prompt_row is None:
+            raise GenerationError("step() needs a prompt: call evaluate() first")
+        self._trim_to(self.base + depth)
+        logits = self._forward([token])
+        self._depth = depth + 1
+        self._decodes += 1
+        return _log_softmax(np.array(logits[-1]))
+
+    def sequence(self, tokens: Sequence[int]) -> list[float]:
+        """The log-probability of each of `tokens` after the evaluated prompt and the
+        tokens before it, from one forward pass; the prompt's state is unchanged after."""
+        import numpy as np
+
+        if self._prompt_row is None:
+            raise GenerationError("sequence() needs a prompt: call evaluate() first")
+        tokens = list(tokens)
+        if not tokens:
+            return []
+        if self.base + len(tokens) > self._n_ctx:
+            raise PromptTooLongError(
+                f"the prompt ({self.base} tokens) and an option of {len(tokens)} tokens do not "
+                f"fit the model's context of {self._n_ctx} tokens; use a larger n_ctx or "
+                "shorter framings or options"
+            )
+        values = [float(self._prompt_row[tokens[0]])]
+        if len(tokens) == 1:
+            return values
+        self._trim_to(self.base)
+        try:
+            rows = _log_softmax(np.array(self._forward(tokens[:-1])))
+            self._decodes += len(tokens) - 1
+        finally:
+            self._trim_to(self.base)
+        values += [float(rows[i, token]) for i, token in enumerate(tokens[1:])]
+        return values

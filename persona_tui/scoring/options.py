@@ -1,0 +1,147 @@
+"""Likelihood probes: the log-probability of each answer option after each framing.
+
+For every (condition, probe) cell of a session's plan whose probe has options, the prompt
+is built exactly as the runner builds that trial's prompt (`run.runner.first_turn_prompt`)
+and evaluated once; each option is then scored as a continuation of it in one batch
+(`LogprobScope.sequence`), so an option costs only its own tokens. The cells run in the
+runner's prefix-reusing order, each is saved to the session as soon as it is done, and a
+cancel stops between options (an unfinished cell is not saved). Values do not depend on
+the order or on what ran before (the engines guarantee it; tests/unit/test_options.py).
+
+The text scored follows the prompt as the model would write it: in transcript mode after
+"Assistant:" with one space (" " + the option's text, stripped as demonstrations are), in
+chat mode the text as written. Format: docs/scenario-format.md, docs/session-format.md.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from persona_tui.backends.base import Backend, TokenLogprobs
+from persona_tui.errors import PersonaError
+from persona_tui.run.plan import TrialSpec, order_for_prefix_reuse
+from persona_tui.run.prompts import ResolvedMode
+from persona_tui.run.runner import first_turn_prompt
+from persona_tui.scenario.model import Option, Scenario
+from persona_tui.session.model import OptionCell, OptionScore, Plan
+from persona_tui.session.store import SessionStore
+
+OPTIONS_UNSUPPORTED = (
+    "this backend cannot score options: it gives no prompt log-probabilities; use llama.cpp or MLX"
+)
+
+
+@dataclass(frozen=True)
+class OptionsProgress:
+    """One cell scored and saved: `done` of `total` cells (including earlier runs')."""
+
+    cell: OptionCell
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class OptionsSummary:
+    scored: int  # cells scored by this call
+    done: int  # cells in the session now
+    total: int  # cells the plan has (conditions × probes with options)
+    cancelled: bool
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.total
+
+
+ProgressCallback = Callable[[OptionsProgress], None]
+
+
+def option_cells(scenario: Scenario, plan: Plan) -> list[tuple[str, str]]:
+    """The (condition, probe) cells a plan scores: its probes that have options."""
+    probes = [p for p in plan.probes if scenario.probe(p).options]
+    return [(condition, probe) for condition in plan.conditions for probe in probes]
+
+
+def can_score_options(backend: object) -> bool:
+    """True when `backend` can score options (it offers `TokenLogprobs`)."""
+    return isinstance(backend, TokenLogprobs)
+
+
+def scored_text(mode: ResolvedMode, option: Option) -> str:
+    """The continuation scored for an option: what follows the prompt in this mode."""
+    return " " + option.text.strip() if mode == "transcript" else option.text
+
+
+def score_options(
+    scenario: Scenario,
+    backend: Backend,
+    store: SessionStore,
+    progress: ProgressCallback | None = None,
+    cancel: threading.Event | None = None,
+) -> OptionsSummary:
+    """Score every option cell of the session's plan not yet in it; save each as it finishes.
+
+    Raises PersonaError when the backend cannot score (OPTIONS_UNSUPPORTED) and there is
+    something to score; engine failures raise GenerationError (finished cells stay saved).
+    """
+    plan = store.session.header.plan
+    cells = option_cells(scenario, plan)
+    done = {(cell.condition, cell.probe) for cell in store.session.option_cells}
+    pending = [cell for cell in cells if cell not in done]
+    finished = len(cells) - len(pending)
+    if not pending:
+        return OptionsSummary(0, finished, len(cells), cancelled=False)
+    if not isinstance(backend, TokenLogprobs):
+        raise PersonaError(OPTIONS_UNSUPPORTED)
+    mode = plan.prompt_mode
+    specs = [TrialSpec(condition, probe, 0, 0) for condition, probe in pending]
+    prompts = {
+        spec.key: first_turn_prompt(scenario, mode, backend, spec.condition, spec.probe)
+        for spec in specs
+    }
+    scored = 0
+    with backend.logprob_scope() as scope:
+        for spec in order_for_prefix_reuse(specs, prompts):
+            if cancel is not None and cancel.is_set():
+                break
+            clock = time.perf_counter()
+            prompt = prompts[spec.key]
+            tokens = scope.tokenize(prompt)
+            scope.evaluate(tokens)
+            scores: list[OptionScore] = []
+            for option in scenario.probe(spec.probe).options:
+                if cancel is not None and cancel.is_set():
+                    break
+                text = scored_text(mode, option)
+                values = scope.sequence(scope.continuation(prompt, tokens, text))
+                scores.append(
+                    OptionScore(
+                        id=option.id,
+                        label=option.label,
+                        text=text,
+                        logprob=math.fsum(values),
+                        n_tokens=len(values),
+                        token_logprobs=tuple(values),
+                    )
+                )
+            else:
+                cell = OptionCell(
+                    condition=spec.condition,
+                    probe=spec.probe,
+                    prompt=prompt,
+                    prompt_tokens=len(tokens),
+                    seconds=round(time.perf_counter() - clock, 4),
+                    options=tuple(scores),
+                )
+                store.save_option_cell(cell)
+                scored += 1
+                finished += 1
+                if progress is not None:
+                    progress(OptionsProgress(cell, finished, len(cells)))
+                continue
+            break  # cancelled between options: the unfinished cell is not saved
+    cancelled = cancel is not None and cancel.is_set() and finished < len(cells)
+    return OptionsSummary(scored, finished, len(cells), cancelled=cancelled)
