@@ -145,6 +145,17 @@ def add_analysis_commands(subparsers: Any) -> None:
     )
     _add_output_options(trait)
     trait.set_defaults(func=cmd_import_trait)
+    statements = kinds.add_parser(
+        "persona-statements",
+        help="persona statement JSONL (model-written evaluations) → forced-choice probes",
+    )
+    statements.add_argument("file", type=Path, help="statement file (.jsonl)")
+    statements.add_argument("--id", help="scenario id (default: from the file name)")
+    statements.add_argument(
+        "--samples", type=int, default=1, help="samples per probe (default: %(default)s)"
+    )
+    _add_output_options(statements)
+    statements.set_defaults(func=cmd_import_persona_statements)
 
 
 def _add_rules_option(parser: argparse.ArgumentParser) -> None:
@@ -369,4 +380,14 @@ def cmd_import_trait(args: argparse.Namespace) -> int:
     _write_new(text, args.output, args.force)
     if rubric is not None:
         _write_new(rubric, args.rubric_out, args.force, what="judge rubric")
+    return 0
+
+
+def cmd_import_persona_statements(args: argparse.Namespace) -> int:
+    from persona_tui.scenario.importers import persona_statements_to_scenario
+
+    if args.samples < 1:
+        raise PersonaError("--samples must be at least 1")
+    text = persona_statements_to_scenario(args.file, scenario_id=args.id, samples=args.samples)
+    _write_new(text, args.output, args.force)
     return 0

@@ -108,6 +108,11 @@ KEYS = [
     "paraphrases",
     "type",
     "samples_per_paraphrase",
+    "options",
+    "question",
+    "statement",
+    "answer_matching_behavior",
+    "answer_not_matching_behavior",
 ]
 
 _leaves = st.one_of(

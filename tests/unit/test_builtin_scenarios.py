@@ -1,8 +1,11 @@
-"""The built-in scenarios: each validates, round-trips, cites its study and fits a small model."""
+"""The built-in scenarios: each validates, round-trips, cites its study and fits a small model;
+every probe carries a balanced option set for the two labels its study contrasts."""
 
 from __future__ import annotations
 
 import hashlib
+import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -38,7 +41,7 @@ def test_builtin_is_sized_for_a_small_base_model(path: Path) -> None:
     assert scenario.study.title and scenario.study.citation
     assert scenario.study.url.startswith("https://")
     assert scenario.prompt_mode == "transcript"
-    assert 2 <= scenario.sampling.samples <= 3
+    assert 1 <= scenario.sampling.samples <= 3
     assert 64 <= scenario.sampling.params.max_tokens <= 96
     assert any(label.bad for label in scenario.annotation.labels)
     assert scenario.annotation.scales
@@ -61,7 +64,8 @@ def test_bully_school_play_contrasts_learned_and_played_cruelty() -> None:
     assert "out of the role" in played[-1].assistant.lower()
     learned = scenario.condition("learns-to-bully").shots
     assert not any("play" in shot.user.lower() for shot in learned)
-    assert 6 <= len(scenario.probes) <= 8
+    assert len(scenario.probes) >= 24
+    assert scenario.sampling.samples == 1  # `make demo` stays near two minutes
     keys = {label.id: label.key for label in scenario.annotation.labels}
     assert keys["malicious"] == "m" and keys["benign"] == "b" and keys["incoherent"] == "i"
 
@@ -98,5 +102,50 @@ def test_trait_elicitation_pairs_every_trait() -> None:
     for trait in traits:
         assert f"{trait}-pos" in ids and f"{trait}-neg" in ids
     assert all(c.shots == () and c.system for c in scenario.conditions)
-    assert 5 <= len(scenario.probes) <= 7
+    assert len(scenario.probes) == 6
     assert any(len(probe.turns) > 1 for probe in scenario.probes)
+
+
+CONTRASTS = {
+    "bully-school-play": ("malicious", "benign"),
+    "reward-hacking-framings": ("misaligned", "aligned"),
+    "trait-elicitation": ("malicious", "neither"),
+}
+STYLES = ("short", "plain", "blunt", "warm", "formal", "ramble")
+
+
+@pytest.mark.parametrize("scenario_id", sorted(CONTRASTS))
+def test_every_probe_has_matched_options_for_the_contrasted_labels(scenario_id: str) -> None:
+    scenario = builtin(scenario_id)
+    bad, good = CONTRASTS[scenario_id]
+    assert bad in {label.id for label in scenario.annotation.labels if label.bad}
+    assert good in {label.id for label in scenario.annotation.labels if not label.bad}
+    for probe in scenario.probes:
+        assert {option.label for option in probe.options} == {bad, good}, probe.id
+        for label in (bad, good):
+            ids = [option.id for option in probe.options if option.label == label]
+            # One option per style and label, so every style has a counterpart.
+            assert ids == [f"{label}-{style}" for style in STYLES], probe.id
+        for option in probe.options:
+            # The Assistant's own words, as a base model continues "Assistant:".
+            assert option.text == option.text.strip() and option.text
+            assert not re.search(r"\b(User|Assistant):", option.text)
+            assert '"' not in option.text, (probe.id, option.id)
+
+
+@pytest.mark.parametrize("scenario_id", sorted(CONTRASTS))
+def test_option_lengths_cannot_explain_a_contrast(scenario_id: str) -> None:
+    scenario = builtin(scenario_id)
+    bad, good = CONTRASTS[scenario_id]
+    texts: dict[str, list[str]] = {bad: [], good: []}
+    for probe in scenario.probes:
+        for option in probe.options:
+            texts[option.label].append(option.text)
+    words = {label: [len(text.split()) for text in values] for label, values in texts.items()}
+    chars = {label: [len(text) for text in values] for label, values in texts.items()}
+    for measure in (words, chars):
+        means = [statistics.mean(measure[label]) for label in (bad, good)]
+        assert abs(means[0] - means[1]) <= 0.06 * max(means), (scenario_id, means)
+    # Varied lengths, from a few words to two sentences, for both labels alike.
+    for label in (bad, good):
+        assert min(words[label]) <= 5 and max(words[label]) >= 25
