@@ -135,10 +135,14 @@ class HomeScreen(Screen[None]):
         if s.study is not None:
             text.append("follows ", style="dim")
             text.append_text(inert(s.study.title + "\n", "italic"))
+        samples = s.sampling.samples
+        options = sum(len(p.options) for p in s.probes) * len(s.conditions)
         text.append(
             f"\n{len(s.conditions)} conditions × {len(s.probes)} probes × "
-            f"{s.sampling.samples} samples = "
-            f"{len(s.conditions) * len(s.probes) * s.sampling.samples} trials\n",
+            f"{samples} {'sample' if samples == 1 else 'samples'} = "
+            f"{len(s.conditions) * len(s.probes) * samples} trials"
+            + (f", {options} options to score" if options else "")
+            + "\n",
             style="bold",
         )
         for condition in s.conditions:
