@@ -78,14 +78,15 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from llama_cpp import Llama
+    from persona_tui.backends.llamacpp.load import plain_llama
 
     model = args.model or demo_model_path()
     backend = LlamaCppBackend.load(model, n_threads=args.threads)
     # The same context settings as persona-tui's backend, so the ratio measures
-    # persona-tui's own overhead (a full sliding-window cache costs attention time).
-    llm = Llama(
-        str(model),
+    # persona-tui's own overhead (a full sliding-window cache costs attention time), and
+    # the same weight repacking (off on AMX builds, where llama.cpp's default crashes).
+    llm = plain_llama(
+        model,
         n_ctx=backend.info.context_length,
         n_threads=args.threads,
         n_threads_batch=args.threads,

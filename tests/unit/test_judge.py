@@ -72,14 +72,13 @@ class _Reference:
         import contextlib
         import io
 
-        import llama_cpp
+        from persona_tui.backends.llamacpp.load import plain_llama
 
         # verbose=False would dup2 /dev/null over fds 1 and 2; llama.cpp's own log is
         # already silenced by the backend, so only Python prints remain to swallow.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            self.llama = llama_cpp.Llama(
-                model_path=str(path), logits_all=True, n_ctx=512, n_threads=1, verbose=True
-            )
+            # Repacking as the backend chooses it (off on AMX builds, where it crashes).
+            self.llama = plain_llama(path, logits_all=True, n_ctx=512, n_threads=1, verbose=True)
         self.llama.verbose = False
         self.prompt = prompt
         self.tokens = self._tokens(prompt)

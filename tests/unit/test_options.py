@@ -204,21 +204,14 @@ def teacher_forced(model: Path, prompt: str, text: str, n_ctx: int) -> list[floa
     the option in one): llama.cpp's quantized CPU kernels round by tiles of the batch, and
     on the demo model (Q4_K) another batch shape moves a value by up to 0.1 nats.
     """
-    import llama_cpp
     import numpy as np
 
-    from persona_tui.backends.llamacpp.load import _llama_class
+    from persona_tui.backends.llamacpp.load import plain_llama
 
-    # Plain llama_cpp.Llama, with llama.cpp's extra buffer types (repacking, AMX) off: on
-    # AMX machines they crash (see backends/llamacpp/load.py).
-    ref = _llama_class(llama_cpp)(
-        model_path=str(model),
-        logits_all=True,
-        n_ctx=n_ctx,
-        n_threads=1,
-        use_extra_bufts=False,
-        verbose=False,
-    )
+    # Plain llama_cpp.Llama, with llama.cpp's extra buffer types (repacking, AMX) chosen as
+    # the backend chooses them: off on AMX builds, where they crash; on elsewhere, where
+    # they change the kernels (see backends/llamacpp/load.py).
+    ref = plain_llama(model, logits_all=True, n_ctx=n_ctx, n_threads=1, verbose=False)
     try:
         bos = bool(ref._model.add_bos_token())
         prompt_ids = ref.tokenize(prompt.encode(), add_bos=bos, special=True)

@@ -191,6 +191,15 @@ def _llama_class(llama_cpp: Any) -> Any:
     return _LLAMA_CLASS
 
 
+def plain_llama(path: Path, *, repack: str = "auto", **kwargs: Any) -> Any:
+    """llama-cpp-python's own `Llama(path, **kwargs)`, with the extra buffer types chosen as
+    the backend chooses them (`choose_repack`): for independent references and benches,
+    which must not take the crashing AMX path nor run other kernels than the backend."""
+    llama_cpp = _import_llama_cpp()
+    enabled = choose_repack(repack, system_info()).enabled
+    return _llama_class(llama_cpp)(model_path=str(path), use_extra_bufts=enabled, **kwargs)
+
+
 def construct_llama(
     path: Path, header: GGUFHeader, *, n_ctx: int, n_threads: int, repack: str = "auto"
 ) -> LoadedLlama:
