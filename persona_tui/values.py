@@ -7,19 +7,9 @@ session can name sampling parameters and a model record without importing any ba
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Literal
 
 FinishReason = Literal["stop", "length", "cancelled"]
-
-# The backends, by the names a session records (`ModelInfo.backend`), a config's
-# `backend` and `--backend` take. The one definition: everything else imports these.
-LLAMA_CPP: Final = "llama.cpp"
-MLX: Final = "mlx"
-OPENAI: Final = "openai"
-BACKEND_NAMES: Final = (LLAMA_CPP, MLX, OPENAI)
-# What a user may ask for: a backend, or AUTO (decided from what the model is, on load).
-AUTO: Final = "auto"
-BACKEND_CHOICES: Final = (AUTO, *BACKEND_NAMES)
 
 
 @dataclass(frozen=True)

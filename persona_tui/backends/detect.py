@@ -12,8 +12,8 @@ import platform
 import sys
 from pathlib import Path
 
+from persona_tui.backend_names import LLAMA_CPP, MLX, OPENAI
 from persona_tui.errors import ModelLoadError
-from persona_tui.values import LLAMA_CPP, MLX, OPENAI
 
 _GGUF_MAGIC = b"GGUF"
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from persona_tui import __version__
+from persona_tui.backend_names import AUTO, BACKEND_CHOICES
 from persona_tui.errors import PersonaError, ScenarioError
-from persona_tui.values import AUTO, BACKEND_CHOICES
 
 Handler = Callable[[argparse.Namespace], int]
 

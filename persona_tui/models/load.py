@@ -11,13 +11,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from persona_tui.backend_names import AUTO, LLAMA_CPP, MLX, OPENAI
 from persona_tui.backends.base import Backend
 from persona_tui.backends.detect import detect_backend, mlx_platform_note
 from persona_tui.errors import ModelLoadError
 from persona_tui.models.config import Config
 from persona_tui.models.discovery import demo_model_path, resolve_model
 from persona_tui.models.refs import ModelRef
-from persona_tui.values import AUTO, LLAMA_CPP, MLX, OPENAI
 
 
 def load_backend(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from persona_tui.values import AUTO
+from persona_tui.backend_names import AUTO
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from persona_tui._util.textdata import loads_json
+from persona_tui.backend_names import LLAMA_CPP, MLX
 from persona_tui.backends.mlx.folder import check_mlx_folder
 from persona_tui.errors import ModelLoadError
-from persona_tui.values import LLAMA_CPP, MLX
 
 # Split GGUFs ("model-00002-of-00003.gguf"): only the first part is loadable on its own.
 _SPLIT_PART = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)

@@ -18,11 +18,11 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.theme import Theme
 
+from persona_tui.backend_names import AUTO
 from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config, load_config, update_config
 from persona_tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes
-from persona_tui.values import AUTO
 
 ModelLoader = Callable[[str, Config, str], Backend]  # (model reference, config, backend)
 

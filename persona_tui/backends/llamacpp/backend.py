@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui._util.hashing import sha256_file
+from persona_tui.backend_names import LLAMA_CPP
 from persona_tui.backends.base import (
     ChatMessage,
     GenerationRequest,
@@ -56,7 +57,7 @@ from persona_tui.backends.llamacpp.load import (
 from persona_tui.backends.llamacpp.logprobs import LlamaLogprobScope, ScoredPrompt
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
-from persona_tui.values import LLAMA_CPP, ModelInfo
+from persona_tui.values import ModelInfo
 
 DEFAULT_MAX_CONTEXT = 4096
 # Prompt tokens are evaluated in batches of at most this many positions, planned so that

@@ -14,9 +14,10 @@ from typing import Any
 
 from persona_tui._util.hashing import sha256_file
 from persona_tui._util.textdata import loads_json
+from persona_tui.backend_names import MLX
 from persona_tui.backends.common import installed_version, template_sha256
 from persona_tui.errors import ModelLoadError
-from persona_tui.values import MLX, ModelInfo
+from persona_tui.values import ModelInfo
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from persona_tui.backend_names import OPENAI
 from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
 from persona_tui.backends.common import cancelled_before_start, emit, is_cancelled, make_result
 from persona_tui.backends.openai.http import (
@@ -61,7 +62,7 @@ from persona_tui.backends.openai.ref import (
 )
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
-from persona_tui.values import OPENAI, FinishReason, ModelInfo
+from persona_tui.values import FinishReason, ModelInfo
 
 
 class _UnfinishedStream(Exception):

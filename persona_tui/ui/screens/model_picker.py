@@ -20,12 +20,12 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
+from persona_tui.backend_names import AUTO, BACKEND_CHOICES
 from persona_tui.errors import ModelLoadError
 from persona_tui.models.config import Config
 from persona_tui.models.refs import ModelRef
 from persona_tui.ui.screens.dialogs import DIALOG_CSS, TextPrompt
 from persona_tui.ui.text import inert
-from persona_tui.values import AUTO, BACKEND_CHOICES
 
 OPEN_FILE = "\x00open-file"
 BACKENDS = BACKEND_CHOICES
