@@ -190,6 +190,35 @@ def test_run_scores_options_after_sampling_and_resume_completes_them(
     assert session.header.status == "complete" and len(session.trials) == 6
     assert sorted(len(c.options) for c in session.option_cells) == [2, 2, 3, 3]
 
+    # The real file through the analysis commands: tidy rows and the report's sections.
+    rows_file = tmp_path / "options.csv"
+    result = cli(
+        "export",
+        str(both),
+        "--table",
+        "options",
+        "--format",
+        "csv",
+        "-o",
+        str(rows_file),
+        home=home,
+    )
+    assert result.returncode == 0, result.stderr
+    import csv
+
+    rows = list(csv.DictReader(rows_file.open(encoding="utf-8")))
+    assert len(rows) == 10
+    stored = {
+        (c.condition, c.probe, o.id): o.logprob for c in session.option_cells for o in c.options
+    }
+    assert {(r["condition"], r["probe"], r["option"]): float(r["logprob"]) for r in rows} == (
+        pytest.approx(stored)
+    )
+    assert all(r["prompt"] for r in rows)
+    result = cli("report", str(both), home=home)
+    assert result.returncode == 0, result.stderr
+    assert "Likelihood probes" in result.stdout and "too few" in result.stdout
+
     # Options only, then sampling on resume; the values equal those of the full run.
     only = tmp_path / "only.toml"
     result = cli("run", str(scenario), *args, "--no-sample", "--out", str(only), home=home)
