@@ -10,7 +10,6 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from persona_tui.session.model import (
     Annotation,
@@ -250,21 +249,13 @@ def options_session(
 
 
 def attach_options(
-    monkeypatch: Any, cells_by_path: dict[Path, dict[tuple[str, str], Sequence[OptionSpec]]]
+    cells_by_path: dict[Path, dict[tuple[str, str], Sequence[OptionSpec]]],
 ) -> None:
-    """Give session files option cells when analysis reads them (`monkeypatch` fixture).
+    """Write option cells into existing session files, as a scoring pass would (the store's
+    own `save_option_cell`, so analysis reads them from the real file)."""
+    from persona_tui.session.store import SessionStore
 
-    Until the session store writes option cells, this stands in for a run that scored them.
-    """
-    from persona_tui.analysis import cache
-
-    original = cache.load_for_analysis
-
-    def load(path: Path, use_cache: bool = True) -> Any:
-        session, judge_file = original(path, use_cache)
-        cells = cells_by_path.get(Path(path))
-        if cells is not None:
-            session.option_cells = options_session(cells).option_cells
-        return session, judge_file
-
-    monkeypatch.setattr(cache, "load_for_analysis", load)
+    for path, cells in cells_by_path.items():
+        with SessionStore.open(path) as store:
+            for cell in options_session(cells).option_cells:
+                store.save_option_cell(cell)

@@ -270,14 +270,12 @@ def test_loading_state_newest_request_wins_and_resize_redraws(
     asyncio.run(scenario())
 
 
-def test_likelihood_probes_get_their_own_section(
-    make_app: Any, ui_home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_likelihood_probes_get_their_own_section(make_app: Any, ui_home: Path) -> None:
     from tests.unit.test_options_report import shifted_cells
 
     with_options = study_session(ui_home, number=1)
     without = study_session(ui_home, number=2)
-    attach_options(monkeypatch, {with_options: shifted_cells(1.5)})
+    attach_options({with_options: shifted_cells(1.5)})
 
     async def scenario() -> None:
         app = make_app()

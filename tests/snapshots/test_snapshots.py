@@ -174,7 +174,7 @@ def test_results_options(
 
     counts = {"baseline": [0, 0, 1, 0, 0], "framed": [3, 4, 2, 3, 4]}
     path = write_session(ui_home / "study.toml", SessionSpec(trials=labelled_study(counts)))
-    attach_options(monkeypatch, {path: shifted_cells(1.5)})
+    attach_options({path: shifted_cells(1.5)})
 
     async def open_results(pilot: Pilot[Any]) -> None:
         await settle(pilot)

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from persona_tui.analysis import cache
 from persona_tui.analysis.export import OPTION_COLUMNS, export_options_text
 from persona_tui.analysis.options import analyze_options
 from persona_tui.analysis.plots import options_points, terminal_options_chart
@@ -22,7 +21,13 @@ from persona_tui.analysis.report import render
 from persona_tui.cli.analysis import add_analysis_commands
 from persona_tui.errors import PersonaError
 from persona_tui.session.model import Session
-from tests.analysis_sessions import SessionSpec, labelled_study, options_session, write_session
+from tests.analysis_sessions import (
+    SessionSpec,
+    attach_options,
+    labelled_study,
+    options_session,
+    write_session,
+)
 from tests.unit.test_options_analysis import cells_from
 
 pd = pytest.importorskip("pandas")
@@ -44,22 +49,11 @@ def _run(argv: list[str]) -> int:
 
 
 @pytest.fixture
-def with_options(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path, Any], None]:
-    """Give a session file option cells when analysis reads it (the store cannot yet)."""
-    cells_by_path: dict[Path, Any] = {}
-    original = cache.load_for_analysis
-
-    def load(path: Path, use_cache: bool = True) -> Any:
-        session, judge_file = original(path, use_cache)
-        cells = cells_by_path.get(Path(path))
-        if cells is not None:
-            session.option_cells = options_session(cells).option_cells
-        return session, judge_file
-
-    monkeypatch.setattr(cache, "load_for_analysis", load)
+def with_options() -> Callable[[Path, Any], None]:
+    """Write option cells into a session file through the store, as a scoring pass does."""
 
     def add(path: Path, cells: Any) -> None:
-        cells_by_path[path] = cells
+        attach_options({path: cells})
 
     return add
 
