@@ -22,6 +22,7 @@ from persona_tui.backend_names import AUTO
 from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config, load_config, update_config
+from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes
 
 ModelLoader = Callable[[str, Config, str], Backend]  # (model reference, config, backend)
@@ -45,7 +46,7 @@ class StartSpec:
     backend: str = AUTO
 
 
-class PersonaApp(App[int]):
+class PersonaApp(PersonaAppBase):
     """persona-tui: run persona scenarios side by side, annotate, compare, browse sessions."""
 
     TITLE = "persona-tui"

@@ -34,7 +34,7 @@ from persona_tui.session.annotating import (
 )
 from persona_tui.session.model import Annotation, Trial, TrialKey
 from persona_tui.session.store import SessionStore
-from persona_tui.ui.app import PersonaApp
+from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.screens.dialogs import InfoDialog, TextPrompt
 from persona_tui.ui.text import inert
 
@@ -42,7 +42,7 @@ from persona_tui.ui.text import inert
 class AnnotateScreen(Screen[None]):
     """One trial at a time: probe, condition (unless blind), response, and its annotation."""
 
-    app = getters.app(PersonaApp)
+    app = getters.app(PersonaAppBase)
     CSS_PATH = "annotate.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("left", "move(-1)", "Prev"),

@@ -16,7 +16,7 @@ from textual.widgets.option_list import Option
 from persona_tui.errors import ScenarioError
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.index import SessionSummary, list_sessions
-from persona_tui.ui.app import PersonaApp
+from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.screens.sessions import SessionTable
 from persona_tui.ui.text import inert
 
@@ -26,7 +26,7 @@ RECENT = 8
 class HomeScreen(Screen[None]):
     """Start a run, resume an interrupted session, or open a session to annotate."""
 
-    app = getters.app(PersonaApp)
+    app = getters.app(PersonaAppBase)
     CSS_PATH = "home.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "run", "Run", show=False),

@@ -40,7 +40,7 @@ from persona_tui.run.runner import (
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import SessionHeader, Trial
 from persona_tui.session.store import SessionStore
-from persona_tui.ui.app import PersonaApp
+from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import ConditionColumn
@@ -90,7 +90,7 @@ class RunFailed(Message):
 class RunScreen(Screen[None]):
     """Side-by-side streaming of a scenario's conditions, with pause, cancel and resume."""
 
-    app = getters.app(PersonaApp)
+    app = getters.app(PersonaAppBase)
     CSS_PATH = "run.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("space", "toggle_pause", "Pause/Resume"),

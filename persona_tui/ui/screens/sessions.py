@@ -18,7 +18,7 @@ from persona_tui.session.index import (
     list_sessions,
     reproducibility_record,
 )
-from persona_tui.ui.app import PersonaApp
+from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.screens.dialogs import ConfirmDialog, InfoDialog, TextPrompt
 from persona_tui.ui.text import inert
 
@@ -69,7 +69,7 @@ class SessionTable(DataTable[Text]):
 class SessionBrowser(Screen[None]):
     """All sessions; `f` cycles the status filter, `/` filters by text."""
 
-    app = getters.app(PersonaApp)
+    app = getters.app(PersonaAppBase)
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter,a", "annotate(False)", "Annotate", key_display="a"),
