@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from persona_tui.backends.base import GenerationResult, TextCallback
 from persona_tui.backends.stream import StopStringStream
@@ -189,3 +190,28 @@ def chat_template_failed(model_name: str, error: Exception) -> GenerationError:
         f"The chat template of {model_name} failed on these messages: {error}. "
         "Use prompt mode 'transcript' for this model."
     )
+
+
+def log_softmax(logits: Any) -> Any:
+    """float64 log-softmax of one row of logits (or of each row of a 2-D array)."""
+    import numpy as np
+
+    values = np.asarray(logits, dtype=np.float64)
+    top = values.max(axis=-1, keepdims=True)
+    return values - (top + np.log(np.exp(values - top).sum(axis=-1, keepdims=True)))
+
+
+def continuation_tokens(
+    tokenize: Callable[[str], list[int]],
+    prompt: str,
+    prompt_tokens: Sequence[int],
+    text: str,
+    encode_alone: Callable[[str], list[int]],
+) -> list[int]:
+    """The tokens of `text` as the model would write it right after `prompt`: the tail of
+    the prompt+text tokens where they extend the prompt's, else `text` encoded alone."""
+    full = tokenize(prompt + text)
+    n = len(prompt_tokens)
+    if full[:n] == list(prompt_tokens) and len(full) > n:
+        return full[n:]
+    return encode_alone(text)

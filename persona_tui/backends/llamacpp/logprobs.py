@@ -23,11 +23,11 @@ batch depends on (prompt, option) alone.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from persona_tui.backends.common import continuation_tokens, log_softmax
 from persona_tui.errors import GenerationError, PromptTooLongError
 
 
@@ -67,10 +67,9 @@ class LlamaLogprobScope:
 
     def continuation(self, prompt: str, prompt_tokens: Sequence[int], text: str) -> list[int]:
         """Tokens of `text` as the model would write it right after `prompt`."""
-        full = self._tokenize(prompt + text)
-        n = len(prompt_tokens)
-        if full[:n] == list(prompt_tokens) and len(full) > n:
-            return full[n:]
+        return continuation_tokens(self._tokenize, prompt, prompt_tokens, text, self._encode_alone)
+
+    def _encode_alone(self, text: str) -> list[int]:
         return list(self.llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     def tokens_starting_with(self, first_bytes: bytes) -> Any:
@@ -139,9 +138,7 @@ class LlamaLogprobScope:
         import numpy as np
 
         pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, index)
-        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).astype(np.float64)
-        top = logits.max()
-        return logits - (top + math.log(float(np.exp(logits - top).sum())))
+        return log_softmax(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)))
 
     def sequence(self, tokens: Sequence[int]) -> list[float]:
         """The log-probability of each of `tokens` after the evaluated prompt and the

@@ -14,19 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from persona_tui.backends.common import continuation_tokens, log_softmax
 from persona_tui.errors import GenerationError, PromptTooLongError
 
 # Prompt positions evaluated per forward pass (a fixed tiling: results depend on the prompt only).
 PROMPT_CHUNK = 512
-
-
-def _log_softmax(logits: Any) -> Any:
-    """float64 log-softmax of one row (or of each row of a 2-D array)."""
-    import numpy as np
-
-    values = np.asarray(logits, dtype=np.float64)
-    top = values.max(axis=-1, keepdims=True)
-    return values - (top + np.log(np.exp(values - top).sum(axis=-1, keepdims=True)))
 
 
 class MlxLogprobScope:
@@ -64,11 +56,7 @@ class MlxLogprobScope:
 
     def continuation(self, prompt: str, prompt_tokens: Sequence[int], text: str) -> list[int]:
         """Tokens of `text` as the model would write it right after `prompt`."""
-        full = self._tokenize(prompt + text)
-        n = len(prompt_tokens)
-        if full[:n] == list(prompt_tokens) and len(full) > n:
-            return full[n:]
-        return self._encode_plain(text)
+        return continuation_tokens(self._tokenize, prompt, prompt_tokens, text, self._encode_plain)
 
     def tokens_starting_with(self, first_bytes: bytes) -> Any:
         """A boolean mask of the vocabulary's tokens whose text starts with one of `first_bytes`."""
@@ -127,7 +115,7 @@ class MlxLogprobScope:
         for start in range(0, len(tokens), PROMPT_CHUNK):
             logits = self._forward(tokens[start : start + PROMPT_CHUNK])
         assert logits is not None
-        self._prompt_row = _log_softmax(np.array(logits[-1]))
+        self._prompt_row = log_softmax(np.array(logits[-1]))
         return self._prompt_row
 
     def step(self, depth: int, token: int) -> Any:
@@ -140,7 +128,7 @@ class MlxLogprobScope:
         logits = self._forward([token])
         self._depth = depth + 1
         self._decodes += 1
-        return _log_softmax(np.array(logits[-1]))
+        return log_softmax(np.array(logits[-1]))
 
     def sequence(self, tokens: Sequence[int]) -> list[float]:
         """The log-probability of each of `tokens` after the evaluated prompt and the
@@ -163,7 +151,7 @@ class MlxLogprobScope:
             return values
         self._trim_to(self.base)
         try:
-            rows = _log_softmax(np.array(self._forward(tokens[:-1])))
+            rows = log_softmax(np.array(self._forward(tokens[:-1])))
             self._decodes += len(tokens) - 1
         finally:
             self._trim_to(self.base)
