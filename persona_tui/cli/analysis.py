@@ -384,7 +384,7 @@ def cmd_import_trait(args: argparse.Namespace) -> int:
 
 
 def cmd_import_persona_statements(args: argparse.Namespace) -> int:
-    from persona_tui.scenario.importers import persona_statements_to_scenario
+    from persona_tui.scenario.persona_statements import persona_statements_to_scenario
 
     if args.samples < 1:
         raise PersonaError("--samples must be at least 1")

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from persona_tui.models.config import load_config, update_config
 from persona_tui.scenario.importers import (
     em_questions_to_scenario,
-    persona_statements_to_scenario,
     trait_to_scenario,
 )
 from persona_tui.scenario.parse import load_scenario
+from persona_tui.scenario.persona_statements import persona_statements_to_scenario
 from persona_tui.scenario.rules import load_rules
 from persona_tui.scoring.judge import load_rubric_file
 from persona_tui.scoring.judgements import load_judge_file, sidecar_path

@@ -14,11 +14,11 @@ from persona_tui.cli.analysis import add_analysis_commands
 from persona_tui.errors import PersonaError, ScenarioError
 from persona_tui.scenario.importers import (
     em_questions_to_scenario,
-    persona_statements_to_scenario,
     trait_rubric_text,
     trait_to_scenario,
 )
 from persona_tui.scenario.parse import load_scenario, parse_scenario
+from persona_tui.scenario.persona_statements import persona_statements_to_scenario
 from persona_tui.scoring.judge import load_rubric_file
 
 EM_YAML = """\
