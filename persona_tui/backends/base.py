@@ -11,13 +11,15 @@ runtime-checkable protocols, never by the backend's class:
   continuations (the offline judge, scoring/logprobs.py);
 - `ParallelRequests`: `generate` may run in several threads at once (`--parallel`);
 - `PrefixCache`: the prompt prefix shared with the previous request is reused, and the
-  cache can be forgotten (`reset_cache`).
+  cache can be forgotten (`reset_cache`);
+- `BatchedGeneration`: several sequences decoded together, one token of each per step
+  (`--batch`, the samples of one cell).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -194,4 +196,54 @@ class PrefixCache(Protocol):
 
     def reset_cache(self) -> None:
         """Forget the prompt cache: the next generation evaluates its whole prompt."""
+        ...
+
+
+@dataclass(frozen=True)
+class BatchText:
+    """New text of sequence `index` of a batch (the index of its request)."""
+
+    index: int
+    text: str
+
+
+@dataclass(frozen=True)
+class BatchDone:
+    """Sequence `index` of a batch has ended; the others may go on."""
+
+    index: int
+    result: GenerationResult
+
+
+BatchEvent = BatchText | BatchDone
+
+
+@runtime_checkable
+class BatchedGeneration(Protocol):
+    """A backend that decodes several sequences together, one token of each per step.
+
+    On a CPU a decode step is bound by reading the weights; N sequences per step read
+    them once for N tokens. Results depend on which sequences share a batch (the engine
+    rounds differently with the batch shape), so callers fix the composition
+    (run/plan.batch_groups).
+    """
+
+    @property
+    def max_batch(self) -> int:
+        """The most sequences one `generate_batch` call takes."""
+        ...
+
+    def generate_batch(
+        self, requests: Sequence[GenerationRequest], cancel: threading.Event | None = None
+    ) -> Generator[BatchEvent, None, None]:
+        """Decode one sequence per request, all together; events as text arrives.
+
+        The requests share `sampling` and `stop`; each has its own prompt and seed. Each
+        sequence streams `BatchText`, then ends with one `BatchDone` (the same result as
+        `generate` would describe: stop string, end token, max_tokens, or "cancelled"
+        within a token of `cancel`), while the others go on. The same requests give the
+        same texts whatever ran before. Close the iterator (or exhaust it) to release the
+        model. Raises PromptTooLongError, before anything is evaluated, when the batch
+        does not fit the context.
+        """
         ...

@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests in flight at once (OpenAI-compatible servers only)",
     )
     run.add_argument(
+        "--batch",
+        type=int,
+        metavar="N",
+        help="samples of a cell decoded together (llama.cpp; default: the whole cell, "
+        "1: one by one); recorded in the session, since results depend on it",
+    )
+    run.add_argument(
         "--no-score",
         action="store_true",
         help="skip scoring the probes' answer options (likelihood probes)",

@@ -209,6 +209,7 @@ def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStor
         temperature=args.temperature,
         conditions=args.conditions,
         probes=args.probes,
+        batch=args.batch,
     )
     store = create_session(scenario, backend, options, args.out)
     return Runner(scenario, backend, store), store

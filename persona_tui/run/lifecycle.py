@@ -6,17 +6,19 @@ The CLI and the app both start and resume sessions through here.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from persona_tui import __version__, paths
-from persona_tui.backends.base import Backend
+from persona_tui.backends.base import Backend, BatchedGeneration
 from persona_tui.errors import PersonaError
 from persona_tui.run.plan import RunOptions, effective_sampling, make_plan
 from persona_tui.run.prompts import resolve_mode
+from persona_tui.run.runner import first_turn_prompt
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.as_run import scenario_as_run
-from persona_tui.session.model import SessionHeader, new_session_id
+from persona_tui.session.model import Plan, SessionHeader, new_session_id
 from persona_tui.session.store import SessionStore
 
 
@@ -25,7 +27,10 @@ def create_session(
 ) -> SessionStore:
     """Start a new session file for running `scenario` on `backend`."""
     mode = resolve_mode(scenario.prompt_mode, backend, scenario.id)
-    plan = make_plan(scenario, options, mode)
+    max_batch = backend.max_batch if isinstance(backend, BatchedGeneration) else 1
+    plan = make_plan(scenario, options, mode, max_batch)
+    if plan.batch > 1:
+        plan = replace(plan, batch=_batch_in_context(scenario, plan, backend, options))
     now = datetime.now(UTC)
     session_id = new_session_id(scenario.id, now)
     header = SessionHeader(
@@ -44,6 +49,37 @@ def create_session(
     )
     target = path if path is not None else paths.sessions_dir() / f"{session_id}.toml"
     return SessionStore.create(target, header)
+
+
+# Tokens a later turn of a multi-turn probe adds besides its text (role names, template).
+TURN_OVERHEAD = 16
+
+
+def _batch_in_context(scenario: Scenario, plan: Plan, backend: Backend, options: RunOptions) -> int:
+    """`plan.batch`, or fewer when that many sequences of some cell would not fit the
+    model's context (the shared prompt once, then per sequence every turn's max_tokens
+    and the later turns' text). A batch asked for with --batch that does not fit is an
+    error, named before anything runs."""
+    n_ctx = backend.info.context_length
+    max_tokens = effective_sampling(scenario, options).max_tokens
+    fits = plan.batch
+    for condition in plan.conditions:
+        for probe_id in plan.probes:
+            probe = scenario.probe(probe_id)
+            shared = backend.count_tokens(
+                first_turn_prompt(scenario, plan.prompt_mode, backend, condition, probe_id)
+            )
+            own = len(probe.turns) * max_tokens + sum(
+                backend.count_tokens(turn) + TURN_OVERHEAD for turn in probe.turns[1:]
+            )
+            fits = min(fits, max(1, (n_ctx - shared) // own))
+    if options.batch is not None and fits < options.batch:
+        raise PersonaError(
+            f"--batch {options.batch} does not fit the model's context of {n_ctx} tokens with "
+            f"max_tokens {max_tokens}: at most {fits} sequences of the longest cell fit; use "
+            "--batch with fewer, lower max_tokens, or give the model a larger context (n_ctx)"
+        )
+    return fits
 
 
 def open_session_for_resume(path: Path) -> tuple[Scenario, SessionStore]:

@@ -49,6 +49,9 @@ class RunOptions:
     temperature: float | None = None
     conditions: Sequence[str] | None = None
     probes: Sequence[str] | None = None
+    # Sequences decoded together (None: a whole cell's samples, as many as the backend
+    # takes; 1: one by one).
+    batch: int | None = None
 
 
 def _select(kind: str, wanted: Sequence[str] | None, available: Sequence[str]) -> tuple[str, ...]:
@@ -76,11 +79,16 @@ def effective_sampling(scenario: Scenario, options: RunOptions) -> SamplingParam
     return params
 
 
-def make_plan(scenario: Scenario, options: RunOptions, mode: ResolvedMode) -> Plan:
-    """What to run: selected conditions and probes, samples per cell, seed and prompt mode."""
+def make_plan(
+    scenario: Scenario, options: RunOptions, mode: ResolvedMode, max_batch: int = 1
+) -> Plan:
+    """What to run: selected conditions and probes, samples per cell, seed, prompt mode, and
+    how many of a cell's samples are decoded together (at most `max_batch`, what the
+    backend takes; 1 for a backend that decodes one sequence at a time)."""
     samples = scenario.sampling.samples if options.samples is None else options.samples
     if samples < 1:
         raise PersonaError("--samples must be at least 1")
+    batch = batch_size(options.batch, samples, max_batch)
     seed = scenario.sampling.seed if options.seed is None else options.seed
     if seed < 0:
         raise PersonaError("--seed must be 0 or more")
@@ -91,7 +99,23 @@ def make_plan(scenario: Scenario, options: RunOptions, mode: ResolvedMode) -> Pl
         seed=seed,
         prompt_mode=mode,
         stop=stop_strings(mode),
+        batch=batch,
     )
+
+
+def batch_size(wanted: int | None, samples: int, max_batch: int) -> int:
+    """Sequences decoded together: `wanted` (None: all of a cell's samples), at most
+    `max_batch` and never more than a cell has."""
+    if wanted is not None and wanted < 1:
+        raise PersonaError("--batch must be at least 1")
+    if wanted is not None and wanted > 1 and max_batch <= 1:
+        raise PersonaError(
+            f"--batch {wanted} needs a backend that decodes several sequences together "
+            "(llama.cpp); this one decodes one at a time"
+        )
+    if wanted is not None and wanted > max_batch:
+        raise PersonaError(f"--batch {wanted} is more than this backend takes ({max_batch})")
+    return min(samples, max_batch if wanted is None else wanted)
 
 
 def plan_trials(plan: Plan) -> list[TrialSpec]:
@@ -114,3 +138,17 @@ def order_for_prefix_reuse(
     and then served from the engine's prefix cache for each of its probes.
     """
     return sorted(specs, key=lambda s: (prompts[s.key], s.sample))
+
+
+def batch_groups(plan: Plan) -> list[tuple[TrialSpec, ...]]:
+    """The batches of a plan: each cell's samples in groups of `plan.batch`, in sample order.
+
+    The composition depends on the cell alone, so a trial's text does not depend on what
+    ran before or on what was left to do when a session resumed.
+    """
+    specs = plan_trials(plan)
+    groups: list[tuple[TrialSpec, ...]] = []
+    for start in range(0, len(specs), plan.samples):
+        cell = specs[start : start + plan.samples]
+        groups += [tuple(cell[i : i + plan.batch]) for i in range(0, len(cell), plan.batch)]
+    return groups

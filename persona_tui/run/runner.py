@@ -7,16 +7,23 @@ paused and cancelled from another thread through a `RunControl`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from persona_tui.backends.base import Backend, GenerationRequest, serves_parallel_requests
+from persona_tui.backends.base import (
+    Backend,
+    BatchedGeneration,
+    BatchText,
+    GenerationRequest,
+    GenerationResult,
+    serves_parallel_requests,
+)
 from persona_tui.errors import PersonaError
-from persona_tui.run.plan import TrialSpec, order_for_prefix_reuse, plan_trials
+from persona_tui.run.plan import TrialSpec, batch_groups, order_for_prefix_reuse, plan_trials
 from persona_tui.run.prompts import ResolvedMode, conversation, framing_chars, render_prompt
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import SessionStatus, Trial
@@ -142,7 +149,9 @@ class Runner:
     ) -> SessionStatus:
         """Run every unfinished trial; return the session's final status.
 
-        With `parallel` 1 the trials run one by one in the calling thread. More than one
+        With `parallel` 1 the trials run one by one in the calling thread, or, when the
+        plan decodes several together (`plan.batch`), batch by batch: each batch's
+        trials stream at once and each is saved as its sequence ends. More than one
         (for backends that serve concurrent requests, e.g. a batching server) runs them in
         a pool of threads, whose `TextChunk` events come from those threads. Either way
         results are saved and reported from the calling thread, in the order they finish.
@@ -155,16 +164,26 @@ class Runner:
                 f"--parallel {parallel} needs a backend that serves several requests at once "
                 f"(an OpenAI-compatible server); {self.backend.info.backend} runs one at a time"
             )
+        batched = self.plan.batch > 1
+        if batched and not isinstance(self.backend, BatchedGeneration):
+            raise PersonaError(
+                f"this session decodes {self.plan.batch} sequences together (batch = "
+                f"{self.plan.batch}), which {self.backend.info.backend} cannot do; resume it "
+                "with llama.cpp and the model it was run with"
+            )
+        if batched and parallel > 1:
+            raise PersonaError("--parallel and a batch of more than 1 cannot be combined")
         total = self.plan.total
         done = len(self.store.session.trials)
         failed = 0
         self.store.set_status("running")
         on_event(RunStarted(total=total, done=done))
-        queue = enumerate(self.pending())
-        if parallel == 1:
-            outcomes = self._one_by_one(queue, on_event, control)
+        if batched:
+            outcomes = self._batched(on_event, control)
+        elif parallel == 1:
+            outcomes = self._one_by_one(enumerate(self.pending()), on_event, control)
         else:
-            outcomes = self._pooled(queue, on_event, control, parallel)
+            outcomes = self._pooled(enumerate(self.pending()), on_event, control, parallel)
         for spec, outcome in outcomes:
             if isinstance(outcome, PersonaError):
                 failed += 1
@@ -227,17 +246,106 @@ class Runner:
                 for future in finished:
                     yield running.pop(future), future.result()
 
+    def pending_batches(self) -> list[tuple[tuple[TrialSpec, ...], tuple[TrialSpec, ...]]]:
+        """(batch, its unfinished trials) of every batch with one left, in prefix-reuse order.
+
+        A batch is always decoded whole, finished trials too (their results are not saved
+        again), because a sequence's numbers depend on the batch it shares.
+        """
+        finished = {t.key for t in self.store.session.trials}
+        groups = [g for g in batch_groups(self.plan) if any(s.key not in finished for s in g)]
+        firsts = [g[0] for g in groups]
+        prompts = {spec.key: self.first_prompt(spec) for spec in firsts}
+        order = {spec.key: i for i, spec in enumerate(order_for_prefix_reuse(firsts, prompts))}
+        groups.sort(key=lambda g: order[g[0].key])
+        return [(g, tuple(s for s in g if s.key not in finished)) for g in groups]
+
+    def _batched(
+        self, on_event: EventCallback, control: RunControl
+    ) -> Iterator[tuple[TrialSpec, Outcome]]:
+        position = 0
+        for group, wanted in self.pending_batches():
+            control.wait_while_paused()
+            if control.cancelled.is_set():
+                return
+            for spec in wanted:
+                on_event(TrialStarted(spec, position))
+                position += 1
+            reported: set[int] = set()
+            try:
+                for index, outcome in self._run_batch(group, wanted, on_event, control):
+                    reported.add(index)
+                    yield group[index], outcome
+            except PersonaError as error:
+                for index, spec in enumerate(group):
+                    if spec in wanted and index not in reported:
+                        yield spec, error
+
+    def _run_batch(
+        self,
+        group: Sequence[TrialSpec],
+        wanted: Sequence[TrialSpec],
+        on_event: EventCallback,
+        control: RunControl,
+    ) -> Iterator[tuple[int, Outcome]]:
+        """Decode a batch's trials together, turn by turn; (index, outcome) of each wanted
+        trial as its sequence ends in the last turn."""
+        assert isinstance(self.backend, BatchedGeneration)
+        probe = self.scenario.probe(group[0].probe)
+        condition = self.scenario.condition(group[0].condition)
+        started = _now()
+        answers: list[list[str]] = [[] for _ in group]
+        results: list[list[GenerationResult]] = [[] for _ in group]
+        prompts = [""] * len(group)
+        last_turn = len(probe.turns) - 1
+        for turn in range(len(probe.turns)):
+            requests = []
+            for index, spec in enumerate(group):
+                messages = conversation(condition, probe.turns[: turn + 1], answers[index])
+                prompts[index] = render_prompt(self.plan.prompt_mode, messages, self.backend)
+                requests.append(
+                    GenerationRequest(
+                        prompts[index],
+                        spec.seed,
+                        self.sampling,
+                        self.plan.stop,
+                        framing_chars=framing_chars(prompts[index], probe.turns[turn]),
+                    )
+                )
+            events = self.backend.generate_batch(requests, control.cancelled)
+            with contextlib.closing(events):
+                for event in events:
+                    spec = group[event.index]
+                    if isinstance(event, BatchText):
+                        if spec in wanted:
+                            on_event(TextChunk(spec, event.text, turn))
+                        continue
+                    result = event.result
+                    answers[event.index].append(result.text)
+                    results[event.index].append(result)
+                    if spec not in wanted or (
+                        turn < last_turn and result.finish_reason != "cancelled"
+                    ):
+                        continue
+                    evaluated = sum(r.prompt_tokens_evaluated for r in results[event.index])
+                    if result.finish_reason == "cancelled":
+                        yield event.index, (None, evaluated)
+                        continue
+                    trial = _trial(spec, prompts[event.index], results[event.index], started)
+                    yield event.index, (trial, evaluated)
+            if control.cancelled.is_set():
+                return
+
     def _run_trial(
         self, spec: TrialSpec, on_event: EventCallback, control: RunControl
     ) -> tuple[Trial | None, int]:
         probe = self.scenario.probe(spec.probe)
         condition = self.scenario.condition(spec.condition)
         started = _now()
-        clock = time.perf_counter()
         answers: list[str] = []
+        results: list[GenerationResult] = []
         prompt = ""
-        prompt_tokens = completion_tokens = evaluated = 0
-        finish_reason = "stop"
+        evaluated = 0
         for turn in range(len(probe.turns)):
             messages = conversation(condition, probe.turns[: turn + 1], answers)
             prompt = render_prompt(self.plan.prompt_mode, messages, self.backend)
@@ -253,25 +361,30 @@ class Runner:
                 on_event(TextChunk(spec, text, turn))
 
             result = self.backend.generate(request, emit, control.cancelled)
+            evaluated += result.prompt_tokens_evaluated
             if result.finish_reason == "cancelled":
                 return None, evaluated
             answers.append(result.text)
-            prompt_tokens += result.prompt_tokens
-            completion_tokens += result.completion_tokens
-            evaluated += result.prompt_tokens_evaluated
-            finish_reason = result.finish_reason
-        trial = Trial(
-            condition=spec.condition,
-            probe=spec.probe,
-            sample=spec.sample,
-            seed=spec.seed,
-            prompt=prompt,
-            response=answers[-1],
-            finish_reason=finish_reason,  # type: ignore[arg-type]
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            started=started,
-            seconds=round(time.perf_counter() - clock, 4),
-            turn_responses=tuple(answers[:-1]),
-        )
+            results.append(result)
+        trial = _trial(spec, prompt, results, started)
         return trial, evaluated
+
+
+def _trial(
+    spec: TrialSpec, prompt: str, results: Sequence[GenerationResult], started: str
+) -> Trial:
+    """The record of a trial whose turns gave `results` (the last turn's prompt as sent)."""
+    return Trial(
+        condition=spec.condition,
+        probe=spec.probe,
+        sample=spec.sample,
+        seed=spec.seed,
+        prompt=prompt,
+        response=results[-1].text,
+        finish_reason=results[-1].finish_reason,
+        prompt_tokens=sum(r.prompt_tokens for r in results),
+        completion_tokens=sum(r.completion_tokens for r in results),
+        started=started,
+        seconds=round(sum(r.seconds for r in results), 4),
+        turn_responses=tuple(r.text for r in results[:-1]),
+    )

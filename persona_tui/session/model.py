@@ -111,6 +111,9 @@ class Plan:
     seed: int
     prompt_mode: Literal["chat", "transcript"]  # the mode actually used
     stop: tuple[str, ...] = ()
+    # Sequences decoded together: a cell's samples in groups of `batch`, in sample order
+    # (run/plan.batch_groups). Results depend on it like on eval_block; 1 = one by one.
+    batch: int = 1
 
     @property
     def total(self) -> int:

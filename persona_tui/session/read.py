@@ -194,7 +194,7 @@ _SESSION_KEYS = (
     "app_version",
     "scenario_path",
 )
-_PLAN_KEYS = ("conditions", "probes", "samples", "seed", "prompt_mode", "stop")
+_PLAN_KEYS = ("conditions", "probes", "samples", "seed", "prompt_mode", "stop", "batch")
 _SCENARIO_KEYS = ("source", "chat_template")
 _TRIAL_KEYS = (
     "condition",
@@ -287,6 +287,8 @@ def parse_session(data: bytes, file: Path) -> Session:
         seed=_any_int(plan_t, "seed"),
         prompt_mode=_choice(plan_t, "prompt_mode", PROMPT_MODES),
         stop=_str_tuple(plan_t, "stop") if plan_t.has("stop") else (),
+        # Sessions before batched decoding ran one by one.
+        batch=_int(plan_t, "batch", minimum=1) if plan_t.has("batch") else 1,
     )
     scen = _table(top, "scenario", _SCENARIO_KEYS)
     header = SessionHeader(

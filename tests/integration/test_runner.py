@@ -156,8 +156,12 @@ def test_same_seed_same_responses(backend: LlamaCppBackend, tmp_path: Path) -> N
     assert other != first
 
 
-def test_cancel_then_resume_equals_uninterrupted(backend: LlamaCppBackend, tmp_path: Path) -> None:
-    reference = responses(run_once(backend, tmp_path / "ref.toml"))
+@pytest.mark.parametrize("batch", [None, 1], ids=["batched", "one-by-one"])
+def test_cancel_then_resume_equals_uninterrupted(
+    backend: LlamaCppBackend, tmp_path: Path, batch: int | None
+) -> None:
+    options = RunOptions(batch=batch)
+    reference = responses(run_once(backend, tmp_path / "ref.toml", options))
     scenario = parse_scenario(SMALL_SCENARIO)
     path = tmp_path / "cut.toml"
     control = RunControl()
@@ -168,13 +172,17 @@ def test_cancel_then_resume_equals_uninterrupted(backend: LlamaCppBackend, tmp_p
         if isinstance(event, TrialFinished):
             finished += 1
         if isinstance(event, TextChunk) and finished == 5:
-            control.cancel()  # mid-generation of the sixth trial
+            control.cancel()  # mid-generation of the sixth trial (and its batch)
 
-    with create_session(scenario, backend, RunOptions(), path) as store:
+    with create_session(scenario, backend, options, path) as store:
         assert Runner(scenario, backend, store).run(on_event, control) == "interrupted"
     cut = load_session(path)
     assert cut.header.status == "interrupted"
-    assert len(cut.trials) == 5
+    if batch == 1:
+        assert len(cut.trials) == 5
+    else:  # a sequence that ended with the token drawn as the cancel came is kept
+        assert 5 <= len(cut.trials) < 12
+    assert responses(path).items() <= reference.items()
 
     resumed_scenario, store = open_session_for_resume(path)
     with store:
@@ -243,3 +251,96 @@ def test_resume_session_leaves_nothing_locked_or_loaded_on_a_wrong_model(
         assert backend.info.path == str(tiny_gguf)  # the recorded model by default
         assert resumed_scenario.sha256 == scenario.sha256
     backend.close()
+
+
+# ------------------------------------------------------------------ batched decoding
+
+
+def direct_texts(backend: LlamaCppBackend, path: Path, batched: bool) -> dict[object, str]:
+    """Each trial's text computed again straight from the backend: one by one with
+    `generate`, or each cell's samples together with `generate_batch`."""
+    from persona_tui.backends.base import BatchDone, GenerationRequest
+
+    session = load_session(path)
+    sampling, stop = session.header.sampling, session.header.plan.stop
+    texts: dict[object, str] = {}
+    cells: dict[tuple[str, str], list[object]] = {}
+    for trial in sorted(session.trials, key=lambda t: t.sample):
+        if trial.turn_responses:
+            continue  # single-turn probes: their prompt is the whole request
+        cells.setdefault((trial.condition, trial.probe), []).append(trial)
+    for trials in cells.values():
+        requests = [GenerationRequest(t.prompt, t.seed, sampling, stop) for t in trials]  # type: ignore[attr-defined]
+        if batched:
+            for event in backend.generate_batch(requests):
+                if isinstance(event, BatchDone):
+                    texts[trials[event.index].key] = event.result.text  # type: ignore[attr-defined]
+        else:
+            for trial, request in zip(trials, requests, strict=True):
+                texts[trial.key] = backend.generate(request).text  # type: ignore[attr-defined]
+    return texts
+
+
+def test_a_cell_s_samples_are_decoded_together_by_default(
+    backend: LlamaCppBackend, tmp_path: Path
+) -> None:
+    path = run_once(backend, tmp_path / "batched.toml")
+    assert load_session(path).header.plan.batch == 2  # the cell's two samples
+    stored = {t.key: t.response for t in load_session(path).trials}
+    direct = direct_texts(backend, path, batched=True)
+    assert direct and all(stored[key] == text for key, text in direct.items())
+
+
+def test_batch_1_gives_exactly_the_one_by_one_results(
+    backend: LlamaCppBackend, tmp_path: Path
+) -> None:
+    path = run_once(backend, tmp_path / "one.toml", RunOptions(batch=1))
+    assert load_session(path).header.plan.batch == 1
+    stored = {t.key: t.response for t in load_session(path).trials}
+    direct = direct_texts(backend, path, batched=False)
+    assert direct and all(stored[key] == text for key, text in direct.items())
+
+
+def test_a_batched_trial_does_not_depend_on_what_else_ran(
+    backend: LlamaCppBackend, tmp_path: Path
+) -> None:
+    whole = responses(run_once(backend, tmp_path / "whole.toml", RunOptions(samples=4)))
+    part = responses(
+        run_once(
+            backend,
+            tmp_path / "part.toml",
+            RunOptions(samples=4, conditions=["framed"], probes=["wish"]),
+        )
+    )
+    assert part.items() <= whole.items()
+
+
+def test_a_batch_that_cannot_fit_the_context_is_refused_before_the_run(
+    tiny_gguf: Path, tmp_path: Path
+) -> None:
+    small = LlamaCppBackend.load(tiny_gguf, n_ctx=512, n_threads=1)
+    scenario = parse_scenario(SMALL_SCENARIO)
+    try:
+        with pytest.raises(PersonaError, match="--batch 8 does not fit the model's context of 512"):
+            create_session(
+                scenario, small, RunOptions(samples=8, batch=8, max_tokens=20), tmp_path / "x.toml"
+            )
+        # Without --batch, as many as fit.
+        with create_session(
+            scenario, small, RunOptions(samples=8, max_tokens=20), tmp_path / "y.toml"
+        ) as store:
+            assert 1 < store.session.header.plan.batch < 8
+    finally:
+        small.close()
+
+
+def test_batch_needs_a_backend_that_decodes_together() -> None:
+    from persona_tui.run.plan import batch_size
+
+    assert batch_size(None, 5, 1) == 1
+    assert batch_size(None, 5, 64) == 5
+    assert batch_size(3, 5, 64) == 3
+    with pytest.raises(PersonaError, match="--batch 4 needs a backend"):
+        batch_size(4, 5, 1)
+    with pytest.raises(PersonaError, match="at least 1"):
+        batch_size(0, 5, 64)

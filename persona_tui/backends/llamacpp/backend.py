@@ -10,6 +10,7 @@ What it guarantees on top of llama-cpp-python:
   string, never splits a UTF-8 character, stops within a token of `cancel` being set,
   and reuses the KV cache for the prompt prefix it shares with the previous request.
 - Chat templates are used only when the GGUF carries one (no silent llama-2 fallback).
+- `generate_batch` decodes up to MAX_SEQUENCES sequences together (batched.py).
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ import contextlib
 import ctypes
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from persona_tui._util.hashing import sha256_file
 from persona_tui.backend_names import LLAMA_CPP
 from persona_tui.backends.base import (
+    BatchDone,
+    BatchEvent,
+    BatchText,
     ChatMessage,
     GenerationRequest,
     GenerationResult,
@@ -46,9 +50,11 @@ from persona_tui.backends.common import (
     template_sha256,
 )
 from persona_tui.backends.cpu_load import ThreadGovernor
+from persona_tui.backends.llamacpp.batched import Decoding, decode_batch, fitting_parts, shared_end
 from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix, split_points
 from persona_tui.backends.llamacpp.gguf_header import GGUFHeader, read_gguf_header
 from persona_tui.backends.llamacpp.load import (
+    MAX_SEQUENCES,
     LoadedLlama,
     construct_llama,
     default_n_threads,
@@ -340,7 +346,6 @@ class LlamaCppBackend:
         cancel: threading.Event | None,
         started: float,
     ) -> GenerationResult:
-        import llama_cpp
 
         sampling = request.sampling
         stream = StopStringStream(request.stop)
@@ -372,7 +377,7 @@ class LlamaCppBackend:
             finish, completion_tokens = stream_tokens(
                 generator,
                 token_bytes=self._piece,
-                is_end=lambda token: bool(llama_cpp.llama_vocab_is_eog(self._vocab, token)),
+                is_end=self._is_end,
                 stream=stream,
                 on_text=on_text,
                 cancel=cancel,
@@ -392,6 +397,167 @@ class LlamaCppBackend:
             evaluated=self._eval_sizes[0] if self._eval_sizes else 0,
             started=started,
         )
+
+    # ------------------------------------------------------- batched generation
+
+    @property
+    def max_batch(self) -> int:
+        return MAX_SEQUENCES
+
+    def generate_batch(
+        self, requests: Sequence[GenerationRequest], cancel: threading.Event | None = None
+    ) -> Generator[BatchEvent, None, None]:
+        """Decode one sequence per request together (see backends.base.BatchedGeneration).
+
+        The part of the prompts all requests share is evaluated once, in sequence 0 and
+        along the batch plan `generate` uses (so it reuses the KV cache exactly as
+        `generate` does, up to a batch end of that plan); afterwards it stays cached for
+        the next call.
+        """
+        requests = list(requests)
+        if not requests:
+            return
+        first = requests[0]
+        if any(r.sampling != first.sampling or r.stop != first.stop for r in requests):
+            raise GenerationError("a batch's requests must share sampling and stop strings")
+        if len(requests) > MAX_SEQUENCES:
+            raise GenerationError(
+                f"a batch holds at most {MAX_SEQUENCES} sequences, not {len(requests)}"
+            )
+        with self._lock:
+            self._check_open()
+            if self._governor is not None:
+                self._use_threads(self._governor.threads())
+            self._scored.tokens = []  # the KV cache is about to change (see logprob_scope)
+            started = time.perf_counter()
+            prompts = [self._tokenize(r.prompt) for r in requests]
+            for tokens in prompts:
+                check_prompt_size(
+                    len(tokens),
+                    first.sampling.max_tokens,
+                    n_ctx=self._n_ctx,
+                    model_name=self._path.name,
+                    larger_context=f"n_ctx; it was trained on {self._n_ctx_train}",
+                )
+            if is_cancelled(cancel):
+                for index, tokens in enumerate(prompts):
+                    yield BatchDone(
+                        index, cancelled_before_start(started, prompt_tokens=len(tokens))
+                    )
+                return
+            split = self._framing_tokens(first, prompts[0])
+            try:
+                for part in fitting_parts(prompts, first.sampling.max_tokens, self._n_ctx):
+                    events = self._batch_locked(
+                        [requests[i] for i in part], [prompts[i] for i in part], split, cancel
+                    )
+                    for event in events:
+                        index = part[event.index]
+                        if isinstance(event, BatchDone):
+                            yield BatchDone(index, event.result)
+                        else:
+                            yield BatchText(index, event.text)
+            except (RuntimeError, ValueError, OSError) as exc:
+                self._llama.reset()
+                self._cached_tokens, self._cached_ends = [], ()
+                raise GenerationError(f"llama.cpp failed while generating: {exc}") from exc
+
+    def _batch_locked(
+        self,
+        requests: list[GenerationRequest],
+        prompts: list[list[int]],
+        split: int,
+        cancel: threading.Event | None,
+    ) -> Generator[BatchEvent, None, None]:
+        """Decode one part of a batch (all of it when it fits the context)."""
+        import llama_cpp
+
+        started = time.perf_counter()
+        ends = batch_ends(len(prompts[0]), EVAL_BLOCK, split)
+        shared = shared_end(prompts)
+        llama = self._llama
+        memory = llama_cpp.llama_get_memory(llama.ctx)
+        head = prompts[0][:shared]
+        cached = min(int(llama.n_tokens), len(self._cached_tokens))
+        keep = min(
+            reusable_prefix(self._cached_tokens[:cached], self._cached_ends, prompts[0], ends),
+            shared,
+        )
+        self._cached_tokens, self._cached_ends = [], ()  # until the batch is cleaned up
+        try:
+            llama.n_tokens = keep
+            self._plan = ends
+            try:
+                llama.eval(head[keep:])  # removes every cell from `keep` on, then evaluates
+            finally:
+                self._plan = ()
+            for seq in range(1, len(prompts)):
+                llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)
+            rows = self._eval_own_rests(prompts, shared)
+            # (logits row, next position, prompt tokens, prompt tokens evaluated for it):
+            # the shared part counts for sequence 0, which evaluated it.
+            sequences = [
+                (row, len(tokens), len(tokens), len(tokens) - shared)
+                for row, tokens in zip(rows, prompts, strict=True)
+            ]
+            row, position, size, own = sequences[0]
+            sequences[0] = (row, position, size, own + shared - keep)
+            engine = Decoding(llama, self._piece, self._is_end)
+            seeds = [r.seed for r in requests]
+            sampling = requests[0].sampling
+            yield from decode_batch(
+                engine, sequences, sampling, seeds, requests[0].stop, cancel, started
+            )
+        finally:
+            # Keep the shared prompt in sequence 0 for the next call; drop the rest.
+            for seq in range(1, len(prompts)):
+                llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+            llama_cpp.llama_memory_seq_rm(memory, 0, shared, -1)
+            llama.n_tokens = shared
+            self._cached_tokens = head
+            self._cached_ends = tuple(end for end in ends if end <= shared)
+
+    def _eval_own_rests(self, prompts: list[list[int]], shared: int) -> list[int]:
+        """Evaluate each sequence's tokens after the shared part; the logits row each
+        samples its first token from (-1: the last row of the shared evaluation).
+
+        Every sequence's last prompt token is in the final decode, so all their rows are
+        there; the tokens before are decoded first, in prompt order, n_batch at a time.
+        """
+        import llama_cpp
+
+        if all(len(tokens) == shared for tokens in prompts):
+            return [-1] * len(prompts)
+        before = [
+            (seq, position, tokens[position])
+            for seq, tokens in enumerate(prompts)
+            for position in range(shared, len(tokens) - 1)
+        ]
+        size = max(1, int(self._llama.n_batch))
+        chunks = [before[i : i + size] for i in range(0, len(before), size)]
+        chunks.append([(seq, len(tokens) - 1, tokens[-1]) for seq, tokens in enumerate(prompts)])
+        batch = llama_cpp.llama_batch_init(max(len(chunk) for chunk in chunks), 0, 1)
+        try:
+            for number, chunk in enumerate(chunks):
+                last = number == len(chunks) - 1
+                batch.n_tokens = len(chunk)
+                for row, (seq, position, token) in enumerate(chunk):
+                    batch.token[row] = token
+                    batch.pos[row] = position
+                    batch.n_seq_id[row] = 1
+                    batch.seq_id[row][0] = seq
+                    batch.logits[row] = last
+                code = llama_cpp.llama_decode(self._llama.ctx, batch)
+                if code != 0:
+                    raise RuntimeError(f"llama_decode returned {code} evaluating prompts")
+        finally:
+            llama_cpp.llama_batch_free(batch)
+        return list(range(len(prompts)))
+
+    def _is_end(self, token: int) -> bool:
+        import llama_cpp
+
+        return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
 
     def _use_threads(self, threads: int) -> None:
         """Run the next evaluations on `threads` threads (results do not depend on it)."""

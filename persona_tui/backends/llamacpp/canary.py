@@ -207,13 +207,15 @@ def _child(argv: Sequence[str] | None = None) -> int:
             repack_reason=facts.repack.reason,
             weight_buffers=list(facts.weight_buffers),
         )
-        result = backend.generate(
-            GenerationRequest(
-                prompt=CANARY_PROMPT,
-                seed=1,
-                sampling=SamplingParams(temperature=0.0, max_tokens=CANARY_TOKENS),
-            )
+        request = GenerationRequest(
+            prompt=CANARY_PROMPT,
+            seed=1,
+            sampling=SamplingParams(temperature=0.0, max_tokens=CANARY_TOKENS),
         )
+        result = backend.generate(request)
+        # Batched decoding runs other kernels (several rows per step): decode a batch too.
+        for _ in backend.generate_batch([request, request]):
+            pass
     except PersonaError as exc:
         _report("imported", error=str(exc))
         return 1

@@ -161,14 +161,18 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
+# Sequences a context holds at once (`n_seq_max`): the most `--batch` decodes together.
+MAX_SEQUENCES = 64
 _LLAMA_CLASS: Any = None
 
 
 def _llama_class(llama_cpp: Any) -> Any:
-    """`llama_cpp.Llama` with `use_extra_bufts` settable (its constructor has no argument).
+    """`llama_cpp.Llama` with `use_extra_bufts` settable (its constructor has no argument)
+    and a context for up to MAX_SEQUENCES sequences.
 
-    `Llama.__init__` builds `self.model_params` and loads the model at once; this subclass
-    applies the choice as the params are assigned, without touching library globals.
+    `Llama.__init__` builds `self.model_params` (and `context_params`) and loads the model
+    at once; this subclass applies the choices as the params are assigned, without
+    touching library globals.
     """
     global _LLAMA_CLASS
     if _LLAMA_CLASS is None:
@@ -177,6 +181,19 @@ def _llama_class(llama_cpp: Any) -> Any:
             def __init__(self, *args: Any, use_extra_bufts: bool, **kwargs: Any) -> None:
                 self.__dict__["_persona_extra_bufts"] = use_extra_bufts
                 super().__init__(*args, **kwargs)
+
+            @property
+            def context_params(self) -> Any:
+                return self.__dict__["_persona_context_params"]
+
+            @context_params.setter
+            def context_params(self, params: Any) -> None:
+                # Room for batched decoding (batched.py): sequences share one KV cache of
+                # n_ctx cells. A single sequence computes exactly as with n_seq_max = 1
+                # (tests/unit/test_batched.py).
+                params.n_seq_max = MAX_SEQUENCES
+                params.kv_unified = True
+                self.__dict__["_persona_context_params"] = params
 
             @property
             def model_params(self) -> Any:

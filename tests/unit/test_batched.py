@@ -1,0 +1,230 @@
+"""Batched decoding on the real engine (backends/llamacpp/batched.py, generate_batch).
+
+The tiny GGUF (random weights: ragged texts, end tokens at random steps) and the demo model.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from persona_tui.backends.base import (
+    BatchDone,
+    BatchedGeneration,
+    BatchEvent,
+    BatchText,
+    GenerationRequest,
+    GenerationResult,
+)
+from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+from persona_tui.backends.llamacpp.batched import fitting_parts, kv_cells_needed, shared_end
+from persona_tui.backends.llamacpp.load import MAX_SEQUENCES, plain_llama
+from persona_tui.values import SamplingParams
+
+PROMPT = "User: Tell me something about the sea.\nAssistant:"
+SAMPLING = SamplingParams(temperature=0.9, max_tokens=24, repeat_penalty=1.1)
+
+
+@pytest.fixture
+def tiny(tiny_gguf: Path) -> Iterator[LlamaCppBackend]:
+    backend = LlamaCppBackend.load(tiny_gguf, n_threads=1)
+    yield backend
+    backend.close()
+
+
+def requests(
+    n: int, prompt: str = PROMPT, sampling: SamplingParams = SAMPLING, stop: Sequence[str] = ()
+) -> list[GenerationRequest]:
+    return [GenerationRequest(prompt, 1000 + i, sampling, tuple(stop)) for i in range(n)]
+
+
+def decode(
+    backend: LlamaCppBackend,
+    batch: Sequence[GenerationRequest],
+    cancel: threading.Event | None = None,
+    on_event: object = None,
+) -> tuple[list[GenerationResult], list[BatchEvent]]:
+    events = list(backend.generate_batch(batch, cancel))
+    done = {e.index: e.result for e in events if isinstance(e, BatchDone)}
+    assert sorted(done) == list(range(len(batch))), "every sequence ends exactly once"
+    streamed = {i: "" for i in done}
+    for event in events:
+        if isinstance(event, BatchText):
+            assert event.index in streamed, "no text after a sequence's end"
+            streamed[event.index] += event.text
+        else:
+            streamed.pop(event.index)
+            assert done[event.index].text == "".join(
+                e.text for e in events if isinstance(e, BatchText) and e.index == event.index
+            )
+    return [done[i] for i in range(len(batch))], events
+
+
+def texts(results: Sequence[GenerationResult]) -> list[str]:
+    return [r.text for r in results]
+
+
+def test_the_backend_offers_batched_generation(tiny: LlamaCppBackend) -> None:
+    assert isinstance(tiny, BatchedGeneration)
+    assert tiny.max_batch == MAX_SEQUENCES
+
+
+def test_a_context_for_many_sequences_computes_one_exactly_as_a_context_for_one(
+    tiny_gguf: Path,
+) -> None:
+    """The backend's context has n_seq_max = 64 and a unified KV cache; one sequence in it
+    gives bit-identical logits to llama-cpp-python's default context (n_seq_max = 1)."""
+    import llama_cpp
+
+    rows = []
+    for n_seq_max in (1, MAX_SEQUENCES):
+        if n_seq_max == 1:
+            llama = llama_cpp.Llama(str(tiny_gguf), n_ctx=512, n_threads=1, verbose=False)
+        else:
+            llama = plain_llama(tiny_gguf, n_ctx=512, n_threads=1, verbose=False)
+        assert llama.context_params.n_seq_max == n_seq_max
+        llama.eval(llama.tokenize(PROMPT.encode(), add_bos=True, special=True))
+        pointer = llama_cpp.llama_get_logits_ith(llama.ctx, -1)
+        rows.append(np.array(np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),))))
+        llama.close()
+    assert np.array_equal(rows[0], rows[1])
+
+
+def test_same_batch_same_texts_whatever_ran_before(tiny: LlamaCppBackend) -> None:
+    first, _ = decode(tiny, requests(6))
+    assert len(set(texts(first))) > 1, "each sequence draws from its own seed"
+    tiny.generate(GenerationRequest("User: something else\nAssistant:", 3, SAMPLING))
+    with tiny.logprob_scope() as scope:
+        scope.evaluate(scope.tokenize("User: and more\nAssistant: yes"))
+    again, _ = decode(tiny, requests(6))
+    assert texts(again) == texts(first)
+    # A fresh model, the batch first thing: the same again.
+    fresh = LlamaCppBackend.load(tiny.path, n_threads=1)
+    try:
+        assert texts(decode(fresh, requests(6))[0]) == texts(first)
+    finally:
+        fresh.close()
+
+
+def test_sequences_end_at_different_steps_and_the_others_go_on(tiny: LlamaCppBackend) -> None:
+    results, events = decode(tiny, requests(8, sampling=SamplingParams(max_tokens=40)))
+    lengths = [r.completion_tokens for r in results]
+    assert len(set(lengths)) > 1, lengths  # random weights: end tokens come at random steps
+    order = [e.index for e in events if isinstance(e, BatchDone)]
+    assert order != sorted(order) or len(set(lengths)) > 1
+    for result in results:
+        assert result.finish_reason in ("stop", "length")
+        assert result.completion_tokens <= 40
+        assert (result.finish_reason == "length") == (result.completion_tokens == 40)
+
+
+def test_each_sequence_stops_at_its_stop_string(tiny: LlamaCppBackend) -> None:
+    plain, _ = decode(tiny, requests(6, sampling=SamplingParams(max_tokens=30)))
+    # A stop string taken from the middle of one sequence's text stops that one there.
+    target = max(plain, key=lambda r: len(r.text))
+    stop = target.text[len(target.text) // 2 :][:2]
+    stopped, _ = decode(tiny, requests(6, sampling=SamplingParams(max_tokens=30), stop=[stop]))
+    for before, after in zip(plain, stopped, strict=True):
+        if stop in before.text:
+            assert after.text == before.text[: before.text.index(stop)]
+            assert after.finish_reason == "stop"
+        else:
+            assert after.text == before.text
+        assert stop not in after.text
+
+
+def test_cancel_stops_every_sequence_within_a_token(tiny: LlamaCppBackend) -> None:
+    cancel = threading.Event()
+    events: list[BatchEvent] = []
+    for event in tiny.generate_batch(requests(5, sampling=SamplingParams(max_tokens=200)), cancel):
+        events.append(event)
+        if isinstance(event, BatchText) and not cancel.is_set():
+            cancel.set()
+    done = [e.result for e in events if isinstance(e, BatchDone)]
+    assert len(done) == 5
+    assert all(r.finish_reason in ("cancelled", "stop") for r in done)
+    assert sum(r.finish_reason == "cancelled" for r in done) >= 4
+    assert all(r.completion_tokens <= 2 for r in done)
+    # The model is usable afterwards, and gives what it gave before.
+    assert texts(decode(tiny, requests(3))[0]) == texts(decode(tiny, requests(3))[0])
+
+
+def test_a_cancel_before_the_start_evaluates_nothing(tiny: LlamaCppBackend) -> None:
+    cancel = threading.Event()
+    cancel.set()
+    results, events = decode(tiny, requests(3), cancel)
+    assert all(r.finish_reason == "cancelled" and r.completion_tokens == 0 for r in results)
+    assert not [e for e in events if isinstance(e, BatchText)]
+
+
+def test_different_prompts_share_their_common_part_and_stay_reproducible(
+    tiny: LlamaCppBackend,
+) -> None:
+    """Later turns of a multi-turn probe: each sequence's prompt has its own answer."""
+    answers = ["Waves.", "Salt and more salt, all the way down.", "Fish!"]
+    batch = [
+        GenerationRequest(f"{PROMPT} {a}\nUser: Why?\nAssistant:", 7 + i, SAMPLING)
+        for i, a in enumerate(answers)
+    ]
+    first, _ = decode(tiny, batch)
+    tiny.generate(GenerationRequest(PROMPT, 1, SAMPLING))
+    assert texts(decode(tiny, batch)[0]) == texts(first)
+    assert sum(r.prompt_tokens_evaluated for r in first) < sum(r.prompt_tokens for r in first)
+
+
+def test_a_batch_larger_than_the_context_is_decoded_in_parts_that_fit(tiny_gguf: Path) -> None:
+    small = LlamaCppBackend.load(tiny_gguf, n_ctx=256, n_threads=1)
+    try:
+        many = requests(12, sampling=SamplingParams(max_tokens=40))
+        results, _ = decode(small, many)  # 12 × 40 cells do not fit 256: parts of five
+        assert len(results) == 12
+        assert texts(decode(small, many)[0]) == texts(results)
+    finally:
+        small.close()
+
+
+def test_parts_are_chosen_from_the_prompts_alone() -> None:
+    prompt = list(range(20))
+    assert fitting_parts([prompt] * 4, 10, 1000) == [[0, 1, 2, 3]]
+    # 20 shared + 10 per sequence: 3 fit in 50 cells, the 4th starts a new part.
+    assert fitting_parts([prompt] * 4, 10, 50) == [[0, 1, 2], [3]]
+    assert kv_cells_needed(20, [0, 0, 0], 10) == 50
+    different = [[*prompt, 1, 2], [*prompt, 3], [*prompt, 4, 5, 6]]
+    assert shared_end(different) == 20
+    assert shared_end([prompt, prompt]) == 20
+    assert shared_end([prompt, prompt[:5]]) == 4  # each evaluates at least its last token
+
+
+def test_requests_must_share_sampling(tiny: LlamaCppBackend) -> None:
+    from persona_tui.errors import GenerationError
+
+    mixed = [
+        GenerationRequest(PROMPT, 1, SAMPLING),
+        GenerationRequest(PROMPT, 2, SamplingParams(max_tokens=3)),
+    ]
+    with pytest.raises(GenerationError, match="share sampling"):
+        list(tiny.generate_batch(mixed))
+
+
+def test_demo_batches_are_reproducible_and_read_like_the_model(demo_model: Path) -> None:
+    backend = LlamaCppBackend.load(demo_model, n_threads=1)
+    try:
+        sampling = SamplingParams(max_tokens=16, repeat_penalty=1.1)
+        batch = requests(4, prompt=PROMPT, sampling=sampling, stop=["\nUser:"])
+        first, _ = decode(backend, batch)
+        backend.generate(GenerationRequest("User: Hello\nAssistant:", 5, sampling))
+        assert texts(decode(backend, batch)[0]) == texts(first)
+        assert len(set(texts(first))) > 1
+        assert all(r.text.strip() for r in first)
+        # Greedy decoding: one sequence's text equals the single-sequence path's nearly
+        # always; at least the first tokens do.
+        greedy = SamplingParams(temperature=0.0, max_tokens=8)
+        alone = backend.generate(GenerationRequest(PROMPT, 1, greedy))
+        together, _ = decode(backend, requests(3, sampling=greedy))
+        assert together[0].text[:8] == alone.text[:8]
+    finally:
+        backend.close()
