@@ -126,7 +126,7 @@ def _probes(read: Sequence[_Log]) -> tuple[dict[str, _Probe], dict[str, str | in
             warnings.append(f"{entry.path}: holds no samples (a header-only or empty log)")
         for sample in entry.log.samples or []:
             key = str(sample.id)
-            if key in probes:
+            if key in probes or not _usable(sample):
                 continue
             probe_id = unique(used, slug(key, "sample"))
             probes[key] = _Probe(probe_id, _question(sample) or f"(sample {key})")
@@ -149,7 +149,7 @@ def _trials(entry: _Log, probes: dict[str, _Probe], warnings: list[str]) -> list
     skipped = 0
     for sample in log.samples or []:
         response = _response(sample)
-        if sample.error is not None or response is None:
+        if response is None or not _usable(sample):
             skipped += 1
             continue
         usage = sample.output.usage
@@ -174,6 +174,11 @@ def _trials(entry: _Log, probes: dict[str, _Probe], warnings: list[str]) -> list
     if skipped:
         warnings.append(f"{entry.path}: {skipped} samples with an error or no output skipped")
     return trials
+
+
+def _usable(sample: EvalSample) -> bool:
+    """A sample to annotate: it ran without error and the model answered."""
+    return sample.error is None and _response(sample) is not None
 
 
 def _response(sample: EvalSample) -> str | None:
