@@ -25,9 +25,9 @@ from persona_tui.session.as_run import scenario_as_run
 from persona_tui.session.model import Annotation, Session
 
 # recompute_metrics() builds metrics from the scorer definitions in the log header only since
-# 0.3.225 (before, it loaded each scorer by registry name, which fails for logs not written
-# by an Inspect task); edit_score(epoch=...) adding new scores and the NaN "unscored" sentinel
-# are older. Keep in step with the `inspect` extra in pyproject.toml.
+# 0.3.225; before, it loaded each scorer by registry name, which fails for logs not written by
+# an Inspect task (0.3.224 raises LookupError on our scores). edit_score(epoch=...) adding new
+# scores and the NaN "unscored" sentinel are older. Keep in step with pyproject.toml's extra.
 MIN_INSPECT_AI = (0, 3, 225)
 
 # Keys of `[model.extra]` in a session imported from Inspect logs (docs/export-format.md).
