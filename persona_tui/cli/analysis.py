@@ -8,6 +8,8 @@ raises PersonaError for user errors (the main entry prints those and exits 2).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -463,13 +465,19 @@ def cmd_import_persona_statements(args: argparse.Namespace) -> int:
 def cmd_import_inspect(args: argparse.Namespace) -> int:
     from persona_tui.analysis.inspect_import import import_inspect_logs
 
-    if args.output is not None and args.output.exists():
-        if not args.force:
-            raise PersonaError(f"{args.output}: already exists; pass --force to overwrite it")
-        args.output.unlink()
+    target = args.output
+    replace = target is not None and target.exists()
+    if replace and not args.force:
+        raise PersonaError(f"{target}: already exists; pass --force to overwrite it")
+    # With --force, the old file is replaced only once the new session is written.
+    written = target.with_name(f".{target.name}.importing") if replace else target
     imported = import_inspect_logs(
-        list(args.logs), args.output, scenario_id=args.id, annotation_from=args.annotation
+        list(args.logs), written, scenario_id=args.id, annotation_from=args.annotation
     )
+    if replace:
+        os.replace(written, target)
+        Path(f"{written}.lock").unlink(missing_ok=True)
+        imported = dataclasses.replace(imported, path=target)
     _warn(imported.warnings)
     print(
         f"{imported.conditions} conditions × {imported.probes} probes, {imported.trials} trials "

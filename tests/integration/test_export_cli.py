@@ -86,3 +86,20 @@ def test_inspect_export_and_import_on_the_command_line(tmp_path: Path) -> None:
     assert session_path.parent == home / "data" / "sessions"
     listed = cli("sessions", home=home)
     assert session_path.stem in listed.stdout.decode()
+
+
+def test_import_inspect_keeps_an_existing_session_unless_forced(tmp_path: Path) -> None:
+    pytest.importorskip("inspect_ai.log")
+    from persona_tui.analysis.inspect_export import export_inspect
+
+    logs = [e.path for e in export_inspect([_session(tmp_path)], tmp_path / "logs")]
+    target = tmp_path / "imported.toml"
+    target.write_text("not a session, but mine")
+    refused = cli("import", "inspect", *map(str, logs), "-o", str(target), home=tmp_path)
+    assert refused.returncode == 2 and b"--force" in refused.stderr
+    assert target.read_text() == "not a session, but mine"
+    forced = cli("import", "inspect", *map(str, logs), "-o", str(target), "--force", home=tmp_path)
+    assert forced.returncode == 0, forced.stderr.decode()
+    assert forced.stdout.decode().strip() == str(target)
+    assert "[session]" in target.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
