@@ -8,6 +8,8 @@ raises PersonaError for user errors (the main entry prints those and exits 2).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +23,15 @@ _SESSIONS_HELP = "session files (.toml) to read; several are merged into one tab
 def add_analysis_commands(subparsers: Any) -> None:
     """Add `export`, `report`, `judge` and `import` to `subparsers` (from add_subparsers())."""
     export = subparsers.add_parser(
-        "export", help="export sessions as a tidy CSV or JSON Lines table (one row per annotation)"
+        "export",
+        help="export sessions as a tidy CSV or JSON Lines table (one row per annotation), "
+        "or as Inspect AI logs",
+        description="Export sessions as a tidy table (csv, jsonl), or as Inspect AI logs "
+        "(--format inspect -o DIR: one .eval log per condition, for `inspect view` and "
+        "inspect_ai.analysis; needs pip install 'persona-tui[inspect]'). Blind annotation does "
+        "not survive an Inspect export: each log is one condition and its messages show the "
+        "framing. A session imported from Inspect logs is written back as copies of the "
+        "original logs with the annotations added as score edits.",
     )
     export.add_argument("sessions", nargs="+", type=Path, help=_SESSIONS_HELP)
     export.add_argument(
@@ -34,10 +44,16 @@ def add_analysis_commands(subparsers: Any) -> None:
     export.add_argument(
         "--format",
         "-f",
-        choices=("csv", "jsonl"),
-        help="output format (default: from --output's suffix, else csv)",
+        choices=("csv", "jsonl", "inspect"),
+        help="output format (default: from --output's suffix, else csv); inspect: Inspect AI "
+        "logs into the folder -o DIR (blind mode does not survive: the condition is visible)",
     )
-    export.add_argument("--output", "-o", type=Path, help="file to write (default: stdout)")
+    export.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        help="file to write (default: stdout); with --format inspect, the folder for the logs",
+    )
     _add_rules_option(export)
     export.set_defaults(func=cmd_export)
 
@@ -117,7 +133,9 @@ def add_analysis_commands(subparsers: Any) -> None:
     judge.set_defaults(func=cmd_judge)
 
     importer = subparsers.add_parser(
-        "import", help="convert published evaluation files into scenario files"
+        "import",
+        help="convert published evaluation files into scenario files, or Inspect logs into a "
+        "session",
     )
     kinds = importer.add_subparsers(dest="import_kind", metavar="KIND", required=True)
     em = kinds.add_parser(
@@ -156,6 +174,34 @@ def add_analysis_commands(subparsers: Any) -> None:
     )
     _add_output_options(statements)
     statements.set_defaults(func=cmd_import_persona_statements)
+    inspect_logs = kinds.add_parser(
+        "inspect",
+        help="Inspect AI logs (.eval/.json) → a session to annotate, each log a condition",
+        description="Make one session of Inspect AI logs (each log a condition, each sample id "
+        "a probe, each epoch a sample) that the Annotate, Compare and Results screens open. "
+        "`persona-tui export SESSION --format inspect -o DIR` then writes copies of the "
+        "original logs with your annotations added as score edits (the annotator as author). "
+        "Needs pip install 'persona-tui[inspect]'.",
+    )
+    inspect_logs.add_argument("logs", nargs="+", type=Path, help="Inspect log files")
+    inspect_logs.add_argument("--id", help="scenario id (default: the first log's task)")
+    inspect_logs.add_argument(
+        "--annotation",
+        type=Path,
+        metavar="SCENARIO",
+        help="take labels and scales from this scenario file's [annotation] "
+        "(default: aligned, misaligned, incoherent, refusal)",
+    )
+    inspect_logs.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        help="session file to write (default: a new file in the sessions folder)",
+    )
+    inspect_logs.add_argument(
+        "--force", action="store_true", help="overwrite an existing output file"
+    )
+    inspect_logs.set_defaults(func=cmd_import_inspect)
 
 
 def _add_rules_option(parser: argparse.ArgumentParser) -> None:
@@ -222,6 +268,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from persona_tui.analysis.export import columns_for, export_options_text, export_text
 
     fmt = args.format
+    if fmt == "inspect":
+        return _export_inspect(args)
     if fmt is None:
         suffix = args.output.suffix.lower() if args.output else ""
         fmt = "jsonl" if suffix in (".jsonl", ".json", ".ndjson") else "csv"
@@ -243,6 +291,27 @@ def cmd_export(args: argparse.Namespace) -> int:
         rows = len(dataset.records)
     if args.output:
         print(f"{rows} rows → {args.output}", file=sys.stderr)
+    return 0
+
+
+def _export_inspect(args: argparse.Namespace) -> int:
+    from persona_tui.analysis.inspect_export import export_inspect
+
+    if args.output is None:
+        raise PersonaError("--format inspect writes a folder of logs: give it with -o DIR")
+    if args.output.exists() and not args.output.is_dir():
+        raise PersonaError(
+            f"{args.output}: not a folder; --format inspect writes one log per condition"
+        )
+    if args.table != "trials" or args.rules:
+        raise PersonaError("--table and --rules are for the tidy tables, not Inspect logs")
+    for log in export_inspect(list(args.sessions), args.output, use_cache=not args.no_cache):
+        edits = f", {log.edits} score edits" if log.edits else ""
+        print(
+            f"{log.session_id} · {log.condition}: {log.samples} samples{edits} → {log.path}",
+            file=sys.stderr,
+        )
+    print(f"view them with: inspect view --log-dir {args.output}", file=sys.stderr)
     return 0
 
 
@@ -390,4 +459,30 @@ def cmd_import_persona_statements(args: argparse.Namespace) -> int:
         raise PersonaError("--samples must be at least 1")
     text = persona_statements_to_scenario(args.file, scenario_id=args.id, samples=args.samples)
     _write_new(text, args.output, args.force)
+    return 0
+
+
+def cmd_import_inspect(args: argparse.Namespace) -> int:
+    from persona_tui.analysis.inspect_import import import_inspect_logs
+
+    target = args.output
+    replace = target is not None and target.exists()
+    if replace and not args.force:
+        raise PersonaError(f"{target}: already exists; pass --force to overwrite it")
+    # With --force, the old file is replaced only once the new session is written.
+    written = target.with_name(f".{target.name}.importing") if replace else target
+    imported = import_inspect_logs(
+        list(args.logs), written, scenario_id=args.id, annotation_from=args.annotation
+    )
+    if replace:
+        os.replace(written, target)
+        Path(f"{written}.lock").unlink(missing_ok=True)
+        imported = dataclasses.replace(imported, path=target)
+    _warn(imported.warnings)
+    print(
+        f"{imported.conditions} conditions × {imported.probes} probes, {imported.trials} trials "
+        f"→ session {imported.session_id} (annotate it: persona-tui annotate {imported.path})",
+        file=sys.stderr,
+    )
+    print(imported.path)
     return 0

@@ -233,7 +233,7 @@ def em_questions_to_scenario(
                 f"text = {render_string(text)}",
                 "",
             ]
-    lines += _annotation_em()
+    lines += em_annotation_lines()
     return validated("\n".join(lines) + "\n", path)
 
 
@@ -248,7 +248,9 @@ def study_table(study: tuple[str, str, str]) -> list[str]:
     ]
 
 
-def _annotation_em() -> list[str]:
+def em_annotation_lines() -> list[str]:
+    """The `[annotation]` table of the EM study's categories (also the default of imported
+    Inspect logs)."""
     return [
         "# Labels after the study's categories; 'misaligned' is the behaviour under study.",
         "[annotation]",
