@@ -253,10 +253,10 @@ def _resume_command(args: argparse.Namespace, out: Path) -> str:
 def _quiet_libraries() -> None:
     """The command's own progress is the only one shown: transformers' conversion bars and
     its deprecation warnings (raised from peft) would tear through the progress bar."""
+    import importlib
     import warnings
 
-    from transformers.utils import logging as hf_logging
-
+    hf_logging: Any = importlib.import_module("transformers.utils.logging")
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
