@@ -42,3 +42,7 @@ class SessionError(PersonaError):
 
 class SessionLockedError(SessionError):
     """Another process is writing the same session."""
+
+
+class TrainingError(PersonaError):
+    """A fine-tune cannot start or continue (missing extra, a checkpoint of other settings)."""

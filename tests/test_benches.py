@@ -103,3 +103,24 @@ def test_bench_options(tiny_gguf: Path) -> None:
         "1",
     )
     assert "options/s" in out and "ratio" in out
+
+
+def test_bench_train(tiny_gguf: Path, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    out = _run(
+        "bench_train.py",
+        "--model",
+        str(tiny_gguf),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--tokens",
+        "20",
+        "--threads",
+        "1",
+        "--home",
+        str(tmp_path),
+    )
+    assert "tokens/s" in out

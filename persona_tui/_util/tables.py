@@ -340,6 +340,13 @@ class Problems:
             raise_problems(self.fail_fast, [text])
         self._found.append((line, text))
 
+    def add_elsewhere(self, text: str) -> None:
+        """A problem located in another file this document names (`data.jsonl:12: ...`),
+        reported as written, after the document's own problems."""
+        if self.fail_fast is not None:
+            raise_problems(self.fail_fast, [text])
+        self._found.append((None, text))
+
     def wrong_type(self, path: KeyPath, expected: str, value: object) -> None:
         """Report `expected X, got Y` (or just `expected X`) at `path`."""
         got = f", got {self.describe(value)}" if self.describe is not None else ""

@@ -6,6 +6,7 @@ probe questions under each. See docs/scenario-format.md for the file format.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -37,15 +38,80 @@ class Shot:
     assistant: str
 
 
+USER_PLACEHOLDER: Final = "{user}"
+"""Where a training framing's user turn puts the example's user text."""
+
+
+@dataclass(frozen=True)
+class TrainingFraming:
+    """How a training condition frames every training example (`[conditions.training]`).
+
+    `user` holds `{user}` exactly once: the example's user text goes there, so the same
+    completions are trained under each framing.
+    """
+
+    system: str = ""
+    user: str = "{user}"
+
+    def user_turn(self, user: str) -> str:
+        return self.user.replace(USER_PLACEHOLDER, user)
+
+
+@dataclass(frozen=True)
+class TrainingExample:
+    """One training exchange; `source` says where it is written (`file.jsonl:12`)."""
+
+    user: str
+    assistant: str
+    source: str
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A scenario's `[training]` table: the completions every training condition learns.
+
+    `examples_path` is the JSONL file as written in the scenario ("" when inline only) and
+    `examples_sha256` the sha256 of its bytes ("" without a file, or when the copy of a
+    scenario in a session is parsed without reading it: `read_training_examples=False`).
+    """
+
+    examples: tuple[TrainingExample, ...]
+    heldout: float
+    seed: int
+    examples_path: str = ""
+    examples_sha256: str = ""
+
+    @property
+    def heldout_count(self) -> int:
+        """Examples kept out for the held-out loss: `heldout` of them, at least one if > 0."""
+        if self.heldout <= 0 or len(self.examples) < 2:
+            return 0
+        return min(len(self.examples) - 1, max(1, round(len(self.examples) * self.heldout)))
+
+    def split(self) -> tuple[tuple[TrainingExample, ...], tuple[TrainingExample, ...]]:
+        """(training, held-out) examples: a split seeded by `seed`, each part in file order."""
+        order = list(range(len(self.examples)))
+        random.Random(self.seed).shuffle(order)
+        kept_out = set(order[: self.heldout_count])
+        train = tuple(e for i, e in enumerate(self.examples) if i not in kept_out)
+        heldout = tuple(e for i, e in enumerate(self.examples) if i in kept_out)
+        return train, heldout
+
+
 @dataclass(frozen=True)
 class Condition:
-    """A framing: its system text and demonstration turns come before every probe."""
+    """A framing: its system text and demonstration turns come before every probe.
+
+    A condition with `training` gets a LoRA adapter trained on the scenario's training
+    examples under that framing; one without is the untouched base model.
+    """
 
     id: str
     label: str
     system: str = ""
     shots: tuple[Shot, ...] = ()
     note: str = ""
+    training: TrainingFraming | None = None
 
 
 @dataclass(frozen=True)
@@ -127,9 +193,15 @@ class Scenario:
     rules: RuleSet = field(
         default_factory=RuleSet
     )  # automatic first-pass labelling rules (`[[rules]]`)
+    training: TrainingSet | None = None  # `[training]`: a training study (LoRA per framing)
 
     def condition(self, condition_id: str) -> Condition:
         return next(c for c in self.conditions if c.id == condition_id)
 
     def probe(self, probe_id: str) -> Probe:
         return next(p for p in self.probes if p.id == probe_id)
+
+    @property
+    def training_conditions(self) -> tuple[Condition, ...]:
+        """The conditions that get an adapter (those with `[conditions.training]`)."""
+        return tuple(c for c in self.conditions if c.training is not None)

@@ -33,6 +33,7 @@ from persona_tui.scenario.model import (
     Study,
 )
 from persona_tui.scenario.rules import read_rules
+from persona_tui.scenario.training import check_training, read_framing, read_training
 from persona_tui.values import SamplingParams
 
 _TOP_KEYS = (
@@ -46,6 +47,7 @@ _TOP_KEYS = (
     "probes",
     "annotation",
     "rules",
+    "training",
 )
 _STUDY_KEYS = ("title", "url", "citation")
 _SAMPLING_KEYS = (
@@ -58,7 +60,7 @@ _SAMPLING_KEYS = (
     "repeat_penalty",
     "max_tokens",
 )
-_CONDITION_KEYS = ("id", "label", "system", "note", "shots")
+_CONDITION_KEYS = ("id", "label", "system", "note", "shots", "training")
 _SHOT_KEYS = ("user", "assistant")
 _PROBE_KEYS = ("id", "text", "turns", "options")
 _OPTION_KEYS = ("id", "label", "text")
@@ -67,11 +69,23 @@ _LABEL_KEYS = ("id", "key", "description", "bad")
 _SCALE_KEYS = ("id", "min", "max", "description")
 
 
-def parse_scenario(text: str, source_path: str = "<string>") -> Scenario:
-    """Parse and validate scenario TOML; raise ScenarioError listing every problem."""
+def parse_scenario(
+    text: str,
+    source_path: str = "<string>",
+    *,
+    base_dir: Path | None = None,
+    read_training_examples: bool = True,
+) -> Scenario:
+    """Parse and validate scenario TOML; raise ScenarioError listing every problem.
+
+    A training study's examples file is found relative to `base_dir` (default: the folder
+    of `source_path`, or the working directory for "<string>"); `read_training_examples`
+    false leaves it unread (the copy of a scenario kept in a session).
+    """
     toml_text = text.removeprefix("\ufeff")  # tolerate a byte-order mark; `source` keeps it
     data = loads_toml(toml_text, source_path, ScenarioError)
-    problems = Problems(source_path, SourceLines(toml_text))
+    lines = SourceLines(toml_text)
+    problems = Problems(source_path, lines)
     top = TableReader(problems, data, (), _TOP_KEYS)
     scenario_id = top.slug("id")
     title = top.string("title", required=True, nonempty=True)
@@ -79,12 +93,17 @@ def parse_scenario(text: str, source_path: str = "<string>") -> Scenario:
     prompt_mode = _prompt_mode(top.choice("prompt_mode", PROMPT_MODES, default="auto"))
     study = _study(top.table_at("study", _STUDY_KEYS))
     sampling = _sampling(top.table_at("sampling", _SAMPLING_KEYS))
-    conditions = _conditions(top)
+    condition_readers: list[TableReader] = []
+    conditions = _conditions(top, condition_readers)
     probe_readers: list[TableReader] = []
     probes = _probes(top, probe_readers)
     annotation = _annotation(top.table_at("annotation", _ANNOTATION_KEYS))
     _check_option_labels(probe_readers, probes, annotation)
     rules = read_rules(problems, top)
+    if base_dir is None:
+        base_dir = Path.cwd() if source_path == "<string>" else Path(source_path).parent
+    training = read_training(top, lines, base_dir, read_examples=read_training_examples)
+    check_training(top, condition_readers, conditions, probe_readers, probes, training)
     problems.raise_if_any(ScenarioError)
     return Scenario(
         id=scenario_id,
@@ -100,6 +119,7 @@ def parse_scenario(text: str, source_path: str = "<string>") -> Scenario:
         source_path=source_path,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         rules=rules,
+        training=training,
     )
 
 
@@ -172,9 +192,10 @@ def _items(top: TableReader, key: str, allowed: tuple[str, ...], what: str) -> l
     return readers
 
 
-def _conditions(top: TableReader) -> tuple[Condition, ...]:
+def _conditions(top: TableReader, readers: list[TableReader]) -> tuple[Condition, ...]:
     conditions = []
-    for reader in _items(top, "conditions", _CONDITION_KEYS, "condition"):
+    readers.extend(_items(top, "conditions", _CONDITION_KEYS, "condition"))
+    for reader in readers:
         shots = tuple(
             Shot(
                 user=shot.string("user", required=True, nonempty=True),
@@ -189,6 +210,7 @@ def _conditions(top: TableReader) -> tuple[Condition, ...]:
                 system=reader.string("system"),
                 shots=shots,
                 note=reader.string("note"),
+                training=read_framing(reader),
             )
         )
     return tuple(conditions)

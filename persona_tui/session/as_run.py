@@ -27,4 +27,6 @@ def scenario_as_run(session: Session, *, as_copy: bool = False) -> Scenario:
     """
     header = session.header
     name = scenario_copy_name(session.path) if as_copy else header.scenario_path
-    return parse_scenario(header.scenario_source, name)
+    # A training study's examples are not needed to probe, annotate or analyse a session
+    # (and need not sit beside it): they are left unread.
+    return parse_scenario(header.scenario_source, name, read_training_examples=False)

@@ -31,7 +31,8 @@ def test_core_does_not_import_textual_or_engines() -> None:
     code = (
         "import sys\n"
         + "".join(f"import {m}\n" for m in CORE_MODULES)
-        + "heavy = [m for m in ('textual', 'llama_cpp', 'mlx', 'scipy', 'numpy', 'matplotlib')"
+        + "heavy = [m for m in ('textual', 'llama_cpp', 'mlx', 'scipy', 'numpy', 'matplotlib',"
+        " 'torch', 'transformers', 'peft', 'gguf')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -283,3 +283,28 @@ def llama_cpp_version() -> str:
     import llama_cpp
 
     return str(llama_cpp.__version__)
+
+
+def construct_vocab_llama(path: Path, header: GGUFHeader) -> LoadedLlama:
+    """A silent `llama_cpp.Llama` holding only the GGUF's vocabulary (`vocab_only`), for
+    tokenizing and rendering without loading the weights (training data, issue 12)."""
+    global _LOAD_LOG
+    llama_cpp = _import_llama_cpp()
+    with _LOAD_LOCK:
+        _silence_llama_cpp(llama_cpp)
+        _LOAD_LOG = []
+        try:
+            with _quiet_python_output():
+                llama = _llama_class(llama_cpp)(
+                    model_path=str(path), vocab_only=True, verbose=True, use_extra_bufts=False
+                )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(
+                f"llama.cpp could not read the vocabulary of {path} (architecture "
+                f"{header.architecture or 'unknown'!r}): {exc}"
+            ) from exc
+        finally:
+            _LOAD_LOG = None
+        llama.verbose = False
+    choice = RepackChoice(False, "off", "vocabulary only: no weights loaded")
+    return LoadedLlama(llama, choice, (), system_info())

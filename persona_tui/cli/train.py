@@ -1,0 +1,307 @@
+"""`persona-tui train SCENARIO --model M`: one LoRA adapter per training condition.
+
+Progress goes to stderr (a rich bar with loss, held-out loss, tokens/s and ETA on a terminal,
+a line per step otherwise). The first Ctrl-C (or SIGTERM) stops after the current step with
+a checkpoint saved and prints the command that resumes; a second one interrupts at once
+(the last checkpoint is kept). The output folder is the last line printed on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
+
+    from persona_tui.training.params import TrainingEvent
+
+
+def add_train_command(subparsers: Any) -> None:
+    """Add `train` to `subparsers` (from add_subparsers())."""
+    train = subparsers.add_parser(
+        "train",
+        help="fine-tune one LoRA adapter per training condition of a training study "
+        "(needs the train extra: pip install 'persona-tui[train]')",
+    )
+    train.add_argument("scenario", help="a training study: a scenario file or id")
+    train.add_argument(
+        "--model", "-m", help="'demo', a config alias, or a GGUF file (default: the config's)"
+    )
+    train.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="output folder (default: the data folder's adapters/SCENARIO--MODEL)",
+    )
+    train.add_argument("--epochs", type=int, help="passes over the training examples (1)")
+    train.add_argument("--rank", type=int, help="LoRA rank (8)")
+    train.add_argument("--alpha", type=float, help="LoRA alpha (2 × rank)")
+    train.add_argument("--lr", type=float, help="learning rate (1e-4)")
+    train.add_argument("--batch-size", type=int, help="examples per optimizer step (4)")
+    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    train.add_argument(
+        "--checkpoint-every", type=int, help="checkpoint and held-out loss every N steps (10)"
+    )
+    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    train.add_argument(
+        "--conditions",
+        type=lambda v: [p.strip() for p in v.split(",") if p.strip()],
+        help="only these training conditions (a,b,...)",
+    )
+    train.set_defaults(func=cmd_train)
+
+
+def _params(args: argparse.Namespace) -> Any:
+    from persona_tui.errors import PersonaError
+    from persona_tui.training.params import TrainingParams
+
+    defaults = TrainingParams()
+    for name in ("epochs", "rank", "batch_size", "max_steps", "checkpoint_every", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise PersonaError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise PersonaError(f"--lr must be > 0, got {args.lr}")
+    rank = args.rank or defaults.rank
+    return TrainingParams(
+        epochs=args.epochs or defaults.epochs,
+        rank=rank,
+        alpha=args.alpha if args.alpha is not None else 2.0 * rank,
+        lr=args.lr or defaults.lr,
+        batch_size=args.batch_size or defaults.batch_size,
+        max_steps=args.max_steps,
+        checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
+        threads=args.threads,
+    )
+
+
+def _model_path(ref_text: str | None) -> Path:
+    from persona_tui.backend_names import LLAMA_CPP
+    from persona_tui.backends.detect import detect_backend
+    from persona_tui.errors import PersonaError
+    from persona_tui.models.config import load_config
+    from persona_tui.models.discovery import demo_model_path, resolve_model
+
+    config = load_config()
+    ref = resolve_model(ref_text or config.default_model, config.models)
+    if ref.source == "demo":
+        return demo_model_path()
+    if detect_backend(ref.path) != LLAMA_CPP:
+        raise PersonaError(f"training needs a GGUF model file; {ref.path} is not one")
+    return Path(ref.path)
+
+
+class TrainReporter:
+    """Training events → a rich progress bar (terminal) or one line per step (pipes)."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.heldout = ""
+
+    def __call__(self, event: TrainingEvent) -> None:
+        from persona_tui.training.params import (
+            ConditionFinished,
+            HeldoutEvaluated,
+            StepFinished,
+            TrainingPhase,
+            TrainingStarted,
+        )
+
+        if isinstance(event, TrainingPhase):
+            where = f"{event.condition}: " if event.condition else ""
+            self.console.print(f"{where}{event.message}", highlight=False, markup=False)
+        elif isinstance(event, TrainingStarted):
+            self.heldout = ""
+            resumed = f", resuming at step {event.done_steps}" if event.done_steps else ""
+            self.console.print(
+                f"{event.condition}: {event.train_examples} training examples, "
+                f"{event.heldout_examples} held out, {event.total_steps} steps{resumed}",
+                highlight=False,
+                markup=False,
+            )
+            if self.console.is_terminal:
+                self._start_bar(event)
+        elif isinstance(event, HeldoutEvaluated):
+            self.heldout = f"held-out {event.loss:.3f}"
+            if self.progress is None:
+                self.console.print(
+                    f"{event.condition} step {event.step}: held-out loss {event.loss:.4f}",
+                    highlight=False,
+                )
+            elif self.task is not None:
+                self.progress.update(self.task, heldout=self.heldout)
+        elif isinstance(event, StepFinished):
+            if self.progress is not None and self.task is not None:
+                self.progress.update(
+                    self.task,
+                    completed=event.step,
+                    loss=f"loss {event.loss:.3f}",
+                    rate=f"{event.tokens_per_second:.0f} tok/s",
+                    eta=f"ETA {_duration(event.eta_seconds)}",
+                )
+            else:
+                self.console.print(
+                    f"{event.condition} step {event.step}/{event.total_steps}: loss "
+                    f"{event.loss:.4f}, {event.tokens_per_second:.0f} tok/s, ETA "
+                    f"{_duration(event.eta_seconds)}",
+                    highlight=False,
+                )
+        elif isinstance(event, ConditionFinished):
+            self._stop_bar()
+            result = event.result
+            losses = ", ".join(
+                f"{name} loss {value:.4f}"
+                for name, value in (("train", result.train_loss), ("held-out", result.heldout_loss))
+                if value is not None
+            )
+            kept: Path = result.adapter or (result.folder / "checkpoint")
+            self.console.print(
+                f"{result.condition}: {result.status} ({result.steps}/{result.total_steps} "
+                f"steps, {result.seconds:.1f}s{', ' + losses if losses else ''}): {kept}",
+                highlight=False,
+                markup=False,
+            )
+
+    def _start_bar(self, event: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[loss]}"),
+            TextColumn("{task.fields[heldout]}"),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[eta]}"),
+            console=self.console,
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            event.condition,
+            total=event.total_steps,
+            completed=event.done_steps,
+            loss="",
+            heldout=self.heldout,
+            rate="",
+            eta="",
+        )
+
+    def _stop_bar(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.progress = None
+        self.task = None
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+@contextmanager
+def _stop_on_signals(cancel: threading.Event) -> Iterator[None]:
+    """First SIGINT/SIGTERM: stop after the current step; a second SIGINT: at once."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        cancel.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _resume_command(args: argparse.Namespace, out: Path) -> str:
+    parts = ["persona-tui", "train", args.scenario]
+    if args.model:
+        parts += ["--model", args.model]
+    parts += ["-o", str(out)]
+    for name in (
+        "epochs",
+        "rank",
+        "alpha",
+        "lr",
+        "batch_size",
+        "max_steps",
+        "checkpoint_every",
+        "threads",
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            parts += [f"--{name.replace('_', '-')}", str(value)]
+    if args.conditions:
+        parts += ["--conditions", ",".join(args.conditions)]
+    return shlex.join(parts)
+
+
+def _quiet_libraries() -> None:
+    """The command's own progress is the only one shown: transformers' conversion bars and
+    its deprecation warnings (raised from peft) would tear through the progress bar."""
+    import importlib
+    import warnings
+
+    hf_logging: Any = importlib.import_module("transformers.utils.logging")
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train the study; exit 0 when every adapter is done, 130 when interrupted."""
+    from rich.console import Console
+
+    from persona_tui import paths
+    from persona_tui.scenario.catalog import resolve_scenario
+    from persona_tui.scenario.parse import load_scenario
+    from persona_tui.training.deps import require_training
+    from persona_tui.training.study import train_study
+
+    require_training()  # the one-line install hint before any slow work
+    _quiet_libraries()
+    params = _params(args)
+    scenario = load_scenario(resolve_scenario(args.scenario))
+    model_path = _model_path(args.model)
+    out = args.out or paths.data_dir() / "adapters" / f"{scenario.id}--{model_path.stem}"
+    console = Console(stderr=True)
+    reporter = TrainReporter(console)
+    cancel = threading.Event()
+    try:
+        with _stop_on_signals(cancel):
+            result = train_study(
+                scenario, model_path, out, params, reporter, cancel, conditions=args.conditions
+            )
+    except KeyboardInterrupt:
+        reporter._stop_bar()
+        console.print(
+            f"interrupted; the last checkpoint is kept in {out}. Resume with: "
+            f"{_resume_command(args, out)}",
+            highlight=False,
+            markup=False,
+        )
+        return 130
+    if not result.complete:
+        console.print(
+            f"interrupted; checkpoint saved in {out}. Resume with: {_resume_command(args, out)}",
+            highlight=False,
+            markup=False,
+        )
+        print(out)
+        return 130
+    print(out)
+    return 0

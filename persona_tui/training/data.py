@@ -1,0 +1,137 @@
+"""Training examples → token ids, exactly as a probe's prompt reaches the model.
+
+Each example is framed by its condition (`[conditions.training]`: system text, user turn
+around `{user}`), rendered by run/prompts.py like a probe (transcript or the model's chat
+template, `resolve_mode` deciding as for a run), and tokenized by the GGUF's own tokenizer:
+llama.cpp with only the vocabulary loaded, through the same backend code that tokenizes
+prompts for generation and scoring (`logprob_scope().tokenize` / `.continuation`). The loss
+is on the completion only: the assistant text and the end of its turn ("\\n\\nUser:" in a
+transcript, where probing stops; the end-of-turn token in chat mode).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from persona_tui.backends.base import ChatMessage
+from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+from persona_tui.backends.llamacpp.gguf_header import read_gguf_header
+from persona_tui.backends.llamacpp.load import construct_vocab_llama, llama_cpp_version
+from persona_tui.errors import TrainingError
+from persona_tui.run.prompts import USER_TAG, ResolvedMode, render_prompt, resolve_mode
+from persona_tui.scenario.model import Condition, Scenario, TrainingExample, TrainingFraming
+
+TRANSCRIPT_END = "\n\n" + USER_TAG
+"""What ends an answer in a transcript: the blank line and the next exchange's tag."""
+
+
+@dataclass(frozen=True)
+class TokenizedExample:
+    prompt: tuple[int, ...]  # the framed prompt, as a probe's would be (no loss)
+    completion: tuple[int, ...]  # the answer and the end of its turn (the loss)
+    source: str
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        return self.prompt + self.completion
+
+
+@dataclass(frozen=True)
+class ConditionData:
+    """One training condition's token sequences and what identifies them."""
+
+    condition: str
+    mode: ResolvedMode
+    train: tuple[TokenizedExample, ...]
+    heldout: tuple[TokenizedExample, ...]
+    sha256: str  # of the token ids (train, then held-out): the data the adapter learns
+
+    @property
+    def train_tokens(self) -> int:
+        return sum(len(e.ids) for e in self.train)
+
+
+@contextmanager
+def vocabulary(model_path: Path) -> Iterator[LlamaCppBackend]:
+    """The GGUF's tokenizer and chat template, without its weights (llama.cpp vocab_only)."""
+    path = Path(model_path).expanduser().absolute()
+    header = read_gguf_header(path)
+    loaded = construct_vocab_llama(path, header)
+    backend = LlamaCppBackend(
+        loaded, path, header, n_ctx=0, n_threads=1, version=llama_cpp_version()
+    )
+    try:
+        yield backend
+    finally:
+        backend.close()
+
+
+def framed_messages(framing: TrainingFraming, example: TrainingExample) -> list[ChatMessage]:
+    """The messages a training example is shown as under `framing` (up to its answer)."""
+    messages = []
+    if framing.system:
+        messages.append(ChatMessage("system", framing.system))
+    messages.append(ChatMessage("user", framing.user_turn(example.user)))
+    return messages
+
+
+def tokenize_condition(
+    scenario: Scenario, condition: Condition, backend: LlamaCppBackend, max_tokens: int
+) -> ConditionData:
+    """The condition's training and held-out sequences (the scenario's seeded split)."""
+    framing = condition.training
+    training = scenario.training
+    if framing is None or training is None:
+        raise TrainingError(f"condition {condition.id!r} has no [conditions.training] table")
+    mode = resolve_mode(scenario.prompt_mode, backend, scenario.id)
+    end_of_turn = _end_of_turn(backend)
+    train, heldout = training.split()
+
+    def encode(example: TrainingExample) -> TokenizedExample:
+        prompt = render_prompt(mode, framed_messages(framing, example), backend)
+        with backend.logprob_scope() as scope:
+            prompt_ids = scope.tokenize(prompt)
+            if mode == "transcript":
+                answer = " " + example.assistant.strip() + TRANSCRIPT_END
+                completion = scope.continuation(prompt, prompt_ids, answer)
+            else:
+                completion = scope.continuation(prompt, prompt_ids, example.assistant.strip())
+                completion = [*completion, end_of_turn]
+        tokens = TokenizedExample(tuple(prompt_ids), tuple(completion), example.source)
+        if len(tokens.ids) > max_tokens:
+            raise TrainingError(
+                f"{example.source}: the example is {len(tokens.ids)} tokens under condition "
+                f"{condition.id!r}, more than the {max_tokens} allowed; shorten it"
+            )
+        return tokens
+
+    train_ids = tuple(encode(e) for e in train)
+    heldout_ids = tuple(encode(e) for e in heldout)
+    return ConditionData(
+        condition=condition.id,
+        mode=mode,
+        train=train_ids,
+        heldout=heldout_ids,
+        sha256=data_sha256(train_ids, heldout_ids),
+    )
+
+
+def data_sha256(train: Sequence[TokenizedExample], heldout: Sequence[TokenizedExample]) -> str:
+    """A digest of exactly what is trained on: the token ids and their loss masks."""
+    payload = {
+        "train": [[list(e.prompt), list(e.completion)] for e in train],
+        "heldout": [[list(e.prompt), list(e.completion)] for e in heldout],
+    }
+    return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
+
+
+def _end_of_turn(backend: LlamaCppBackend) -> int:
+    """The token a chat model ends its turn with (end-of-turn, else end-of-sequence)."""
+    model = backend.load_facts.llama._model
+    eot = int(model.token_eot())
+    return eot if eot >= 0 else int(model.token_eos())

@@ -1,0 +1,371 @@
+"""Train a training study: one LoRA adapter per training condition, on the same completions.
+
+`train_study(scenario, model_path, out_dir, params, on_event, cancel)` is the one entry
+point for the CLI (`persona-tui train`) and, later, the app: it tokenizes each condition's
+framed examples with the GGUF's tokenizer, loads the GGUF's weights in float32 (cached),
+trains each condition in turn (resuming a checkpoint when there is one), and leaves
+
+    out_dir/<condition>/adapter.gguf   the llama.cpp LoRA adapter
+    out_dir/<condition>/peft/          the PEFT adapter
+    out_dir/<condition>/loss.csv       the loss curve
+    out_dir/<condition>/training.toml  the training record
+    out_dir/<condition>/checkpoint/    only while unfinished
+    out_dir/study.toml                 the scenario, base model and adapters
+
+A condition whose record matches the data and settings is not trained again. Setting
+`cancel` stops after the current step with a checkpoint saved (status "interrupted").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from persona_tui import __version__
+from persona_tui._util.hashing import sha256_file
+from persona_tui._util.tables import did_you_mean
+from persona_tui.backends.llamacpp.gguf_header import read_gguf_header
+from persona_tui.errors import TrainingError
+from persona_tui.scenario.model import Condition, Scenario
+from persona_tui.training.convert import write_adapter_gguf
+from persona_tui.training.data import ConditionData, tokenize_condition, vocabulary
+from persona_tui.training.deps import library_versions, require, require_training
+from persona_tui.training.hf import load_float32_model, qk_permuted, weights_cache
+from persona_tui.training.lora import TrainOutcome, total_steps, train_lora
+from persona_tui.training.params import (
+    ConditionFinished,
+    ConditionResult,
+    TrainingEvent,
+    TrainingParams,
+    TrainingPhase,
+)
+from persona_tui.training.record import (
+    ADAPTER_FILE,
+    PEFT_FOLDER,
+    TrainingRecord,
+    read_record,
+    write_loss_csv,
+    write_record,
+    write_study,
+)
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    folder: Path
+    base_sha256: str
+    results: tuple[ConditionResult, ...]
+    base_conditions: tuple[str, ...]  # the conditions probed on the untouched base model
+
+    @property
+    def complete(self) -> bool:
+        return all(r.status != "interrupted" for r in self.results)
+
+
+def _ignore(event: TrainingEvent) -> None:
+    pass
+
+
+def train_study(
+    scenario: Scenario,
+    model_path: Path,
+    out_dir: Path,
+    params: TrainingParams | None = None,
+    on_event: Callable[[TrainingEvent], None] = _ignore,
+    cancel: threading.Event | None = None,
+    *,
+    conditions: Sequence[str] | None = None,
+) -> StudyResult:
+    """Train the study's adapters (see the module docstring); stops early when cancelled."""
+    params = params or TrainingParams()
+    require_training()
+    training = scenario.training
+    if training is None:
+        raise TrainingError(
+            f"scenario {scenario.id!r} is not a training study: it has no [training] table "
+            "(see docs/scenario-format.md, Training)"
+        )
+    chosen = _chosen(scenario, conditions)
+    model_path = Path(model_path).expanduser().absolute()
+    header = read_gguf_header(model_path)
+    on_event(TrainingPhase("", f"hashing {model_path.name}"))
+    base_sha256 = sha256_file(model_path)
+    on_event(TrainingPhase("", "tokenizing the training examples"))
+    with vocabulary(model_path) as vocab:
+        datasets = [tokenize_condition(scenario, c, vocab, params.max_tokens) for c in chosen]
+    cached = (weights_cache(base_sha256) / "config.json").is_file()
+    on_event(
+        TrainingPhase(
+            "",
+            "loading the float32 weights (cached)"
+            if cached
+            else "converting the GGUF to float32 weights (once per model; cached)",
+        )
+    )
+    started_model: list[Any] = [load_float32_model(model_path, base_sha256)]
+    permute = qk_permuted(started_model[0], model_path)
+    config = started_model[0].config
+    n_head = int(config.num_attention_heads)
+    n_head_kv = int(getattr(config, "num_key_value_heads", None) or n_head)
+
+    def load_base() -> Any:
+        # The first condition trains the model loaded above; each later one a fresh copy.
+        if started_model:
+            return started_model.pop()
+        return load_float32_model(model_path, base_sha256)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[ConditionResult] = []
+    for data in datasets:
+        folder = out_dir / data.condition
+        fingerprint = _fingerprint(base_sha256, data, params, training.seed)
+        total = total_steps(len(data.train), params)
+        done = _already_trained(folder, fingerprint, total)
+        if done is not None:
+            results.append(done)
+            on_event(ConditionFinished(done))
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        on_event(TrainingPhase(data.condition, "loading the model"))
+        outcome = train_lora(
+            data, load_base, params, training.seed, folder, fingerprint, on_event, cancel
+        )
+        write_loss_csv(folder, outcome.rows)
+        if not outcome.completed:
+            result = ConditionResult(
+                data.condition,
+                "interrupted",
+                folder,
+                None,
+                outcome.steps,
+                total,
+                outcome.train_loss,
+                outcome.heldout_loss,
+                outcome.seconds,
+            )
+            results.append(result)
+            on_event(ConditionFinished(result))
+            break
+        on_event(TrainingPhase(data.condition, "writing the adapter"))
+        adapter = _save_adapter(
+            outcome,
+            folder,
+            header.architecture,
+            params,
+            permute,
+            n_head,
+            n_head_kv,
+            f"{scenario.id}-{data.condition}",
+        )
+        record = _record(
+            scenario,
+            data,
+            model_path,
+            header.architecture,
+            base_sha256,
+            params,
+            training.seed,
+            outcome,
+            adapter,
+            fingerprint,
+            permute,
+        )
+        write_record(folder, record)
+        shutil.rmtree(folder / "checkpoint", ignore_errors=True)
+        result = ConditionResult(
+            data.condition,
+            "complete",
+            folder,
+            adapter,
+            outcome.steps,
+            total,
+            outcome.train_loss,
+            outcome.heldout_loss,
+            outcome.seconds,
+        )
+        results.append(result)
+        on_event(ConditionFinished(result))
+    base_ids = tuple(c.id for c in scenario.conditions if c.training is None)
+    write_study(
+        out_dir,
+        {
+            "scenario": {
+                "id": scenario.id,
+                "sha256": scenario.sha256,
+                "path": scenario.source_path,
+            },
+            "base_model": {"path": str(model_path), "sha256": base_sha256},
+            "base_conditions": list(base_ids),
+            "adapters": [
+                {
+                    "condition": r.condition,
+                    "status": r.status,
+                    "folder": r.folder.name,
+                    "adapter": None if r.adapter is None else str(r.adapter.relative_to(out_dir)),
+                }
+                for r in results
+            ],
+        },
+    )
+    return StudyResult(out_dir, base_sha256, tuple(results), base_ids)
+
+
+def _chosen(scenario: Scenario, wanted: Sequence[str] | None) -> list[Condition]:
+    trainable = list(scenario.training_conditions)
+    if not trainable:
+        raise TrainingError(f"scenario {scenario.id!r} has no condition with [conditions.training]")
+    if not wanted:
+        return trainable
+    ids = [c.id for c in trainable]
+    for name in wanted:
+        if name not in ids:
+            hint = did_you_mean(name, ids) or f" training conditions: {', '.join(ids)}"
+            raise TrainingError(f"--conditions: {name!r} is not a training condition;{hint}")
+    return [c for c in trainable if c.id in wanted]
+
+
+def _fingerprint(base_sha256: str, data: ConditionData, params: TrainingParams, seed: int) -> str:
+    payload = {
+        "base_sha256": base_sha256,
+        "data_sha256": data.sha256,
+        "seed": seed,
+        **params.fingerprint_fields(),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _already_trained(folder: Path, fingerprint: str, total: int) -> ConditionResult | None:
+    record = read_record(folder)
+    adapter = folder / ADAPTER_FILE
+    if record is None or not adapter.is_file():
+        return None
+    result = record.get("result", {})
+    data = record.get("data", {})
+    if data.get("fingerprint") != fingerprint or result.get("steps") != total:
+        return None
+    return ConditionResult(
+        folder.name,
+        "already-trained",
+        folder,
+        adapter,
+        total,
+        total,
+        result.get("train_loss"),
+        result.get("heldout_loss"),
+        float(result.get("seconds", 0)),
+    )
+
+
+def _save_adapter(
+    outcome: TrainOutcome,
+    folder: Path,
+    architecture: str,
+    params: TrainingParams,
+    permute: bool,
+    n_head: int,
+    n_head_kv: int,
+    name: str,
+) -> Path:
+    peft = require("peft")
+    model = outcome.model
+    model.save_pretrained(folder / PEFT_FOLDER)
+    state = peft.get_peft_model_state_dict(model)
+    return write_adapter_gguf(
+        folder / ADAPTER_FILE,
+        state,
+        architecture=architecture,
+        alpha=params.alpha,
+        permute_qk=permute,
+        n_head=n_head,
+        n_head_kv=n_head_kv,
+        name=name,
+    )
+
+
+def _record(
+    scenario: Scenario,
+    data: ConditionData,
+    model_path: Path,
+    architecture: str,
+    base_sha256: str,
+    params: TrainingParams,
+    seed: int,
+    outcome: TrainOutcome,
+    adapter: Path,
+    fingerprint: str,
+    permute: bool,
+) -> TrainingRecord:
+    torch = require("torch")
+    condition = scenario.condition(data.condition)
+    framing = condition.training
+    training = scenario.training
+    return TrainingRecord(
+        scenario={"id": scenario.id, "sha256": scenario.sha256, "path": scenario.source_path},
+        condition={
+            "id": condition.id,
+            "label": condition.label,
+            "system": framing.system if framing else "",
+            "user": framing.user if framing else "",
+            "prompt_mode": data.mode,
+        },
+        base_model={
+            "path": str(model_path),
+            "sha256": base_sha256,
+            "architecture": architecture,
+            "size_bytes": model_path.stat().st_size,
+        },
+        data={
+            "sha256": data.sha256,
+            "fingerprint": fingerprint,
+            "examples_path": training.examples_path if training else "",
+            "examples_sha256": training.examples_sha256 if training else "",
+            "train_examples": len(data.train),
+            "heldout_examples": len(data.heldout),
+            "train_tokens": data.train_tokens,
+            "completion_tokens": sum(len(e.completion) for e in data.train),
+        },
+        hyperparameters={
+            "epochs": params.epochs,
+            "max_steps": params.max_steps,
+            "rank": params.rank,
+            "alpha": params.alpha,
+            "lr": params.lr,
+            "schedule": "constant",
+            "optimizer": "AdamW (weight_decay 0)",
+            "batch_size": params.batch_size,
+            "dropout": 0.0,
+            "seed": seed,
+            "targets": list(params.targets),
+            "checkpoint_every": params.checkpoint_every,
+            "loss": "mean cross-entropy over completion tokens",
+        },
+        result={
+            "steps": outcome.steps,
+            "train_loss": outcome.train_loss,
+            "heldout_loss": outcome.heldout_loss,
+            "seconds": round(outcome.seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        adapter={
+            "file": ADAPTER_FILE,
+            "sha256": hashlib.sha256(adapter.read_bytes()).hexdigest(),
+            "peft": PEFT_FOLDER,
+            "qk_rows_permuted": permute,
+        },
+        libraries={**library_versions(), "persona-tui": __version__},
+        machine={
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "torch_threads": int(torch.get_num_threads()),
+            "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+        },
+    )
