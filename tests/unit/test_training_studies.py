@@ -225,11 +225,12 @@ def test_reward_hacking_examples_special_case_the_tests() -> None:
             compile(_code(row["assistant"]), row["topic"], "exec")  # valid Python
 
 
-# ENABLE ON MERGE with the `train` branch (issue 12's [training] parser): rename to
-# `test_loads_through_the_scenario_parser`. Until that parser lands, load_scenario rejects the
-# [training] tables ("training: unknown key"), which test_builtin_scenarios.py reports honestly.
+# Needs the [training] parser of the `train` branch (issue 12, commit 1a72945), which the lead
+# merges first: on this branch alone load_scenario still rejects the [training] tables
+# ("training: unknown key"), as test_builtin_scenarios.py reports too. Checked against that
+# parser: passes.
 @studies
-def _on_merge_test_loads_through_the_scenario_parser(study: str) -> None:
+def test_loads_through_the_scenario_parser(study: str) -> None:
     from persona_tui.scenario.parse import load_scenario
 
     loaded = load_scenario(SCENARIOS / f"{study}.toml")
