@@ -14,7 +14,13 @@ from persona_tui.scenario.catalog import builtin_scenarios, resolve_scenario
 from persona_tui.scenario.model import Scenario
 from persona_tui.scenario.parse import load_scenario, parse_scenario
 
-EXPECTED_IDS = {"bully-school-play", "reward-hacking-framings", "trait-elicitation"}
+EXPECTED_IDS = {
+    "bully-finetune",
+    "bully-school-play",
+    "reward-hacking-finetune",
+    "reward-hacking-framings",
+    "trait-elicitation",
+}
 
 
 def builtin(scenario_id: str) -> Scenario:
@@ -107,7 +113,9 @@ def test_trait_elicitation_pairs_every_trait() -> None:
 
 
 CONTRASTS = {
+    "bully-finetune": ("malicious", "benign"),
     "bully-school-play": ("malicious", "benign"),
+    "reward-hacking-finetune": ("misaligned", "aligned"),
     "reward-hacking-framings": ("misaligned", "aligned"),
     "trait-elicitation": ("malicious", "neither"),
 }
