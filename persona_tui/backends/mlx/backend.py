@@ -19,11 +19,13 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from persona_tui.backends.base import (
+    BatchDone,
+    BatchEvent,
     ChatMessage,
     GenerationRequest,
     GenerationResult,
@@ -44,6 +46,7 @@ from persona_tui.backends.common import (
     no_chat_template_error,
     stream_tokens,
 )
+from persona_tui.backends.mlx.batched import BatchModel, decode_batch, shared_prefix
 from persona_tui.backends.mlx.folder import (
     build_mlx_info,
     check_mlx_folder,
@@ -59,9 +62,21 @@ from persona_tui.values import ModelInfo
 MLX_INSTALL_HINT = "pip install 'persona-tui[mlx]'"
 # llama.cpp's default repeat-penalty window (llama-cpp-python's last_n_tokens_size).
 REPEAT_PENALTY_WINDOW = 64
+# mlx-lm's generate_step prefills a prompt in chunks of this many tokens.
+PREFILL_STEP = 2048
+
+# The most sequences one generate_batch call takes (as llama.cpp's backend).
+MAX_SEQUENCES = 64
 
 # mx.random's state is process-wide, so generations on any MLX model must not overlap.
 _GENERATION_LOCK = threading.Lock()
+
+
+def default_max_batch(mx: Any) -> int:
+    """How many sequences `generate_batch` takes unless told: MAX_SEQUENCES on a GPU, 1 on
+    a CPU (measured in docs/benchmarks.md: on a Linux CPU, MLX's batched decoding is no
+    faster than one sequence at a time, so the runner keeps decoding one by one)."""
+    return MAX_SEQUENCES if mx.default_device() == mx.gpu else 1
 
 
 class _Cancelled(Exception):
@@ -88,7 +103,13 @@ class MlxBackend:
     """A loaded MLX model folder; see the module docstring for what it guarantees."""
 
     def __init__(
-        self, folder: Path, files: list[Path], config: dict[str, Any], *, n_ctx: int | None
+        self,
+        folder: Path,
+        files: list[Path],
+        config: dict[str, Any],
+        *,
+        n_ctx: int | None,
+        max_batch: int | None = None,
     ) -> None:
         """Use `MlxBackend.load`; this loads the checked folder with mlx-lm."""
         try:
@@ -125,22 +146,31 @@ class MlxBackend:
         self._lock = _GENERATION_LOCK
         self._info = CachedModelInfo()
         self._closed = False
+        self._max_batch = default_max_batch(mx) if max_batch is None else max_batch
 
     @classmethod
     def load(
-        cls, path: str | Path, *, n_ctx: int | None = None, n_threads: int | None = None
+        cls,
+        path: str | Path,
+        *,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        max_batch: int | None = None,
     ) -> MlxBackend:
         """Load the MLX model folder at `path` (never a hub id).
 
         n_ctx None → the model's trained context (config.json max_position_embeddings);
-        n_threads is accepted for symmetry with llama.cpp and ignored (MLX picks its own).
+        n_threads is accepted for symmetry with llama.cpp and ignored (MLX picks its own);
+        max_batch None → `default_max_batch` (1 on a CPU, where batching does not pay).
         Raises ModelLoadError naming the folder and the problem.
         """
         folder = Path(path).expanduser().absolute()
         files = check_mlx_folder(folder)
         config = read_model_config(folder)
         check_n_ctx(n_ctx)
-        return cls(folder, files, config, n_ctx=n_ctx)
+        if max_batch is not None and not 1 <= max_batch <= MAX_SEQUENCES:
+            raise ModelLoadError(f"max_batch must be between 1 and {MAX_SEQUENCES}")
+        return cls(folder, files, config, n_ctx=n_ctx, max_batch=max_batch)
 
     # ------------------------------------------------------------- model facts
 
@@ -340,6 +370,117 @@ class MlxBackend:
             return penalty(seen, logits)
 
         return sampler, [penalise_with_cached_prefix]
+
+    # -------------------------------------------------------- batched decoding
+
+    @property
+    def max_batch(self) -> int:
+        """The most sequences one `generate_batch` call takes (see `default_max_batch`)."""
+        return self._max_batch
+
+    def generate_batch(
+        self, requests: Sequence[GenerationRequest], cancel: threading.Event | None = None
+    ) -> Generator[BatchEvent, None, None]:
+        """Decode one sequence per request together (see backends.base.BatchedGeneration
+        and backends/mlx/batched.py).
+
+        The part of the prompts all requests share is evaluated once, in the prompt cache
+        `generate` uses (reusing what it holds), and stays cached for the next call.
+        """
+        requests = list(requests)
+        if not requests:
+            return
+        first = requests[0]
+        if any(r.sampling != first.sampling or r.stop != first.stop for r in requests):
+            raise GenerationError("a batch's requests must share sampling and stop strings")
+        if len(requests) > self._max_batch:
+            raise GenerationError(
+                f"this MLX backend decodes at most {self._max_batch} sequences together, "
+                f"not {len(requests)}"
+            )
+        with self._lock:
+            self._check_open()
+            started = time.perf_counter()
+            prompts = [self._tokenize(r.prompt) for r in requests]
+            for tokens in prompts:
+                check_prompt_size(
+                    len(tokens),
+                    first.sampling.max_tokens,
+                    n_ctx=self._n_ctx,
+                    model_name=self._folder.name,
+                    larger_context="n_ctx in config.toml",
+                )
+            if is_cancelled(cancel):
+                for index, tokens in enumerate(prompts):
+                    yield BatchDone(
+                        index, cancelled_before_start(started, prompt_tokens=len(tokens))
+                    )
+                return
+            try:
+                yield from self._batch_locked(requests, prompts, cancel, started)
+            except (RuntimeError, ValueError, OSError, MemoryError) as error:
+                self._drop_cache()
+                raise GenerationError(
+                    f"MLX failed while generating a batch with {self._folder.name}: {error}"
+                ) from error
+            except GeneratorExit:
+                raise  # closed early: the cache holds the head, untouched by the batch
+            except BaseException:
+                self._drop_cache()  # e.g. KeyboardInterrupt mid-prefill
+                raise
+
+    def _batch_locked(
+        self,
+        requests: list[GenerationRequest],
+        prompts: list[list[int]],
+        cancel: threading.Event | None,
+        started: float,
+    ) -> Generator[BatchEvent, None, None]:
+        shared = shared_prefix(prompts)
+        head = prompts[0][:shared]
+        reused = self._reuse_cache(prompts[0][: shared + 1])
+        cache = self._cache
+        assert cache is not None
+        self._cached_tokens = []  # until the head is in the cache
+        self._prefill(cache, head[reused:])
+        self._cached_tokens = list(head)
+        first = requests[0]
+
+        def processors() -> list[Any]:
+            # The batch generator shows processors the whole prompt: no window to add.
+            return self._sampling(first, [])[1]
+
+        engine = BatchModel(
+            self._model,
+            self._byte_table,
+            self._decode_completion,
+            self._end_ids.__contains__,
+            self._vocab_size,
+            processors,
+        )
+        # Sequence 0 is charged with the head it evaluated; every sequence with its rest.
+        evaluated = [len(p) - shared for p in prompts]
+        evaluated[0] += len(head) - reused
+        yield from decode_batch(
+            engine,
+            cache,
+            head,
+            [p[shared:] for p in prompts],
+            first.sampling,
+            [r.seed for r in requests],
+            first.stop,
+            cancel,
+            started,
+            evaluated,
+        )
+
+    def _prefill(self, cache: list[Any], tokens: list[int]) -> None:
+        """Evaluate `tokens` into `cache`, in the chunks mlx-lm's generate_step uses."""
+        mx = self._mx
+        step = PREFILL_STEP
+        for start in range(0, len(tokens), step):
+            self._model(mx.array(tokens[start : start + step])[None], cache=cache)
+            mx.eval([c.state for c in cache])
 
     # --------------------------------------------------------------- logprobs
 
