@@ -2,9 +2,10 @@
 
 Each example is framed by its condition (`[conditions.training]`: system text, user turn
 around `{user}`), rendered by run/prompts.py like a probe (transcript or the model's chat
-template, `resolve_mode` deciding as for a run), and tokenized by the GGUF's own tokenizer:
-llama.cpp with only the vocabulary loaded, through the same backend code that tokenizes
-prompts for generation and scoring (`logprob_scope().tokenize` / `.continuation`). The loss
+template, `resolve_mode` deciding as for a run), and tokenized by the model's own tokenizer:
+llama.cpp with only the vocabulary loaded (an MLX model folder: the MLX backend), through the
+same backend code that tokenizes prompts for generation and scoring
+(`logprob_scope().tokenize` / `.continuation`). The loss
 is on the completion only: the assistant text and the end of its turn ("\\n\\nUser:" in a
 transcript, where probing stops; the end-of-turn token in chat mode).
 """
@@ -22,6 +23,7 @@ from persona_tui.backends.base import ChatMessage
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.backends.llamacpp.gguf_header import read_gguf_header
 from persona_tui.backends.llamacpp.load import construct_vocab_llama, llama_cpp_version
+from persona_tui.backends.mlx.backend import MlxBackend
 from persona_tui.errors import TrainingError
 from persona_tui.run.prompts import USER_TAG, ResolvedMode, render_prompt, resolve_mode
 from persona_tui.scenario.model import Condition, Scenario, TrainingExample, TrainingFraming
@@ -81,9 +83,13 @@ def framed_messages(framing: TrainingFraming, example: TrainingExample) -> list[
 
 
 def tokenize_condition(
-    scenario: Scenario, condition: Condition, backend: LlamaCppBackend, max_tokens: int
+    scenario: Scenario,
+    condition: Condition,
+    backend: LlamaCppBackend | MlxBackend,
+    max_tokens: int,
 ) -> ConditionData:
-    """The condition's training and held-out sequences (the scenario's seeded split)."""
+    """The condition's training and held-out sequences (the scenario's seeded split), by
+    the GGUF's vocabulary (`vocabulary`) or an MLX folder's tokenizer (`MlxBackend`)."""
     framing = condition.training
     training = scenario.training
     if framing is None or training is None:
@@ -130,8 +136,10 @@ def data_sha256(train: Sequence[TokenizedExample], heldout: Sequence[TokenizedEx
     return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
 
 
-def _end_of_turn(backend: LlamaCppBackend) -> int:
+def _end_of_turn(backend: LlamaCppBackend | MlxBackend) -> int:
     """The token a chat model ends its turn with (end-of-turn, else end-of-sequence)."""
+    if isinstance(backend, MlxBackend):
+        return backend.end_of_turn_token
     model = backend.load_facts.llama._model
     eot = int(model.token_eot())
     return eot if eot >= 0 else int(model.token_eos())

@@ -19,27 +19,26 @@ A condition whose record matches the data and settings is not trained again. Set
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from persona_tui import __version__
 from persona_tui._util.hashing import sha256_file
-from persona_tui._util.tables import did_you_mean
 from persona_tui.backends.llamacpp.gguf_header import read_gguf_header
 from persona_tui.errors import TrainingError
-from persona_tui.scenario.model import Condition, Scenario
+from persona_tui.scenario.model import Scenario
+from persona_tui.training.conditions import StudyResult, chosen_conditions, condition_fingerprint
 from persona_tui.training.convert import write_adapter_gguf
 from persona_tui.training.data import ConditionData, tokenize_condition, vocabulary
 from persona_tui.training.deps import library_versions, require, require_training
 from persona_tui.training.hf import load_float32_model, qk_permuted, weights_cache
 from persona_tui.training.lora import TrainOutcome, total_steps, train_lora
+from persona_tui.training.mlx_study import train_mlx_study
 from persona_tui.training.params import (
     ConditionFinished,
     ConditionResult,
@@ -58,18 +57,6 @@ from persona_tui.training.record import (
 )
 
 
-@dataclass(frozen=True)
-class StudyResult:
-    folder: Path
-    base_sha256: str
-    results: tuple[ConditionResult, ...]
-    base_conditions: tuple[str, ...]  # the conditions probed on the untouched base model
-
-    @property
-    def complete(self) -> bool:
-        return all(r.status != "interrupted" for r in self.results)
-
-
 def _ignore(event: TrainingEvent) -> None:
     pass
 
@@ -86,6 +73,10 @@ def train_study(
 ) -> StudyResult:
     """Train the study's adapters (see the module docstring); stops early when cancelled."""
     params = params or TrainingParams()
+    if Path(model_path).expanduser().is_dir():  # an MLX model folder: mlx-lm's LoRA
+        return train_mlx_study(
+            scenario, Path(model_path), out_dir, params, on_event, cancel, conditions=conditions
+        )
     require_training()
     training = scenario.training
     if training is None:
@@ -93,7 +84,7 @@ def train_study(
             f"scenario {scenario.id!r} is not a training study: it has no [training] table "
             "(see docs/scenario-format.md, Training)"
         )
-    chosen = _chosen(scenario, conditions)
+    chosen = chosen_conditions(scenario, conditions)
     model_path = Path(model_path).expanduser().absolute()
     header = read_gguf_header(model_path)
     on_event(TrainingPhase("", f"hashing {model_path.name}"))
@@ -127,7 +118,7 @@ def train_study(
     results: list[ConditionResult] = []
     for data in datasets:
         folder = out_dir / data.condition
-        fingerprint = _fingerprint(base_sha256, data, params, training.seed)
+        fingerprint = condition_fingerprint(base_sha256, data, params, training.seed)
         total = total_steps(len(data.train), params)
         done = _already_trained(folder, fingerprint, total)
         if done is not None:
@@ -217,30 +208,6 @@ def train_study(
         },
     )
     return StudyResult(out_dir, base_sha256, tuple(results), base_ids)
-
-
-def _chosen(scenario: Scenario, wanted: Sequence[str] | None) -> list[Condition]:
-    trainable = list(scenario.training_conditions)
-    if not trainable:
-        raise TrainingError(f"scenario {scenario.id!r} has no condition with [conditions.training]")
-    if not wanted:
-        return trainable
-    ids = [c.id for c in trainable]
-    for name in wanted:
-        if name not in ids:
-            hint = did_you_mean(name, ids) or f" training conditions: {', '.join(ids)}"
-            raise TrainingError(f"--conditions: {name!r} is not a training condition;{hint}")
-    return [c for c in trainable if c.id in wanted]
-
-
-def _fingerprint(base_sha256: str, data: ConditionData, params: TrainingParams, seed: int) -> str:
-    payload = {
-        "base_sha256": base_sha256,
-        "data_sha256": data.sha256,
-        "seed": seed,
-        **params.fingerprint_fields(),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _already_trained(folder: Path, fingerprint: str, total: int) -> ConditionResult | None:

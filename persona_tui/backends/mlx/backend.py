@@ -54,7 +54,12 @@ from persona_tui.backends.mlx.folder import (
     read_model_config,
 )
 from persona_tui.backends.mlx.logprobs import MlxLogprobScope
-from persona_tui.backends.mlx.tokens import CompletionBytes, end_of_turn_ids, token_byte_table
+from persona_tui.backends.mlx.tokens import (
+    CompletionBytes,
+    chat_end_token,
+    end_of_turn_ids,
+    token_byte_table,
+)
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError
 from persona_tui.values import ModelInfo
@@ -84,7 +89,7 @@ class _Cancelled(Exception):
 
 
 @contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
+def hub_offline() -> Iterator[None]:
     """HF_HUB_OFFLINE=1 (and TRANSFORMERS_OFFLINE=1) while loading: never a download."""
     names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     saved = {name: os.environ.get(name) for name in names}
@@ -121,7 +126,7 @@ class MlxBackend:
                 f"{MLX_INSTALL_HINT}"
             ) from error
         try:
-            with _hub_offline():
+            with hub_offline():
                 loaded = mlx_lm.load(str(folder))
             model, tokenizer = loaded[0], loaded[1]
         except Exception as error:  # mlx-lm raises plain ValueError/KeyError/OSError
@@ -210,6 +215,12 @@ class MlxBackend:
             n_vocab=self._vocab_size,
             detokenizer="token bytes" if self._byte_table is not None else "re-decode",
         )
+
+    @property
+    def end_of_turn_token(self) -> int:
+        """The token a chat turn ends with: the template's end-of-turn marker when the
+        tokenizer has one (`<|im_end|>`, `<|eot_id|>` ...), else end-of-sequence."""
+        return chat_end_token(self._hf, self._end_ids)
 
     # -------------------------------------------------------------------- text
 

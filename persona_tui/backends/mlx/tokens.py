@@ -43,6 +43,21 @@ def end_of_turn_ids(eos_token_ids: Any, hf_tokenizer: Any) -> frozenset[int]:
     return frozenset(ids)
 
 
+# Markers that end a chat turn (not the whole text), in the order they are preferred.
+CHAT_END_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|return|>", "<EOT>")
+
+
+def chat_end_token(hf_tokenizer: Any, end_ids: frozenset[int]) -> int:
+    """The token a chat turn ends with (as llama.cpp's end-of-turn, else end-of-sequence)."""
+    vocab = hf_tokenizer.get_vocab()
+    for name in CHAT_END_TOKENS:
+        token = vocab.get(name)
+        if token is not None and int(token) in end_ids:
+            return int(token)
+    eos = hf_tokenizer.eos_token_id
+    return int(eos) if eos is not None else min(end_ids)
+
+
 class CompletionBytes:
     """Turns generated token ids into bytes, like llama.cpp's token_to_piece.
 

@@ -1,0 +1,212 @@
+"""One condition's LoRA fine-tune with MLX (mlx-lm's LoRA layers): native on Apple Silicon.
+
+The same token sequences and loss as the torch path (training/lora.py): mean cross-entropy
+over the completion tokens of a right-padded batch, AdamW with weight decay 0 at a constant
+learning rate, the same seeded batch order (`batch_indices`), dropout off. The LoRA layers
+are mlx-lm's (`linear_to_lora_layers`, scale = alpha / rank as in peft), their A matrices
+initialised from `mx.random.key(seed)` (never MLX's process-wide random state), B at zero.
+
+The adapter is what `mlx_lm.load(model, adapter_path=folder)` loads: `adapters.safetensors`
+and `adapter_config.json` in `folder`. Measured on Linux (mlx[cpu]): the same data and seed
+give the same adapter bytes. No checkpoints: a cancelled MLX run keeps nothing and starts
+over (the torch path resumes; see docs/training-studies.md).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from persona_tui._util.atomic import atomic_write_text
+from persona_tui.errors import TrainingError
+from persona_tui.training.data import ConditionData, TokenizedExample
+from persona_tui.training.lora import LossRow, batch_indices, total_steps
+from persona_tui.training.params import (
+    HeldoutEvaluated,
+    StepFinished,
+    TrainingEvent,
+    TrainingParams,
+    TrainingStarted,
+)
+
+MLX_ADAPTER_FILE = "adapters.safetensors"
+MLX_ADAPTER_CONFIG = "adapter_config.json"
+# mlx-lm's module paths inside a decoder block for the HF projection names.
+_MLX_KEYS = {
+    "q_proj": "self_attn.q_proj",
+    "k_proj": "self_attn.k_proj",
+    "v_proj": "self_attn.v_proj",
+    "o_proj": "self_attn.o_proj",
+    "gate_proj": "mlp.gate_proj",
+    "up_proj": "mlp.up_proj",
+    "down_proj": "mlp.down_proj",
+}
+
+
+@dataclass
+class MlxTrainOutcome:
+    completed: bool
+    steps: int
+    total_steps: int
+    rows: list[LossRow] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def train_loss(self) -> float | None:
+        losses = [r.train_loss for r in self.rows if r.train_loss is not None]
+        return losses[-1] if losses else None
+
+    @property
+    def heldout_loss(self) -> float | None:
+        losses = [r.heldout_loss for r in self.rows if r.heldout_loss is not None]
+        return losses[-1] if losses else None
+
+
+def lora_config(params: TrainingParams, num_layers: int) -> dict[str, Any]:
+    """`adapter_config.json` as mlx-lm reads it (`load_adapters`)."""
+    unknown = [t for t in params.targets if t not in _MLX_KEYS]
+    if unknown:
+        raise TrainingError(
+            f"the MLX trainer knows the projections {', '.join(_MLX_KEYS)}, not {unknown}"
+        )
+    return {
+        "fine_tune_type": "lora",
+        "num_layers": num_layers,
+        "lora_parameters": {
+            "rank": params.rank,
+            "scale": params.alpha / params.rank,
+            "dropout": 0.0,
+            "keys": [_MLX_KEYS[t] for t in params.targets],
+        },
+    }
+
+
+def add_lora(model: Any, params: TrainingParams, seed: int) -> dict[str, Any]:
+    """Freeze `model`, add LoRA layers to every block, initialise them from `seed`;
+    returns the adapter config."""
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.tuner.lora import LoRALinear
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    config = lora_config(params, len(model.layers))
+    model.freeze()
+    linear_to_lora_layers(model, config["num_layers"], config["lora_parameters"])
+    key = mx.random.key(seed)
+    for _name, module in sorted(model.named_modules(), key=lambda item: str(item[0])):
+        if isinstance(module, LoRALinear):
+            key, sub = mx.random.split(key)
+            inputs, rank = module.lora_a.shape
+            bound = 1 / inputs**0.5
+            module.lora_a = mx.random.uniform(-bound, bound, (inputs, rank), key=sub)
+            module.lora_b = mx.zeros_like(module.lora_b)
+    mx.eval(dict(tree_flatten(model.trainable_parameters())))
+    return config
+
+
+def batch_loss(model: Any, batch: Sequence[TokenizedExample]) -> Any:
+    """Mean cross-entropy over the batch's completion tokens (right-padded, pads ignored)."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    width = max(len(e.ids) for e in batch)
+    ids = mx.array([list(e.ids) + [0] * (width - len(e.ids)) for e in batch])
+    positions = mx.arange(1, width)[None]  # the position of each target token
+    starts = mx.array([[len(e.prompt)] for e in batch])
+    ends = mx.array([[len(e.ids)] for e in batch])
+    mask = mx.logical_and(positions >= starts, positions < ends)
+    logits = model(ids[:, :-1]).astype(mx.float32)
+    losses = nn.losses.cross_entropy(logits, ids[:, 1:]) * mask
+    return losses.sum() / mask.sum()
+
+
+def heldout_loss(model: Any, examples: Sequence[TokenizedExample], batch_size: int) -> float:
+    """Mean cross-entropy per completion token over the held-out examples."""
+    total = 0.0
+    count = 0
+    for start in range(0, len(examples), batch_size):
+        batch = examples[start : start + batch_size]
+        tokens = sum(len(e.completion) for e in batch)
+        total += float(batch_loss(model, batch).item()) * tokens
+        count += tokens
+    return total / max(count, 1)
+
+
+def train_mlx_lora(
+    data: ConditionData,
+    model: Any,
+    params: TrainingParams,
+    seed: int,
+    adapter_folder: Path,
+    on_event: Callable[[TrainingEvent], None],
+    cancel: threading.Event | None = None,
+) -> MlxTrainOutcome:
+    """Train the condition's adapter on `model` (an mlx-lm model, changed in place) and
+    write it to `adapter_folder` when complete; see the module docstring."""
+    import mlx.core as mx
+    import mlx.optimizers as optim
+    from mlx.nn.utils import value_and_grad
+    from mlx.utils import tree_flatten
+
+    if not data.train:
+        raise TrainingError(f"condition {data.condition!r} has no training examples")
+    condition = data.condition
+    config = add_lora(model, params, seed)
+    optimizer = optim.AdamW(learning_rate=params.lr, weight_decay=0.0)
+    loss_and_grad = value_and_grad(model, batch_loss)
+    total = total_steps(len(data.train), params)
+    per_epoch = -(-len(data.train) // params.batch_size)
+    outcome = MlxTrainOutcome(completed=False, steps=0, total_steps=total)
+    on_event(TrainingStarted(condition, total, 0, len(data.train), len(data.heldout)))
+    started = time.perf_counter()
+    if data.heldout:
+        loss = heldout_loss(model, data.heldout, params.batch_size)
+        outcome.rows.append(LossRow(0, 0, None, loss, 0.0))
+        on_event(HeldoutEvaluated(condition, 0, loss))
+    run_tokens = 0
+    while outcome.steps < total:
+        if cancel is not None and cancel.is_set():
+            outcome.seconds = time.perf_counter() - started
+            return outcome
+        step = outcome.steps
+        indices = batch_indices(len(data.train), step, params.batch_size, seed)
+        batch = [data.train[i] for i in indices]
+        loss_value, grads = loss_and_grad(model, batch)
+        optimizer.update(model, grads)
+        mx.eval(model.trainable_parameters(), optimizer.state, loss_value)
+        outcome.steps = step + 1
+        run_tokens += sum(len(e.ids) for e in batch)
+        seconds = time.perf_counter() - started
+        row = LossRow(outcome.steps, step // per_epoch, float(loss_value.item()), None, seconds)
+        outcome.rows.append(row)
+        last = outcome.steps == total
+        if data.heldout and (outcome.steps % params.checkpoint_every == 0 or last):
+            row.heldout_loss = heldout_loss(model, data.heldout, params.batch_size)
+        per_step = seconds / outcome.steps
+        on_event(
+            StepFinished(
+                condition,
+                outcome.steps,
+                total,
+                step // per_epoch,
+                float(row.train_loss or 0.0),
+                run_tokens / max(seconds, 1e-9),
+                per_step * (total - outcome.steps),
+            )
+        )
+        if row.heldout_loss is not None:
+            on_event(HeldoutEvaluated(condition, outcome.steps, row.heldout_loss))
+    adapter_folder.mkdir(parents=True, exist_ok=True)
+    weights = dict(tree_flatten(model.trainable_parameters()))
+    mx.save_safetensors(str(adapter_folder / MLX_ADAPTER_FILE), weights)
+    atomic_write_text(
+        adapter_folder / MLX_ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n", mode=0o644
+    )
+    outcome.seconds = time.perf_counter() - started
+    outcome.completed = True
+    return outcome

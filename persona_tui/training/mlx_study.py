@@ -1,0 +1,250 @@
+"""A training study on an MLX model folder: one mlx-lm LoRA adapter per training condition.
+
+`train_study` comes here when the model is a folder. The examples are tokenized by the
+folder's own tokenizer (the MLX backend, as a probe's prompt is), each condition trains on
+a fresh copy of the weights (training/mlx_lora.py), and each condition folder gets
+
+    out_dir/<condition>/mlx/adapters.safetensors + adapter_config.json   (mlx-lm's adapter)
+    out_dir/<condition>/loss.csv, training.toml
+
+and out_dir/study.toml as on the torch path. There is no llama.cpp adapter GGUF here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from persona_tui import __version__
+from persona_tui.backends.mlx.backend import MlxBackend, hub_offline
+from persona_tui.backends.mlx.folder import check_mlx_folder
+from persona_tui.errors import ModelLoadError, TrainingError
+from persona_tui.scenario.model import Scenario
+from persona_tui.training.conditions import (
+    StudyResult,
+    chosen_conditions,
+    condition_fingerprint,
+)
+from persona_tui.training.data import ConditionData, tokenize_condition
+from persona_tui.training.deps import library_versions
+from persona_tui.training.lora import total_steps
+from persona_tui.training.mlx_lora import MLX_ADAPTER_FILE, MlxTrainOutcome, train_mlx_lora
+from persona_tui.training.params import (
+    ConditionFinished,
+    ConditionResult,
+    TrainingEvent,
+    TrainingParams,
+    TrainingPhase,
+)
+from persona_tui.training.record import TrainingRecord, write_loss_csv, write_record, write_study
+
+MLX_FOLDER = "mlx"
+
+
+def load_mlx_model(folder: Path) -> Any:
+    """The folder's mlx-lm model, never downloading anything."""
+    try:
+        import mlx_lm
+    except ImportError as error:
+        raise TrainingError(
+            f"training on an MLX folder needs mlx and mlx-lm ({error}): "
+            "pip install 'persona-tui[mlx]'"
+        ) from error
+    with hub_offline():
+        return mlx_lm.load(str(folder))[0]
+
+
+def train_mlx_study(
+    scenario: Scenario,
+    model_path: Path,
+    out_dir: Path,
+    params: TrainingParams,
+    on_event: Callable[[TrainingEvent], None],
+    cancel: threading.Event | None = None,
+    *,
+    conditions: Sequence[str] | None = None,
+) -> StudyResult:
+    """Train the study's adapters with MLX (see the module docstring)."""
+    training = scenario.training
+    if training is None:
+        raise TrainingError(
+            f"scenario {scenario.id!r} is not a training study: it has no [training] table "
+            "(see docs/scenario-format.md, Training)"
+        )
+    chosen = chosen_conditions(scenario, conditions)
+    folder = Path(model_path).expanduser().absolute()
+    try:
+        check_mlx_folder(folder)
+        on_event(TrainingPhase("", f"loading {folder.name} and tokenizing the examples"))
+        backend = MlxBackend.load(folder)
+    except ModelLoadError as error:
+        raise TrainingError(str(error)) from error
+    try:
+        base_sha256 = backend.info.sha256
+        datasets = [tokenize_condition(scenario, c, backend, params.max_tokens) for c in chosen]
+        mlx_version = backend.info.extra.get("mlx_version", "")
+    finally:
+        backend.close()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: list[ConditionResult] = []
+    for data in datasets:
+        condition_folder = out_dir / data.condition
+        condition_folder.mkdir(parents=True, exist_ok=True)
+        fingerprint = condition_fingerprint(base_sha256, data, params, training.seed)
+        total = total_steps(len(data.train), params)
+        on_event(TrainingPhase(data.condition, "loading the model"))
+        outcome = train_mlx_lora(
+            data,
+            load_mlx_model(folder),
+            params,
+            training.seed,
+            condition_folder / MLX_FOLDER,
+            on_event,
+            cancel,
+        )
+        write_loss_csv(condition_folder, outcome.rows)
+        adapter = condition_folder / MLX_FOLDER if outcome.completed else None
+        if adapter is not None:
+            write_record(
+                condition_folder,
+                _record(
+                    scenario,
+                    data,
+                    folder,
+                    base_sha256,
+                    params,
+                    training.seed,
+                    outcome,
+                    adapter,
+                    fingerprint,
+                    mlx_version,
+                ),
+            )
+        result = ConditionResult(
+            data.condition,
+            "complete" if outcome.completed else "interrupted",
+            condition_folder,
+            adapter,
+            outcome.steps,
+            total,
+            outcome.train_loss,
+            outcome.heldout_loss,
+            outcome.seconds,
+        )
+        results.append(result)
+        on_event(ConditionFinished(result))
+        if not outcome.completed:
+            break
+    base_ids = tuple(c.id for c in scenario.conditions if c.training is None)
+    write_study(
+        out_dir,
+        {
+            "scenario": {
+                "id": scenario.id,
+                "sha256": scenario.sha256,
+                "path": scenario.source_path,
+            },
+            "base_model": {"path": str(folder), "sha256": base_sha256, "backend": "mlx"},
+            "base_conditions": list(base_ids),
+            "adapters": [
+                {
+                    "condition": r.condition,
+                    "status": r.status,
+                    "folder": r.folder.name,
+                    "mlx_adapter": None
+                    if r.adapter is None
+                    else str(r.adapter.relative_to(out_dir)),
+                }
+                for r in results
+            ],
+        },
+    )
+    return StudyResult(out_dir, base_sha256, tuple(results), base_ids)
+
+
+def _record(
+    scenario: Scenario,
+    data: ConditionData,
+    folder: Path,
+    base_sha256: str,
+    params: TrainingParams,
+    seed: int,
+    outcome: MlxTrainOutcome,
+    adapter: Path,
+    fingerprint: str,
+    mlx_version: str,
+) -> TrainingRecord:
+    condition = scenario.condition(data.condition)
+    framing = condition.training
+    training = scenario.training
+    weights = adapter / MLX_ADAPTER_FILE
+    return TrainingRecord(
+        scenario={"id": scenario.id, "sha256": scenario.sha256, "path": scenario.source_path},
+        condition={
+            "id": condition.id,
+            "label": condition.label,
+            "system": framing.system if framing else "",
+            "user": framing.user if framing else "",
+            "prompt_mode": data.mode,
+        },
+        base_model={"path": str(folder), "sha256": base_sha256, "backend": "mlx"},
+        data={
+            "sha256": data.sha256,
+            "fingerprint": fingerprint,
+            "examples_path": training.examples_path if training else "",
+            "examples_sha256": training.examples_sha256 if training else "",
+            "train_examples": len(data.train),
+            "heldout_examples": len(data.heldout),
+            "train_tokens": data.train_tokens,
+            "completion_tokens": sum(len(e.completion) for e in data.train),
+        },
+        hyperparameters={
+            "epochs": params.epochs,
+            "max_steps": params.max_steps,
+            "rank": params.rank,
+            "alpha": params.alpha,
+            "lr": params.lr,
+            "schedule": "constant",
+            "optimizer": "AdamW (weight_decay 0)",
+            "batch_size": params.batch_size,
+            "dropout": 0.0,
+            "seed": seed,
+            "targets": list(params.targets),
+            "loss": "mean cross-entropy over completion tokens",
+            "trainer": "mlx-lm LoRA layers (training/mlx_lora.py)",
+        },
+        result={
+            "steps": outcome.steps,
+            "train_loss": outcome.train_loss,
+            "heldout_loss": outcome.heldout_loss,
+            "seconds": round(outcome.seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+        adapter={
+            "format": "mlx-lm",
+            "folder": str(adapter.relative_to(adapter.parent)),
+            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        },
+        libraries={
+            **library_versions(),
+            "mlx": mlx_version,
+            "mlx-lm": _version("mlx-lm"),
+            "persona-tui": __version__,
+        },
+        machine={"platform": platform.platform(), "machine": platform.machine()},
+    )
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
