@@ -124,3 +124,19 @@ def test_bench_train(tiny_gguf: Path, tmp_path: Path) -> None:
         str(tmp_path),
     )
     assert "tokens/s" in out
+
+
+def test_bench_mlx_batch() -> None:
+    pytest.importorskip("mlx_lm")
+    out = _run(
+        "bench_mlx_batch.py",
+        "--shape",
+        "tiny",
+        "--samples",
+        "1,2",
+        "--tokens",
+        "4",
+        "--rounds",
+        "1",
+    )
+    assert "ratio" in out and "identical" in out
