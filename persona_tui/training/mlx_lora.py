@@ -8,13 +8,21 @@ initialised from `mx.random.key(seed)` (never MLX's process-wide random state), 
 
 The adapter is what `mlx_lm.load(model, adapter_path=folder)` loads: `adapters.safetensors`
 and `adapter_config.json` in `folder`. Measured on Linux (mlx[cpu]): the same data and seed
-give the same adapter bytes. No checkpoints: a cancelled MLX run keeps nothing and starts
-over (the torch path resumes; see docs/training-studies.md).
+give the same adapter bytes.
+
+Checkpoints (`checkpoint/mlx_state.safetensors`: the LoRA weights and the optimizer state;
+`checkpoint/mlx_state.json`: the step, loss rows, seconds and the fingerprint of the data
+and settings) are written every `checkpoint_every` steps, when `cancel` is set, and on
+KeyboardInterrupt outside an update; the next run with the same fingerprint resumes from
+them (another fingerprint is an error), to the same adapter bytes as an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +35,7 @@ from persona_tui.errors import TrainingError
 from persona_tui.training.data import ConditionData, TokenizedExample
 from persona_tui.training.lora import LossRow, batch_indices, total_steps
 from persona_tui.training.params import (
+    CheckpointSaved,
     HeldoutEvaluated,
     StepFinished,
     TrainingEvent,
@@ -36,6 +45,9 @@ from persona_tui.training.params import (
 
 MLX_ADAPTER_FILE = "adapters.safetensors"
 MLX_ADAPTER_CONFIG = "adapter_config.json"
+CHECKPOINT_ARRAYS = "mlx_state.safetensors"
+CHECKPOINT_META = "mlx_state.json"
+_CHECKPOINT_VERSION = 1
 # mlx-lm's module paths inside a decoder block for the HF projection names.
 _MLX_KEYS = {
     "q_proj": "self_attn.q_proj",
@@ -145,9 +157,12 @@ def train_mlx_lora(
     adapter_folder: Path,
     on_event: Callable[[TrainingEvent], None],
     cancel: threading.Event | None = None,
+    *,
+    checkpoint: Path,
+    fingerprint: str,
 ) -> MlxTrainOutcome:
-    """Train the condition's adapter on `model` (an mlx-lm model, changed in place) and
-    write it to `adapter_folder` when complete; see the module docstring."""
+    """Train (or resume, from `checkpoint`, a folder) the condition's adapter on `model` (an
+    mlx-lm model, changed in place); write it to `adapter_folder` when complete."""
     import mlx.core as mx
     import mlx.optimizers as optim
     from mlx.nn.utils import value_and_grad
@@ -162,51 +177,156 @@ def train_mlx_lora(
     total = total_steps(len(data.train), params)
     per_epoch = -(-len(data.train) // params.batch_size)
     outcome = MlxTrainOutcome(completed=False, steps=0, total_steps=total)
-    on_event(TrainingStarted(condition, total, 0, len(data.train), len(data.heldout)))
+    resumed = _read_checkpoint(checkpoint, fingerprint, model, optimizer, outcome)
+    on_event(
+        TrainingStarted(
+            condition, total, min(outcome.steps, total), len(data.train), len(data.heldout)
+        )
+    )
     started = time.perf_counter()
-    if data.heldout:
+    offset = outcome.seconds
+
+    def elapsed() -> float:
+        return offset + time.perf_counter() - started
+
+    def save() -> None:
+        outcome.seconds = elapsed()
+        _write_checkpoint(checkpoint, fingerprint, model, optimizer, outcome)
+        on_event(CheckpointSaved(condition, outcome.steps, checkpoint))
+
+    if not resumed and data.heldout:
         loss = heldout_loss(model, data.heldout, params.batch_size)
         outcome.rows.append(LossRow(0, 0, None, loss, 0.0))
         on_event(HeldoutEvaluated(condition, 0, loss))
     run_tokens = 0
-    while outcome.steps < total:
-        if cancel is not None and cancel.is_set():
-            outcome.seconds = time.perf_counter() - started
-            return outcome
-        step = outcome.steps
-        indices = batch_indices(len(data.train), step, params.batch_size, seed)
-        batch = [data.train[i] for i in indices]
-        loss_value, grads = loss_and_grad(model, batch)
-        optimizer.update(model, grads)
-        mx.eval(model.trainable_parameters(), optimizer.state, loss_value)
-        outcome.steps = step + 1
-        run_tokens += sum(len(e.ids) for e in batch)
-        seconds = time.perf_counter() - started
-        row = LossRow(outcome.steps, step // per_epoch, float(loss_value.item()), None, seconds)
-        outcome.rows.append(row)
-        last = outcome.steps == total
-        if data.heldout and (outcome.steps % params.checkpoint_every == 0 or last):
-            row.heldout_loss = heldout_loss(model, data.heldout, params.batch_size)
-        per_step = seconds / outcome.steps
-        on_event(
-            StepFinished(
-                condition,
-                outcome.steps,
-                total,
-                step // per_epoch,
-                float(row.train_loss or 0.0),
-                run_tokens / max(seconds, 1e-9),
-                per_step * (total - outcome.steps),
+    run_steps = 0
+    in_update = False
+    try:
+        while outcome.steps < total:
+            step = outcome.steps
+            indices = batch_indices(len(data.train), step, params.batch_size, seed)
+            batch = [data.train[i] for i in indices]
+            in_update = True
+            loss_value, grads = loss_and_grad(model, batch)
+            optimizer.update(model, grads)
+            mx.eval(model.trainable_parameters(), optimizer.state, loss_value)
+            in_update = False
+            outcome.steps = step + 1
+            run_steps += 1
+            run_tokens += sum(len(e.ids) for e in batch)
+            run_seconds = time.perf_counter() - started
+            loss = float(loss_value.item())
+            row = LossRow(outcome.steps, step // per_epoch, loss, None, elapsed())
+            outcome.rows.append(row)
+            last = outcome.steps == total
+            if data.heldout and (outcome.steps % params.checkpoint_every == 0 or last):
+                row.heldout_loss = heldout_loss(model, data.heldout, params.batch_size)
+            on_event(
+                StepFinished(
+                    condition,
+                    outcome.steps,
+                    total,
+                    step // per_epoch,
+                    loss,
+                    run_tokens / max(run_seconds, 1e-9),
+                    run_seconds / run_steps * (total - outcome.steps),
+                )
             )
-        )
-        if row.heldout_loss is not None:
-            on_event(HeldoutEvaluated(condition, outcome.steps, row.heldout_loss))
+            if row.heldout_loss is not None:
+                on_event(HeldoutEvaluated(condition, outcome.steps, row.heldout_loss))
+            if last:
+                break
+            if cancel is not None and cancel.is_set():
+                save()
+                return outcome
+            if outcome.steps % params.checkpoint_every == 0:
+                save()
+    except KeyboardInterrupt:
+        if not in_update and outcome.steps > 0:
+            save()
+        raise
     adapter_folder.mkdir(parents=True, exist_ok=True)
-    weights = dict(tree_flatten(model.trainable_parameters()))
-    mx.save_safetensors(str(adapter_folder / MLX_ADAPTER_FILE), weights)
+    _save_arrays(
+        adapter_folder / MLX_ADAPTER_FILE, dict(tree_flatten(model.trainable_parameters()))
+    )
     atomic_write_text(
         adapter_folder / MLX_ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n", mode=0o644
     )
-    outcome.seconds = time.perf_counter() - started
+    outcome.seconds = elapsed()
     outcome.completed = True
     return outcome
+
+
+def _save_arrays(path: Path, arrays: dict[str, Any]) -> None:
+    """mx.save_safetensors, atomically (it names the file itself, so stage it in a folder)."""
+    import mlx.core as mx
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".staging-") as staging:
+        staged = Path(staging) / path.name
+        mx.save_safetensors(str(staged), arrays)
+        with staged.open("rb") as written:
+            os.fsync(written.fileno())
+        os.replace(staged, path)
+
+
+def _write_checkpoint(
+    folder: Path, fingerprint: str, model: Any, optimizer: Any, outcome: MlxTrainOutcome
+) -> None:
+    from mlx.utils import tree_flatten
+
+    lora: dict[str, Any] = dict(tree_flatten(model.trainable_parameters()))
+    state: dict[str, Any] = dict(tree_flatten(optimizer.state))
+    arrays = {f"lora/{k}": v for k, v in lora.items()}
+    arrays |= {f"optimizer/{k}": v for k, v in state.items()}
+    _save_arrays(folder / CHECKPOINT_ARRAYS, arrays)
+    meta = {
+        "version": _CHECKPOINT_VERSION,
+        "fingerprint": fingerprint,
+        "step": outcome.steps,
+        "rows": [vars(row) for row in outcome.rows],
+        "seconds": outcome.seconds,
+        "arrays_sha256": hashlib.sha256((folder / CHECKPOINT_ARRAYS).read_bytes()).hexdigest(),
+    }
+    atomic_write_text(folder / CHECKPOINT_META, json.dumps(meta, indent=1) + "\n", mode=0o644)
+
+
+def _read_checkpoint(
+    folder: Path, fingerprint: str, model: Any, optimizer: Any, outcome: MlxTrainOutcome
+) -> bool:
+    """Load a checkpoint into the model, optimizer and outcome; False when there is none."""
+    import mlx.core as mx
+    from mlx.utils import tree_unflatten
+
+    meta_path = folder / CHECKPOINT_META
+    if not meta_path.is_file():
+        return False
+    arrays_path = folder / CHECKPOINT_ARRAYS
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        digest = hashlib.sha256(arrays_path.read_bytes()).hexdigest()
+        if digest != meta.get("arrays_sha256"):
+            raise ValueError("its arrays do not match its record")
+        arrays = mx.load(str(arrays_path))
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise TrainingError(
+            f"cannot read the checkpoint in {folder} ({exc}); delete it to start this "
+            "condition over"
+        ) from exc
+    if meta.get("version") != _CHECKPOINT_VERSION or meta.get("fingerprint") != fingerprint:
+        raise TrainingError(
+            f"the checkpoint in {folder} is from other data or settings (rank, lr, batch size, "
+            f"seed, model); train with those again to resume it, or delete {folder} (or "
+            "choose another -o folder) to start over"
+        )
+    assert isinstance(arrays, dict)
+    lora = [(k.removeprefix("lora/"), v) for k, v in arrays.items() if k.startswith("lora/")]
+    model.load_weights(lora, strict=False)
+    state = [
+        (k.removeprefix("optimizer/"), v) for k, v in arrays.items() if k.startswith("optimizer/")
+    ]
+    optimizer.state = tree_unflatten(state)
+    outcome.steps = int(meta["step"])
+    outcome.rows = [LossRow(**row) for row in meta["rows"]]
+    outcome.seconds = float(meta["seconds"])
+    return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import platform
+import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +42,13 @@ from persona_tui.training.params import (
     TrainingParams,
     TrainingPhase,
 )
-from persona_tui.training.record import TrainingRecord, write_loss_csv, write_record, write_study
+from persona_tui.training.record import (
+    TrainingRecord,
+    read_record,
+    write_loss_csv,
+    write_record,
+    write_study,
+)
 
 MLX_FOLDER = "mlx"
 
@@ -98,6 +105,11 @@ def train_mlx_study(
         condition_folder.mkdir(parents=True, exist_ok=True)
         fingerprint = condition_fingerprint(base_sha256, data, params, training.seed)
         total = total_steps(len(data.train), params)
+        done = _already_trained(condition_folder, fingerprint, total)
+        if done is not None:
+            results.append(done)
+            on_event(ConditionFinished(done))
+            continue
         on_event(TrainingPhase(data.condition, "loading the model"))
         outcome = train_mlx_lora(
             data,
@@ -107,6 +119,8 @@ def train_mlx_study(
             condition_folder / MLX_FOLDER,
             on_event,
             cancel,
+            checkpoint=condition_folder / "checkpoint",
+            fingerprint=fingerprint,
         )
         write_loss_csv(condition_folder, outcome.rows)
         adapter = condition_folder / MLX_FOLDER if outcome.completed else None
@@ -126,6 +140,7 @@ def train_mlx_study(
                     mlx_version,
                 ),
             )
+            shutil.rmtree(condition_folder / "checkpoint", ignore_errors=True)
         result = ConditionResult(
             data.condition,
             "complete" if outcome.completed else "interrupted",
@@ -166,6 +181,27 @@ def train_mlx_study(
         },
     )
     return StudyResult(out_dir, base_sha256, tuple(results), base_ids)
+
+
+def _already_trained(folder: Path, fingerprint: str, total: int) -> ConditionResult | None:
+    record = read_record(folder)
+    adapter = folder / MLX_FOLDER
+    if record is None or not (adapter / MLX_ADAPTER_FILE).is_file():
+        return None
+    result = record.get("result", {})
+    if record.get("data", {}).get("fingerprint") != fingerprint or result.get("steps") != total:
+        return None
+    return ConditionResult(
+        folder.name,
+        "already-trained",
+        folder,
+        adapter,
+        total,
+        total,
+        result.get("train_loss"),
+        result.get("heldout_loss"),
+        float(result.get("seconds", 0)),
+    )
 
 
 def _record(

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("mlx_lm", reason="MLX training needs: pip install 'persona-tui[mlx]'")
 
+from persona_tui.errors import TrainingError
 from persona_tui.scenario.model import Scenario
 from persona_tui.scenario.parse import parse_scenario
 from persona_tui.training.mlx_lora import MLX_ADAPTER_CONFIG, MLX_ADAPTER_FILE
@@ -120,3 +121,39 @@ def test_cancel_stops_without_an_adapter(folder: Path, scenario: Scenario, tmp_p
     assert result.results[0].status == "interrupted"
     assert result.results[0].adapter is None
     assert result.results[0].steps == 1
+
+
+def test_resume_after_cancel_gives_the_uninterrupted_adapter(
+    folder: Path, scenario: Scenario, tmp_path: Path
+) -> None:
+    whole = train_study(scenario, folder, tmp_path / "whole", PARAMS, conditions=["learns"])
+    assert whole.results[0].adapter is not None
+    expected = (whole.results[0].adapter / MLX_ADAPTER_FILE).read_bytes()
+    cancel = threading.Event()
+
+    def cancel_at_step_3(event: TrainingEvent) -> None:
+        if isinstance(event, StepFinished) and event.step == 3:
+            cancel.set()
+
+    out = tmp_path / "resumed"
+    first = train_study(
+        scenario, folder, out, PARAMS, cancel_at_step_3, cancel, conditions=["learns"]
+    )
+    assert first.results[0].status == "interrupted" and first.results[0].steps == 3
+    assert (out / "learns" / "checkpoint" / "mlx_state.json").is_file()
+    events: list[TrainingEvent] = []
+    second = train_study(scenario, folder, out, PARAMS, events.append, conditions=["learns"])
+    assert second.complete
+    assert sum(isinstance(e, StepFinished) for e in events) == 1  # only step 4 was left
+    adapter = second.results[0].adapter
+    assert adapter is not None
+    assert (adapter / MLX_ADAPTER_FILE).read_bytes() == expected
+    assert not (out / "learns" / "checkpoint").exists()
+    again = train_study(scenario, folder, out, PARAMS, conditions=["learns"])
+    assert again.results[0].status == "already-trained"
+    cancel.clear()
+    stopped = train_study(scenario, folder, tmp_path / "mixed", PARAMS, cancel_at_step_3, cancel)
+    assert stopped.results[0].status == "interrupted"
+    other = TrainingParams(max_steps=4, lr=5e-3, batch_size=2, checkpoint_every=2)
+    with pytest.raises(TrainingError, match="from other data or settings"):
+        train_study(scenario, folder, tmp_path / "mixed", other)
