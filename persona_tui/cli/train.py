@@ -85,7 +85,8 @@ def _params(args: argparse.Namespace) -> Any:
 
 
 def _model_path(ref_text: str | None) -> Path:
-    from persona_tui.backend_names import LLAMA_CPP
+    """The GGUF file (torch + peft) or MLX model folder (mlx-lm's LoRA) to train."""
+    from persona_tui.backend_names import LLAMA_CPP, MLX
     from persona_tui.backends.detect import detect_backend
     from persona_tui.errors import PersonaError
     from persona_tui.models.config import load_config
@@ -95,8 +96,10 @@ def _model_path(ref_text: str | None) -> Path:
     ref = resolve_model(ref_text or config.default_model, config.models)
     if ref.source == "demo":
         return demo_model_path()
-    if detect_backend(ref.path) != LLAMA_CPP:
-        raise PersonaError(f"training needs a GGUF model file; {ref.path} is not one")
+    if detect_backend(ref.path) not in (LLAMA_CPP, MLX):
+        raise PersonaError(
+            f"training needs a GGUF model file or an MLX model folder; {ref.path} is neither"
+        )
     return Path(ref.path)
 
 
@@ -256,7 +259,10 @@ def _quiet_libraries() -> None:
     import importlib
     import warnings
 
-    hf_logging: Any = importlib.import_module("transformers.utils.logging")
+    try:
+        hf_logging: Any = importlib.import_module("transformers.utils.logging")
+    except ImportError:  # MLX training without transformers' extras: nothing to quiet
+        return
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
@@ -272,11 +278,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from persona_tui.training.deps import require_training
     from persona_tui.training.study import train_study
 
-    require_training()  # the one-line install hint before any slow work
-    _quiet_libraries()
     params = _params(args)
     scenario = load_scenario(resolve_scenario(args.scenario))
     model_path = _model_path(args.model)
+    if not model_path.is_dir():  # a GGUF: torch + peft (an MLX folder needs only mlx-lm)
+        require_training()  # the one-line install hint before any slow work
+    _quiet_libraries()
     out = args.out or paths.data_dir() / "adapters" / f"{scenario.id}--{model_path.stem}"
     console = Console(stderr=True)
     reporter = TrainReporter(console)

@@ -157,3 +157,25 @@ def test_resume_after_cancel_gives_the_uninterrupted_adapter(
     other = TrainingParams(max_steps=4, lr=5e-3, batch_size=2, checkpoint_every=2)
     with pytest.raises(TrainingError, match="from other data or settings"):
         train_study(scenario, folder, tmp_path / "mixed", other)
+
+
+def test_train_command_on_an_mlx_folder(
+    folder: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from persona_tui.cli.main import main
+
+    monkeypatch.setenv("PERSONA_TUI_HOME", str(tmp_path / "home"))
+    scenario_file = tmp_path / "tiny-finetune.toml"
+    scenario_file.write_text(STUDY, encoding="utf-8")
+    out = tmp_path / "adapters"
+    argv = ["train", str(scenario_file), "--model", str(folder), "-o", str(out)]
+    argv += ["--max-steps", "2", "--batch-size", "2", "--conditions", "plays"]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[-1] == str(out)
+    assert "plays: complete (2/2 steps" in captured.err
+    assert (out / "plays" / "mlx" / MLX_ADAPTER_FILE).is_file()
+    assert not (out / "learns").exists()
