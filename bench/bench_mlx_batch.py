@@ -7,6 +7,7 @@ backends/mlx/batched.py) do, on a random-weight llama built in memory (no downlo
     python bench/bench_mlx_batch.py --shape tiny
     python bench/bench_mlx_batch.py --shape smollm-135m --bits 32 --tokens 8 --rounds 3
     python bench/bench_mlx_batch.py --shape smollm-135m --bits 4 --tokens 8 --rounds 3
+    python bench/bench_mlx_batch.py --matmul     # how the CPU kernels scale with rows
 
 Each round decodes the same seeds both ways (in alternation, so a busy machine slows both);
 medians are printed, with whether both ways gave the same tokens.
@@ -111,6 +112,28 @@ def batched(model: Any, prompt: list[int], seeds: list[int], tokens: int) -> lis
     return [out[uid] for uid in uids]
 
 
+def matmul_rates(repeat: int = 10) -> None:
+    """How MLX's CPU kernels scale with rows: one 896 × 4864 projection, f32 and 4-bit."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    linear = nn.Linear(896, 4864, bias=False)
+    quantized = nn.QuantizedLinear.from_linear(linear, 64, 4)
+    mx.eval(linear.parameters(), quantized.parameters())
+    for name, layer in (("f32", linear), ("4-bit", quantized)):
+        for rows in (1, 8, 64):
+            x = mx.random.normal((rows, 896))
+            mx.eval(layer(x))
+            started = time.perf_counter()
+            for _ in range(repeat):
+                mx.eval(layer(x))
+            seconds = (time.perf_counter() - started) / repeat
+            print(
+                f"matmul {name:>5} 896x4864, {rows:>2} rows: {seconds * 1e3:7.2f} ms "
+                f"({2 * rows * 896 * 4864 / seconds / 1e9:.2f} GFLOP/s)"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
@@ -119,7 +142,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--prompt-tokens", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--matmul", action="store_true", help="only time one projection")
     args = parser.parse_args()
+    if args.matmul:
+        matmul_rates()
+        return
 
     import mlx.core as mx
 
