@@ -124,3 +124,12 @@ def test_bench_train(tiny_gguf: Path, tmp_path: Path) -> None:
         str(tmp_path),
     )
     assert "tokens/s" in out
+
+
+def test_bench_batch(tiny_gguf: Path) -> None:
+    out = _run(
+        "bench_batch.py",
+        *("--model", str(tiny_gguf), "--samples", "1,3", "--rounds", "1", "--threads", "1"),
+        *("--probes", "wish", "--max-tokens", "8"),
+    )
+    assert "batched/one-by-one" in out and "memory: peak RSS" in out
