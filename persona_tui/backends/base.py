@@ -12,6 +12,8 @@ runtime-checkable protocols, never by the backend's class:
 - `ParallelRequests`: `generate` may run in several threads at once (`--parallel`);
 - `PrefixCache`: the prompt prefix shared with the previous request is reused, and the
   cache can be forgotten (`reset_cache`);
+- `ContinuationLogprobs`: the log-probabilities of a text's tokens after a prompt, the
+  engine tokenizing (a server that echoes prompt log-probabilities; likelihood probes);
 - `BatchedGeneration`: several sequences decoded together, one token of each per step
   (`--batch`, the samples of one cell).
 """
@@ -166,6 +168,19 @@ class TokenLogprobs(Protocol):
         Afterwards the next generation behaves as if nothing was scored (the engine's
         prompt cache is made consistent again). Engine failures inside the scope raise
         GenerationError.
+        """
+        ...
+
+
+@runtime_checkable
+class ContinuationLogprobs(Protocol):
+    """A backend that scores a continuation with its own tokenizer (no token ids exposed):
+    an OpenAI-compatible server that echoes prompt log-probabilities."""
+
+    def continuation_logprobs(self, prompt: str, continuation: str) -> list[float]:
+        """The log-probability of each token of `continuation` right after `prompt`.
+
+        Raises PersonaError, in one line, when the engine gives no prompt log-probabilities.
         """
         ...
 
