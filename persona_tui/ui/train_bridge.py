@@ -4,7 +4,8 @@
 collected and posted at most once per `interval` seconds as one `TrainingSteps` message
 (the latest step plus every loss since the previous message, so the chart misses none);
 every other event is posted at once, after the pending steps, so messages arrive in the
-order the trainer produced them. A fast model thus never floods the UI with messages.
+order the trainer produced them. A fast model thus never floods the UI with messages; the
+screen calls `flush` on a timer so a held-back step never waits for the next one.
 """
 
 from __future__ import annotations

@@ -127,6 +127,7 @@ class TrainScreen(Screen[None]):
         self.model_path: Path | None = None
         self.result: StudyResult | None = None
         self._worker: Worker[None] | None = None
+        self._bridge: TrainBridge | None = None
 
     # Layout -------------------------------------------------------------------------
 
@@ -146,7 +147,14 @@ class TrainScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one("#train-message").display = False
         self.query_one("#train-conditions").focus()
+        # Steps held back by the bridge's coalescing go out within 0.1 s even when the
+        # next step is seconds away.
+        self.set_interval(0.1, self._flush_steps)
         self.action_train()
+
+    def _flush_steps(self) -> None:
+        if self._bridge is not None and self.running:
+            self._bridge.flush()
 
     def _panel(self, condition: str) -> ConditionTraining | None:
         found = self.query(f"#training-{condition}").results(ConditionTraining)
@@ -178,11 +186,11 @@ class TrainScreen(Screen[None]):
         self.query_one("#train-phase", Static).update("")
         self._update_bar()
         self.refresh_bindings()
-        self._worker = self._train_in_thread(self.cancel)
+        self._bridge = TrainBridge(self.post_message)
+        self._worker = self._train_in_thread(self.cancel, self._bridge)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="train")
-    def _train_in_thread(self, cancel: threading.Event) -> None:
-        bridge = TrainBridge(self.post_message)
+    def _train_in_thread(self, cancel: threading.Event, bridge: TrainBridge) -> None:
         try:
             model_path = training_model_path(self.request.model, self.config)
             out = self.request.out or default_output(self.scenario.id, model_path)

@@ -43,7 +43,7 @@ class ConditionTraining(Vertical):
     ConditionTraining.-active { border: round $primary; }
     ConditionTraining.-done { border: round $success; }
     ConditionTraining.-stopped { border: round $warning; }
-    ConditionTraining > .training-figures { height: 1; }
+    ConditionTraining > .training-figures { height: auto; }
     ConditionTraining > ProgressBar { width: 1fr; }
     ConditionTraining > ProgressBar > Bar { width: 1fr; }
     ConditionTraining > Sparkline { height: 4; margin: 1 0 0 0; }
