@@ -84,22 +84,6 @@ def _params(args: argparse.Namespace) -> Any:
     )
 
 
-def _model_path(ref_text: str | None) -> Path:
-    from persona_tui.backend_names import LLAMA_CPP
-    from persona_tui.backends.detect import detect_backend
-    from persona_tui.errors import PersonaError
-    from persona_tui.models.config import load_config
-    from persona_tui.models.discovery import demo_model_path, resolve_model
-
-    config = load_config()
-    ref = resolve_model(ref_text or config.default_model, config.models)
-    if ref.source == "demo":
-        return demo_model_path()
-    if detect_backend(ref.path) != LLAMA_CPP:
-        raise PersonaError(f"training needs a GGUF model file; {ref.path} is not one")
-    return Path(ref.path)
-
-
 class TrainReporter:
     """Training events → a rich progress bar (terminal) or one line per step (pipes)."""
 
@@ -266,18 +250,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train the study; exit 0 when every adapter is done, 130 when interrupted."""
     from rich.console import Console
 
-    from persona_tui import paths
+    from persona_tui.models.config import load_config
     from persona_tui.scenario.catalog import resolve_scenario
     from persona_tui.scenario.parse import load_scenario
     from persona_tui.training.deps import require_training
+    from persona_tui.training.locate import default_output, training_model_path
     from persona_tui.training.study import train_study
 
     require_training()  # the one-line install hint before any slow work
     _quiet_libraries()
     params = _params(args)
     scenario = load_scenario(resolve_scenario(args.scenario))
-    model_path = _model_path(args.model)
-    out = args.out or paths.data_dir() / "adapters" / f"{scenario.id}--{model_path.stem}"
+    model_path = training_model_path(args.model, load_config())
+    out = args.out or default_output(scenario.id, model_path)
     console = Console(stderr=True)
     reporter = TrainReporter(console)
     cancel = threading.Event()
