@@ -274,9 +274,9 @@ def test_several_streams_of_one_column_each_in_its_pane() -> None:
             for sample, text in texts.items():
                 assert panes[sample].text == text
                 assert "-active" in panes[sample].classes
-                assert str(panes[sample].border_title) == f"wish #{sample + 1} · generating…"
+                assert str(panes[sample].border_title) == f"#{sample + 1} · generating…"
             assert "[b]s2[/b]w10" in panes[2].text and "w11" not in panes[2].text
-            assert str(panes[2].border_title) == "wish #3 · finished (stop)"
+            assert str(panes[2].border_title) == "#3 · finished (stop)"
             status = str(column.query_one(".column-status").render())
             assert status == "1/8 done · 3 generating…"
             assert "wish ×4" in str(column.query_one(".column-probe").render())
@@ -349,7 +349,7 @@ def test_batched_run_streams_every_sample_and_saves(
                     response = last_cell[(column.condition.id, sample)].response
                     assert pane.text == sanitize_for_display(response)
                     assert pane.text.startswith("[bold]not bold[/bold] ")  # shown literally
-                    title = f"two-turns #{sample + 1} (turn 1/2) · finished (stop)"
+                    title = f"#{sample + 1} (turn 1/2) · finished (stop)"
                     assert str(pane.border_title) == title
             assert "18/18 trials" in str(screen.query_one(".run-status").render())
             await screen.shutdown()

@@ -39,11 +39,12 @@ class ResponsePane(StreamView):
         self.turn = 0
         self.group = 0  # the column's trial group this pane was last started in
 
-    def label(self, scenario: Scenario, state: str) -> None:
+    def label(self, scenario: Scenario, state: str, shown_probe: str) -> None:
+        """Title the pane with its sample (and probe, unless the column's probe line names it)."""
         if self.trial is None:
             return
         probe_id, sample = self.trial
-        title = f"{probe_id} #{sample + 1}"
+        title = f"#{sample + 1}" if probe_id == shown_probe else f"{probe_id} #{sample + 1}"
         turns = len(scenario.probe(probe_id).turns)
         if turns > 1:
             title += f" (turn {self.turn + 1}/{turns})"
@@ -86,6 +87,7 @@ class ConditionColumn(Vertical):
         self._in_flight: dict[TrialId, ResponsePane] = {}
         self._group = 0  # counts the groups of trials (a new one when none is in flight)
         self._tidy = False  # panes of an earlier group may still need hiding
+        self._probe_shown = ""  # the probe named in the probe line
 
     def compose(self) -> ComposeResult:
         yield Static(inert(self.condition.label or self.condition.id), classes="column-title")
@@ -116,7 +118,11 @@ class ConditionColumn(Vertical):
             state = "generating…" if n == 1 else f"{n} generating…" if n else "waiting"
         self.query_one(".column-status", Static).update(self._status_text(state))
 
+    def _label(self, pane: ResponsePane, state: str) -> None:
+        pane.label(self.scenario, state, self._probe_shown)
+
     def _show_probe(self, probe_id: str, sample: int, turn: int) -> None:
+        self._probe_shown = probe_id
         probe = self.scenario.probe(probe_id)
         samples = [s for p, s in self._in_flight if p == probe_id]
         several = len(samples) > 1
@@ -158,10 +164,10 @@ class ConditionColumn(Vertical):
         pane.clear()
         pane.display = True
         pane.add_class("-active")
-        pane.label(self.scenario, "generating…")
+        self._show_probe(probe_id, sample, 0)
+        self._label(pane, "generating…")
         self._tidy = True
         self.set_class(len(self.panes) > 1, "-several")
-        self._show_probe(probe_id, sample, 0)
         self.add_class("-active")
         self._set_status()
 
@@ -175,8 +181,8 @@ class ConditionColumn(Vertical):
         if turn != pane.turn:
             pane.turn = turn
             pane.clear()
-            pane.label(self.scenario, "generating…")
             self._show_probe(probe_id, sample, turn)
+            self._label(pane, "generating…")
         pane.append(text)
 
     def _settle(self, probe_id: str, sample: int) -> ResponsePane:
@@ -197,7 +203,7 @@ class ConditionColumn(Vertical):
         pane = self._settle(probe_id, sample)
         pane.set_text(response)
         state = f"finished ({finish_reason})"
-        pane.label(self.scenario, state)
+        self._label(pane, state)
         self._set_status(state if not self._in_flight else None)
 
     def restore(self, probe_id: str, sample: int, response: str, done: int) -> None:
@@ -205,13 +211,13 @@ class ConditionColumn(Vertical):
         self.done += done
         pane = self._settle(probe_id, sample)
         pane.set_text(response)
-        pane.label(self.scenario, "finished")
+        self._label(pane, "finished")
         self._set_status("finished")
 
     def fail_trial(self, probe_id: str, sample: int, error: str) -> None:
         pane = self._settle(probe_id, sample)
         pane.end()
-        pane.label(self.scenario, "failed")
+        self._label(pane, "failed")
         self._set_status(f"failed: {one_line(error, 60)}" if not self._in_flight else None)
 
     def stop(self, state: str) -> None:
@@ -219,7 +225,7 @@ class ConditionColumn(Vertical):
         for pane in self._in_flight.values():
             pane.end()
             pane.remove_class("-active")
-            pane.label(self.scenario, state)
+            self._label(pane, state)
         self._in_flight.clear()
         self.remove_class("-active")
         self._set_status(state)
