@@ -1,7 +1,7 @@
 """From runner events (in the worker thread) to Textual messages (on the UI thread).
 
 The runner calls `RunBridge` from the generation thread. Text chunks are accumulated
-per trial and turn and posted at most once per `interval` seconds (20 updates/s by
+per trial and turn and posted at most once per `interval` seconds (10 updates/s by
 default, one `TextBatch` per trial that produced text), so the UI never sets the
 generation speed, however many sequences stream at once (batched decoding interleaves
 the chunks of up to N trials); every other event is posted at once, after flushing
@@ -20,7 +20,10 @@ from textual.message import Message
 from persona_tui.run.plan import TrialSpec
 from persona_tui.run.runner import RunEvent, TextChunk
 
-FLUSH_INTERVAL = 0.05
+# Every update costs the UI thread a repaint whose price is set by Textual's compositor
+# (a few ms, however little changed), and that CPU is taken from generation: 10 updates
+# a second still read as a smooth stream and cost half of 20 (measured: bench_tui --ui-only).
+FLUSH_INTERVAL = 0.1
 
 
 @dataclass

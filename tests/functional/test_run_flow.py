@@ -86,6 +86,7 @@ def test_streamed_text_wraps_fully_and_follows_the_end() -> None:
             column.start_trial(probe, 0)
             await pilot.pause()
             (view,) = column.panes
+            view.follow_interval = 0  # follow at every append, to check every step
             width = view.scrollable_content_region.width
             for index, word in enumerate(words):
                 column.append_text(probe, 0, 0, word)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +200,7 @@ def test_long_text_stays_correct_after_many_appends_and_a_resize() -> None:
                 if rng.random() < 0.1:
                     await pilot.pause()
             view.end()
-            await pilot.pause()
+            await pilot.pause(view.follow_interval + 0.1)  # the last follow is due by then
             expected = sanitize_for_display(text)
             assert view.text == expected
             assert view.rows == full_rows(expected.replace("\t", "    "), 49)
@@ -214,7 +215,8 @@ def test_long_text_stays_correct_after_many_appends_and_a_resize() -> None:
             assert view.scroll_y == view.max_scroll_y  # still following the end
             assert all(cell_len(row) <= width for row in shown_rows(view))
             view.append(" and after")
-            await pilot.pause()
+            await pilot.pause(view.follow_interval + 0.1)
+            assert view.scroll_y == view.max_scroll_y
             assert view.text == expected + " and after"
             assert view.rows == full_rows(view.text.replace("\t", "    "), width)
 
@@ -236,6 +238,35 @@ def test_the_view_never_interprets_markup() -> None:
             )
             for segment in first:
                 assert segment.style is None or not (segment.style.bold or segment.style.link)
+
+    asyncio.run(scenario())
+
+
+def test_following_a_fast_stream_scrolls_at_most_every_interval() -> None:
+    """A scroll repaints every row in view: a fast stream scrolls a few rows at a time."""
+
+    async def scenario() -> None:
+        app = ViewApp()
+        async with app.run_test(size=(40, 8)) as pilot:
+            view = app.query_one(StreamView)
+            view.follow_interval = 0.2
+            await pilot.pause()
+            started = time.monotonic()
+            for index in range(60):  # a new row every append, 100 appends a second
+                view.append(f"row {index}\n")
+                await pilot.pause(0.01)
+            elapsed = time.monotonic() - started
+            assert view.work.follows <= elapsed / 0.2 + 1
+            await pilot.pause(0.3)
+            assert view.scroll_y == view.max_scroll_y  # the end is in view once due
+            assert shown_rows(view)[-2:] == ["row 59", ""]
+            view.scroll_home(animate=False, immediate=True)  # the reader scrolls up: stay there
+            await pilot.pause()
+            follows = view.work.follows
+            for index in range(5):
+                view.append(f"more {index}\n")
+                await pilot.pause(0.1)
+            assert view.scroll_y == 0 and view.work.follows == follows
 
     asyncio.run(scenario())
 

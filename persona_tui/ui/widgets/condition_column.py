@@ -70,6 +70,7 @@ class ConditionColumn(Vertical):
     ConditionColumn > .column-status { color: $text-muted; }
     ConditionColumn.-several ResponsePane {
         min-height: 3;
+        scrollbar-size-vertical: 0;  /* a bar on two rows says little and costs a layer */
         border-top: solid $panel;
         border-title-color: $text-muted;
         border-title-align: left;

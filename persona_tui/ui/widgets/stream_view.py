@@ -7,11 +7,16 @@ last row plus the new text, repaints only the rows that changed (`refresh_lines`
 the scrollable height without a screen layout (a layout happens only when the scrollbar
 appears or goes). A new width re-wraps everything once. Rows are drawn with the Line API.
 
+Following the end scrolls the view, and a scroll repaints every row in view (and the
+compositor the layers beneath it): at most once per `follow_interval` (0.25 s), so a fast
+stream moves its text up a few rows at a time instead of paying a whole repaint per batch.
+
 Text is sanitized as it arrives (`StreamSanitizer`), never parsed as markup.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from rich.cells import set_cell_size
@@ -22,6 +27,7 @@ from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.selection import Selection
 from textual.strip import Strip
+from textual.timer import Timer
 
 from persona_tui.ui.sanitize import StreamSanitizer, sanitize_for_display
 from persona_tui.ui.text import wrap_rows
@@ -45,6 +51,7 @@ class StreamWork:
     rows_rendered: int = 0  # rows drawn (`render_line` calls on a row of text)
     full_wraps: int = 0  # whole-text re-wraps (a width change, `set_text`)
     layouts: int = 0  # screen layouts asked for (the scrollbar appeared or went)
+    follows: int = 0  # scrolls to follow the end (each repaints the rows in view)
 
 
 class StreamView(ScrollView, can_focus=True):
@@ -61,8 +68,16 @@ class StreamView(ScrollView, can_focus=True):
     }
     """
 
-    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+    def __init__(
+        self, *, follow_interval: float = 0.25, id: str | None = None, classes: str | None = None
+    ) -> None:
         super().__init__(id=id, classes=classes)
+        self.follow_interval = follow_interval
+        self._follow_due: Timer | None = None  # a scroll to the end, waiting for its time
+        self._follow_from = 0.0  # where the view was when that scroll was scheduled
+        self._followed_at = float("-inf")  # when the view last scrolled to the end
+        self._scrollbar_stale = False  # rows were added since the scrollbar was sized
+        self._scrollbar_due: Timer | None = None
         self._chunks: list[str] = []  # the display text (sanitized), as it arrived
         self._sanitizer = StreamSanitizer()
         self._rows: list[str] = [""]  # wrapped rows; the last one is still open
@@ -87,6 +102,7 @@ class StreamView(ScrollView, can_focus=True):
         self._chunks.clear()
         self._sanitizer = StreamSanitizer()
         self._rows = [""]
+        self._cancel_follow()
         self._set_height(1)
         self.scroll_to(y=0, animate=False, immediate=True)
         self.refresh()
@@ -115,14 +131,18 @@ class StreamView(ScrollView, can_focus=True):
         self.work.appends += 1
         if self._wrap_width <= 0:
             return
-        follow = self.is_vertical_scroll_end
+        follow = self.following
         first = len(self._rows) - 1
         self._rows[first:] = self._wrap(self._rows[first], piece)
         changed = len(self._rows) - first
         self.work.rows_refreshed += changed
         self._set_height(len(self._rows))
         if follow:
-            self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
+            self._follow()
+        elif self.follow_interval <= 0:  # the reader scrolled up: the thumb still shrinks
+            self._sync_scrollbar()
+        elif self._scrollbar_due is None:
+            self._scrollbar_due = self.set_timer(self.follow_interval, self._scrollbar_when_due)
         self.refresh_lines(first, changed)
 
     def _wrap(self, open_row: str, piece: str) -> list[str]:
@@ -138,13 +158,60 @@ class StreamView(ScrollView, can_focus=True):
     def _rewrap(self) -> None:
         if self._wrap_width <= 0:
             return
-        follow = self.is_vertical_scroll_end
+        follow = self.following
         self.work.full_wraps += 1
         self._rows = self._wrap("", self.text)
         self._set_height(len(self._rows))
         if follow:
-            self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
+            self._cancel_follow()
+            self._scroll_to_end()
         self.refresh()
+
+    @property
+    def following(self) -> bool:
+        """Whether the view keeps the end in sight (it does unless the reader scrolled up)."""
+        return self._follow_due is not None or self.is_vertical_scroll_end
+
+    def _follow(self) -> None:
+        """Scroll to the end now, or when `follow_interval` has passed since the last time."""
+        if self._follow_due is not None or self.scroll_y >= self.max_scroll_y:
+            return
+        wait = self._followed_at + self.follow_interval - time.monotonic()
+        if wait <= 0:
+            self._scroll_to_end()
+            return
+        self._follow_from = self.scroll_y
+        self._follow_due = self.set_timer(wait, self._follow_when_due)
+
+    def _follow_when_due(self) -> None:
+        self._follow_due = None
+        if self.scroll_y == self._follow_from:  # the reader has not scrolled meanwhile
+            self._scroll_to_end()
+
+    def _scroll_to_end(self) -> None:
+        self._followed_at = time.monotonic()
+        self.work.follows += 1
+        self._sync_scrollbar()
+        self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
+
+    def _sync_scrollbar(self) -> None:
+        """Size the scrollbar's thumb to the rows there are now."""
+        if not self._scrollbar_stale:
+            return
+        self._scrollbar_stale = False
+        if self.show_vertical_scrollbar:
+            scrollbar = self.vertical_scrollbar
+            scrollbar.window_virtual_size = self.virtual_size.height
+            scrollbar.window_size = self.scrollable_content_region.height
+
+    def _scrollbar_when_due(self) -> None:
+        self._scrollbar_due = None
+        self._sync_scrollbar()
+
+    def _cancel_follow(self) -> None:
+        if self._follow_due is not None:
+            self._follow_due.stop()
+            self._follow_due = None
 
     def _set_height(self, rows: int) -> None:
         """Grow or shrink the scrollable height, laying out only if the scrollbar changes."""
@@ -157,10 +224,9 @@ class StreamView(ScrollView, can_focus=True):
             self.virtual_size = size  # the scrollbar appears or goes: one layout
             return
         self.set_reactive(StreamView.virtual_size, size)
-        if self.show_vertical_scrollbar:
-            scrollbar = self.vertical_scrollbar
-            scrollbar.window_virtual_size = rows
-            scrollbar.window_size = viewport
+        # The scrollbar's thumb follows when the view scrolls (or at `_sync_scrollbar`): a
+        # scrollbar repaint per row would cost as much as repainting the rows in view.
+        self._scrollbar_stale = True
 
     def on_resize(self, event: Resize) -> None:
         width = self.scrollable_content_region.width
