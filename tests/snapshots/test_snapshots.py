@@ -47,6 +47,30 @@ def test_run_complete(snap_compare: Any, make_app: Any, size: tuple[int, int]) -
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_run_batched(
+    snap_compare: Any, make_app: Any, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]
+) -> None:
+    """Batched decoding: each column shows one titled pane per sample of the last cell."""
+    from tests.functional.fake_backend import BatchedRunner, ScriptedBackend
+
+    monkeypatch.setattr("persona_tui.ui.screens.run.Runner", BatchedRunner)
+
+    def loader(ref: str, config: Config, backend: str) -> Backend:
+        return ScriptedBackend(["unused"])
+
+    app = make_app(scenario="small", loader=loader)
+
+    async def finish(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen))
+        screen = pilot.app.screen
+        assert isinstance(screen, RunScreen)
+        await wait_for(pilot, lambda: screen.finished_status == "complete")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=finish)
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_annotate(
     snap_compare: Any, make_app: Any, fixed_session: Path, size: tuple[int, int]
 ) -> None:
