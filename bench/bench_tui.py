@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -58,14 +59,11 @@ def run_cli(
     config = load_config()
     scenario = load_scenario(resolve_scenario(scenario_ref))
     backend = load_model(ref, config, None)
-    # `batch` only when asked for: the runner's default applies otherwise.
-    extra = {} if batch is None else {"batch": batch}
+    options = replace(options, batch=batch)
     try:
         store = create_session(scenario, backend, options, out)
         with store:
-            Runner(scenario, backend, store).run(
-                ProgressReporter(Console(file=io.StringIO())), **extra
-            )
+            Runner(scenario, backend, store).run(ProgressReporter(Console(file=io.StringIO())))
     finally:
         backend.close()
     return time.perf_counter()
@@ -91,7 +89,9 @@ async def run_tui(
         batches += isinstance(message, TextBatch)
 
     async with app.run_test(size=(120, 40), message_hook=count) as pilot:
-        request = RunRequest(model=ref, scenario=scenario, options=options, out=out, batch=batch)
+        request = RunRequest(
+            model=ref, scenario=scenario, options=replace(options, batch=batch), out=out
+        )
         screen = RunScreen(request, app.config, app.loader)
         await app.push_screen(screen)
         # The UI thread is this one (run_test drives the app here): its CPU time is the app's.

@@ -61,6 +61,8 @@ def _batch_in_context(scenario: Scenario, plan: Plan, backend: Backend, options:
     and the later turns' text). A batch asked for with --batch that does not fit is an
     error, named before anything runs."""
     n_ctx = backend.info.context_length
+    if n_ctx <= 0:  # the context is unknown: nothing to size by
+        return plan.batch
     max_tokens = effective_sampling(scenario, options).max_tokens
     fits = plan.batch
     for condition in plan.conditions:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
 from persona_tui.run.plan import TrialSpec, plan_trials
@@ -94,13 +93,11 @@ class BatchedRunner:
     ) -> None:
         self.store = store
         self.pieces = pieces or default_pieces
-        self.batches: list[int | None] = []  # the `batch` of every run() call
+        self.batches: list[int] = []  # the plan's `batch` at every run() call
 
-    def run(
-        self, on_event: EventCallback, control: RunControl | None = None, **options: Any
-    ) -> str:
+    def run(self, on_event: EventCallback, control: RunControl | None = None) -> str:
         control = control or RunControl()
-        self.batches.append(options.get("batch"))
+        self.batches.append(self.store.session.header.plan.batch)
         plan = self.store.session.header.plan
         finished = {t.key for t in self.store.session.trials}
         specs = [s for s in plan_trials(plan) if s.key not in finished]
@@ -148,3 +145,13 @@ def default_pieces(spec: TrialSpec) -> list[str]:
     """Some words per sample, with markup that must show literally."""
     words = [f"s{spec.sample}w{i} " for i in range(6 + 3 * spec.sample)]
     return ["[bold]not bold[/bold] ", *words]
+
+
+class BatchingScriptedBackend(ScriptedBackend):
+    """A ScriptedBackend that says it decodes sequences together, so plans record a batch
+    (the app's stand-in runner, `BatchedRunner`, plays the batched events)."""
+
+    max_batch = 64
+
+    def generate_batch(self, requests: object, cancel: object = None) -> object:
+        raise NotImplementedError("BatchedRunner plays batched runs")

@@ -44,12 +44,17 @@ def test_run_streams_columns_and_saves(make_app: Any, ui_home: Path) -> None:
             assert [c.condition.id for c in columns] == ["baseline", "framed"]
             assert [c.done for c in columns] == [6, 6]
             assert "12/12 trials" in str(screen.query_one(".run-status").render())
-            # The last response shown in each column is the one saved.
+            # Each column shows its last cell's samples (decoded together: one pane each),
+            # each pane the response that was saved.
             session = load_session(sessions_in(ui_home)[0])
-            last = {t.condition: t for t in session.trials}
+            assert session.header.plan.batch == 2
+            saved = {(t.condition, t.probe, t.sample): t for t in session.trials}
             for column in columns:
-                (pane,) = column.panes  # one trial at a time: one pane
-                assert pane.text == sanitize_for_display(last[column.condition.id].response)
+                assert len(column.panes) == 2
+                for pane in column.panes:
+                    probe, sample = pane.trial
+                    trial = saved[(column.condition.id, probe, sample)]
+                    assert pane.text == sanitize_for_display(trial.response)
         session = load_session(sessions_in(ui_home)[0])
         assert session.header.status == "complete"
         assert len(session.trials) == 12

@@ -14,7 +14,7 @@ from rich.cells import cell_len
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 
-from persona_tui.run.plan import TrialSpec
+from persona_tui.run.plan import RunOptions, TrialSpec
 from persona_tui.run.runner import RunFinished, TextChunk
 from persona_tui.scenario.parse import load_scenario, parse_scenario
 from persona_tui.session.store import load_session
@@ -25,7 +25,7 @@ from persona_tui.ui.text import wrap_rows
 from persona_tui.ui.widgets.condition_column import ConditionColumn
 from persona_tui.ui.widgets.stream_view import StreamView
 from tests.functional.conftest import sessions_in, wait_for
-from tests.functional.fake_backend import BatchedRunner, ScriptedBackend
+from tests.functional.fake_backend import BatchedRunner, BatchingScriptedBackend, ScriptedBackend
 from tests.scenario_text import SMALL_SCENARIO
 
 # Wrapping ------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def batched_app(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, li
     monkeypatch.setattr("persona_tui.ui.screens.run.Runner", runner)
 
     def loader(ref: str, config: object, backend: str) -> ScriptedBackend:
-        return ScriptedBackend(["unused"])
+        return BatchingScriptedBackend(["unused"])
 
     return make_app(loader=loader), runners
 
@@ -362,7 +362,9 @@ def test_batched_run_streams_every_sample_and_saves(
 
     async def scenario() -> None:
         async with app.run_test(size=(120, 40)) as pilot:
-            request = RunRequest(model="scripted", scenario=scenario_, batch=batch)
+            request = RunRequest(
+                model="scripted", scenario=scenario_, options=RunOptions(batch=batch)
+            )
             screen = RunScreen(request, app.config, app.loader)
             await app.push_screen(screen)
             await wait_for(pilot, lambda: screen.finished_status == "complete")
@@ -384,6 +386,7 @@ def test_batched_run_streams_every_sample_and_saves(
                     assert str(pane.border_title) == title
             assert "18/18 trials" in str(screen.query_one(".run-status").render())
             await screen.shutdown()
-        assert runners[0].batches == [batch]  # passed to the runner only when asked for
+        # The plan records what was asked for (None: the whole cell of 3).
+        assert runners[0].batches == [3]
 
     asyncio.run(scenario())

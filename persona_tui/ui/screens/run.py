@@ -41,6 +41,7 @@ from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import SessionHeader, Trial, TrialKey
 from persona_tui.session.store import SessionStore
 from persona_tui.ui.app_base import PersonaAppBase
+from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel, run_options_pass
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import ConditionColumn
@@ -60,7 +61,6 @@ class RunRequest:
     options: RunOptions = field(default_factory=RunOptions)
     out: Path | None = None
     backend: str = "auto"  # or the engine to load the model with (the model picker's choice)
-    batch: int | None = None  # sequences decoded together (None: the runner's default)
 
 
 @dataclass
@@ -127,6 +127,7 @@ class RunScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         title = self.scenario.title if self.scenario else f"resume {self.request.resume}"
         yield RunHeader(title, clock=self.app_clock)
+        yield OptionsPassPanel()
         yield Static("", id="run-message")
         yield SideBySide(id="columns")
         yield Footer(compact=True)
@@ -135,6 +136,7 @@ class RunScreen(Screen[None]):
         return self.app.clock()
 
     def on_mount(self) -> None:
+        self._options_panel = self.query_one(OptionsPassPanel)  # kept for the worker
         self.query_one("#columns").display = False
         self.set_interval(1.0, self.query_one(RunHeader).refresh_figures)
         self.start_worker()
@@ -159,11 +161,13 @@ class RunScreen(Screen[None]):
             self.post_message(
                 SessionReady(self.scenario, session.header, session.path, tuple(session.trials))
             )
-            # `batch` only when asked for, so the runner's own default applies otherwise.
-            extra = {} if self.request.batch is None else {"batch": self.request.batch}
-            Runner(self.scenario, self.backend, self.store).run(
-                RunBridge(self.post_message), control, **extra
+            status = Runner(self.scenario, self.backend, self.store).run(
+                RunBridge(self.post_message), control
             )
+            if status == "complete":  # then the likelihood probes, in this same thread
+                run_options_pass(
+                    self.scenario, self.backend, self.store, self._options_panel, control.cancelled
+                )
         except PersonaError as error:
             self.post_message(RunFailed(str(error)))
         finally:
@@ -203,6 +207,13 @@ class RunScreen(Screen[None]):
             self.refresh_bindings()
 
     # Messages from the worker ---------------------------------------------------------
+
+    @on(OptionsPassFinished)
+    def _options_finished(self, message: OptionsPassFinished) -> None:
+        if not message.complete:
+            self.finished_status = "interrupted"
+            self.query_one(RunHeader).set_state("options cancelled · r resumes")
+            self.refresh_bindings()
 
     @on(ModelLoaded)
     def _model_loaded(self, message: ModelLoaded) -> None:
