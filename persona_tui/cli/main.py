@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "1: one by one); recorded in the session, since results depend on it",
     )
     run.add_argument(
+        "--adapters",
+        metavar="COND=DIR,...",
+        help="a training study's LoRA adapters: CONDITION=DIR for each training condition "
+        "(DIR: a condition folder of `persona-tui train`, or its adapter.gguf; default: "
+        "train's output folder for this scenario and model)",
+    )
+    run.add_argument(
         "--no-score",
         action="store_true",
         help="skip scoring the probes' answer options (likelihood probes)",

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
@@ -56,6 +57,7 @@ from persona_tui.scoring.options import (
 )
 from persona_tui.session.model import SessionStatus
 from persona_tui.session.store import SessionStore
+from persona_tui.training.adapters import parse_adapters_option, study_adapters
 
 
 class ProgressReporter:
@@ -189,6 +191,8 @@ def _cancel_on_signals(control: RunControl) -> Iterator[None]:
 
 
 def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStore]:
+    if args.adapters and args.resume is not None:
+        raise PersonaError("--adapters is for a new run; a resumed session uses its own")
     if args.resume is not None:
         scenario, store, backend = resume_session(
             args.resume,
@@ -211,7 +215,18 @@ def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStor
         probes=args.probes,
         batch=args.batch,
     )
-    store = create_session(scenario, backend, options, args.out)
+    try:
+        adapters = study_adapters(
+            scenario,
+            Path(backend.info.path),
+            backend.info.sha256,
+            parse_adapters_option(args.adapters) if args.adapters else None,
+            args.conditions,
+        )
+        store = create_session(scenario, backend, options, args.out, adapters)
+    except BaseException:
+        backend.close()
+        raise
     return Runner(scenario, backend, store), store
 
 

@@ -266,9 +266,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train the study; exit 0 when every adapter is done, 130 when interrupted."""
     from rich.console import Console
 
-    from persona_tui import paths
     from persona_tui.scenario.catalog import resolve_scenario
     from persona_tui.scenario.parse import load_scenario
+    from persona_tui.training.adapters import default_adapters_folder
     from persona_tui.training.deps import require_training
     from persona_tui.training.study import train_study
 
@@ -277,7 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     params = _params(args)
     scenario = load_scenario(resolve_scenario(args.scenario))
     model_path = _model_path(args.model)
-    out = args.out or paths.data_dir() / "adapters" / f"{scenario.id}--{model_path.stem}"
+    out = args.out or default_adapters_folder(scenario.id, model_path)
     console = Console(stderr=True)
     reporter = TrainReporter(console)
     cancel = threading.Event()
