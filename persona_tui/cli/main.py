@@ -159,10 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=_cmd_doctor)
 
     from persona_tui.cli.analysis import add_analysis_commands
+    from persona_tui.cli.study import add_study_command
     from persona_tui.cli.train import add_train_command
 
     add_analysis_commands(sub)
     add_train_command(sub)
+    add_study_command(sub)
     return parser
 
 

@@ -178,7 +178,7 @@ class OptionsReporter:
 
 
 @contextmanager
-def _cancel_on_signals(control: RunControl) -> Iterator[None]:
+def cancel_on_signals(control: RunControl) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         control.cancel()
 
@@ -230,7 +230,7 @@ def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStor
     return Runner(scenario, backend, store), store
 
 
-def _score(
+def score_session(
     runner: Runner, store: SessionStore, console: Console, control: RunControl
 ) -> OptionsSummary:
     cells = option_cells(runner.scenario, store.session.header.plan)
@@ -255,12 +255,12 @@ def run_headless(args: argparse.Namespace) -> int:
                 raise PersonaError(OPTIONS_UNSUPPORTED)
             console.print(f"options not scored: {OPTIONS_UNSUPPORTED}", highlight=False)
             score = False
-        with _cancel_on_signals(control):
+        with cancel_on_signals(control):
             status: SessionStatus = "complete"
             if not args.no_sample:
                 status = runner.run(ProgressReporter(console), control, parallel=args.parallel)
             scored = score and not control.cancelled.is_set()
-            if scored and not _score(runner, store, console, control).complete:
+            if scored and not score_session(runner, store, console, control).complete:
                 status = "interrupted"
             if status == "complete" or control.cancelled.is_set():
                 # The file says what is left to do: trials (skipped by --no-sample) or options.
