@@ -83,6 +83,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             f"scenario {scenario.id!r} is not a training study (it has no [training] table); "
             "`persona-tui run` it instead"
         )
+    _check_probe_options(args, scenario)
     model_path = gguf_path(args.model)
     out = args.out or default_adapters_folder(scenario.id, model_path)
     console = Console(stderr=True)
@@ -124,6 +125,22 @@ def cmd_study(args: argparse.Namespace) -> int:
     code = cmd_report(build_parser().parse_args(["report", str(session)]))
     console.print(f"session: {session}", highlight=False, markup=False)
     return code
+
+
+def _check_probe_options(args: argparse.Namespace, scenario: Any) -> None:
+    """The probing options, checked before the (long) training rather than after it."""
+    from persona_tui._util.tables import did_you_mean
+    from persona_tui.errors import PersonaError
+
+    for name in ("samples", "max_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise PersonaError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    ids = [p.id for p in scenario.probes]
+    for probe in args.probes or ():
+        if probe not in ids:
+            hint = did_you_mean(probe, ids) or f" its probes: {', '.join(ids)}"
+            raise PersonaError(f"--probes: {probe!r} is not a probe of {scenario.id!r};{hint}")
 
 
 def _probe(

@@ -388,3 +388,18 @@ def test_study_trains_probes_and_reports(
     again = capsys.readouterr()
     assert "already-trained" in again.err and "resuming" in again.err
     assert again.out == captured.out
+
+
+def test_study_checks_its_probing_options_before_training(
+    model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from persona_tui.cli.main import main
+
+    scenario_file = tmp_path / "tiny-finetune.toml"
+    scenario_file.write_text(options_study_text(), encoding="utf-8")
+    argv = ["study", str(scenario_file), "--model", str(model), "-o", str(tmp_path / "out")]
+    assert main([*argv, "--probes", "wht"]) == 2
+    assert "did you mean 'what'" in capsys.readouterr().err
+    assert main([*argv, "--samples", "0"]) == 2
+    assert "--samples must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
