@@ -15,7 +15,9 @@ runtime-checkable protocols, never by the backend's class:
 - `ContinuationLogprobs`: the log-probabilities of a text's tokens after a prompt, the
   engine tokenizing (a server that echoes prompt log-probabilities; likelihood probes);
 - `BatchedGeneration`: several sequences decoded together, one token of each per step
-  (`--batch`, the samples of one cell).
+  (`--batch`, the samples of one cell);
+- `LoraAdapters`: a LoRA adapter file applied on top of the loaded weights, or none (the
+  adapters of a training study, issue 12).
 """
 
 from __future__ import annotations
@@ -260,5 +262,23 @@ class BatchedGeneration(Protocol):
         same texts whatever ran before. Close the iterator (or exhaust it) to release the
         model. Raises PromptTooLongError, before anything is evaluated, when the batch
         does not fit the context.
+        """
+        ...
+
+
+@runtime_checkable
+class LoraAdapters(Protocol):
+    """A backend that applies one LoRA adapter (a file made for its model) or none.
+
+    Switching adapters forgets every cached evaluation (prompt cache, scored prompts): what
+    was computed under one adapter is wrong under another. Each file is loaded once and
+    kept until `close`.
+    """
+
+    def use_adapter(self, path: str | None) -> None:
+        """Apply the adapter file at `path` from the next evaluation on (None: no adapter).
+
+        Raises ModelLoadError naming the file when it is missing, not an adapter, or made
+        for another model.
         """
         ...

@@ -5,10 +5,11 @@ is built exactly as the runner builds that trial's prompt (`run.runner.first_tur
 and evaluated once; each option is then scored as a continuation of it in one batch
 (`LogprobScope.sequence`), so an option costs only its own tokens. On an OpenAI-compatible
 server that echoes prompt log-probabilities (`ContinuationLogprobs`), each option is one
-request for prompt + option. The cells run in the
-runner's prefix-reusing order, each is saved to the session as soon as it is done, and a
-cancel stops between options (an unfinished cell is not saved). Values do not depend on
-the order or on what ran before (the engines guarantee it; tests/unit/test_options.py).
+request for prompt + option. The cells run in the runner's prefix-reusing order (a training
+study's cells grouped by LoRA adapter, each adapter applied once and its cells scored under
+it), each is saved to the session as soon as it is done, and a cancel stops between
+options (an unfinished cell is not saved). Values do not depend on the order or on what ran
+before (the engines guarantee it; tests/unit/test_options.py).
 
 The text scored follows the prompt as the model would write it: in transcript mode after
 "Assistant:" with one space (" " + the option's text, stripped as demonstrations are), in
@@ -18,6 +19,7 @@ chat mode the text as written. Format: docs/scenario-format.md, docs/session-for
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import threading
 import time
@@ -25,7 +27,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from persona_tui.backends.base import Backend, ContinuationLogprobs, LogprobScope, TokenLogprobs
+from persona_tui.backends.base import (
+    Backend,
+    ContinuationLogprobs,
+    LogprobScope,
+    LoraAdapters,
+    TokenLogprobs,
+)
 from persona_tui.errors import PersonaError
 from persona_tui.run.plan import TrialSpec, order_for_prefix_reuse
 from persona_tui.run.prompts import ResolvedMode
@@ -163,45 +171,68 @@ def score_options(
         spec.key: first_turn_prompt(scenario, mode, backend, spec.condition, spec.probe)
         for spec in specs
     }
+    adapters = store.session.header.adapter_paths()
+    if adapters and not isinstance(backend, LoraAdapters):
+        raise PersonaError(
+            f"this session probes LoRA adapters, which {backend.info.backend} cannot apply; "
+            "score it with llama.cpp and the model it was run with"
+        )
     scored = 0
-    with _scoring(backend) as scorer:
-        for spec in order_for_prefix_reuse(specs, prompts):
-            if cancel is not None and cancel.is_set():
-                break
-            clock = time.perf_counter()
-            prompt = prompts[spec.key]
-            prompt_tokens = scorer.prompt(prompt)
-            scores: list[OptionScore] = []
-            for option in scenario.probe(spec.probe).options:
-                if cancel is not None and cancel.is_set():
-                    break
-                text = scored_text(mode, option)
-                values = scorer.option(text)
-                scores.append(
-                    OptionScore(
-                        id=option.id,
-                        label=option.label,
-                        text=text,
-                        logprob=math.fsum(values),
-                        n_tokens=len(values),
-                        token_logprobs=tuple(values),
-                    )
-                )
-            else:
-                cell = OptionCell(
-                    condition=spec.condition,
-                    probe=spec.probe,
-                    prompt=prompt,
-                    prompt_tokens=prompt_tokens,
-                    seconds=round(time.perf_counter() - clock, 4),
-                    options=tuple(scores),
-                )
+    ordered = order_for_prefix_reuse(specs, prompts, adapters)
+    # One adapter at a time (a scoring scope holds the model, so it is applied between).
+    for adapter, group in itertools.groupby(ordered, key=lambda s: adapters.get(s.condition)):
+        if cancel is not None and cancel.is_set():
+            break
+        if isinstance(backend, LoraAdapters):
+            backend.use_adapter(adapter)
+        with _scoring(backend) as scorer:
+            for spec in group:
+                cell = _score_cell(scenario, mode, scorer, spec, prompts[spec.key], cancel)
+                if cell is None:
+                    break  # cancelled between options: the unfinished cell is not saved
                 store.save_option_cell(cell)
                 scored += 1
                 finished += 1
                 if progress is not None:
                     progress(OptionsProgress(cell, finished, len(cells)))
-                continue
-            break  # cancelled between options: the unfinished cell is not saved
     cancelled = cancel is not None and cancel.is_set() and finished < len(cells)
     return OptionsSummary(scored, finished, len(cells), cancelled=cancelled)
+
+
+def _score_cell(
+    scenario: Scenario,
+    mode: ResolvedMode,
+    scorer: _Scorer,
+    spec: TrialSpec,
+    prompt: str,
+    cancel: threading.Event | None,
+) -> OptionCell | None:
+    """Score one cell's options after its prompt; None when cancelled before the end."""
+    if cancel is not None and cancel.is_set():
+        return None
+    clock = time.perf_counter()
+    prompt_tokens = scorer.prompt(prompt)
+    scores: list[OptionScore] = []
+    for option in scenario.probe(spec.probe).options:
+        if cancel is not None and cancel.is_set():
+            return None
+        text = scored_text(mode, option)
+        values = scorer.option(text)
+        scores.append(
+            OptionScore(
+                id=option.id,
+                label=option.label,
+                text=text,
+                logprob=math.fsum(values),
+                n_tokens=len(values),
+                token_logprobs=tuple(values),
+            )
+        )
+    return OptionCell(
+        condition=spec.condition,
+        probe=spec.probe,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens,
+        seconds=round(time.perf_counter() - clock, 4),
+        options=tuple(scores),
+    )

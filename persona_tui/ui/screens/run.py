@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -40,6 +40,7 @@ from persona_tui.run.runner import (
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import SessionHeader, Trial, TrialKey
 from persona_tui.session.store import SessionStore
+from persona_tui.training.adapters import study_adapters
 from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel, run_options_pass
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
@@ -61,6 +62,9 @@ class RunRequest:
     options: RunOptions = field(default_factory=RunOptions)
     out: Path | None = None
     backend: str = "auto"  # or the engine to load the model with (the model picker's choice)
+    # A training study's adapters by condition (a condition folder or adapter.gguf); the
+    # ones not named come from `persona-tui train`'s default folder (training/adapters.py).
+    adapters: Mapping[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -193,8 +197,16 @@ class RunScreen(Screen[None]):
             raise PersonaError("nothing to run: choose a scenario on the Home screen")
         if self.backend is None:
             self.backend = self._load(self.request.model or self.config.default_model)
+        info = self.backend.info
+        adapters = study_adapters(
+            self.scenario,
+            Path(info.path),
+            info.sha256,
+            self.request.adapters,
+            self.request.options.conditions,
+        )
         self.store = create_session(
-            self.scenario, self.backend, self.request.options, self.request.out
+            self.scenario, self.backend, self.request.options, self.request.out, adapters
         )
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
