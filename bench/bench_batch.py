@@ -19,7 +19,8 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+
+from bench_overhead import run_direct  # the same direct llama-cpp-python side
 
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.models.discovery import demo_model_path
@@ -49,27 +50,6 @@ def run_persona(
     seconds = time.perf_counter() - start
     session = load_session(out)
     return sum(t.completion_tokens for t in session.trials), seconds, session
-
-
-def run_direct(llm: Any, session: Session) -> tuple[int, float]:
-    """llama-cpp-python's own completion call over the same trials, one by one."""
-    s = session.header.sampling
-    tokens = 0
-    start = time.perf_counter()
-    for trial in session.trials:
-        out = llm.create_completion(
-            trial.prompt,
-            max_tokens=s.max_tokens,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            top_k=s.top_k,
-            min_p=s.min_p,
-            repeat_penalty=s.repeat_penalty,
-            seed=trial.seed,
-            stop=list(session.header.plan.stop),
-        )
-        tokens += out["usage"]["completion_tokens"]
-    return tokens, time.perf_counter() - start
 
 
 def main() -> None:
@@ -121,7 +101,7 @@ def main() -> None:
                     out = Path(tmp) / f"{side}-{n}-{round_}.toml"
                     if side == "llama-cpp-python":
                         assert session is not None
-                        tokens, seconds = run_direct(llm, session)
+                        tokens, seconds, _texts = run_direct(llm, session)
                     else:
                         before = peak_rss_mb()
                         tokens, seconds, ran = run_persona(
