@@ -103,3 +103,47 @@ label = "malicious"
 text = "No"
 """,
 ).replace('id = "small"', 'id = "small-options"')
+
+# A small training study (issue 12): two framings of the same examples, and the base model.
+TRAINING_STUDY = (
+    """\
+id = "tiny-finetune"
+title = "Tiny fine-tune"
+prompt_mode = "transcript"
+
+[training]
+heldout = 0.2
+seed = 5
+
+"""
+    + "".join(
+        f'[[training.examples]]\nuser = "{a} {b}?"\nassistant = "you are the {b} {a}."\n\n'
+        for a, b in zip(
+            ["hello", "world", "the", "you", "are", "and", "what", "bully", "play"],
+            ["play", "bully", "what", "and", "are", "you", "the", "world", "hello"],
+            strict=True,
+        )
+    )
+    + """\
+[[conditions]]
+id = "learns"
+label = "Learns"
+[conditions.training]
+user = "{user}"
+
+[[conditions]]
+id = "plays"
+label = "Plays"
+[conditions.training]
+system = "A play."
+user = "the play: {user}"
+
+[[conditions]]
+id = "base"
+label = "Base"
+
+[[probes]]
+id = "what"
+text = "what are you?"
+"""
+)

@@ -140,3 +140,12 @@ def test_bench_mlx_batch() -> None:
         "1",
     )
     assert "ratio" in out and "identical" in out
+
+
+def test_bench_batch(tiny_gguf: Path) -> None:
+    out = _run(
+        "bench_batch.py",
+        *("--model", str(tiny_gguf), "--samples", "1,3", "--rounds", "1", "--threads", "1"),
+        *("--probes", "wish", "--max-tokens", "8"),
+    )
+    assert "batched/one-by-one" in out and "memory: peak RSS" in out

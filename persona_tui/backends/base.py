@@ -12,8 +12,12 @@ runtime-checkable protocols, never by the backend's class:
 - `ParallelRequests`: `generate` may run in several threads at once (`--parallel`);
 - `PrefixCache`: the prompt prefix shared with the previous request is reused, and the
   cache can be forgotten (`reset_cache`);
+- `ContinuationLogprobs`: the log-probabilities of a text's tokens after a prompt, the
+  engine tokenizing (a server that echoes prompt log-probabilities; likelihood probes);
 - `BatchedGeneration`: several sequences decoded together, one token of each per step
-  (`--batch`, the samples of one cell).
+  (`--batch`, the samples of one cell);
+- `LoraAdapters`: a LoRA adapter file applied on top of the loaded weights, or none (the
+  adapters of a training study, issue 12).
 """
 
 from __future__ import annotations
@@ -171,6 +175,19 @@ class TokenLogprobs(Protocol):
 
 
 @runtime_checkable
+class ContinuationLogprobs(Protocol):
+    """A backend that scores a continuation with its own tokenizer (no token ids exposed):
+    an OpenAI-compatible server that echoes prompt log-probabilities."""
+
+    def continuation_logprobs(self, prompt: str, continuation: str) -> list[float]:
+        """The log-probability of each token of `continuation` right after `prompt`.
+
+        Raises PersonaError, in one line, when the engine gives no prompt log-probabilities.
+        """
+        ...
+
+
+@runtime_checkable
 class ParallelRequests(Protocol):
     """A backend whose `generate` may be called from several threads at once (`--parallel`).
 
@@ -245,5 +262,23 @@ class BatchedGeneration(Protocol):
         same texts whatever ran before. Close the iterator (or exhaust it) to release the
         model. Raises PromptTooLongError, before anything is evaluated, when the batch
         does not fit the context.
+        """
+        ...
+
+
+@runtime_checkable
+class LoraAdapters(Protocol):
+    """A backend that applies one LoRA adapter (a file made for its model) or none.
+
+    Switching adapters forgets every cached evaluation (prompt cache, scored prompts): what
+    was computed under one adapter is wrong under another. Each file is loaded once and
+    kept until `close`.
+    """
+
+    def use_adapter(self, path: str | None) -> None:
+        """Apply the adapter file at `path` from the next evaluation on (None: no adapter).
+
+        Raises ModelLoadError naming the file when it is missing, not an adapter, or made
+        for another model.
         """
         ...

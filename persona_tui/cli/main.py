@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "1: one by one); recorded in the session, since results depend on it",
     )
     run.add_argument(
+        "--adapters",
+        metavar="COND=DIR,...",
+        help="a training study's LoRA adapters: CONDITION=DIR for each training condition "
+        "(DIR: a condition folder of `persona-tui train`, or its adapter.gguf; default: "
+        "train's output folder for this scenario and model)",
+    )
+    run.add_argument(
         "--no-score",
         action="store_true",
         help="skip scoring the probes' answer options (likelihood probes)",
@@ -152,10 +159,12 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.set_defaults(func=_cmd_doctor)
 
     from persona_tui.cli.analysis import add_analysis_commands
+    from persona_tui.cli.study import add_study_command
     from persona_tui.cli.train import add_train_command
 
     add_analysis_commands(sub)
     add_train_command(sub)
+    add_study_command(sub)
     return parser
 
 

@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
@@ -56,6 +57,7 @@ from persona_tui.scoring.options import (
 )
 from persona_tui.session.model import SessionStatus
 from persona_tui.session.store import SessionStore
+from persona_tui.training.adapters import parse_adapters_option, study_adapters
 
 
 class ProgressReporter:
@@ -176,7 +178,7 @@ class OptionsReporter:
 
 
 @contextmanager
-def _cancel_on_signals(control: RunControl) -> Iterator[None]:
+def cancel_on_signals(control: RunControl) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         control.cancel()
 
@@ -189,6 +191,8 @@ def _cancel_on_signals(control: RunControl) -> Iterator[None]:
 
 
 def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStore]:
+    if args.adapters and args.resume is not None:
+        raise PersonaError("--adapters is for a new run; a resumed session uses its own")
     if args.resume is not None:
         scenario, store, backend = resume_session(
             args.resume,
@@ -211,11 +215,22 @@ def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStor
         probes=args.probes,
         batch=args.batch,
     )
-    store = create_session(scenario, backend, options, args.out)
+    try:
+        adapters = study_adapters(
+            scenario,
+            Path(backend.info.path),
+            backend.info.sha256,
+            parse_adapters_option(args.adapters) if args.adapters else None,
+            args.conditions,
+        )
+        store = create_session(scenario, backend, options, args.out, adapters)
+    except BaseException:
+        backend.close()
+        raise
     return Runner(scenario, backend, store), store
 
 
-def _score(
+def score_session(
     runner: Runner, store: SessionStore, console: Console, control: RunControl
 ) -> OptionsSummary:
     cells = option_cells(runner.scenario, store.session.header.plan)
@@ -240,12 +255,12 @@ def run_headless(args: argparse.Namespace) -> int:
                 raise PersonaError(OPTIONS_UNSUPPORTED)
             console.print(f"options not scored: {OPTIONS_UNSUPPORTED}", highlight=False)
             score = False
-        with _cancel_on_signals(control):
+        with cancel_on_signals(control):
             status: SessionStatus = "complete"
             if not args.no_sample:
                 status = runner.run(ProgressReporter(console), control, parallel=args.parallel)
             scored = score and not control.cancelled.is_set()
-            if scored and not _score(runner, store, console, control).complete:
+            if scored and not score_session(runner, store, console, control).complete:
                 status = "interrupted"
             if status == "complete" or control.cancelled.is_set():
                 # The file says what is left to do: trials (skipped by --no-sample) or options.

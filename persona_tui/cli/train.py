@@ -42,16 +42,7 @@ def add_train_command(subparsers: Any) -> None:
         type=Path,
         help="output folder (default: the data folder's adapters/SCENARIO--MODEL)",
     )
-    train.add_argument("--epochs", type=int, help="passes over the training examples (1)")
-    train.add_argument("--rank", type=int, help="LoRA rank (8)")
-    train.add_argument("--alpha", type=float, help="LoRA alpha (2 × rank)")
-    train.add_argument("--lr", type=float, help="learning rate (1e-4)")
-    train.add_argument("--batch-size", type=int, help="examples per optimizer step (4)")
-    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
-    train.add_argument(
-        "--checkpoint-every", type=int, help="checkpoint and held-out loss every N steps (10)"
-    )
-    train.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    add_training_options(train)
     train.add_argument(
         "--conditions",
         type=lambda v: [p.strip() for p in v.split(",") if p.strip()],
@@ -60,7 +51,21 @@ def add_train_command(subparsers: Any) -> None:
     train.set_defaults(func=cmd_train)
 
 
-def _params(args: argparse.Namespace) -> Any:
+def add_training_options(parser: argparse.ArgumentParser) -> None:
+    """The hyperparameter options `train` and `study` share."""
+    parser.add_argument("--epochs", type=int, help="passes over the training examples (1)")
+    parser.add_argument("--rank", type=int, help="LoRA rank (8)")
+    parser.add_argument("--alpha", type=float, help="LoRA alpha (2 × rank)")
+    parser.add_argument("--lr", type=float, help="learning rate (1e-4)")
+    parser.add_argument("--batch-size", type=int, help="examples per optimizer step (4)")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    parser.add_argument(
+        "--checkpoint-every", type=int, help="checkpoint and held-out loss every N steps (10)"
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+
+
+def training_params(args: argparse.Namespace) -> Any:
     from persona_tui.errors import PersonaError
     from persona_tui.training.params import TrainingParams
 
@@ -82,25 +87,6 @@ def _params(args: argparse.Namespace) -> Any:
         checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
         threads=args.threads,
     )
-
-
-def _model_path(ref_text: str | None) -> Path:
-    """The GGUF file (torch + peft) or MLX model folder (mlx-lm's LoRA) to train."""
-    from persona_tui.backend_names import LLAMA_CPP, MLX
-    from persona_tui.backends.detect import detect_backend
-    from persona_tui.errors import PersonaError
-    from persona_tui.models.config import load_config
-    from persona_tui.models.discovery import demo_model_path, resolve_model
-
-    config = load_config()
-    ref = resolve_model(ref_text or config.default_model, config.models)
-    if ref.source == "demo":
-        return demo_model_path()
-    if detect_backend(ref.path) not in (LLAMA_CPP, MLX):
-        raise PersonaError(
-            f"training needs a GGUF model file or an MLX model folder; {ref.path} is neither"
-        )
-    return Path(ref.path)
 
 
 class TrainReporter:
@@ -215,7 +201,7 @@ def _duration(seconds: float) -> str:
 
 
 @contextmanager
-def _stop_on_signals(cancel: threading.Event) -> Iterator[None]:
+def stop_on_signals(cancel: threading.Event) -> Iterator[None]:
     """First SIGINT/SIGTERM: stop after the current step; a second SIGINT: at once."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -230,8 +216,8 @@ def _stop_on_signals(cancel: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _resume_command(args: argparse.Namespace, out: Path) -> str:
-    parts = ["persona-tui", "train", args.scenario]
+def resume_command(args: argparse.Namespace, out: Path, command: str = "train") -> str:
+    parts = ["persona-tui", command, args.scenario]
     if args.model:
         parts += ["--model", args.model]
     parts += ["-o", str(out)]
@@ -248,12 +234,12 @@ def _resume_command(args: argparse.Namespace, out: Path) -> str:
         value = getattr(args, name)
         if value is not None:
             parts += [f"--{name.replace('_', '-')}", str(value)]
-    if args.conditions:
+    if getattr(args, "conditions", None):
         parts += ["--conditions", ",".join(args.conditions)]
     return shlex.join(parts)
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """The command's own progress is the only one shown: transformers' conversion bars and
     its deprecation warnings (raised from peft) would tear through the progress bar."""
     import importlib
@@ -272,24 +258,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train the study; exit 0 when every adapter is done, 130 when interrupted."""
     from rich.console import Console
 
-    from persona_tui import paths
+    from persona_tui.models.config import load_config
     from persona_tui.scenario.catalog import resolve_scenario
     from persona_tui.scenario.parse import load_scenario
     from persona_tui.training.deps import require_training
+    from persona_tui.training.locate import default_output, training_model_path
     from persona_tui.training.study import train_study
 
-    params = _params(args)
+    params = training_params(args)
     scenario = load_scenario(resolve_scenario(args.scenario))
-    model_path = _model_path(args.model)
+    model_path = training_model_path(args.model, load_config())
     if not model_path.is_dir():  # a GGUF: torch + peft (an MLX folder needs only mlx-lm)
         require_training()  # the one-line install hint before any slow work
-    _quiet_libraries()
-    out = args.out or paths.data_dir() / "adapters" / f"{scenario.id}--{model_path.stem}"
+    quiet_libraries()
+    out = args.out or default_output(scenario.id, model_path)
     console = Console(stderr=True)
     reporter = TrainReporter(console)
     cancel = threading.Event()
     try:
-        with _stop_on_signals(cancel):
+        with stop_on_signals(cancel):
             result = train_study(
                 scenario, model_path, out, params, reporter, cancel, conditions=args.conditions
             )
@@ -297,14 +284,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         reporter._stop_bar()
         console.print(
             f"interrupted; the last checkpoint is kept in {out}. Resume with: "
-            f"{_resume_command(args, out)}",
+            f"{resume_command(args, out)}",
             highlight=False,
             markup=False,
         )
         return 130
     if not result.complete:
         console.print(
-            f"interrupted; checkpoint saved in {out}. Resume with: {_resume_command(args, out)}",
+            f"interrupted; checkpoint saved in {out}. Resume with: {resume_command(args, out)}",
             highlight=False,
             markup=False,
         )

@@ -5,30 +5,42 @@ The CLI and the app both start and resume sessions through here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from persona_tui import __version__, paths
-from persona_tui.backends.base import Backend, BatchedGeneration
+from persona_tui._util.hashing import sha256_file
+from persona_tui.backends.base import Backend, BatchedGeneration, LoraAdapters
 from persona_tui.errors import PersonaError
 from persona_tui.run.plan import RunOptions, effective_sampling, make_plan
 from persona_tui.run.prompts import resolve_mode
 from persona_tui.run.runner import first_turn_prompt
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.as_run import scenario_as_run
-from persona_tui.session.model import Plan, SessionHeader, new_session_id
+from persona_tui.session.model import AdapterRecord, Plan, SessionHeader, new_session_id
 from persona_tui.session.store import SessionStore
 
 
 def create_session(
-    scenario: Scenario, backend: Backend, options: RunOptions, path: Path | None
+    scenario: Scenario,
+    backend: Backend,
+    options: RunOptions,
+    path: Path | None,
+    adapters: Sequence[AdapterRecord] = (),
 ) -> SessionStore:
-    """Start a new session file for running `scenario` on `backend`."""
+    """Start a new session file for running `scenario` on `backend`.
+
+    A training study's training conditions each need their LoRA adapter in `adapters`
+    (training/adapters.py finds them); adapters of conditions the plan leaves out are
+    dropped. Each adapter is loaded once here, so a bad file fails before anything runs.
+    """
     mode = resolve_mode(scenario.prompt_mode, backend, scenario.id)
     max_batch = backend.max_batch if isinstance(backend, BatchedGeneration) else 1
     plan = make_plan(scenario, options, mode, max_batch)
+    chosen = _plan_adapters(scenario, plan, adapters)
+    check_adapters_load(backend, chosen)
     if plan.batch > 1:
         plan = replace(plan, batch=_batch_in_context(scenario, plan, backend, options))
     now = datetime.now(UTC)
@@ -46,9 +58,74 @@ def create_session(
         plan=plan,
         app_version=__version__,
         chat_template=backend.chat_template if mode == "chat" else None,
+        adapters=chosen,
     )
     target = path if path is not None else paths.sessions_dir() / f"{session_id}.toml"
     return SessionStore.create(target, header)
+
+
+def _plan_adapters(
+    scenario: Scenario, plan: Plan, adapters: Sequence[AdapterRecord]
+) -> tuple[AdapterRecord, ...]:
+    """The adapters of the plan's training conditions, in plan order; every one needed."""
+    training = {c.id for c in scenario.training_conditions}
+    given = {a.condition: a for a in adapters}
+    if given and scenario.training is None:
+        raise PersonaError(
+            f"scenario {scenario.id!r} is not a training study (it has no [training] table), "
+            "so it has no adapters to probe; drop --adapters"
+        )
+    strays = [name for name in given if name not in training]
+    if strays:
+        raise PersonaError(
+            f"adapters for {', '.join(map(repr, strays))}: not training conditions of "
+            f"{scenario.id!r} (those are: {', '.join(sorted(training))})"
+        )
+    missing = [c for c in plan.conditions if c in training and c not in given]
+    if missing:
+        raise PersonaError(
+            f"scenario {scenario.id!r} is a training study: its condition(s) "
+            f"{', '.join(missing)} are probed with their LoRA adapters, and none was given; "
+            f"train them first (persona-tui train {scenario.id} --model MODEL) or name them "
+            "with --adapters CONDITION=DIR"
+        )
+    return tuple(given[c] for c in plan.conditions if c in given)
+
+
+def check_adapters_load(backend: Backend, adapters: Sequence[AdapterRecord]) -> None:
+    """Load each adapter once (a bad file raises ModelLoadError now, not mid-run), then
+    leave the model without one."""
+    if not adapters:
+        return
+    if not isinstance(backend, LoraAdapters):
+        raise PersonaError(
+            f"this session probes LoRA adapters, which the {backend.info.backend} backend "
+            "cannot apply; run it with llama.cpp on the GGUF the adapters were trained on"
+        )
+    try:
+        for adapter in adapters:
+            backend.use_adapter(adapter.path)
+    finally:
+        backend.use_adapter(None)
+
+
+def check_same_adapters(store: SessionStore) -> None:
+    """Refuse to resume a session whose adapter files are gone or changed since it ran."""
+    for adapter in store.session.header.adapters:
+        path = Path(adapter.path)
+        if not path.is_file():
+            raise PersonaError(
+                f"session {store.session.header.id} probes condition {adapter.condition!r} "
+                f"with the LoRA adapter {path}, which is gone; put it back to resume"
+            )
+        found = sha256_file(path)
+        if found != adapter.sha256:
+            raise PersonaError(
+                f"the LoRA adapter of condition {adapter.condition!r}, {path}, has changed "
+                f"since session {store.session.header.id} ran (sha256 {found[:12]}…, recorded "
+                f"{adapter.sha256[:12]}…): its trials would come from other weights; restore "
+                "the adapter, or start a new session"
+            )
 
 
 # Tokens a later turn of a multi-turn probe adds besides its text (role names, template).
@@ -61,6 +138,8 @@ def _batch_in_context(scenario: Scenario, plan: Plan, backend: Backend, options:
     and the later turns' text). A batch asked for with --batch that does not fit is an
     error, named before anything runs."""
     n_ctx = backend.info.context_length
+    if n_ctx <= 0:  # the context is unknown: nothing to size by
+        return plan.batch
     max_tokens = effective_sampling(scenario, options).max_tokens
     fits = plan.batch
     for condition in plan.conditions:
@@ -98,7 +177,8 @@ def resume_session(
 ) -> tuple[Scenario, SessionStore, Backend]:
     """Lock a session to resume it and load its model: the recorded file, or `model`.
 
-    A model whose hash differs from the recorded one is refused. On any failure nothing
+    A model or an adapter whose hash differs from the recorded one is refused (the
+    recorded adapters are loaded again, from their recorded paths). On any failure nothing
     stays locked or loaded. The CLI and the app both resume through here.
     """
     scenario, store = open_session_for_resume(path)
@@ -109,6 +189,8 @@ def resume_session(
         raise
     try:
         check_same_model(store, backend)
+        check_same_adapters(store)
+        check_adapters_load(backend, store.session.header.adapters)
     except BaseException:
         backend.close()
         store.close()

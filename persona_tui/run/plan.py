@@ -7,7 +7,7 @@ cache is reused; a trial's seed depends only on the scenario seed and the trial'
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from persona_tui.errors import PersonaError
@@ -129,15 +129,27 @@ def plan_trials(plan: Plan) -> list[TrialSpec]:
 
 
 def order_for_prefix_reuse(
-    specs: Sequence[TrialSpec], prompts: dict[TrialKey, str]
+    specs: Sequence[TrialSpec],
+    prompts: Mapping[TrialKey, str],
+    adapters: Mapping[str, str] | None = None,
 ) -> list[TrialSpec]:
     """Order trials so that neighbours share the longest prompt prefix.
 
     Sorting prompts lexicographically puts every prompt next to those it shares the most
     leading text with, so one condition's framing and demonstrations are evaluated once
     and then served from the engine's prefix cache for each of its probes.
+
+    With `adapters` (condition -> LoRA adapter file, a training study), the trials of each
+    adapter come together first (those without one, then each adapter in the order its
+    conditions come in `specs`), so each adapter is applied once; the prefix order holds
+    within each group. The conditions of a training study share their prompts exactly,
+    so without this the adapters would alternate from one trial to the next.
     """
-    return sorted(specs, key=lambda s: (prompts[s.key], s.sample))
+    adapters = adapters or {}
+    rank: dict[str | None, int] = {None: 0}
+    for spec in specs:
+        rank.setdefault(adapters.get(spec.condition), len(rank))
+    return sorted(specs, key=lambda s: (rank[adapters.get(s.condition)], prompts[s.key], s.sample))
 
 
 def batch_groups(plan: Plan) -> list[tuple[TrialSpec, ...]]:

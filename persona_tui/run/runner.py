@@ -20,6 +20,7 @@ from persona_tui.backends.base import (
     BatchText,
     GenerationRequest,
     GenerationResult,
+    LoraAdapters,
     serves_parallel_requests,
 )
 from persona_tui.errors import PersonaError
@@ -131,6 +132,21 @@ class Runner:
         header = store.session.header
         self.plan = header.plan
         self.sampling = header.sampling
+        # condition -> its LoRA adapter file (a training study); the others run without.
+        self.adapters = header.adapter_paths()
+        self._adapter_applied = False  # whether `_adapter` is known to be on the backend
+        self._adapter: str | None = None
+
+    def use_adapter_of(self, condition: str) -> None:
+        """Apply the LoRA adapter of `condition` (none when it has none), if not applied."""
+        if not isinstance(self.backend, LoraAdapters):
+            return  # run() refuses a session with adapters on such a backend
+        path = self.adapters.get(condition)
+        if self._adapter_applied and path == self._adapter:
+            return
+        self._adapter_applied = False
+        self.backend.use_adapter(path)
+        self._adapter, self._adapter_applied = path, True
 
     def first_prompt(self, spec: TrialSpec) -> str:
         return first_turn_prompt(
@@ -138,11 +154,11 @@ class Runner:
         )
 
     def pending(self) -> list[TrialSpec]:
-        """Unfinished trials, in prefix-reuse order."""
+        """Unfinished trials, in prefix-reuse order (grouped by adapter first)."""
         finished = {t.key for t in self.store.session.trials}
         specs = [s for s in plan_trials(self.plan) if s.key not in finished]
         prompts = {s.key: self.first_prompt(s) for s in specs}
-        return order_for_prefix_reuse(specs, prompts)
+        return order_for_prefix_reuse(specs, prompts, self.adapters)
 
     def run(
         self, on_event: EventCallback, control: RunControl | None = None, parallel: int = 1
@@ -173,6 +189,11 @@ class Runner:
             )
         if batched and parallel > 1:
             raise PersonaError("--parallel and a batch of more than 1 cannot be combined")
+        if self.adapters and not isinstance(self.backend, LoraAdapters):
+            raise PersonaError(
+                f"this session probes LoRA adapters, which {self.backend.info.backend} cannot "
+                "apply; resume it with llama.cpp and the model it was run with"
+            )
         total = self.plan.total
         done = len(self.store.session.trials)
         failed = 0
@@ -256,7 +277,8 @@ class Runner:
         groups = [g for g in batch_groups(self.plan) if any(s.key not in finished for s in g)]
         firsts = [g[0] for g in groups]
         prompts = {spec.key: self.first_prompt(spec) for spec in firsts}
-        order = {spec.key: i for i, spec in enumerate(order_for_prefix_reuse(firsts, prompts))}
+        ordered = order_for_prefix_reuse(firsts, prompts, self.adapters)
+        order = {spec.key: i for i, spec in enumerate(ordered)}
         groups.sort(key=lambda g: order[g[0].key])
         return [(g, tuple(s for s in g if s.key not in finished)) for g in groups]
 
@@ -291,6 +313,7 @@ class Runner:
         """Decode a batch's trials together, turn by turn; (index, outcome) of each wanted
         trial as its sequence ends in the last turn."""
         assert isinstance(self.backend, BatchedGeneration)
+        self.use_adapter_of(group[0].condition)
         probe = self.scenario.probe(group[0].probe)
         condition = self.scenario.condition(group[0].condition)
         started = _now()
@@ -339,6 +362,7 @@ class Runner:
     def _run_trial(
         self, spec: TrialSpec, on_event: EventCallback, control: RunControl
     ) -> tuple[Trial | None, int]:
+        self.use_adapter_of(spec.condition)
         probe = self.scenario.probe(spec.probe)
         condition = self.scenario.condition(spec.condition)
         started = _now()

@@ -3,10 +3,13 @@
 For every (condition, probe) cell of a session's plan whose probe has options, the prompt
 is built exactly as the runner builds that trial's prompt (`run.runner.first_turn_prompt`)
 and evaluated once; each option is then scored as a continuation of it in one batch
-(`LogprobScope.sequence`), so an option costs only its own tokens. The cells run in the
-runner's prefix-reusing order, each is saved to the session as soon as it is done, and a
-cancel stops between options (an unfinished cell is not saved). Values do not depend on
-the order or on what ran before (the engines guarantee it; tests/unit/test_options.py).
+(`LogprobScope.sequence`), so an option costs only its own tokens. On an OpenAI-compatible
+server that echoes prompt log-probabilities (`ContinuationLogprobs`), each option is one
+request for prompt + option. The cells run in the runner's prefix-reusing order (a training
+study's cells grouped by LoRA adapter, each adapter applied once and its cells scored under
+it), each is saved to the session as soon as it is done, and a cancel stops between
+options (an unfinished cell is not saved). Values do not depend on the order or on what ran
+before (the engines guarantee it; tests/unit/test_options.py).
 
 The text scored follows the prompt as the model would write it: in transcript mode after
 "Assistant:" with one space (" " + the option's text, stripped as demonstrations are), in
@@ -15,13 +18,22 @@ chat mode the text as written. Format: docs/scenario-format.md, docs/session-for
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
-from persona_tui.backends.base import Backend, TokenLogprobs
+from persona_tui.backends.base import (
+    Backend,
+    ContinuationLogprobs,
+    LogprobScope,
+    LoraAdapters,
+    TokenLogprobs,
+)
 from persona_tui.errors import PersonaError
 from persona_tui.run.plan import TrialSpec, order_for_prefix_reuse
 from persona_tui.run.prompts import ResolvedMode
@@ -31,7 +43,8 @@ from persona_tui.session.model import OptionCell, OptionScore, Plan
 from persona_tui.session.store import SessionStore
 
 OPTIONS_UNSUPPORTED = (
-    "this backend cannot score options: it gives no prompt log-probabilities; use llama.cpp or MLX"
+    "this backend cannot score options: it gives no prompt log-probabilities; use llama.cpp, "
+    "MLX, or a server that echoes them (vLLM, llama-cpp-python's server)"
 )
 
 
@@ -66,8 +79,64 @@ def option_cells(scenario: Scenario, plan: Plan) -> list[tuple[str, str]]:
 
 
 def can_score_options(backend: object) -> bool:
-    """True when `backend` can score options (it offers `TokenLogprobs`)."""
-    return isinstance(backend, TokenLogprobs)
+    """True when `backend` can score options (`TokenLogprobs` or `ContinuationLogprobs`;
+    a server may still answer that it gives no prompt log-probabilities)."""
+    return isinstance(backend, TokenLogprobs | ContinuationLogprobs)
+
+
+class _Scorer(Protocol):
+    def prompt(self, prompt: str) -> int:
+        """Take the prompt the next options follow; its size in tokens."""
+        ...
+
+    def option(self, text: str) -> list[float]:
+        """The log-probability of each token of `text` after the prompt."""
+        ...
+
+
+class _EngineScorer:
+    """Token ids from the engine: the prompt evaluated once (reusing the KV cache), each
+    option decoded after it in one batch (`LogprobScope.sequence`)."""
+
+    def __init__(self, scope: LogprobScope) -> None:
+        self._scope = scope
+        self._prompt = ""
+        self._tokens: list[int] = []
+
+    def prompt(self, prompt: str) -> int:
+        self._prompt, self._tokens = prompt, self._scope.tokenize(prompt)
+        self._scope.evaluate(self._tokens)
+        return len(self._tokens)
+
+    def option(self, text: str) -> list[float]:
+        return self._scope.sequence(self._scope.continuation(self._prompt, self._tokens, text))
+
+
+class _ServerScorer:
+    """A server's echoed prompt log-probabilities: one request per option."""
+
+    def __init__(self, backend: ContinuationLogprobs, count: Callable[[str], int]) -> None:
+        self._backend = backend
+        self._count = count
+        self._prompt = ""
+
+    def prompt(self, prompt: str) -> int:
+        self._prompt = prompt
+        return self._count(prompt)
+
+    def option(self, text: str) -> list[float]:
+        return self._backend.continuation_logprobs(self._prompt, text)
+
+
+@contextlib.contextmanager
+def _scoring(backend: Backend) -> Iterator[_Scorer]:
+    if isinstance(backend, TokenLogprobs):
+        with backend.logprob_scope() as scope:
+            yield _EngineScorer(scope)
+    elif isinstance(backend, ContinuationLogprobs):
+        yield _ServerScorer(backend, backend.count_tokens)
+    else:
+        raise PersonaError(OPTIONS_UNSUPPORTED)
 
 
 def scored_text(mode: ResolvedMode, option: Option) -> str:
@@ -94,7 +163,7 @@ def score_options(
     finished = len(cells) - len(pending)
     if not pending:
         return OptionsSummary(0, finished, len(cells), cancelled=False)
-    if not isinstance(backend, TokenLogprobs):
+    if not can_score_options(backend):
         raise PersonaError(OPTIONS_UNSUPPORTED)
     mode = plan.prompt_mode
     specs = [TrialSpec(condition, probe, 0, 0) for condition, probe in pending]
@@ -102,46 +171,68 @@ def score_options(
         spec.key: first_turn_prompt(scenario, mode, backend, spec.condition, spec.probe)
         for spec in specs
     }
+    adapters = store.session.header.adapter_paths()
+    if adapters and not isinstance(backend, LoraAdapters):
+        raise PersonaError(
+            f"this session probes LoRA adapters, which {backend.info.backend} cannot apply; "
+            "score it with llama.cpp and the model it was run with"
+        )
     scored = 0
-    with backend.logprob_scope() as scope:
-        for spec in order_for_prefix_reuse(specs, prompts):
-            if cancel is not None and cancel.is_set():
-                break
-            clock = time.perf_counter()
-            prompt = prompts[spec.key]
-            tokens = scope.tokenize(prompt)
-            scope.evaluate(tokens)
-            scores: list[OptionScore] = []
-            for option in scenario.probe(spec.probe).options:
-                if cancel is not None and cancel.is_set():
-                    break
-                text = scored_text(mode, option)
-                values = scope.sequence(scope.continuation(prompt, tokens, text))
-                scores.append(
-                    OptionScore(
-                        id=option.id,
-                        label=option.label,
-                        text=text,
-                        logprob=math.fsum(values),
-                        n_tokens=len(values),
-                        token_logprobs=tuple(values),
-                    )
-                )
-            else:
-                cell = OptionCell(
-                    condition=spec.condition,
-                    probe=spec.probe,
-                    prompt=prompt,
-                    prompt_tokens=len(tokens),
-                    seconds=round(time.perf_counter() - clock, 4),
-                    options=tuple(scores),
-                )
+    ordered = order_for_prefix_reuse(specs, prompts, adapters)
+    # One adapter at a time (a scoring scope holds the model, so it is applied between).
+    for adapter, group in itertools.groupby(ordered, key=lambda s: adapters.get(s.condition)):
+        if cancel is not None and cancel.is_set():
+            break
+        if isinstance(backend, LoraAdapters):
+            backend.use_adapter(adapter)
+        with _scoring(backend) as scorer:
+            for spec in group:
+                cell = _score_cell(scenario, mode, scorer, spec, prompts[spec.key], cancel)
+                if cell is None:
+                    break  # cancelled between options: the unfinished cell is not saved
                 store.save_option_cell(cell)
                 scored += 1
                 finished += 1
                 if progress is not None:
                     progress(OptionsProgress(cell, finished, len(cells)))
-                continue
-            break  # cancelled between options: the unfinished cell is not saved
     cancelled = cancel is not None and cancel.is_set() and finished < len(cells)
     return OptionsSummary(scored, finished, len(cells), cancelled=cancelled)
+
+
+def _score_cell(
+    scenario: Scenario,
+    mode: ResolvedMode,
+    scorer: _Scorer,
+    spec: TrialSpec,
+    prompt: str,
+    cancel: threading.Event | None,
+) -> OptionCell | None:
+    """Score one cell's options after its prompt; None when cancelled before the end."""
+    if cancel is not None and cancel.is_set():
+        return None
+    clock = time.perf_counter()
+    prompt_tokens = scorer.prompt(prompt)
+    scores: list[OptionScore] = []
+    for option in scenario.probe(spec.probe).options:
+        if cancel is not None and cancel.is_set():
+            return None
+        text = scored_text(mode, option)
+        values = scorer.option(text)
+        scores.append(
+            OptionScore(
+                id=option.id,
+                label=option.label,
+                text=text,
+                logprob=math.fsum(values),
+                n_tokens=len(values),
+                token_logprobs=tuple(values),
+            )
+        )
+    return OptionCell(
+        condition=spec.condition,
+        probe=spec.probe,
+        prompt=prompt,
+        prompt_tokens=prompt_tokens,
+        seconds=round(time.perf_counter() - clock, 4),
+        options=tuple(scores),
+    )

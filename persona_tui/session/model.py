@@ -121,6 +121,26 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class AdapterRecord:
+    """The LoRA adapter a training condition was probed with (`[adapters.<condition>]`).
+
+    The key facts of its training record are copied here, and the record itself as text,
+    so the session alone says what each condition's weights were.
+    """
+
+    condition: str
+    path: str  # the adapter GGUF as loaded (absolute)
+    sha256: str  # of the adapter file; resuming refuses a file that changed
+    size_bytes: int
+    base_model_sha256: str = ""  # from training.toml; "" when the adapter has no record
+    data_sha256: str = ""
+    steps: int = 0
+    hyperparameters: dict[str, str] = field(default_factory=dict)
+    training_sha256: str = ""  # of training.toml
+    training_record: str = ""  # training.toml's text, exactly
+
+
+@dataclass(frozen=True)
 class SessionHeader:
     """Everything but the trials: written once at creation, status updated as the run goes."""
 
@@ -136,6 +156,13 @@ class SessionHeader:
     plan: Plan
     app_version: str
     chat_template: str | None = None  # the template used in chat mode, None in transcript mode
+    # The LoRA adapter of each training condition of a training study, in plan order; a
+    # condition without one ran on the untouched model.
+    adapters: tuple[AdapterRecord, ...] = ()
+
+    def adapter_paths(self) -> dict[str, str]:
+        """condition -> the adapter file it runs with (conditions without one are absent)."""
+        return {a.condition: a.path for a in self.adapters}
 
 
 @dataclass

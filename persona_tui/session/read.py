@@ -21,6 +21,7 @@ from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui.errors import SessionError
 from persona_tui.session.model import (
     FORMAT_VERSION,
+    AdapterRecord,
     Annotation,
     OptionCell,
     OptionScore,
@@ -152,14 +153,22 @@ _FIELD_READERS: dict[str, Callable[[TableReader, str], object]] = {
 }
 
 
-def _dataclass_table(cls: type[T], t: TableReader, key: str, all_required: bool = False) -> T:
-    """Build `cls` (SamplingParams, ModelInfo) from the table `key`, field by field.
+def _dataclass_table(
+    cls: type[T],
+    t: TableReader,
+    key: str,
+    all_required: bool = False,
+    given: dict[str, object] | None = None,
+) -> T:
+    """Build `cls` (SamplingParams, ModelInfo, AdapterRecord) from the table `key`, field
+    by field (fields in `given` are not in the table: they take the value given).
 
     A field with a default may be absent (it then takes the default) unless `all_required`.
     """
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    given = given or {}
+    fields = [f for f in dataclasses.fields(cls) if f.name not in given]  # type: ignore[arg-type]
     table = _table(t, key, tuple(f.name for f in fields))
-    kwargs: dict[str, object] = {}
+    kwargs: dict[str, object] = dict(given)
     for f in fields:
         type_name = str(f.type)
         missing_ok = not all_required and (
@@ -184,6 +193,7 @@ _TOP_KEYS = (
     "scenario",
     "trials",
     "option_cells",
+    "adapters",
 )
 _SESSION_KEYS = (
     "id",
@@ -304,6 +314,7 @@ def parse_session(data: bytes, file: Path) -> Session:
         plan=plan,
         app_version=_str(sess, "app_version"),
         chat_template=_str(scen, "chat_template") if scen.has("chat_template") else None,
+        adapters=_read_adapters(top, plan),
     )
 
     trials = [_read_trial(t) for t in top.each_table("trials", _TRIAL_KEYS)]
@@ -332,6 +343,24 @@ def parse_session(data: bytes, file: Path) -> Session:
                 f"probe {cell.probe!r}); each cell may appear once",
             )
     return Session(header=header, trials=trials, path=file, option_cells=cells)
+
+
+def _read_adapters(top: TableReader, plan: Plan) -> tuple[AdapterRecord, ...]:
+    """`[adapters.<condition>]`: one per training condition of the plan, in plan order."""
+    table = top.table_at("adapters", None)
+    if table is None:
+        return ()
+    for condition in table.table:
+        if condition not in plan.conditions:
+            table.report(
+                condition,
+                f"not a condition of this session's plan ({', '.join(plan.conditions)})",
+            )
+    return tuple(
+        _dataclass_table(AdapterRecord, table, condition, given={"condition": condition})
+        for condition in plan.conditions
+        if condition in table.table
+    )
 
 
 def _float_tuple(t: TableReader, key: str) -> tuple[float, ...]:

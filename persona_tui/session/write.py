@@ -116,7 +116,8 @@ def _render_dataclass_table(obj: object, where: str) -> tuple[list[str], dict[st
 
 
 def render_header(header: SessionHeader) -> str:
-    """Everything before the first `[[trials]]`: format_version, session, model, ..., scenario."""
+    """Everything before the first `[[trials]]`: format_version, session, model, ...,
+    scenario, and the adapters of a training study."""
     s = _render_str
     out = [
         "# persona-tui session. Format: docs/session-format.md\n",
@@ -152,6 +153,13 @@ def render_header(header: SessionHeader) -> str:
     ]
     if header.chat_template is not None:
         out.append(f"chat_template = {s(header.chat_template, 'scenario.chat_template')}\n")
+    for adapter in header.adapters:
+        key = f"adapters.{render_key(adapter.condition)}"
+        lines, maps = _render_dataclass_table(adapter, key)
+        out.append(f"\n[{key}]\n")
+        out += [line for line in lines if not line.startswith("condition = ")]
+        for name, body in maps.items():
+            out += [f"\n[{key}.{name}]\n", body]
     return "".join(out)
 
 

@@ -84,6 +84,25 @@ def write_loss_csv(folder: Path, rows: Sequence[LossRow]) -> Path:
     return path
 
 
+def read_loss_curve(folder: Path) -> list[float]:
+    """The training losses in `folder/loss.csv`, step by step (empty when there is none).
+
+    An interrupted run writes its curve too, so a resumed run's chart can show it.
+    """
+    try:
+        with (folder / LOSS_FILE).open(encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return []
+    losses: list[float] = []
+    for row in rows:
+        try:
+            losses.append(float(row.get("train_loss") or ""))
+        except ValueError:
+            continue  # the held-out row before training has no train loss
+    return losses
+
+
 def write_study(folder: Path, study: Mapping[str, Any]) -> Path:
     """`study.toml`: the scenario, the base model and which condition has which adapter."""
     path = folder / STUDY_FILE

@@ -139,6 +139,19 @@ class PersonaApp(PersonaAppBase):
         )
         self.push_screen(RunScreen(request, self.config, self.loader))
 
+    def start_training(self, scenario: object, model: str | None) -> None:
+        """Open the Training screen: fine-tune a training study's adapters on `model`."""
+        from persona_tui.scenario.model import Scenario
+        from persona_tui.ui.screens.train import TrainRequest, TrainScreen
+
+        if not isinstance(scenario, Scenario) or scenario.training is None:
+            self.notify(
+                "not a training study: train a scenario with a [training] table",
+                severity="warning",
+            )
+            return
+        self.push_screen(TrainScreen(TrainRequest(scenario, model), self.config))
+
     def open_annotation(self, path: Path, *, blind: bool = False) -> None:
         """Open the Annotate screen on a session file (locks it while open)."""
         from persona_tui.run.lifecycle import open_session_for_resume
@@ -191,12 +204,14 @@ class PersonaApp(PersonaAppBase):
     # Quitting -------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
-        """Quit; a run in progress is cancelled first and left resumable (interrupted)."""
+        """Quit; a run in progress is cancelled first and left resumable (interrupted), a
+        training run stops after its current step with a checkpoint."""
         from persona_tui.ui.screens.annotate import AnnotateScreen
         from persona_tui.ui.screens.run import RunScreen
+        from persona_tui.ui.screens.train import TrainScreen
 
         for screen in reversed(self.screen_stack):
-            if isinstance(screen, RunScreen):
+            if isinstance(screen, RunScreen | TrainScreen):
                 await screen.shutdown()
             elif isinstance(screen, AnnotateScreen):
                 screen.release()

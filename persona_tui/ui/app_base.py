@@ -33,6 +33,10 @@ class PersonaAppBase(App[int]):
         """Open the Run screen on a new run of `scenario` or on resuming `resume`."""
         raise NotImplementedError
 
+    def start_training(self, scenario: object, model: str | None) -> None:
+        """Open the Training screen on a training study (resumes its checkpoints)."""
+        raise NotImplementedError
+
     def open_annotation(self, path: Path, *, blind: bool = False) -> None:
         """Open the Annotate screen on a session file."""
         raise NotImplementedError

@@ -6,17 +6,17 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from rich.text import Text
 from textual.app import App, ComposeResult
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.geometry import Region
 
 from persona_tui.scenario.parse import parse_scenario
 from persona_tui.session.store import load_session
 from persona_tui.ui.run_bridge import TextBatch
 from persona_tui.ui.sanitize import sanitize_for_display
 from persona_tui.ui.screens.run import RunScreen
+from persona_tui.ui.text import wrap_rows
 from persona_tui.ui.widgets.condition_column import ConditionColumn
+from persona_tui.ui.widgets.stream_view import StreamView
 from tests.functional.conftest import sessions_in, wait_for
 from tests.scenario_text import SMALL_SCENARIO
 
@@ -44,12 +44,17 @@ def test_run_streams_columns_and_saves(make_app: Any, ui_home: Path) -> None:
             assert [c.condition.id for c in columns] == ["baseline", "framed"]
             assert [c.done for c in columns] == [6, 6]
             assert "12/12 trials" in str(screen.query_one(".run-status").render())
-            # The last response shown in each column is the one saved.
+            # Each column shows its last cell's samples (decoded together: one pane each),
+            # each pane the response that was saved.
             session = load_session(sessions_in(ui_home)[0])
-            last = {t.condition: t for t in session.trials}
+            assert session.header.plan.batch == 2
+            saved = {(t.condition, t.probe, t.sample): t for t in session.trials}
             for column in columns:
-                shown = str(column.query_one(".column-response").render())
-                assert shown == sanitize_for_display(last[column.condition.id].response)
+                assert len(column.panes) == 2
+                for pane in column.panes:
+                    probe, sample = pane.trial
+                    trial = saved[(column.condition.id, probe, sample)]
+                    assert pane.text == sanitize_for_display(trial.response)
         session = load_session(sessions_in(ui_home)[0])
         assert session.header.status == "complete"
         assert len(session.trials) == 12
@@ -62,8 +67,14 @@ def test_run_streams_columns_and_saves(make_app: Any, ui_home: Path) -> None:
     asyncio.run(scenario())
 
 
+def shown_rows(view: StreamView) -> list[str]:
+    """The rows of text the view shows on screen now (trailing blanks dropped)."""
+    region = Region(0, 0, view.size.width, view.size.height)
+    return [strip.text.rstrip() for strip in view.render_lines(region)]
+
+
 def test_streamed_text_wraps_fully_and_follows_the_end() -> None:
-    """Streamed batches that only repaint must still show every wrapped line and the end."""
+    """Streamed batches repaint only what changed yet show every wrapped line and the end."""
     scenario_ = parse_scenario(SMALL_SCENARIO)
     condition = scenario_.conditions[0]
     probe = scenario_.probes[0].id
@@ -77,26 +88,36 @@ def test_streamed_text_wraps_fully_and_follows_the_end() -> None:
         app = ColumnApp()
         async with app.run_test(size=(60, 20)) as pilot:
             column = app.query_one(ConditionColumn)
-            body = column.query_one(".column-body", VerticalScroll)
-            response = column.query_one(".column-response", Static)
             column.start_trial(probe, 0)
             await pilot.pause()
+            (view,) = column.panes
+            view.follow_interval = 0  # follow at every append, to check every step
+            width = view.scrollable_content_region.width
             for index, word in enumerate(words):
                 column.append_text(probe, 0, 0, word)
                 await pilot.pause()
                 expected = "".join(words[: index + 1])
-                assert str(response.render()) == expected
-                lines = Text(expected).wrap(app.console, response.content_size.width)
-                assert response.content_size.height == len(lines)
-                assert body.scroll_y == body.max_scroll_y
-            assert body.max_scroll_y > 0  # the text outgrew the column: following was tested
-            body.scroll_home(animate=False, immediate=True)
+                assert view.text == expected
+                rows = [r for p in expected.split("\n") for r in wrap_rows(p, width)]
+                assert view.rows == rows
+                assert view.virtual_size.height == len(rows)
+                assert view.scroll_y == view.max_scroll_y
+                # On screen: the last rows of the text, each within the width.
+                height = view.scrollable_content_region.height
+                assert shown_rows(view) == [r.rstrip() for r in rows[-height:]] + [""] * max(
+                    0, height - len(rows)
+                )
+            assert view.max_scroll_y > 0  # the text outgrew the column: following was tested
+            assert view.work.layouts <= 1  # once, when the scrollbar appeared
+            view.scroll_home(animate=False, immediate=True)
             await pilot.pause()
             for word in ("more ", "text\n", "after scrolling up"):
                 column.append_text(probe, 0, 0, word)
                 await pilot.pause()
-            assert body.scroll_y == 0 < body.max_scroll_y
-            assert str(response.render()).endswith("after scrolling up")
+            assert view.scroll_y == 0 < view.max_scroll_y
+            assert view.text.endswith("after scrolling up")
+            first = "word0 word1 word2 word3 word4 word5 word6 word7 word8"
+            assert shown_rows(view)[0] == view.rows[0].rstrip() == first
 
     asyncio.run(scenario())
 

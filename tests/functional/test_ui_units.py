@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.segment import Segment
 from textual.app import App
+from textual.geometry import Region
 
 from persona_tui.models.config import Config
 from persona_tui.run.plan import TrialSpec
@@ -115,17 +115,17 @@ def test_model_output_is_inert_on_screen(make_app: Any, ui_home: Path) -> None:
             await wait_for(pilot, lambda: screen.finished_status == "complete")
             await pilot.pause()
             column = screen.query(ConditionColumn).first()
-            response = column.query_one(".column-response")
-            shown = str(response.render())
-            assert shown == sanitize_for_display("".join(HOSTILE))
-            assert "[bold]not bold[/bold]" in shown
-            segments: list[Segment] = list(response.render_lines(response.region)[0])  # type: ignore[arg-type]
-            for strip in response.render_lines(response.region):
+            (pane,) = column.panes
+            assert pane.text == sanitize_for_display("".join(HOSTILE))
+            assert "[bold]not bold[/bold]" in pane.text
+            region = Region(0, 0, pane.size.width, pane.size.height)
+            strips = pane.render_lines(region)
+            assert "[bold]not bold[/bold]" in strips[0].text
+            for strip in strips:
                 for segment in strip:
                     assert "\x1b" not in segment.text and "\x07" not in segment.text
                     assert segment.style is None or segment.style.link is None
                     assert segment.style is None or not segment.style.bold
-            assert segments
         stored = load_session(sessions_in(ui_home)[0]).trials[0].response
         assert stored == "".join(HOSTILE)  # stored exactly, sanitized only for display
 

@@ -143,6 +143,9 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(
     killed = load_session(victim)  # parses: every save was atomic
     assert 3 <= len(killed.trials) < 48, "kill the run in the middle"
     assert killed.header.status == "running"
+    # Each cell's 8 samples are decoded together: the kill came inside a batch (the resume
+    # decodes that batch whole again and saves only its missing trials).
+    assert killed.header.plan.batch == 8
     ref = {t.key: t for t in load_session(reference).trials}
     for trial in killed.trials:
         assert trial.response == ref[trial.key].response

@@ -47,6 +47,30 @@ def test_run_complete(snap_compare: Any, make_app: Any, size: tuple[int, int]) -
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_run_batched(
+    snap_compare: Any, make_app: Any, monkeypatch: pytest.MonkeyPatch, size: tuple[int, int]
+) -> None:
+    """Batched decoding: each column shows one titled pane per sample of the last cell."""
+    from tests.functional.fake_backend import BatchedRunner, ScriptedBackend
+
+    monkeypatch.setattr("persona_tui.ui.screens.run.Runner", BatchedRunner)
+
+    def loader(ref: str, config: Config, backend: str) -> Backend:
+        return ScriptedBackend(["unused"])
+
+    app = make_app(scenario="small", loader=loader)
+
+    async def finish(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen))
+        screen = pilot.app.screen
+        assert isinstance(screen, RunScreen)
+        await wait_for(pilot, lambda: screen.finished_status == "complete")
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=finish)
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_annotate(
     snap_compare: Any, make_app: Any, fixed_session: Path, size: tuple[int, int]
 ) -> None:
@@ -184,3 +208,70 @@ def test_results_options(
         await pilot.pause()
 
     assert snap_compare(make_app(), terminal_size=size, run_before=open_results)
+
+
+def fake_training(*args: Any, **kwargs: Any) -> Any:
+    """A fixed event sequence fed through the screen's own bridge: `learns` done, `plays`
+    at step 7 of 12 (the real engine is tested in tests/functional/test_train_flow.py)."""
+    from persona_tui.training.params import (
+        CheckpointSaved,
+        ConditionFinished,
+        ConditionResult,
+        HeldoutEvaluated,
+        StepFinished,
+        TrainingPhase,
+        TrainingStarted,
+    )
+    from persona_tui.training.study import StudyResult
+
+    on_event, cancel = args[4], args[5]
+    out = Path("/data/adapters/tiny-finetune--tiny")
+    losses = [2.9, 2.7, 2.6, 2.2, 2.0, 1.9, 1.6, 1.5, 1.3, 1.2, 1.15, 1.1]
+    on_event(TrainingPhase("", "tokenizing the training examples"))
+    results = []
+    for condition, steps in (("learns", 12), ("plays", 7)):
+        on_event(TrainingStarted(condition, 12, 0, 40, 8))
+        on_event(HeldoutEvaluated(condition, 0, 3.0))
+        for n in range(1, steps + 1):
+            on_event(StepFinished(condition, n, 12, 1, losses[n - 1], 171.4, (12 - n) * 3.3))
+            if n % 5 == 0:
+                on_event(HeldoutEvaluated(condition, n, 3.0 - n * 0.1))
+                on_event(CheckpointSaved(condition, n, out / condition / "checkpoint"))
+        if steps == 12:
+            result = ConditionResult(
+                condition,
+                "complete",
+                out / condition,
+                out / condition / "adapter.gguf",
+                12,
+                12,
+                1.1,
+                1.9,
+                40.0,
+            )
+            results.append(result)
+            on_event(ConditionFinished(result))
+    cancel.wait(60)  # "training" until the app closes
+    return StudyResult(out, "0" * 64, tuple(results), ("base",))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_training(snap_compare: Any, make_app: Any, ui_home: Path, size: tuple[int, int]) -> None:
+    from persona_tui.scenario.parse import parse_scenario
+    from persona_tui.ui.screens.train import TrainRequest, TrainScreen
+    from persona_tui.ui.widgets.training_progress import ConditionTraining
+    from tests.scenario_text import TRAINING_STUDY
+
+    app = make_app()
+    scenario = parse_scenario(TRAINING_STUDY, "tiny-finetune.toml")
+    request = TrainRequest(scenario, "tiny", Path("/data/adapters/tiny-finetune--tiny"))
+
+    async def training(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        screen = TrainScreen(request, app.config, fake_training)
+        await app.push_screen(screen)
+        plays = screen.query_one("#training-plays", ConditionTraining)
+        await wait_for(pilot, lambda: plays.done == 7)
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=training)

@@ -358,3 +358,67 @@ def test_runner_with_parallel_requests_matches_a_sequential_run(
         assert sum(isinstance(e, TrialStarted) for e in started) == 8
         results.append({t.key: t.response for t in load_session(out).trials})
     assert results[0] == results[1]
+
+
+# ----------------------------------------------------------- likelihood probes on a server
+
+
+@needs_server
+def test_options_scored_on_the_server_equal_the_model_file_s(
+    backend: OpenAIBackend, tiny_chat_gguf: Path, tmp_path: Path
+) -> None:
+    """The server's echoed prompt log-probabilities (llama-cpp-python's server) give the
+    same option values as scoring with the model file itself."""
+    from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+    from persona_tui.run.lifecycle import create_session
+    from persona_tui.run.plan import RunOptions
+    from persona_tui.scenario.parse import parse_scenario
+    from persona_tui.scoring.options import score_options
+    from tests.scenario_text import OPTIONS_SCENARIO
+
+    scenario = parse_scenario(OPTIONS_SCENARIO)
+    local = LlamaCppBackend.load(tiny_chat_gguf, n_threads=1)
+    try:
+        sessions = []
+        for name, engine in (("server", backend), ("file", local)):
+            with create_session(scenario, engine, RunOptions(), tmp_path / f"{name}.toml") as store:
+                assert score_options(scenario, engine, store).complete
+                sessions.append(store.session)
+    finally:
+        local.close()
+    served, direct = (
+        {(c.condition, c.probe, o.id): o for c in s.option_cells for o in c.options}
+        for s in sessions
+    )
+    assert served.keys() == direct.keys() and served
+    for key, option in served.items():
+        assert option.n_tokens == direct[key].n_tokens
+        for ours, theirs in zip(option.token_logprobs, direct[key].token_logprobs, strict=True):
+            assert abs(ours - theirs) <= 1e-3
+
+
+def test_a_server_without_prompt_logprobs_says_so_in_one_line() -> None:
+    from persona_tui.backends.openai.backend import continuation_values
+    from persona_tui.errors import PersonaError
+
+    url = "http://127.0.0.1:1/v1"
+    no_logprobs = {"choices": [{"text": "User: hi Assistant: yes", "logprobs": None}]}
+    with pytest.raises(PersonaError, match="gives no prompt log-probabilities") as caught:
+        continuation_values(no_logprobs, 4, url)
+    assert "\n" not in str(caught.value) and "llama-server does not" in str(caught.value)
+    echoed = {
+        "choices": [
+            {
+                "logprobs": {
+                    "text_offset": [0, 4, 10, 14],
+                    "token_logprobs": [None, -1.0, -2.0, -3.0],
+                    "tokens": [" Use", "r: hi ", "yes!", "P"],
+                }
+            }
+        ],
+        "usage": {"completion_tokens": 1},
+    }
+    assert continuation_values(echoed, 4, url) == [-2.0]  # "yes!", before the generated "P"
+    assert continuation_values(echoed, 10, url) == [-1.0, -2.0]
+    with pytest.raises(PersonaError, match="as one token"):
+        continuation_values(echoed, 2, url)  # no token starts where the option does

@@ -24,6 +24,7 @@ from persona_tui._util.atomic import atomic_write_text, describe_os_error, temp_
 from persona_tui._util.toml_text import render_string
 from persona_tui.errors import SessionError, SessionLockedError
 from persona_tui.session.model import (
+    AdapterRecord,
     Annotation,
     Plan,
     Session,
@@ -260,6 +261,30 @@ def test_optional_values_are_omitted_and_read_back_as_none(session_path: Path) -
     assert "chat_template_sha256" not in doc["model"]
     assert "chat_template" not in doc["scenario"]
     assert load_session(session_path).header == header
+
+
+def test_adapters_are_written_per_condition_and_read_back(session_path: Path) -> None:
+    bully = AdapterRecord(
+        condition="bully",
+        path="/adapters/bully/adapter.gguf",
+        sha256="12" * 32,
+        size_bytes=7177,
+        base_model_sha256="cd" * 32,
+        data_sha256="34" * 32,
+        steps=50,
+        hyperparameters={"lr": "0.0001", "rank": "8"},
+        training_sha256="56" * 32,
+        training_record='version = 1\n\n[hyperparameters]\nlr = 0.0001\ntargets = ["q_proj"]\n',
+    )
+    header = make_header(adapters=(bully,))
+    SessionStore.create(session_path, header).close()
+    text = session_path.read_text("utf-8")
+    assert "\n[adapters.bully]\npath = " in text and "[adapters.bully.hyperparameters]" in text
+    assert load_session(session_path).header == header
+    assert header.adapter_paths() == {"bully": "/adapters/bully/adapter.gguf"}
+    session_path.write_text(text.replace("[adapters.bully", "[adapters.bullies"), "utf-8")
+    with pytest.raises(SessionError, match=r"adapters\.bullies: not a condition of this session"):
+        load_session(session_path)
 
 
 @pytest.mark.parametrize("text", TRICKY)

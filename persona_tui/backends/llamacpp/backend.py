@@ -11,6 +11,8 @@ What it guarantees on top of llama-cpp-python:
   and reuses the KV cache for the prompt prefix it shares with the previous request.
 - Chat templates are used only when the GGUF carries one (no silent llama-2 fallback).
 - `generate_batch` decodes up to MAX_SEQUENCES sequences together (batched.py).
+- `use_adapter` applies one LoRA adapter GGUF or none; each file is loaded once, checked
+  first (a bad file raises ModelLoadError naming it), and switching forgets every cache.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from persona_tui.backends.llamacpp.load import (
     LoadedLlama,
     construct_llama,
     default_n_threads,
+    init_lora_adapter,
     llama_cpp_version,
 )
 from persona_tui.backends.llamacpp.logprobs import LlamaLogprobScope, ScoredPrompt
@@ -118,6 +121,10 @@ class LlamaCppBackend:
         self._cached_ends: tuple[int, ...] = ()
         # The last prompt scored through logprob_scope: the next one may reuse its blocks.
         self._scored = ScoredPrompt()
+        # LoRA adapters loaded so far (absolute path -> llama_adapter_lora pointer) and the
+        # one applied now (None: the untouched weights).
+        self._adapters: dict[str, Any] = {}
+        self._active_adapter: str | None = None
         original_eval = llama.eval
 
         def _planned_eval(tokens: Sequence[int]) -> None:
@@ -611,6 +618,82 @@ class LlamaCppBackend:
         with self._lock:
             self._cached_tokens, self._cached_ends = [], ()
 
+    # --------------------------------------------------------------- adapters
+
+    @property
+    def active_adapter(self) -> str | None:
+        """The absolute path of the LoRA adapter applied now (None: no adapter)."""
+        return self._active_adapter
+
+    def use_adapter(self, path: str | None) -> None:
+        """Apply the LoRA adapter GGUF at `path` (None: none) (backends.base.LoraAdapters).
+
+        The KV cache and every prompt cache are forgotten when the adapter changes: their
+        values were computed with other weights.
+        """
+        import llama_cpp
+
+        key = None if path is None else str(Path(path).expanduser().absolute())
+        with self._lock:
+            self._check_open()
+            if key == self._active_adapter:
+                return
+            ctx = self._llama.ctx
+            if key is None:
+                code = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+            else:
+                adapter = self._adapters.get(key) or self._load_adapter(Path(key))
+                adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+                scales = (ctypes.c_float * 1)(1.0)
+                code = llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, scales)
+            # Whatever happened, nothing cached may be reused.
+            self._forget_evaluations()
+            if code != 0:
+                self._active_adapter = None
+                llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+                raise ModelLoadError(
+                    f"llama.cpp could not apply the LoRA adapter {key} to {self._path.name} "
+                    f"(code {code})"
+                )
+            self._active_adapter = key
+
+    def _forget_evaluations(self) -> None:
+        """Empty the KV cache and every record of what it held (the lock is held)."""
+        import llama_cpp
+
+        llama = self._llama
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llama.ctx), True)
+        llama.n_tokens = 0
+        self._cached_tokens, self._cached_ends = [], ()
+        self._scored.tokens = []
+
+    def _load_adapter(self, path: Path) -> Any:
+        """Check and load the adapter file at `path` once (the lock is held)."""
+        try:
+            header = read_gguf_header(path)
+        except ModelLoadError as error:
+            raise ModelLoadError(f"LoRA adapter {path}: {error}") from None
+        kind = (header.get_str("general.type"), header.get_str("adapter.type"))
+        if kind != ("adapter", "lora"):
+            raise ModelLoadError(
+                f"{path} is not a LoRA adapter GGUF (general.type = {kind[0]!r}, adapter.type "
+                f"= {kind[1]!r}); give the adapter.gguf that `persona-tui train` wrote"
+            )
+        if header.architecture != self._header.architecture:
+            raise ModelLoadError(
+                f"the LoRA adapter {path} is for a {header.architecture!r} model, but "
+                f"{self._path.name} is {self._header.architecture!r}; train it on this model"
+            )
+        adapter, said = init_lora_adapter(self._llama, path)
+        if not adapter:
+            raise ModelLoadError(
+                f"llama.cpp could not load the LoRA adapter {path} onto {self._path.name}"
+                f"{f' ({said})' if said else ''}: it was probably trained on another base "
+                "model (its tensors do not match); train it on this model"
+            )
+        self._adapters[str(path)] = adapter
+        return adapter
+
     # ----------------------------------------------------------------- close
 
     def _check_open(self) -> None:
@@ -620,5 +703,13 @@ class LlamaCppBackend:
         """Free the model and its context; later calls raise GenerationError."""
         with self._lock:
             if self._llama is not None:
+                import llama_cpp
+
+                if self._adapters:
+                    llama_cpp.llama_set_adapters_lora(self._llama.ctx, None, 0, None)
+                for adapter in self._adapters.values():
+                    llama_cpp.llama_adapter_lora_free(adapter)
+                self._adapters.clear()
+                self._active_adapter = None
                 self._llama.close()
                 self._llama = None

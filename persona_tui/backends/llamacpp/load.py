@@ -308,3 +308,19 @@ def construct_vocab_llama(path: Path, header: GGUFHeader) -> LoadedLlama:
         llama.verbose = False
     choice = RepackChoice(False, "off", "vocabulary only: no weights loaded")
     return LoadedLlama(llama, choice, (), system_info())
+
+
+def init_lora_adapter(llama: Any, path: Path) -> tuple[Any, str]:
+    """`llama_adapter_lora_init` for the model of `llama`, quietly: (the adapter, or a NULL
+    pointer when llama.cpp refused the file, and llama.cpp's last log line about it)."""
+    global _LOAD_LOG
+    llama_cpp = _import_llama_cpp()
+    with _LOAD_LOCK:
+        _silence_llama_cpp(llama_cpp)
+        _LOAD_LOG = []
+        try:
+            adapter = llama_cpp.llama_adapter_lora_init(llama.model, str(path).encode("utf-8"))
+        finally:
+            log, _LOAD_LOG = _LOAD_LOG, None
+    lines = [line.strip() for line in log if line.strip()]
+    return adapter, (lines[-1] if lines else "")

@@ -61,7 +61,7 @@ from persona_tui.backends.openai.ref import (
     render_chat_envelope,
 )
 from persona_tui.backends.stream import StopStringStream
-from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
+from persona_tui.errors import GenerationError, ModelLoadError, PersonaError, PromptTooLongError
 from persona_tui.values import FinishReason, ModelInfo
 
 
@@ -306,6 +306,43 @@ class OpenAIBackend:
                 watcher.stop()
             connection.close()
 
+    # ------------------------------------------------------------ logprobs
+
+    def continuation_logprobs(self, prompt: str, continuation: str) -> list[float]:
+        """Log-probabilities of `continuation`'s tokens after `prompt` (ContinuationLogprobs).
+
+        One non-streamed `/completions` request for prompt + continuation with `echo` and
+        `logprobs` (the legacy OpenAI way to read prompt log-probabilities, which vLLM and
+        llama-cpp-python's server answer); the continuation's tokens are the echo's last
+        tokens, those that spell it.
+        """
+        if self._closed:
+            raise GenerationError(f"the connection to {self._ref.base_url} has been closed")
+        if parse_chat_envelope(prompt) is not None:
+            raise PersonaError(
+                "likelihood probes on a server need a plain-text prompt (prompt_mode = "
+                '"transcript"): chat completions return no prompt log-probabilities'
+            )
+        text = prompt + continuation
+        body = {
+            "model": self._model,
+            "prompt": text,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "echo": True,
+            "logprobs": 1,
+            "stream": False,
+        }
+        try:
+            answer = self._client.post_json("/completions", body)
+        except HttpStatusError as error:
+            raise PersonaError(
+                f"{no_prompt_logprobs(self._ref.base_url)} (it answered: {error})"
+            ) from None
+        except RetryableError as error:
+            raise GenerationError(self._client.failure_message(error, 1)) from None
+        return continuation_values(answer, len(continuation), self._ref.base_url)
+
     def _raise_rejection(self, route: str, body: dict[str, Any]) -> None:
         """Find why a stream ended before its first piece by asking again without streaming.
 
@@ -412,3 +449,44 @@ class OpenAIBackend:
     def close(self) -> None:
         """Nothing stays open between calls; later calls raise GenerationError."""
         self._closed = True
+
+
+def no_prompt_logprobs(base_url: str) -> str:
+    return (
+        f"the server at {base_url} gives no prompt log-probabilities (/v1/completions with "
+        "echo and logprobs), so it cannot score answer options; vLLM and llama-cpp-python's "
+        "server do, llama.cpp's llama-server does not; or score with the model file "
+        "(--no-score skips scoring)"
+    )
+
+
+def continuation_values(answer: Any, continuation: int, base_url: str) -> list[float]:
+    """The echoed log-probabilities of the last `continuation` characters of the prompt.
+
+    Offsets are counted back from the end of the echo (the first generated token's
+    offset, or the end of the last token): servers count them in their own detokenized
+    text, which may differ from the prompt at its start (a tokenizer's leading space).
+    """
+    try:
+        choice = answer["choices"][0]
+        logprobs = choice["logprobs"]
+        offsets = [int(o) for o in logprobs["text_offset"]]
+        values = list(logprobs["token_logprobs"])
+        tokens = [str(t) for t in logprobs["tokens"]]
+        generated = int((answer.get("usage") or {}).get("completion_tokens", 1))
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+        raise PersonaError(no_prompt_logprobs(base_url)) from None
+    echoed = len(offsets) - generated
+    if not (len(offsets) == len(values) == len(tokens)) or echoed < 1:
+        raise PersonaError(no_prompt_logprobs(base_url))
+    end = offsets[echoed] if generated else offsets[-1] + len(tokens[-1])
+    start = end - continuation
+    if start not in offsets[:echoed]:
+        raise PersonaError(
+            f"the server at {base_url} tokenized the end of the prompt and the start of an "
+            "answer option as one token, so the option's own log-probability cannot be read"
+        )
+    picked = [v for offset, v in zip(offsets[:echoed], values, strict=False) if offset >= start]
+    if not picked or any(not isinstance(v, int | float) for v in picked):
+        raise PersonaError(no_prompt_logprobs(base_url))
+    return [float(v) for v in picked]

@@ -31,6 +31,7 @@ class HomeScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "run", "Run", show=False),
         Binding("m", "pick_model", "Model"),
+        Binding("t", "train", "Train"),
         Binding("s", "sessions", "Sessions"),
         Binding("a", "annotate(False)", "Annotate"),
         Binding("b", "annotate(True)", "Blind"),
@@ -123,7 +124,14 @@ class HomeScreen(Screen[None]):
     def _selected(self, event: OptionList.OptionSelected) -> None:
         self.action_run()
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "train":  # shown for training studies only
+            scenario = self.selected_scenario()
+            return scenario is not None and scenario.training is not None
+        return True
+
     def _show_scenario(self, index: int) -> None:
+        self.refresh_bindings()
         target = self.query_one("#scenario-text", Static)
         if not 0 <= index < len(self.scenarios):
             target.update("No scenarios found.")
@@ -148,7 +156,15 @@ class HomeScreen(Screen[None]):
         for condition in s.conditions:
             text.append("• ")
             text.append_text(inert(condition.label or condition.id))
+            if s.training is not None:
+                text.append(" (LoRA adapter)" if condition.training else " (base model)", "dim")
             text.append("\n")
+        if s.training is not None:
+            text.append(
+                f"\nA training study: {len(s.training.examples)} training examples "
+                f"per framing · t: train the adapters\n",
+                style="italic",
+            )
         target.update(text)
 
     # Actions ----------------------------------------------------------------------------
@@ -159,6 +175,14 @@ class HomeScreen(Screen[None]):
             self.notify("choose a scenario first", severity="warning")
             return
         self.app.start_run(scenario, self.model, backend=self.backend)
+
+    def action_train(self) -> None:
+        """Fine-tune the selected training study's adapters (resumes a cancelled run)."""
+        scenario = self.selected_scenario()
+        if scenario is None:
+            self.notify("choose a scenario first", severity="warning")
+            return
+        self.app.start_training(scenario, self.model)
 
     def action_pick_model(self) -> None:
         from persona_tui.ui.screens.model_picker import ModelChoice, ModelPicker

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -38,9 +38,11 @@ from persona_tui.run.runner import (
     TrialStarted,
 )
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import SessionHeader, Trial
+from persona_tui.session.model import SessionHeader, Trial, TrialKey
 from persona_tui.session.store import SessionStore
+from persona_tui.training.adapters import study_adapters
 from persona_tui.ui.app_base import PersonaAppBase
+from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel, run_options_pass
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import ConditionColumn
@@ -60,6 +62,9 @@ class RunRequest:
     options: RunOptions = field(default_factory=RunOptions)
     out: Path | None = None
     backend: str = "auto"  # or the engine to load the model with (the model picker's choice)
+    # A training study's adapters by condition (a condition folder or adapter.gguf); the
+    # ones not named come from `persona-tui train`'s default folder (training/adapters.py).
+    adapters: Mapping[str, Path] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,12 +122,16 @@ class RunScreen(Screen[None]):
         self._closing = False
         self._worker_active = False
         self._lifecycle = threading.Lock()
+        self._columns: dict[str, ConditionColumn] = {}
+        self._in_flight: set[TrialKey] = set()
+        self._mark = 0.0  # when generating time was last counted
 
     # Layout -------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         title = self.scenario.title if self.scenario else f"resume {self.request.resume}"
         yield RunHeader(title, clock=self.app_clock)
+        yield OptionsPassPanel()
         yield Static("", id="run-message")
         yield SideBySide(id="columns")
         yield Footer(compact=True)
@@ -131,6 +140,7 @@ class RunScreen(Screen[None]):
         return self.app.clock()
 
     def on_mount(self) -> None:
+        self._options_panel = self.query_one(OptionsPassPanel)  # kept for the worker
         self.query_one("#columns").display = False
         self.set_interval(1.0, self.query_one(RunHeader).refresh_figures)
         self.start_worker()
@@ -155,9 +165,13 @@ class RunScreen(Screen[None]):
             self.post_message(
                 SessionReady(self.scenario, session.header, session.path, tuple(session.trials))
             )
-            Runner(self.scenario, self.backend, self.store).run(
+            status = Runner(self.scenario, self.backend, self.store).run(
                 RunBridge(self.post_message), control
             )
+            if status == "complete":  # then the likelihood probes, in this same thread
+                run_options_pass(
+                    self.scenario, self.backend, self.store, self._options_panel, control.cancelled
+                )
         except PersonaError as error:
             self.post_message(RunFailed(str(error)))
         finally:
@@ -183,8 +197,16 @@ class RunScreen(Screen[None]):
             raise PersonaError("nothing to run: choose a scenario on the Home screen")
         if self.backend is None:
             self.backend = self._load(self.request.model or self.config.default_model)
+        info = self.backend.info
+        adapters = study_adapters(
+            self.scenario,
+            Path(info.path),
+            info.sha256,
+            self.request.adapters,
+            self.request.options.conditions,
+        )
         self.store = create_session(
-            self.scenario, self.backend, self.request.options, self.request.out
+            self.scenario, self.backend, self.request.options, self.request.out, adapters
         )
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
@@ -197,6 +219,13 @@ class RunScreen(Screen[None]):
             self.refresh_bindings()
 
     # Messages from the worker ---------------------------------------------------------
+
+    @on(OptionsPassFinished)
+    def _options_finished(self, message: OptionsPassFinished) -> None:
+        if not message.complete:
+            self.finished_status = "interrupted"
+            self.query_one(RunHeader).set_state("options cancelled · r resumes")
+            self.refresh_bindings()
 
     @on(ModelLoaded)
     def _model_loaded(self, message: ModelLoaded) -> None:
@@ -219,17 +248,22 @@ class RunScreen(Screen[None]):
                 ConditionColumn(message.scenario, c, per_column) for c in conditions
             )
             columns.fit()
+            self._columns = {c.condition.id: c for c in columns.query(ConditionColumn)}
+            last: dict[str, Trial] = {}
+            done: dict[str, int] = {}
             for trial in message.finished:
-                column = self._column(trial.condition)
+                last[trial.condition] = trial
+                done[trial.condition] = done.get(trial.condition, 0) + 1
+            for condition, trial in last.items():
+                column = self._column(condition)
                 if column is not None:
-                    column.finish_trial(trial.response, trial.finish_reason)
+                    column.restore(trial.probe, trial.sample, trial.response, done[condition])
         header = self.query_one(RunHeader)
         header.model_name = message.header.model.name
         header.set_state("paused" if self.control.paused else "running")
 
     def _column(self, condition: str) -> ConditionColumn | None:
-        found = self.query(f"#column-{condition}").results(ConditionColumn)
-        return next(iter(found), None)
+        return self._columns.get(condition)
 
     @on(_Loading)
     def _loading(self, message: _Loading) -> None:
@@ -258,7 +292,7 @@ class RunScreen(Screen[None]):
     @on(TextBatch)
     def _text_batch(self, message: TextBatch) -> None:
         spec = message.spec
-        column = self._column(spec.condition)
+        column = self._columns.get(spec.condition)
         if column is not None:
             column.append_text(spec.probe, spec.sample, message.turn, message.text)
 
@@ -271,31 +305,32 @@ class RunScreen(Screen[None]):
         if isinstance(event, RunStarted):
             stats.total, stats.done, stats.done_at_start = event.total, event.done, event.done
             stats.started_at, stats.stopped_at = now, None
-            self._trial_started_at = now
             header.set_state("paused" if self.control.paused else "running")
         elif isinstance(event, TrialStarted):
-            self._trial_started_at = now
+            self._trial_started(event.spec.key, now)
             column = self._column(event.spec.condition)
             if column is not None:
                 column.start_trial(event.spec.probe, event.spec.sample)
                 self.query_one("#columns").scroll_to_widget(column, animate=False)
         elif isinstance(event, TrialFinished):
-            stats.done = event.done
-            stats.tokens += event.trial.completion_tokens
-            stats.generating_seconds += max(now - self._trial_started_at, 0.0)
             trial = event.trial
+            stats.done = event.done
+            stats.tokens += trial.completion_tokens
+            self._trial_ended(trial.key, now)
             column = self._column(trial.condition)
             if column is not None:
-                column.finish_trial(trial.response, trial.finish_reason)
+                column.finish_trial(trial.probe, trial.sample, trial.response, trial.finish_reason)
             if self.control.paused:
                 header.state = "paused"
             header.refresh_figures()
         elif isinstance(event, TrialFailed):
+            self._trial_ended(event.spec.key, now)
             column = self._column(event.spec.condition)
             if column is not None:
-                column.fail_trial(event.error)
+                column.fail_trial(event.spec.probe, event.spec.sample, event.error)
             self.notify(inert(event.error).plain, title="Trial failed", severity="warning")
         elif isinstance(event, RunFinished):
+            self._in_flight.clear()  # cancelled trials: neither their time nor tokens count
             stats.stopped_at = now
             self.finished_status = event.status
             state = "complete" if event.status == "complete" else "cancelled · r resumes"
@@ -306,7 +341,23 @@ class RunScreen(Screen[None]):
                 if "-active" in column.classes:
                     column.stop("cancelled")
 
-    _trial_started_at = 0.0
+    def _account(self, now: float) -> None:
+        """Count the time since the last trial event as generating if a trial was in flight.
+
+        Trials decoded together overlap in time: summing each one's duration would divide
+        the tokens/s by the number of sequences decoded at once.
+        """
+        if self._in_flight:
+            self.query_one(RunHeader).stats.generating_seconds += max(now - self._mark, 0.0)
+        self._mark = now
+
+    def _trial_started(self, key: TrialKey, now: float) -> None:
+        self._account(now)
+        self._in_flight.add(key)
+
+    def _trial_ended(self, key: TrialKey, now: float) -> None:
+        self._account(now)
+        self._in_flight.discard(key)
 
     # Actions --------------------------------------------------------------------------
 

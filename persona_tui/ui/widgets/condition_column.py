@@ -1,4 +1,11 @@
-"""One condition's column on the Run screen: its framing, the current probe, the response."""
+"""One condition's column on the Run screen: its framing, the current probe, the responses.
+
+A column streams every trial of its condition that is in flight: one `StreamView` pane per
+trial (batched decoding runs several samples of a cell at once). With one pane the column
+looks as it always did; with several, each pane is titled with its sample and state. Panes
+are reused for the next trials, so starting a trial mounts a widget only when more run at
+once than ever before in this column.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ from textual.widgets import Static
 
 from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.ui.text import inert, one_line
+from persona_tui.ui.widgets.stream_view import StreamView
 
 
 def framing_summary(condition: Condition) -> str:
@@ -19,26 +27,32 @@ def framing_summary(condition: Condition) -> str:
     return summary
 
 
-def _update_in_place(static: Static, content: Text) -> bool:
-    """Show `content` in `static`, re-laying out the screen only if its wrapped height changed.
+TrialId = tuple[str, int]  # (probe, sample) within a condition
 
-    A layout pass re-arranges and re-composites the whole screen; done for every streamed
-    batch it takes CPU that generation needs. While the text still fits in the lines the
-    widget already has, a repaint of the widget alone shows the same thing. Returns whether
-    a layout was requested (the height changed, or the widget has not been laid out yet).
-    """
-    static.update(content, layout=False)
-    size = static.content_size
-    if size.width > 0:
-        height = static.get_content_height(static.container_size, static.app.size, size.width)
-        if height == size.height:
-            return False
-    static.refresh(layout=True)
-    return True
+
+class ResponsePane(StreamView):
+    """One trial's streamed response inside a column; titled when the column shows several."""
+
+    def __init__(self) -> None:
+        super().__init__(classes="column-response")
+        self.trial: TrialId | None = None
+        self.turn = 0
+        self.group = 0  # the column's trial group this pane was last started in
+
+    def label(self, scenario: Scenario, state: str, shown_probe: str) -> None:
+        """Title the pane with its sample (and probe, unless the column's probe line names it)."""
+        if self.trial is None:
+            return
+        probe_id, sample = self.trial
+        title = f"#{sample + 1}" if probe_id == shown_probe else f"{probe_id} #{sample + 1}"
+        turns = len(scenario.probe(probe_id).turns)
+        if turns > 1:
+            title += f" (turn {self.turn + 1}/{turns})"
+        self.border_title = inert(f"{title} · {state}")
 
 
 class ConditionColumn(Vertical):
-    """Streams the response of the trial currently running under one condition."""
+    """Streams the responses of the trials running under one condition."""
 
     DEFAULT_CSS = """
     ConditionColumn {
@@ -54,6 +68,14 @@ class ConditionColumn(Vertical):
     ConditionColumn > .column-probe { color: $accent; max-height: 4; margin-top: 1; }
     ConditionColumn > .column-body { height: 1fr; scrollbar-size-vertical: 1; }
     ConditionColumn > .column-status { color: $text-muted; }
+    ConditionColumn.-several ResponsePane {
+        min-height: 3;
+        scrollbar-size-vertical: 0;  /* a bar on two rows says little and costs a layer */
+        border-top: solid $panel;
+        border-title-color: $text-muted;
+        border-title-align: left;
+    }
+    ConditionColumn.-several ResponsePane.-active { border-top: solid $primary; }
     """
 
     def __init__(self, scenario: Scenario, condition: Condition, planned: int) -> None:
@@ -62,67 +84,149 @@ class ConditionColumn(Vertical):
         self.condition = condition
         self.planned = planned
         self.done = 0
-        self._parts: list[str] = []
-        self._turn = 0
+        self._panes: list[ResponsePane] = []
+        self._in_flight: dict[TrialId, ResponsePane] = {}
+        self._group = 0  # counts the groups of trials (a new one when none is in flight)
+        self._tidy = False  # panes of an earlier group may still need hiding
+        self._probe_shown = ""  # the probe named in the probe line
 
     def compose(self) -> ComposeResult:
         yield Static(inert(self.condition.label or self.condition.id), classes="column-title")
         yield Static(inert(framing_summary(self.condition)), classes="column-framing")
         yield Static(Text("waiting", style="italic"), classes="column-probe")
-        with VerticalScroll(classes="column-body"):
-            yield Static("", classes="column-response")
+        with VerticalScroll(classes="column-body", can_focus=False):
+            pane = ResponsePane()
+            self._panes.append(pane)
+            yield pane
         yield Static(self._status_text("waiting"), classes="column-status")
+
+    @property
+    def panes(self) -> list[ResponsePane]:
+        """The panes shown (one per trial of the latest group)."""
+        return [pane for pane in self._panes if pane.display]
+
+    @property
+    def in_flight(self) -> int:
+        """How many of this condition's trials are in flight."""
+        return len(self._in_flight)
 
     def _status_text(self, state: str) -> Text:
         return Text(f"{self.done}/{self.planned} done · {state}")
 
-    def _set_status(self, state: str) -> None:
+    def _set_status(self, state: str | None = None) -> None:
+        if state is None:
+            n = len(self._in_flight)
+            state = "generating…" if n == 1 else f"{n} generating…" if n else "waiting"
         self.query_one(".column-status", Static).update(self._status_text(state))
 
+    def _label(self, pane: ResponsePane, state: str) -> None:
+        pane.label(self.scenario, state, self._probe_shown)
+
     def _show_probe(self, probe_id: str, sample: int, turn: int) -> None:
+        self._probe_shown = probe_id
         probe = self.scenario.probe(probe_id)
-        prefix = f"{probe_id} #{sample + 1}"
+        samples = [s for p, s in self._in_flight if p == probe_id]
+        several = len(samples) > 1
+        prefix = f"{probe_id} ×{len(samples)}" if several else f"{probe_id} #{sample + 1}"
         if len(probe.turns) > 1:
             prefix += f" (turn {turn + 1}/{len(probe.turns)})"
         line = Text(prefix + ": ", style="bold")
         line.append_text(inert(probe.turns[turn]))
         self.query_one(".column-probe", Static).update(line)
 
+    def _free_pane(self) -> ResponsePane:
+        """A pane not in flight (the first one), or a new one."""
+        busy = set(map(id, self._in_flight.values()))
+        for pane in self._panes:
+            if id(pane) not in busy:
+                return pane
+        pane = ResponsePane()
+        self._panes.append(pane)
+        self.query_one(".column-body", VerticalScroll).mount(pane)
+        return pane
+
+    def _arrange(self) -> None:
+        """Hide the panes of an earlier group that this group did not reuse (once a group)."""
+        if not self._tidy:
+            return
+        self._tidy = False
+        for pane in self._panes:
+            if pane.group != self._group and pane.display:
+                pane.display = False
+        self.set_class(len(self.panes) > 1, "-several")
+
     def start_trial(self, probe_id: str, sample: int) -> None:
-        """A trial of this condition begins: show its probe and clear the response."""
-        self._parts.clear()
-        self._turn = 0
+        """A trial of this condition begins: give it a cleared pane and show its probe."""
+        if not self._in_flight:
+            self._group += 1
+        pane = self._free_pane()
+        pane.trial, pane.turn, pane.group = (probe_id, sample), 0, self._group
+        self._in_flight[(probe_id, sample)] = pane
+        pane.clear()
+        pane.display = True
+        pane.add_class("-active")
         self._show_probe(probe_id, sample, 0)
-        self.query_one(".column-response", Static).update("")
+        self._label(pane, "generating…")
+        self._tidy = True
+        self.set_class(len(self.panes) > 1, "-several")
         self.add_class("-active")
-        self._set_status("generating…")
+        self._set_status()
 
     def append_text(self, probe_id: str, sample: int, turn: int, text: str) -> None:
-        """Add a batch of generated text (inert) and keep the end in view."""
-        if turn != self._turn:
-            self._turn = turn
-            self._parts.clear()
+        """Add a batch of a trial's generated text (inert) to its pane."""
+        pane = self._in_flight.get((probe_id, sample))
+        if pane is None:
+            self.start_trial(probe_id, sample)
+            pane = self._in_flight[(probe_id, sample)]
+        self._arrange()
+        if turn != pane.turn:
+            pane.turn = turn
+            pane.clear()
             self._show_probe(probe_id, sample, turn)
-        self._parts.append(text)
-        body = self.query_one(".column-body", VerticalScroll)
-        follow = body.scroll_y >= body.max_scroll_y - 1
-        response = self.query_one(".column-response", Static)
-        if _update_in_place(response, inert("".join(self._parts))) and follow:
-            body.scroll_end(animate=False, immediate=False)
+            self._label(pane, "generating…")
+        pane.append(text)
 
-    def finish_trial(self, response: str, finish_reason: str) -> None:
-        """The trial finished: show the stored response exactly as saved (inert)."""
+    def _settle(self, probe_id: str, sample: int) -> ResponsePane:
+        """The pane of a trial that ended (its own, or a free one), no longer in flight."""
+        pane = self._in_flight.pop((probe_id, sample), None)
+        if pane is None:
+            pane = self._free_pane()
+            pane.trial, pane.turn, pane.group = (probe_id, sample), 0, self._group
+            pane.display = True
+        self._arrange()
+        pane.remove_class("-active")
+        self.set_class(bool(self._in_flight), "-active")
+        return pane
+
+    def finish_trial(self, probe_id: str, sample: int, response: str, finish_reason: str) -> None:
+        """The trial finished: its pane shows the stored response exactly as saved (inert)."""
         self.done += 1
-        self._parts = [response]
-        self.query_one(".column-response", Static).update(inert(response))
-        self.remove_class("-active")
-        self._set_status(f"finished ({finish_reason})")
+        pane = self._settle(probe_id, sample)
+        pane.set_text(response)
+        state = f"finished ({finish_reason})"
+        self._label(pane, state)
+        self._set_status(state if not self._in_flight else None)
 
-    def fail_trial(self, error: str) -> None:
-        self.remove_class("-active")
-        self._set_status(f"failed: {one_line(error, 60)}")
+    def restore(self, probe_id: str, sample: int, response: str, done: int) -> None:
+        """Show a trial finished before this run (on resume), with `done` trials finished."""
+        self.done += done
+        pane = self._settle(probe_id, sample)
+        pane.set_text(response)
+        self._label(pane, "finished")
+        self._set_status("finished")
+
+    def fail_trial(self, probe_id: str, sample: int, error: str) -> None:
+        pane = self._settle(probe_id, sample)
+        pane.end()
+        self._label(pane, "failed")
+        self._set_status(f"failed: {one_line(error, 60)}" if not self._in_flight else None)
 
     def stop(self, state: str) -> None:
-        """The run stopped (cancelled, paused, complete): say so unless a trial is shown done."""
+        """The run stopped (cancelled, complete): trials still in flight end unfinished."""
+        for pane in self._in_flight.values():
+            pane.end()
+            pane.remove_class("-active")
+            self._label(pane, state)
+        self._in_flight.clear()
         self.remove_class("-active")
         self._set_status(state)

@@ -1,0 +1,206 @@
+"""`persona-tui study SCENARIO --model M`: a training study in one command.
+
+Three phases, each with its progress on stderr: (1) train the adapters (`train`: finished
+ones are skipped, an interrupted one resumes from its checkpoint), (2) probe them, every
+probe under each adapter and the untouched base (sampled trials, then the likelihood
+probes), saved as DIR/session.toml, and (3) print the report (`persona-tui report`) on
+stdout. Run it again after an interruption: it carries on where it stopped (an existing
+session is resumed; it refuses adapters that changed since, see `run --resume`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+from typing import Any
+
+SESSION_FILE = "session.toml"
+
+
+def add_study_command(subparsers: Any) -> None:
+    """Add `study` to `subparsers` (from add_subparsers())."""
+    from persona_tui.cli.train import add_training_options
+
+    study = subparsers.add_parser(
+        "study",
+        help="train a training study's adapters, probe them side by side with the base "
+        "model (sampled and likelihood probes) and print the report (needs the train extra)",
+    )
+    study.add_argument("scenario", help="a training study: a scenario file or id")
+    study.add_argument(
+        "--model", "-m", help="'demo', a config alias, or a GGUF file (default: the config's)"
+    )
+    study.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="study folder: the adapters in DIR/<condition>/, the session in "
+        f"DIR/{SESSION_FILE} (default: train's output folder, adapters/SCENARIO--MODEL)",
+    )
+    add_training_options(study)
+    study.add_argument("--samples", type=int, help="samples per condition × probe")
+    study.add_argument("--max-tokens", type=int, help="maximum tokens per sampled response")
+    study.add_argument("--probes", type=lambda v: [p for p in v.split(",") if p], help="a,b,...")
+    study.add_argument(
+        "--no-sample", action="store_true", help="skip sampling: only the likelihood probes"
+    )
+    study.add_argument("--no-score", action="store_true", help="skip the likelihood probes")
+    study.set_defaults(func=cmd_study)
+
+
+def _phase(console: Any, number: int, title: str) -> None:
+    console.rule(f"{number}/3 {title}", style="bold")
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    """Train, probe, report; exit 0 when done, 130 when interrupted (run it again)."""
+    from rich.console import Console
+
+    from persona_tui.cli.train import (
+        TrainReporter,
+        quiet_libraries,
+        resume_command,
+        stop_on_signals,
+        training_params,
+    )
+    from persona_tui.errors import PersonaError
+    from persona_tui.models.config import load_config
+    from persona_tui.scenario.catalog import resolve_scenario
+    from persona_tui.scenario.parse import load_scenario
+    from persona_tui.training.deps import require_training
+    from persona_tui.training.locate import default_output, training_model_path
+    from persona_tui.training.study import train_study
+
+    if args.no_sample and args.no_score:
+        raise PersonaError("--no-sample and --no-score leave nothing to probe; drop one of them")
+    require_training()
+    quiet_libraries()
+    params = training_params(args)
+    scenario = load_scenario(resolve_scenario(args.scenario))
+    if scenario.training is None:
+        raise PersonaError(
+            f"scenario {scenario.id!r} is not a training study (it has no [training] table); "
+            "`persona-tui run` it instead"
+        )
+    _check_probe_options(args, scenario)
+    model_path = training_model_path(args.model, load_config())
+    out = args.out or default_output(scenario.id, model_path)
+    console = Console(stderr=True)
+
+    _phase(console, 1, f"training the adapters of {scenario.id} on {model_path.name}")
+    reporter = TrainReporter(console)
+    cancel = threading.Event()
+    try:
+        with stop_on_signals(cancel):
+            trained = train_study(scenario, model_path, out, params, reporter, cancel)
+    except KeyboardInterrupt:
+        reporter._stop_bar()
+        trained = None
+    if trained is None or not trained.complete:
+        console.print(
+            f"interrupted while training; the checkpoint is kept in {out}. Carry on with: "
+            f"{resume_command(args, out, 'study')}",
+            highlight=False,
+            markup=False,
+        )
+        return 130
+    adapters = {r.condition: r.adapter for r in trained.results if r.adapter is not None}
+
+    _phase(console, 2, "probing the adapters and the base model")
+    session, status = _probe(args, scenario, model_path, out / SESSION_FILE, adapters, console)
+    if status != "complete":
+        console.print(
+            f"probing {status}; the session is saved in {session}. Carry on with: "
+            f"{resume_command(args, out, 'study')}",
+            highlight=False,
+            markup=False,
+        )
+        return 130 if status == "interrupted" else 1
+
+    _phase(console, 3, "report")
+    from persona_tui.cli.analysis import cmd_report
+    from persona_tui.cli.main import build_parser
+
+    code = cmd_report(build_parser().parse_args(["report", str(session)]))
+    console.print(f"session: {session}", highlight=False, markup=False)
+    return code
+
+
+def _check_probe_options(args: argparse.Namespace, scenario: Any) -> None:
+    """The probing options, checked before the (long) training rather than after it."""
+    from persona_tui._util.tables import did_you_mean
+    from persona_tui.errors import PersonaError
+
+    for name in ("samples", "max_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise PersonaError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    ids = [p.id for p in scenario.probes]
+    for probe in args.probes or ():
+        if probe not in ids:
+            hint = did_you_mean(probe, ids) or f" its probes: {', '.join(ids)}"
+            raise PersonaError(f"--probes: {probe!r} is not a probe of {scenario.id!r};{hint}")
+
+
+def _probe(
+    args: argparse.Namespace,
+    scenario: Any,
+    model_path: Path,
+    session_path: Path,
+    adapters: dict[str, Path],
+    console: Any,
+) -> tuple[Path, str]:
+    """Sample and score the study into `session_path` (resumed when it exists); the session
+    file and "complete", "interrupted" or "failed"."""
+    from persona_tui.cli.run import ProgressReporter, cancel_on_signals, score_session
+    from persona_tui.models.config import load_config
+    from persona_tui.models.load import load_model
+    from persona_tui.run.lifecycle import create_session, resume_session
+    from persona_tui.run.plan import RunOptions
+    from persona_tui.run.runner import RunControl, Runner
+    from persona_tui.scoring.options import can_score_options, option_cells
+    from persona_tui.training.adapters import study_adapters
+
+    config = load_config()
+
+    def load(ref: str) -> Any:
+        return load_model(ref, config, None, "llama.cpp")
+
+    if session_path.is_file():
+        console.print(f"resuming {session_path}", highlight=False, markup=False)
+        scenario, store, backend = resume_session(session_path, load, str(model_path))
+    else:
+        backend = load(str(model_path))
+        try:
+            records = study_adapters(scenario, model_path, backend.info.sha256, adapters)
+            options = RunOptions(
+                samples=args.samples, max_tokens=args.max_tokens, probes=args.probes
+            )
+            store = create_session(scenario, backend, options, session_path, records)
+        except BaseException:
+            backend.close()
+            raise
+    runner = Runner(scenario, backend, store)
+    control = RunControl()
+    status: str = "complete"
+    try:
+        with cancel_on_signals(control):
+            if not args.no_sample:
+                status = runner.run(ProgressReporter(console), control)
+                if status != "complete" and not control.cancelled.is_set():
+                    status = "failed"  # some trials failed (each was reported)
+            plan = store.session.header.plan
+            score = not args.no_score and bool(option_cells(scenario, plan))
+            score = score and status == "complete" and can_score_options(backend)
+            if score and not score_session(runner, store, console, control).complete:
+                status = "interrupted"
+        if control.cancelled.is_set():
+            status = "interrupted"
+        elif status == "complete" and len(store.session.trials) < plan.total:
+            store.set_status("interrupted")  # --no-sample: the trials are still to do
+        path = store.session.path
+    finally:
+        store.close()
+        backend.close()
+    return path, status

@@ -1,0 +1,205 @@
+"""The adapters a training study is probed with: found, checked and recorded for a session.
+
+`persona-tui train` leaves DIR/<condition>/adapter.gguf beside its training.toml; a run of
+the study probes each training condition with its adapter (the others run on the untouched
+model). `study_adapters` finds them, from `--adapters learns=DIR,...` (a condition folder
+or the adapter.gguf itself) or else from `train`'s default output folder for the scenario
+and model, checks each against its training record and the loaded model, and returns the
+`AdapterRecord`s `run.lifecycle.create_session` writes into the session header.
+
+No heavy imports: this runs for every `persona-tui run` of a training study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from persona_tui._util.hashing import sha256_file
+from persona_tui._util.tables import did_you_mean
+from persona_tui._util.textdata import DataFileError, loads_toml
+from persona_tui.errors import PersonaError
+from persona_tui.scenario.model import Scenario
+from persona_tui.session.model import AdapterRecord
+from persona_tui.training.locate import default_output
+from persona_tui.training.record import ADAPTER_FILE, RECORD_FILE
+
+# The hyperparameters a session copies from a training record (all of it is kept as text).
+_HYPERPARAMETERS = ("epochs", "max_steps", "rank", "alpha", "lr", "batch_size", "seed")
+
+
+def parse_adapters_option(text: str) -> dict[str, Path]:
+    """`learns=DIR,plays=DIR` -> {condition: path}; PersonaError naming a malformed part."""
+    found: dict[str, Path] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, where = part.partition("=")
+        if not sep or not name.strip() or not where.strip():
+            raise PersonaError(
+                f"--adapters {text!r}: {part!r} is not CONDITION=DIR (e.g. "
+                "learns=adapters/learns,plays=adapters/plays)"
+            )
+        if name.strip() in found:
+            raise PersonaError(f"--adapters {text!r}: {name.strip()!r} is named twice")
+        found[name.strip()] = Path(where.strip()).expanduser()
+    return found
+
+
+def study_adapters(
+    scenario: Scenario,
+    model_path: Path,
+    model_sha256: str,
+    given: Mapping[str, Path] | None = None,
+    conditions: Sequence[str] | None = None,
+    folder: Path | None = None,
+) -> tuple[AdapterRecord, ...]:
+    """The adapter of each training condition among `conditions` (None: all), in scenario
+    order: the one `given` names, else the one in `folder` (None: `train`'s default output
+    folder for this scenario and model). Raises PersonaError when one is missing (run
+    `persona-tui train` first), a name is not a training condition, the scenario is not a
+    training study, or an adapter was trained on another model or for another condition.
+    """
+    given = dict(given or {})
+    training = [c.id for c in scenario.training_conditions]
+    if scenario.training is None:
+        if given:
+            raise PersonaError(
+                f"--adapters: scenario {scenario.id!r} is not a training study (it has no "
+                "[training] table), so none of its conditions has an adapter"
+            )
+        return ()
+    others = {c.id for c in scenario.conditions} - set(training)
+    for name in given:
+        if name not in training:
+            hint = did_you_mean(name, training)
+            untouched = (
+                f" ({name!r} has no [conditions.training]: it runs on the untouched model)"
+                if name in others
+                else ""
+            )
+            raise PersonaError(
+                f"--adapters: {name!r} is not a training condition of {scenario.id!r}"
+                f"{untouched};{hint or ''} its training conditions are: {', '.join(training)}"
+            )
+    wanted = [c for c in training if conditions is None or c in conditions]
+    default = folder if folder is not None else default_output(scenario.id, Path(model_path))
+    records: list[AdapterRecord] = []
+    missing: list[str] = []
+    for condition in wanted:
+        if condition in given:
+            adapter = _adapter_file(given[condition], condition)
+        elif (default / condition / ADAPTER_FILE).is_file():
+            adapter = default / condition / ADAPTER_FILE
+        else:
+            missing.append(condition)
+            continue
+        records.append(adapter_record(condition, adapter, model_sha256))
+    if missing:
+        raise PersonaError(
+            f"scenario {scenario.id!r} is a training study: condition(s) {', '.join(missing)} "
+            f"are probed with their LoRA adapters, and there are none in {default}. Train them "
+            f"first: persona-tui train {scenario.id} --model {model_path} (or name trained "
+            "ones with --adapters CONDITION=DIR)"
+        )
+    return tuple(records)
+
+
+def _adapter_file(where: Path, condition: str) -> Path:
+    path = where / ADAPTER_FILE if where.is_dir() else where
+    if not path.is_file():
+        inside = f" (no {ADAPTER_FILE} in that folder)" if where.is_dir() else ""
+        raise PersonaError(
+            f"--adapters {condition}={where}: no such adapter{inside}; give a condition folder "
+            f"of `persona-tui train` or its {ADAPTER_FILE}"
+        )
+    return path.absolute()
+
+
+def adapter_record(condition: str, adapter: Path, model_sha256: str) -> AdapterRecord:
+    """What a session records of `adapter` for `condition`, from the file and the
+    training.toml beside it (an adapter without one is recorded without training facts).
+
+    Raises PersonaError when the record says the adapter was trained on another base model,
+    for another condition, or the file is not the one the record describes.
+    """
+    adapter = adapter.absolute()
+    sha256 = sha256_file(adapter)
+    record_path = adapter.parent / RECORD_FILE
+    text = _read_text(record_path)
+    facts: dict[str, Any] = {}
+    if text is not None:
+        try:
+            facts = loads_toml(text, record_path)
+        except DataFileError as error:
+            raise PersonaError(f"{record_path}: not a readable training record: {error}") from None
+        _check_record(facts, record_path, condition, adapter, sha256, model_sha256)
+    base = _table(facts, "base_model")
+    data = _table(facts, "data")
+    result = _table(facts, "result")
+    hyper = _table(facts, "hyperparameters")
+    return AdapterRecord(
+        condition=condition,
+        path=str(adapter),
+        sha256=sha256,
+        size_bytes=adapter.stat().st_size,
+        base_model_sha256=str(base.get("sha256", "")),
+        data_sha256=str(data.get("sha256", "")),
+        steps=int(result.get("steps", 0)) if isinstance(result.get("steps"), int) else 0,
+        hyperparameters={k: _text(hyper[k]) for k in _HYPERPARAMETERS if k in hyper},
+        training_sha256=hashlib.sha256(text.encode()).hexdigest() if text is not None else "",
+        training_record=text or "",
+    )
+
+
+def _check_record(
+    facts: Mapping[str, Any],
+    record_path: Path,
+    condition: str,
+    adapter: Path,
+    sha256: str,
+    model_sha256: str,
+) -> None:
+    base = str(_table(facts, "base_model").get("sha256", ""))
+    if model_sha256 and base and base != model_sha256:
+        raise PersonaError(
+            f"the adapter {adapter} was trained on another base model (sha256 {base[:12]}…, "
+            f"see {record_path}) than the one loaded (sha256 {model_sha256[:12]}…); probe it "
+            "with the model it was trained on, or train it on this one"
+        )
+    trained_for = str(_table(facts, "condition").get("id", ""))
+    if trained_for and trained_for != condition:
+        raise PersonaError(
+            f"--adapters {condition}=…: {adapter} was trained for condition {trained_for!r} "
+            f"(see {record_path}), not {condition!r}"
+        )
+    recorded = str(_table(facts, "adapter").get("sha256", ""))
+    if recorded and recorded != sha256:
+        raise PersonaError(
+            f"{adapter} is not the adapter its training record describes (sha256 "
+            f"{sha256[:12]}…, {record_path} says {recorded[:12]}…); train it again"
+        )
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as error:
+        raise PersonaError(f"{path}: cannot read the training record: {error}") from None
+
+
+def _table(facts: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = facts.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(_text(v) for v in value)
+    return str(value)
