@@ -201,20 +201,6 @@ def log_softmax(logits: Any) -> Any:
     return values - (top + np.log(np.exp(values - top).sum(axis=-1, keepdims=True)))
 
 
-def token_logprob(logits: Any, token: int) -> float:
-    """log-softmax(logits)[token] for one row, without building the whole log-softmax.
-
-    The same float64 arithmetic as `log_softmax` (max, sum of exp), but only the
-    normaliser and one entry: on a 262k-entry vocabulary that is a fraction of the cost,
-    which matters when every token of every answer option needs its row.
-    """
-    import numpy as np
-
-    values = np.asarray(logits, dtype=np.float64)
-    top = values.max()
-    return float(values[token] - (top + np.log(np.exp(values - top).sum())))
-
-
 def continuation_tokens(
     tokenize: Callable[[str], list[int]],
     prompt: str,

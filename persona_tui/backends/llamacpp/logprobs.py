@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from persona_tui.backends.common import continuation_tokens, log_softmax, token_logprob
+from persona_tui.backends.common import continuation_tokens, log_softmax
 from persona_tui.errors import GenerationError, PromptTooLongError
 
 
@@ -140,14 +140,6 @@ class LlamaLogprobScope:
         pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, index)
         return log_softmax(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)))
 
-    def _token_logprob(self, index: int, token: int) -> float:
-        """log-softmax of batch row `index`'s logits, at `token` only."""
-        import llama_cpp
-        import numpy as np
-
-        pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, index)
-        return token_logprob(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)), token)
-
     def sequence(self, tokens: Sequence[int]) -> list[float]:
         """The log-probability of each of `tokens` after the evaluated prompt and the
         tokens before it; the prompt's state is unchanged afterwards."""
@@ -200,7 +192,7 @@ class LlamaLogprobScope:
                 if code != 0:
                     raise RuntimeError(f"llama_decode returned {code}")
                 rows = min(len(chunk), len(tokens) - 1 - start)
-                values += [self._token_logprob(i, tokens[start + i + 1]) for i in range(rows)]
+                values += [float(self.logprobs(i)[tokens[start + i + 1]]) for i in range(rows)]
                 self._decodes += len(chunk)
         finally:
             llama_cpp.llama_batch_free(batch)

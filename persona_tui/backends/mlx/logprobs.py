@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from persona_tui.backends.common import continuation_tokens, log_softmax, token_logprob
+from persona_tui.backends.common import continuation_tokens, log_softmax
 from persona_tui.errors import GenerationError, PromptTooLongError
 
 # Prompt positions evaluated per forward pass (a fixed tiling: results depend on the prompt only).
@@ -151,9 +151,9 @@ class MlxLogprobScope:
             return values
         self._trim_to(self.base)
         try:
-            rows = np.array(self._forward(tokens[:-1]))
+            rows = log_softmax(np.array(self._forward(tokens[:-1])))
             self._decodes += len(tokens) - 1
         finally:
             self._trim_to(self.base)
-        values += [token_logprob(rows[i], token) for i, token in enumerate(tokens[1:])]
+        values += [float(rows[i, token]) for i, token in enumerate(tokens[1:])]
         return values
