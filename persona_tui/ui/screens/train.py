@@ -29,6 +29,7 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config
 from persona_tui.scenario.model import Condition, Scenario
+from persona_tui.training.conditions import StudyResult
 from persona_tui.training.locate import default_output, training_model_path
 from persona_tui.training.params import (
     CheckpointSaved,
@@ -40,7 +41,6 @@ from persona_tui.training.params import (
     TrainingStarted,
 )
 from persona_tui.training.record import read_loss_curve
-from persona_tui.training.conditions import StudyResult
 from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.text import inert
 from persona_tui.ui.train_bridge import TrainBridge, TrainingEventMessage, TrainingSteps
