@@ -149,3 +149,11 @@ def test_bench_batch(tiny_gguf: Path) -> None:
         *("--probes", "wish", "--max-tokens", "8"),
     )
     assert "batched/one-by-one" in out and "memory: peak RSS" in out
+
+
+def test_bench_decode_rows(tiny_gguf: Path) -> None:
+    out = _run(
+        "bench_decode_rows.py",
+        *("--model", str(tiny_gguf), "--threads", "1", "--options", "1,2", "--repeat", "1"),
+    )
+    assert "per row" in out
