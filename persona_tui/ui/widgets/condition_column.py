@@ -67,7 +67,7 @@ class ConditionColumn(Vertical):
     ConditionColumn > .column-framing { color: $text-muted; height: 2; }
     ConditionColumn > .column-probe { color: $accent; max-height: 4; margin-top: 1; }
     ConditionColumn > .column-body { height: 1fr; scrollbar-size-vertical: 1; }
-    ConditionColumn > .column-status { color: $text-muted; }
+    ConditionColumn > .column-status { color: $text-muted; height: 1; }
     ConditionColumn.-several ResponsePane {
         min-height: 3;
         scrollbar-size-vertical: 0;  /* a bar on two rows says little and costs a layer */
@@ -117,7 +117,8 @@ class ConditionColumn(Vertical):
         if state is None:
             n = len(self._in_flight)
             state = "generating…" if n == 1 else f"{n} generating…" if n else "waiting"
-        self.query_one(".column-status", Static).update(self._status_text(state))
+        # One row, however long the text: no screen layout for it (the run updates it often).
+        self.query_one(".column-status", Static).update(self._status_text(state), layout=False)
 
     def _label(self, pane: ResponsePane, state: str) -> None:
         pane.label(self.scenario, state, self._probe_shown)

@@ -80,7 +80,9 @@ class RunHeader(Vertical):
         stats = self.stats
         rate = stats.tokens_per_second
         title = self._title + (f" · {self.model_name}" if self.model_name else "")
-        self.query_one(".run-title", Static).update(inert(title))
+        # Both lines are one row high (DEFAULT_CSS): redrawing them needs no screen layout,
+        # and they are redrawn on every run event and each second.
+        self.query_one(".run-title", Static).update(inert(title), layout=False)
         parts = [
             self.state,
             f"{stats.done}/{stats.total} trials" if stats.total else "–/– trials",
@@ -88,7 +90,7 @@ class RunHeader(Vertical):
             f"{duration(stats.elapsed(now))} elapsed",
             f"{duration(stats.remaining(now))} left",
         ]
-        self.query_one(".run-status", Static).update(inert(" · ".join(parts)))
+        self.query_one(".run-status", Static).update(inert(" · ".join(parts)), layout=False)
         bar = self.query_one(ProgressBar)
         bar.display = bool(stats.total)  # no indeterminate animation before the plan is known
         if stats.total:
