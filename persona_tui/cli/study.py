@@ -119,10 +119,12 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 130 if status == "interrupted" else 1
 
     _phase(console, 3, "report")
-    from persona_tui.cli.analysis import cmd_report
-    from persona_tui.cli.main import build_parser
+    from persona_tui.cli.analysis import add_analysis_commands, cmd_report
 
-    code = cmd_report(build_parser().parse_args(["report", str(session)]))
+    # `report`'s own defaults, from its own parser (not the whole CLI's: main imports study).
+    parser = argparse.ArgumentParser(prog="persona-tui")
+    add_analysis_commands(parser.add_subparsers())
+    code = cmd_report(parser.parse_args(["report", str(session)]))
     console.print(f"session: {session}", highlight=False, markup=False)
     return code
 
