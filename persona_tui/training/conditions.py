@@ -11,7 +11,7 @@ from pathlib import Path
 
 from persona_tui._util.tables import did_you_mean
 from persona_tui.errors import TrainingError
-from persona_tui.scenario.model import Condition, Scenario
+from persona_tui.scenario.model import Condition, Scenario, TrainingSet
 from persona_tui.training.data import ConditionData
 from persona_tui.training.params import ConditionResult, TrainingParams
 
@@ -52,3 +52,36 @@ def condition_fingerprint(
         **params.fingerprint_fields(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def data_fields(
+    data: ConditionData, fingerprint: str, training: TrainingSet | None
+) -> dict[str, object]:
+    """A training record's `[data]`: what was trained on (the same for every trainer)."""
+    return {
+        "sha256": data.sha256,
+        "fingerprint": fingerprint,
+        "examples_path": training.examples_path if training else "",
+        "examples_sha256": training.examples_sha256 if training else "",
+        "train_examples": len(data.train),
+        "heldout_examples": len(data.heldout),
+        "train_tokens": data.train_tokens,
+        "completion_tokens": sum(len(e.completion) for e in data.train),
+    }
+
+
+def hyperparameter_fields(params: TrainingParams, seed: int) -> dict[str, object]:
+    """A training record's `[hyperparameters]` that every trainer shares (each adds its own)."""
+    return {
+        "epochs": params.epochs,
+        "max_steps": params.max_steps,
+        "rank": params.rank,
+        "alpha": params.alpha,
+        "lr": params.lr,
+        "schedule": "constant",
+        "optimizer": "AdamW (weight_decay 0)",
+        "batch_size": params.batch_size,
+        "dropout": 0.0,
+        "seed": seed,
+        "targets": list(params.targets),
+    }

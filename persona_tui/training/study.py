@@ -32,7 +32,13 @@ from persona_tui._util.hashing import sha256_file
 from persona_tui.backends.llamacpp.gguf_header import read_gguf_header
 from persona_tui.errors import TrainingError
 from persona_tui.scenario.model import Scenario
-from persona_tui.training.conditions import StudyResult, chosen_conditions, condition_fingerprint
+from persona_tui.training.conditions import (
+    StudyResult,
+    chosen_conditions,
+    condition_fingerprint,
+    data_fields,
+    hyperparameter_fields,
+)
 from persona_tui.training.convert import write_adapter_gguf
 from persona_tui.training.data import ConditionData, tokenize_condition, vocabulary
 from persona_tui.training.deps import library_versions, require, require_training
@@ -290,28 +296,9 @@ def _record(
             "architecture": architecture,
             "size_bytes": model_path.stat().st_size,
         },
-        data={
-            "sha256": data.sha256,
-            "fingerprint": fingerprint,
-            "examples_path": training.examples_path if training else "",
-            "examples_sha256": training.examples_sha256 if training else "",
-            "train_examples": len(data.train),
-            "heldout_examples": len(data.heldout),
-            "train_tokens": data.train_tokens,
-            "completion_tokens": sum(len(e.completion) for e in data.train),
-        },
+        data=data_fields(data, fingerprint, training),
         hyperparameters={
-            "epochs": params.epochs,
-            "max_steps": params.max_steps,
-            "rank": params.rank,
-            "alpha": params.alpha,
-            "lr": params.lr,
-            "schedule": "constant",
-            "optimizer": "AdamW (weight_decay 0)",
-            "batch_size": params.batch_size,
-            "dropout": 0.0,
-            "seed": seed,
-            "targets": list(params.targets),
+            **hyperparameter_fields(params, seed),
             "checkpoint_every": params.checkpoint_every,
             "loss": "mean cross-entropy over completion tokens",
         },
