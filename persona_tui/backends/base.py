@@ -16,8 +16,8 @@ runtime-checkable protocols, never by the backend's class:
   engine tokenizing (a server that echoes prompt log-probabilities; likelihood probes);
 - `BatchedGeneration`: several sequences decoded together, one token of each per step
   (`--batch`, the samples of one cell);
-- `LoraAdapters`: a LoRA adapter file applied on top of the loaded weights, or none (the
-  adapters of a training study, issue 12).
+- `LoraAdapters`: a LoRA adapter (a GGUF file, an mlx-lm folder) applied on top of the
+  loaded weights, or none (the adapters of a training study, issue 12).
 """
 
 from __future__ import annotations
@@ -268,17 +268,19 @@ class BatchedGeneration(Protocol):
 
 @runtime_checkable
 class LoraAdapters(Protocol):
-    """A backend that applies one LoRA adapter (a file made for its model) or none.
+    """A backend that applies one LoRA adapter (made for its engine and model) or none.
 
-    Switching adapters forgets every cached evaluation (prompt cache, scored prompts): what
-    was computed under one adapter is wrong under another. Each file is loaded once and
-    kept until `close`.
+    An adapter is what backends/adapter_files.py describes for the engine: a LoRA adapter
+    GGUF file (llama.cpp) or an mlx-lm adapter folder (MLX). Switching adapters forgets
+    every cached evaluation (prompt cache, scored prompts): what was computed under one
+    adapter is wrong under another. None gives exactly the untouched model's numbers. Each
+    adapter is loaded once and kept until `close`.
     """
 
     def use_adapter(self, path: str | None) -> None:
-        """Apply the adapter file at `path` from the next evaluation on (None: no adapter).
+        """Apply the adapter at `path` from the next evaluation on (None: no adapter).
 
         Raises ModelLoadError naming the file when it is missing, not an adapter, or made
-        for another model.
+        for another model (the backend is then left without an adapter).
         """
         ...

@@ -222,6 +222,7 @@ def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStor
             backend.info.sha256,
             parse_adapters_option(args.adapters) if args.adapters else None,
             args.conditions,
+            backend=backend.info.backend,
         )
         store = create_session(scenario, backend, options, args.out, adapters)
     except BaseException:

@@ -1,11 +1,13 @@
 """`persona-tui study SCENARIO --model M`: a training study in one command.
 
-Three phases, each with its progress on stderr: (1) train the adapters (`train`: finished
-ones are skipped, an interrupted one resumes from its checkpoint), (2) probe them, every
-probe under each adapter and the untouched base (sampled trials, then the likelihood
-probes), saved as DIR/session.toml, and (3) print the report (`persona-tui report`) on
-stdout. Run it again after an interruption: it carries on where it stopped (an existing
-session is resumed; it refuses adapters that changed since, see `run --resume`).
+On a GGUF the adapters are trained with torch + peft and probed with llama.cpp; on an MLX
+model folder, trained and probed with mlx-lm. Three phases, each with its progress on
+stderr: (1) train the adapters (`train`: finished ones are skipped, an interrupted one
+resumes from its checkpoint), (2) probe them, every probe under each adapter and the
+untouched base (sampled trials, then the likelihood probes), saved as DIR/session.toml,
+and (3) print the report (`persona-tui report`) on stdout. Run it again after an
+interruption: it carries on where it stopped (an existing session is resumed; it refuses
+adapters that changed since, see `run --resume`).
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ def add_study_command(subparsers: Any) -> None:
     study = subparsers.add_parser(
         "study",
         help="train a training study's adapters, probe them side by side with the base "
-        "model (sampled and likelihood probes) and print the report (needs the train extra)",
+        "model (sampled and likelihood probes) and print the report (needs the train "
+        "extra; the mlx extra on an MLX folder)",
     )
     study.add_argument("scenario", help="a training study: a scenario file or id")
     study.add_argument(
-        "--model", "-m", help="'demo', a config alias, or a GGUF file (default: the config's)"
+        "--model",
+        "-m",
+        help="'demo', a config alias, a GGUF file (torch + peft, probed with llama.cpp) or an "
+        "MLX model folder (mlx-lm, probed with MLX) (default: the config's)",
     )
     study.add_argument(
         "-o",
@@ -74,8 +80,6 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     if args.no_sample and args.no_score:
         raise PersonaError("--no-sample and --no-score leave nothing to probe; drop one of them")
-    require_training()
-    quiet_libraries()
     params = training_params(args)
     scenario = load_scenario(resolve_scenario(args.scenario))
     if scenario.training is None:
@@ -85,6 +89,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         )
     _check_probe_options(args, scenario)
     model_path = training_model_path(args.model, load_config())
+    if not model_path.is_dir():  # a GGUF: torch + peft (an MLX folder needs only mlx-lm)
+        require_training()  # the one-line install hint before any slow work
+    quiet_libraries()
     out = args.out or default_output(scenario.id, model_path)
     console = Console(stderr=True)
 
@@ -155,6 +162,7 @@ def _probe(
 ) -> tuple[Path, str]:
     """Sample and score the study into `session_path` (resumed when it exists); the session
     file and "complete", "interrupted" or "failed"."""
+    from persona_tui.backend_names import LLAMA_CPP, MLX
     from persona_tui.cli.run import ProgressReporter, cancel_on_signals, score_session
     from persona_tui.models.config import load_config
     from persona_tui.models.load import load_model
@@ -165,9 +173,11 @@ def _probe(
     from persona_tui.training.adapters import study_adapters
 
     config = load_config()
+    # The engine the adapters were trained for: mlx-lm's on an MLX folder, else llama.cpp's.
+    engine = MLX if model_path.is_dir() else LLAMA_CPP
 
     def load(ref: str) -> Any:
-        return load_model(ref, config, None, "llama.cpp")
+        return load_model(ref, config, None, engine)
 
     if session_path.is_file():
         console.print(f"resuming {session_path}", highlight=False, markup=False)
@@ -175,7 +185,9 @@ def _probe(
     else:
         backend = load(str(model_path))
         try:
-            records = study_adapters(scenario, model_path, backend.info.sha256, adapters)
+            records = study_adapters(
+                scenario, model_path, backend.info.sha256, adapters, backend=engine
+            )
             options = RunOptions(
                 samples=args.samples, max_tokens=args.max_tokens, probes=args.probes
             )

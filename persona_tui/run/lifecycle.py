@@ -12,6 +12,7 @@ from pathlib import Path
 
 from persona_tui import __version__, paths
 from persona_tui._util.hashing import sha256_file
+from persona_tui.backends.adapter_files import adapter_weights
 from persona_tui.backends.base import Backend, BatchedGeneration, LoraAdapters
 from persona_tui.errors import PersonaError
 from persona_tui.run.plan import RunOptions, effective_sampling, make_plan
@@ -100,7 +101,8 @@ def check_adapters_load(backend: Backend, adapters: Sequence[AdapterRecord]) -> 
     if not isinstance(backend, LoraAdapters):
         raise PersonaError(
             f"this session probes LoRA adapters, which the {backend.info.backend} backend "
-            "cannot apply; run it with llama.cpp on the GGUF the adapters were trained on"
+            "cannot apply; run it with the engine they were trained for (llama.cpp on the "
+            "GGUF, or MLX on the MLX model folder)"
         )
     try:
         for adapter in adapters:
@@ -112,7 +114,7 @@ def check_adapters_load(backend: Backend, adapters: Sequence[AdapterRecord]) -> 
 def check_same_adapters(store: SessionStore) -> None:
     """Refuse to resume a session whose adapter files are gone or changed since it ran."""
     for adapter in store.session.header.adapters:
-        path = Path(adapter.path)
+        path = adapter_weights(Path(adapter.path))  # a GGUF, or an MLX folder's weights
         if not path.is_file():
             raise PersonaError(
                 f"session {store.session.header.id} probes condition {adapter.condition!r} "

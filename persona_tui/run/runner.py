@@ -192,7 +192,7 @@ class Runner:
         if self.adapters and not isinstance(self.backend, LoraAdapters):
             raise PersonaError(
                 f"this session probes LoRA adapters, which {self.backend.info.backend} cannot "
-                "apply; resume it with llama.cpp and the model it was run with"
+                "apply; resume it with the backend and the model it was run with"
             )
         total = self.plan.total
         done = len(self.store.session.trials)

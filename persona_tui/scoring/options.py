@@ -175,7 +175,7 @@ def score_options(
     if adapters and not isinstance(backend, LoraAdapters):
         raise PersonaError(
             f"this session probes LoRA adapters, which {backend.info.backend} cannot apply; "
-            "score it with llama.cpp and the model it was run with"
+            "score it with the backend and the model it was run with"
         )
     scored = 0
     ordered = order_for_prefix_reuse(specs, prompts, adapters)

@@ -129,9 +129,9 @@ class AdapterRecord:
     """
 
     condition: str
-    path: str  # the adapter GGUF as loaded (absolute)
-    sha256: str  # of the adapter file; resuming refuses a file that changed
-    size_bytes: int
+    path: str  # as loaded (absolute): an adapter GGUF, or an mlx-lm adapter folder (MLX)
+    sha256: str  # of the weights (the GGUF, or adapters.safetensors); resume refuses a change
+    size_bytes: int  # of the same file
     base_model_sha256: str = ""  # from training.toml; "" when the adapter has no record
     data_sha256: str = ""
     steps: int = 0

@@ -1,11 +1,15 @@
 """The adapters a training study is probed with: found, checked and recorded for a session.
 
-`persona-tui train` leaves DIR/<condition>/adapter.gguf beside its training.toml; a run of
-the study probes each training condition with its adapter (the others run on the untouched
-model). `study_adapters` finds them, from `--adapters learns=DIR,...` (a condition folder
-or the adapter.gguf itself) or else from `train`'s default output folder for the scenario
-and model, checks each against its training record and the loaded model, and returns the
-`AdapterRecord`s `run.lifecycle.create_session` writes into the session header.
+`persona-tui train` leaves each condition's adapter in DIR/<condition>/ beside its
+training.toml: `adapter.gguf` (llama.cpp) when trained on a GGUF, the mlx-lm adapter
+folder `mlx/` (adapters.safetensors + adapter_config.json) when trained on an MLX folder.
+A run of the study probes each training condition with its adapter (the others run on the
+untouched model). `study_adapters` finds them, from `--adapters learns=DIR,...` (a
+condition folder, or the adapter itself) or else from `train`'s default output folder for
+the scenario and model, checks each against its training record and the loaded model's
+engine, and returns the `AdapterRecord`s `run.lifecycle.create_session` writes into the
+session header. Which file is which engine's is data (backends/adapter_files.py), so both
+engines go through the same code.
 
 No heavy imports: this runs for every `persona-tui run` of a training study.
 """
@@ -20,11 +24,19 @@ from typing import Any
 from persona_tui._util.hashing import sha256_file
 from persona_tui._util.tables import did_you_mean
 from persona_tui._util.textdata import DataFileError, loads_toml
+from persona_tui.backend_names import LLAMA_CPP, MLX
+from persona_tui.backends.adapter_files import (
+    ADAPTER_FORMATS,
+    GGUF_ADAPTER,
+    AdapterFormat,
+    adapter_format,
+    adapter_weights,
+)
 from persona_tui.errors import PersonaError
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import AdapterRecord
 from persona_tui.training.locate import default_output
-from persona_tui.training.record import ADAPTER_FILE, RECORD_FILE
+from persona_tui.training.record import RECORD_FILE
 
 # The hyperparameters a session copies from a training record (all of it is kept as text).
 _HYPERPARAMETERS = ("epochs", "max_steps", "rank", "alpha", "lr", "batch_size", "seed")
@@ -55,11 +67,15 @@ def study_adapters(
     given: Mapping[str, Path] | None = None,
     conditions: Sequence[str] | None = None,
     folder: Path | None = None,
+    backend: str | None = None,
 ) -> tuple[AdapterRecord, ...]:
     """The adapter of each training condition among `conditions` (None: all), in scenario
     order: the one `given` names, else the one in `folder` (None: `train`'s default output
-    folder for this scenario and model). Raises PersonaError when one is missing (run
-    `persona-tui train` first), a name is not a training condition, the scenario is not a
+    folder for this scenario and model). The adapters are the kind `backend` applies (None:
+    as training decides, an MLX folder when `model_path` is a folder, else a GGUF).
+
+    Raises PersonaError when one is missing (run `persona-tui train` first) or incomplete,
+    is the other engine's kind, a name is not a training condition, the scenario is not a
     training study, or an adapter was trained on another model or for another condition.
     """
     given = dict(given or {})
@@ -86,14 +102,14 @@ def study_adapters(
             )
     wanted = [c for c in training if conditions is None or c in conditions]
     default = folder if folder is not None else default_output(scenario.id, Path(model_path))
+    kind = _format_for(backend, Path(model_path))
     records: list[AdapterRecord] = []
     missing: list[str] = []
     for condition in wanted:
-        if condition in given:
-            adapter = _adapter_file(given[condition], condition)
-        elif (default / condition / ADAPTER_FILE).is_file():
-            adapter = default / condition / ADAPTER_FILE
-        else:
+        named = condition in given
+        where = given[condition] if named else default / condition
+        adapter = _find_adapter(kind, where, condition, named)
+        if adapter is None:
             missing.append(condition)
             continue
         records.append(adapter_record(condition, adapter, model_sha256))
@@ -107,26 +123,58 @@ def study_adapters(
     return tuple(records)
 
 
-def _adapter_file(where: Path, condition: str) -> Path:
-    path = where / ADAPTER_FILE if where.is_dir() else where
-    if not path.is_file():
-        inside = f" (no {ADAPTER_FILE} in that folder)" if where.is_dir() else ""
+def _format_for(backend: str | None, model_path: Path) -> AdapterFormat:
+    if backend is None:
+        backend = MLX if model_path.expanduser().is_dir() else LLAMA_CPP
+    # A backend that applies no adapter is refused later (run.lifecycle.check_adapters_load).
+    return adapter_format(backend) or GGUF_ADAPTER
+
+
+def _find_adapter(kind: AdapterFormat, where: Path, condition: str, named: bool) -> Path | None:
+    """The `kind` adapter `where` names (a condition folder or the adapter), complete;
+    None when there is none and it was not named by --adapters."""
+    found = kind.locate(where)
+    option = f"--adapters {condition}={where}: " if named else ""
+    if found is None:
+        other = next((f for f in ADAPTER_FORMATS if f is not kind and f.locate(where)), None)
+        if other is not None:
+            raise PersonaError(
+                f"{option}the adapter of {condition!r} in {where} is {other.spelled}, which "
+                f"the {other.backend} backend applies; the model is loaded with "
+                f"{kind.backend}, which needs {kind.spelled}. Train the study on this model "
+                f"(`persona-tui train` leaves it in {kind.written_in}), or probe with "
+                f"{other.backend} on the model the adapter was trained on"
+            )
+        if not named:
+            return None
+        inside = f" (no {' or '.join(kind.files)} in that folder)" if where.is_dir() else ""
         raise PersonaError(
-            f"--adapters {condition}={where}: no such adapter{inside}; give a condition folder "
-            f"of `persona-tui train` or its {ADAPTER_FILE}"
+            f"{option}no such adapter{inside}; give a condition folder of `persona-tui "
+            f"train` or the adapter itself ({kind.spelled}, {kind.written_in})"
         )
-    return path.absolute()
+    absent = kind.missing(found)
+    if absent:
+        raise PersonaError(
+            f"{option}the adapter of {condition!r}, {found}, is incomplete: "
+            f"{', '.join(str(p) for p in absent)} is missing ({kind.kind} holds "
+            f"{' and '.join(kind.files)}); train it again (persona-tui train) or restore it"
+        )
+    return found.absolute()
 
 
 def adapter_record(condition: str, adapter: Path, model_sha256: str) -> AdapterRecord:
-    """What a session records of `adapter` for `condition`, from the file and the
-    training.toml beside it (an adapter without one is recorded without training facts).
+    """What a session records of `adapter` for `condition`: a GGUF file, or an mlx-lm
+    adapter folder, whose sha256 and size are those of its adapters.safetensors (the
+    weights; the folder's adapter_config.json is not hashed), with the training.toml
+    beside it (in the condition folder; an adapter without one is recorded without
+    training facts).
 
     Raises PersonaError when the record says the adapter was trained on another base model,
-    for another condition, or the file is not the one the record describes.
+    for another condition, or the weights are not the ones the record describes.
     """
     adapter = adapter.absolute()
-    sha256 = sha256_file(adapter)
+    weights = adapter_weights(adapter)
+    sha256 = sha256_file(weights)
     record_path = adapter.parent / RECORD_FILE
     text = _read_text(record_path)
     facts: dict[str, Any] = {}
@@ -144,7 +192,7 @@ def adapter_record(condition: str, adapter: Path, model_sha256: str) -> AdapterR
         condition=condition,
         path=str(adapter),
         sha256=sha256,
-        size_bytes=adapter.stat().st_size,
+        size_bytes=weights.stat().st_size,
         base_model_sha256=str(base.get("sha256", "")),
         data_sha256=str(data.get("sha256", "")),
         steps=int(result.get("steps", 0)) if isinstance(result.get("steps"), int) else 0,
@@ -178,7 +226,7 @@ def _check_record(
     recorded = str(_table(facts, "adapter").get("sha256", ""))
     if recorded and recorded != sha256:
         raise PersonaError(
-            f"{adapter} is not the adapter its training record describes (sha256 "
+            f"{adapter_weights(adapter)} is not the adapter its training record describes (sha256 "
             f"{sha256[:12]}…, {record_path} says {recorded[:12]}…); train it again"
         )
 

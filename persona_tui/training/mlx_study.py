@@ -7,7 +7,8 @@ a fresh copy of the weights (training/mlx_lora.py), and each condition folder ge
     out_dir/<condition>/mlx/adapters.safetensors + adapter_config.json   (mlx-lm's adapter)
     out_dir/<condition>/loss.csv, training.toml
 
-and out_dir/study.toml as on the torch path. There is no llama.cpp adapter GGUF here.
+and out_dir/study.toml as on the torch path. There is no llama.cpp adapter GGUF here: the
+MLX backend probes the `mlx` folder (`MlxBackend.use_adapter`, training/adapters.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui import __version__
+from persona_tui.backends.adapter_files import MLX_ADAPTER
 from persona_tui.backends.mlx.backend import MlxBackend, hub_offline
 from persona_tui.backends.mlx.folder import check_mlx_folder
 from persona_tui.errors import ModelLoadError, TrainingError
@@ -52,7 +54,7 @@ from persona_tui.training.record import (
     write_study,
 )
 
-MLX_FOLDER = "mlx"
+MLX_FOLDER = MLX_ADAPTER.folder  # "mlx": what the MLX backend's use_adapter takes
 
 
 def load_mlx_model(folder: Path) -> Any:

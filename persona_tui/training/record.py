@@ -18,12 +18,13 @@ import tomli_w
 
 from persona_tui._util.atomic import atomic_write_text
 from persona_tui._util.textdata import DataFileError, loads_toml
+from persona_tui.backends.adapter_files import GGUF_ADAPTER
 from persona_tui.training.lora import LossRow
 
 RECORD_FILE = "training.toml"
 LOSS_FILE = "loss.csv"
 STUDY_FILE = "study.toml"
-ADAPTER_FILE = "adapter.gguf"
+ADAPTER_FILE = GGUF_ADAPTER.weights  # "adapter.gguf"
 PEFT_FOLDER = "peft"
 RECORD_VERSION = 1
 

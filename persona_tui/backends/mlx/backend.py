@@ -8,6 +8,9 @@ It never contacts a model hub: the folder must exist with `config.json`, `model*
 and tokenizer files, checked before mlx-lm sees the path (see `folder`), and the load
 runs with HF_HUB_OFFLINE=1.
 
+`use_adapter` applies an mlx-lm LoRA adapter folder or none (backends.base.LoraAdapters;
+see `adapters`: the LoRA layers are swapped in and out, the weights are not reloaded).
+
 Tokens are turned into bytes as llama.cpp does (see `tokens`), not by mlx-lm's
 streaming detokenizers. Bytes become text with an incremental UTF-8 decoder, so a
 character split across byte tokens is emitted whole and invalid bytes become U+FFFD.
@@ -46,6 +49,7 @@ from persona_tui.backends.common import (
     no_chat_template_error,
     stream_tokens,
 )
+from persona_tui.backends.mlx.adapters import AdapterSwitch, adapter_folder
 from persona_tui.backends.mlx.batched import BatchModel, decode_batch, shared_prefix
 from persona_tui.backends.mlx.folder import (
     build_mlx_info,
@@ -152,6 +156,7 @@ class MlxBackend:
         self._info = CachedModelInfo()
         self._closed = False
         self._max_batch = default_max_batch(mx) if max_batch is None else max_batch
+        self._adapters = AdapterSwitch(model)
 
     @classmethod
     def load(
@@ -519,6 +524,29 @@ class MlxBackend:
                     f"MLX failed while scoring with {self._folder.name}: {error}"
                 ) from error
 
+    # --------------------------------------------------------------- adapters
+
+    @property
+    def active_adapter(self) -> str | None:
+        """The absolute path of the adapter folder applied now (None: no adapter)."""
+        return self._adapters.active
+
+    def use_adapter(self, path: str | None) -> None:
+        """Apply the mlx-lm LoRA adapter folder at `path` (adapters.safetensors +
+        adapter_config.json; one of those files names its folder), or none
+        (backends.base.LoraAdapters). Each folder is read once; the prompt cache is
+        forgotten when the adapter changes (the scoring scope keeps no cache between holds).
+        """
+        key = None if path is None else str(adapter_folder(Path(path)))
+        with self._lock:
+            self._check_open()
+            if key == self._adapters.active:
+                return
+            try:
+                self._adapters.use(key)
+            finally:
+                self._drop_cache()  # computed with other weights, whatever happened
+
     # ------------------------------------------------------------ prefix cache
 
     def _reuse_cache(self, tokens: list[int]) -> int:
@@ -576,5 +604,6 @@ class MlxBackend:
             if not self._closed:
                 self._closed = True
                 self._drop_cache()
+                self._adapters.clear()
                 self._model = None
                 self._mx.clear_cache()
