@@ -24,7 +24,7 @@ from persona_tui._util.atomic import atomic_write_text
 from persona_tui._util.locks import LockHeld, exclusive_lock
 from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui.errors import TrainingError
-from persona_tui.training.lora import LossRow
+from persona_tui.training.loop import LossRow
 
 RECORD_FILE = "training.toml"
 LOSS_FILE = "loss.csv"
