@@ -11,16 +11,14 @@ the seconds so far, and a fingerprint of the data and settings) are written atom
 every `checkpoint_every` steps, when `cancel` is set, and on KeyboardInterrupt (unless it
 arrives inside an optimizer update, when the previous checkpoint is kept). The next run with
 the same fingerprint resumes from it; another fingerprint is an error, never a silent mix.
+The loop itself (steps, events, checkpoints, resume) is training/loop.py's, shared with MLX.
 """
 
 from __future__ import annotations
 
-import math
-import random
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,64 +26,16 @@ from persona_tui._util.atomic import atomic_output
 from persona_tui.errors import TrainingError
 from persona_tui.training.data import ConditionData, TokenizedExample
 from persona_tui.training.deps import require
-from persona_tui.training.params import (
-    CheckpointSaved,
-    HeldoutEvaluated,
-    StepFinished,
-    TrainingEvent,
-    TrainingParams,
-    TrainingStarted,
-)
+from persona_tui.training.loop import LossRow as LossRow
+from persona_tui.training.loop import TrainOutcome as TrainOutcome
+from persona_tui.training.loop import batch_indices as batch_indices
+from persona_tui.training.loop import run_training_loop
+from persona_tui.training.loop import total_steps as total_steps
+from persona_tui.training.params import TrainingEvent, TrainingParams
 
 CHECKPOINT_FILE = "state.pt"
 _CHECKPOINT_VERSION = 1
 IGNORE = -100
-
-
-@dataclass
-class LossRow:
-    step: int
-    epoch: int
-    train_loss: float | None
-    heldout_loss: float | None
-    seconds: float
-
-
-@dataclass
-class TrainOutcome:
-    """What `train_lora` ended with; `model` is the peft model (for saving, comparing)."""
-
-    completed: bool
-    steps: int
-    total_steps: int
-    rows: list[LossRow] = field(default_factory=list)
-    seconds: float = 0.0
-    model: Any = None
-
-    @property
-    def train_loss(self) -> float | None:
-        losses = [r.train_loss for r in self.rows if r.train_loss is not None]
-        return losses[-1] if losses else None
-
-    @property
-    def heldout_loss(self) -> float | None:
-        losses = [r.heldout_loss for r in self.rows if r.heldout_loss is not None]
-        return losses[-1] if losses else None
-
-
-def total_steps(n_train: int, params: TrainingParams) -> int:
-    """Optimizer steps of a run: epochs × batches per epoch, capped by max_steps."""
-    steps = params.epochs * math.ceil(n_train / params.batch_size)
-    return min(steps, params.max_steps) if params.max_steps is not None else steps
-
-
-def batch_indices(n_train: int, step: int, batch_size: int, seed: int) -> list[int]:
-    """The examples of optimizer step `step` (each epoch a seeded shuffle, last batch short)."""
-    per_epoch = math.ceil(n_train / batch_size)
-    epoch, index = divmod(step, per_epoch)
-    order = list(range(n_train))
-    random.Random(f"{seed}:{epoch}").shuffle(order)
-    return order[index * batch_size : (index + 1) * batch_size]
 
 
 def train_lora(
@@ -105,7 +55,6 @@ def train_lora(
         raise TrainingError(f"condition {data.condition!r} has no training examples")
     if params.threads is not None:
         torch.set_num_threads(params.threads)
-    condition = data.condition
     torch.manual_seed(seed)
     base = load_base()
     config = peft.LoraConfig(
@@ -119,92 +68,58 @@ def train_lora(
     model = peft.get_peft_model(base, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=0.0)
-    total = total_steps(len(data.train), params)
-    per_epoch = math.ceil(len(data.train) / params.batch_size)
     checkpoint = folder / "checkpoint" / CHECKPOINT_FILE
+    engine = _TorchEngine(torch, peft, model, optimizer, params.batch_size, checkpoint, fingerprint)
+    total = total_steps(len(data.train), params)
     outcome = TrainOutcome(completed=False, steps=0, total_steps=total, model=model)
-    state = _read_checkpoint(torch, checkpoint, fingerprint)
-    if state is not None:
-        peft.set_peft_model_state_dict(model, state["lora"])
-        optimizer.load_state_dict(state["optimizer"])
+    return run_training_loop(data, engine, params, seed, on_event, cancel, outcome)
+
+
+@dataclass
+class _TorchEngine:
+    """torch + peft's steps for `run_training_loop` (training/loop.py)."""
+
+    torch: Any
+    peft: Any
+    model: Any
+    optimizer: Any
+    batch_size: int
+    checkpoint: Path
+    fingerprint: str
+
+    def train_step(self, batch: Sequence[TokenizedExample]) -> float:
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = _batch_loss(self.torch, self.model, batch)
+        loss_value.backward()
+        self.optimizer.step()
+        return float(loss_value.detach())
+
+    def heldout_loss(self, examples: Sequence[TokenizedExample]) -> float:
+        return heldout_loss(self.torch, self.model, examples, self.batch_size)
+
+    def load_checkpoint(self, outcome: TrainOutcome) -> bool:
+        state = _read_checkpoint(self.torch, self.checkpoint, self.fingerprint)
+        if state is None:
+            return False
+        self.peft.set_peft_model_state_dict(self.model, state["lora"])
+        self.optimizer.load_state_dict(state["optimizer"])
         outcome.steps = int(state["step"])
         outcome.rows = [LossRow(**row) for row in state["rows"]]
         outcome.seconds = float(state["seconds"])
-    on_event(
-        TrainingStarted(
-            condition, total, min(outcome.steps, total), len(data.train), len(data.heldout)
+        return True
+
+    def save_checkpoint(self, outcome: TrainOutcome) -> Path:
+        _write_checkpoint(
+            self.torch,
+            self.peft,
+            self.checkpoint,
+            self.fingerprint,
+            self.model,
+            self.optimizer,
+            outcome,
         )
-    )
-    started = time.perf_counter()
-    offset = outcome.seconds
-
-    def elapsed() -> float:
-        return offset + time.perf_counter() - started
-
-    def save() -> None:
-        outcome.seconds = elapsed()
-        _write_checkpoint(torch, peft, checkpoint, fingerprint, model, optimizer, outcome)
-        on_event(CheckpointSaved(condition, outcome.steps, checkpoint))
-
-    if outcome.steps == 0 and state is None and data.heldout:
-        loss = heldout_loss(torch, model, data.heldout, params.batch_size)
-        outcome.rows.append(LossRow(0, 0, None, loss, 0.0))
-        on_event(HeldoutEvaluated(condition, 0, loss))
-    run_tokens = 0
-    run_steps = 0
-    in_update = False
-    try:
-        while outcome.steps < total:
-            step = outcome.steps
-            batch = [
-                data.train[i] for i in batch_indices(len(data.train), step, params.batch_size, seed)
-            ]
-            in_update = True
-            model.train()
-            optimizer.zero_grad(set_to_none=True)
-            loss_value = _batch_loss(torch, model, batch)
-            loss_value.backward()
-            optimizer.step()
-            in_update = False
-            outcome.steps = step + 1
-            run_steps += 1
-            run_tokens += sum(len(e.ids) for e in batch)
-            loss = float(loss_value.detach())
-            run_seconds = time.perf_counter() - started
-            per_step = run_seconds / run_steps
-            row = LossRow(outcome.steps, step // per_epoch, loss, None, elapsed())
-            outcome.rows.append(row)
-            last = outcome.steps == total
-            if data.heldout and (outcome.steps % params.checkpoint_every == 0 or last):
-                row.heldout_loss = heldout_loss(torch, model, data.heldout, params.batch_size)
-            on_event(
-                StepFinished(
-                    condition,
-                    outcome.steps,
-                    total,
-                    step // per_epoch,
-                    loss,
-                    run_tokens / max(run_seconds, 1e-9),
-                    per_step * (total - outcome.steps),
-                )
-            )
-            if row.heldout_loss is not None:
-                on_event(HeldoutEvaluated(condition, outcome.steps, row.heldout_loss))
-            if last:
-                break
-            if cancel is not None and cancel.is_set():
-                save()
-                outcome.seconds = elapsed()
-                return outcome
-            if outcome.steps % params.checkpoint_every == 0:
-                save()
-    except KeyboardInterrupt:
-        if not in_update and outcome.steps > 0:
-            save()
-        raise
-    outcome.seconds = elapsed()
-    outcome.completed = True
-    return outcome
+        return self.checkpoint
 
 
 def _batch_loss(torch: Any, model: Any, batch: Sequence[TokenizedExample]) -> Any:

@@ -15,6 +15,7 @@ Checkpoints (`checkpoint/mlx_state.safetensors`: the LoRA weights and the optimi
 and settings) are written every `checkpoint_every` steps, when `cancel` is set, and on
 KeyboardInterrupt outside an update; the next run with the same fingerprint resumes from
 them (another fingerprint is an error), to the same adapter bytes as an uninterrupted run.
+The loop itself (steps, events, checkpoints, resume) is training/loop.py's, shared with torch.
 """
 
 from __future__ import annotations
@@ -24,24 +25,16 @@ import json
 import os
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from persona_tui._util.atomic import atomic_write_text
 from persona_tui.errors import TrainingError
 from persona_tui.training.data import ConditionData, TokenizedExample
-from persona_tui.training.lora import LossRow, batch_indices, total_steps
-from persona_tui.training.params import (
-    CheckpointSaved,
-    HeldoutEvaluated,
-    StepFinished,
-    TrainingEvent,
-    TrainingParams,
-    TrainingStarted,
-)
+from persona_tui.training.loop import LossRow, TrainOutcome, run_training_loop
+from persona_tui.training.params import TrainingEvent, TrainingParams
 
 MLX_ADAPTER_FILE = "adapters.safetensors"
 MLX_ADAPTER_CONFIG = "adapter_config.json"
@@ -60,23 +53,7 @@ _MLX_KEYS = {
 }
 
 
-@dataclass
-class MlxTrainOutcome:
-    completed: bool
-    steps: int
-    total_steps: int
-    rows: list[LossRow] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def train_loss(self) -> float | None:
-        losses = [r.train_loss for r in self.rows if r.train_loss is not None]
-        return losses[-1] if losses else None
-
-    @property
-    def heldout_loss(self) -> float | None:
-        losses = [r.heldout_loss for r in self.rows if r.heldout_loss is not None]
-        return losses[-1] if losses else None
+MlxTrainOutcome = TrainOutcome  # the MLX path's outcome (no `model`: it trains one given)
 
 
 def lora_config(params: TrainingParams, num_layers: int) -> dict[str, Any]:
@@ -163,88 +140,25 @@ def train_mlx_lora(
 ) -> MlxTrainOutcome:
     """Train (or resume, from `checkpoint`, a folder) the condition's adapter on `model` (an
     mlx-lm model, changed in place); write it to `adapter_folder` when complete."""
-    import mlx.core as mx
     import mlx.optimizers as optim
     from mlx.nn.utils import value_and_grad
     from mlx.utils import tree_flatten
 
     if not data.train:
         raise TrainingError(f"condition {data.condition!r} has no training examples")
-    condition = data.condition
     config = add_lora(model, params, seed)
     optimizer = optim.AdamW(learning_rate=params.lr, weight_decay=0.0)
-    loss_and_grad = value_and_grad(model, batch_loss)
-    total = total_steps(len(data.train), params)
-    per_epoch = -(-len(data.train) // params.batch_size)
-    outcome = MlxTrainOutcome(completed=False, steps=0, total_steps=total)
-    resumed = _read_checkpoint(checkpoint, fingerprint, model, optimizer, outcome)
-    on_event(
-        TrainingStarted(
-            condition, total, min(outcome.steps, total), len(data.train), len(data.heldout)
-        )
+    engine = _MlxEngine(
+        model,
+        optimizer,
+        value_and_grad(model, batch_loss),
+        params.batch_size,
+        checkpoint,
+        fingerprint,
     )
-    started = time.perf_counter()
-    offset = outcome.seconds
-
-    def elapsed() -> float:
-        return offset + time.perf_counter() - started
-
-    def save() -> None:
-        outcome.seconds = elapsed()
-        _write_checkpoint(checkpoint, fingerprint, model, optimizer, outcome)
-        on_event(CheckpointSaved(condition, outcome.steps, checkpoint))
-
-    if not resumed and data.heldout:
-        loss = heldout_loss(model, data.heldout, params.batch_size)
-        outcome.rows.append(LossRow(0, 0, None, loss, 0.0))
-        on_event(HeldoutEvaluated(condition, 0, loss))
-    run_tokens = 0
-    run_steps = 0
-    in_update = False
-    try:
-        while outcome.steps < total:
-            step = outcome.steps
-            indices = batch_indices(len(data.train), step, params.batch_size, seed)
-            batch = [data.train[i] for i in indices]
-            in_update = True
-            loss_value, grads = loss_and_grad(model, batch)
-            optimizer.update(model, grads)
-            mx.eval(model.trainable_parameters(), optimizer.state, loss_value)
-            in_update = False
-            outcome.steps = step + 1
-            run_steps += 1
-            run_tokens += sum(len(e.ids) for e in batch)
-            run_seconds = time.perf_counter() - started
-            loss = float(loss_value.item())
-            row = LossRow(outcome.steps, step // per_epoch, loss, None, elapsed())
-            outcome.rows.append(row)
-            last = outcome.steps == total
-            if data.heldout and (outcome.steps % params.checkpoint_every == 0 or last):
-                row.heldout_loss = heldout_loss(model, data.heldout, params.batch_size)
-            on_event(
-                StepFinished(
-                    condition,
-                    outcome.steps,
-                    total,
-                    step // per_epoch,
-                    loss,
-                    run_tokens / max(run_seconds, 1e-9),
-                    run_seconds / run_steps * (total - outcome.steps),
-                )
-            )
-            if row.heldout_loss is not None:
-                on_event(HeldoutEvaluated(condition, outcome.steps, row.heldout_loss))
-            if last:
-                break
-            if cancel is not None and cancel.is_set():
-                save()
-                return outcome
-            if outcome.steps % params.checkpoint_every == 0:
-                save()
-    except KeyboardInterrupt:
-        if not in_update and outcome.steps > 0:
-            save()
-        raise
+    outcome = run_training_loop(data, engine, params, seed, on_event, cancel)
+    if not outcome.completed:
+        return outcome
     adapter_folder.mkdir(parents=True, exist_ok=True)
     _save_arrays(
         adapter_folder / MLX_ADAPTER_FILE, dict(tree_flatten(model.trainable_parameters()))
@@ -252,9 +166,39 @@ def train_mlx_lora(
     atomic_write_text(
         adapter_folder / MLX_ADAPTER_CONFIG, json.dumps(config, indent=2) + "\n", mode=0o644
     )
-    outcome.seconds = elapsed()
-    outcome.completed = True
     return outcome
+
+
+@dataclass
+class _MlxEngine:
+    """mlx-lm's steps for `run_training_loop` (training/loop.py)."""
+
+    model: Any
+    optimizer: Any
+    loss_and_grad: Any
+    batch_size: int
+    checkpoint: Path
+    fingerprint: str
+
+    def train_step(self, batch: Sequence[TokenizedExample]) -> float:
+        import mlx.core as mx
+
+        loss_value, grads = self.loss_and_grad(self.model, batch)
+        self.optimizer.update(self.model, grads)
+        mx.eval(self.model.trainable_parameters(), self.optimizer.state, loss_value)
+        return float(loss_value.item())
+
+    def heldout_loss(self, examples: Sequence[TokenizedExample]) -> float:
+        return heldout_loss(self.model, examples, self.batch_size)
+
+    def load_checkpoint(self, outcome: MlxTrainOutcome) -> bool:
+        return _read_checkpoint(
+            self.checkpoint, self.fingerprint, self.model, self.optimizer, outcome
+        )
+
+    def save_checkpoint(self, outcome: MlxTrainOutcome) -> Path:
+        _write_checkpoint(self.checkpoint, self.fingerprint, self.model, self.optimizer, outcome)
+        return self.checkpoint
 
 
 def _save_arrays(path: Path, arrays: dict[str, Any]) -> None:

@@ -48,6 +48,7 @@ from persona_tui.training.params import (
 )
 from persona_tui.training.record import (
     TrainingRecord,
+    locks_output_folder,
     read_record,
     write_loss_csv,
     write_record,
@@ -70,6 +71,7 @@ def load_mlx_model(folder: Path) -> Any:
         return mlx_lm.load(str(folder))[0]
 
 
+@locks_output_folder
 def train_mlx_study(
     scenario: Scenario,
     model_path: Path,

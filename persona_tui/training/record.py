@@ -8,18 +8,24 @@ loss curve is one row per optimizer step (held-out loss where it was evaluated).
 from __future__ import annotations
 
 import csv
+import functools
+import inspect
 import io
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import tomli_w
 
 from persona_tui._util.atomic import atomic_write_text
+from persona_tui._util.locks import LockHeld, exclusive_lock
 from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui.backends.adapter_files import GGUF_ADAPTER
-from persona_tui.training.lora import LossRow
+from persona_tui.errors import TrainingError
+from persona_tui.training.loop import LossRow
 
 RECORD_FILE = "training.toml"
 LOSS_FILE = "loss.csv"
@@ -27,6 +33,58 @@ STUDY_FILE = "study.toml"
 ADAPTER_FILE = GGUF_ADAPTER.weights  # "adapter.gguf"
 PEFT_FOLDER = "peft"
 RECORD_VERSION = 1
+OUTPUT_LOCK = ".training.lock"
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+_held = threading.local()  # the output folders this thread holds (train_study → mlx study)
+
+
+@contextmanager
+def output_folder_lock(folder: Path) -> Iterator[None]:
+    """Hold the training output `folder` (created if needed) for this training alone.
+
+    TrainingError naming the folder and the holder's pid when another training (another
+    process, or another thread of this one) holds it; the same thread may enter twice.
+    """
+    folder = Path(folder).expanduser().absolute()
+    held: set[Path] = _held.__dict__.setdefault("folders", set())
+    if folder in held:
+        yield
+        return
+    lock_path = folder / OUTPUT_LOCK
+    stack = ExitStack()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        stack.enter_context(exclusive_lock(lock_path))
+    except LockHeld as busy:
+        who = f" (pid {busy.pid})" if busy.pid else ""
+        raise TrainingError(
+            f"the training output folder {folder} is in use by another training{who}; wait "
+            "for it to finish or stop it, or train into another folder (-o); lock file "
+            f"{lock_path}"
+        ) from None
+    except OSError as error:
+        raise TrainingError(f"cannot lock the training output folder {folder}: {error}") from None
+    with stack:  # released when the training ends, however it ends
+        held.add(folder)
+        try:
+            yield
+        finally:
+            held.discard(folder)
+
+
+def locks_output_folder(train: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run `train` (a function with an `out_dir` argument) holding `output_folder_lock`."""
+    signature = inspect.signature(train)
+
+    @functools.wraps(train)
+    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        out_dir = signature.bind(*args, **kwargs).arguments["out_dir"]
+        with output_folder_lock(Path(out_dir)):
+            return train(*args, **kwargs)
+
+    return locked
 
 
 @dataclass(frozen=True)

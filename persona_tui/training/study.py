@@ -56,6 +56,7 @@ from persona_tui.training.record import (
     ADAPTER_FILE,
     PEFT_FOLDER,
     TrainingRecord,
+    locks_output_folder,
     read_record,
     write_loss_csv,
     write_record,
@@ -67,6 +68,7 @@ def _ignore(event: TrainingEvent) -> None:
     pass
 
 
+@locks_output_folder
 def train_study(
     scenario: Scenario,
     model_path: Path,

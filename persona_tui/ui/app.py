@@ -8,7 +8,7 @@ files (see `themes.py`); the chosen theme is saved in the user config.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -123,10 +123,13 @@ class PersonaApp(PersonaAppBase):
         resume: Path | None = None,
         *,
         backend: str = AUTO,
+        adapters: Mapping[str, Path] | None = None,
     ) -> None:
         """Open the Run screen on a new run of `scenario` or on resuming `resume`.
 
-        `backend` is "auto" (decided from the model) or the engine to load it with.
+        `backend` is "auto" (decided from the model) or the engine to load it with;
+        `adapters` names a training study's adapters by condition (the others: the default
+        folder of `persona-tui train`).
         """
         from persona_tui.scenario.model import Scenario
         from persona_tui.ui.screens.run import RunRequest, RunScreen
@@ -136,6 +139,7 @@ class PersonaApp(PersonaAppBase):
             scenario=scenario if isinstance(scenario, Scenario) else None,
             resume=resume,
             backend=backend,
+            adapters=dict(adapters or {}),
         )
         self.push_screen(RunScreen(request, self.config, self.loader))
 

@@ -7,7 +7,7 @@ imports one way: app.py → screens → app_base.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from textual.app import App
@@ -29,6 +29,7 @@ class PersonaAppBase(App[int]):
         resume: Path | None = None,
         *,
         backend: str = AUTO,
+        adapters: Mapping[str, Path] | None = None,
     ) -> None:
         """Open the Run screen on a new run of `scenario` or on resuming `resume`."""
         raise NotImplementedError

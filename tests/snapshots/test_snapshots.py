@@ -275,3 +275,46 @@ def test_training(snap_compare: Any, make_app: Any, ui_home: Path, size: tuple[i
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=training)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_adapter_dialog(
+    snap_compare: Any,
+    make_app: Any,
+    ui_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: tuple[int, int],
+) -> None:
+    """Home p on a training study: a path per training condition, one of them rejected."""
+    from textual.widgets import Input, OptionList
+
+    from persona_tui.ui.screens.adapters import AdapterDialog
+    from tests.scenario_text import TRAINING_STUDY
+
+    (ui_home / "config" / "scenarios" / "tiny-finetune.toml").write_text(
+        TRAINING_STUDY, encoding="utf-8"
+    )
+    monkeypatch.setattr(  # a fixed default folder, not the temporary home's
+        "persona_tui.training.adapter_choice.default_output",
+        lambda scenario_id, model_path: Path("/data/adapters") / f"{scenario_id}--tiny",
+    )
+
+    async def open_dialog(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        home = pilot.app.screen
+        index = next(i for i, s in enumerate(home.scenarios) if s.id == "tiny-finetune")  # type: ignore[attr-defined]
+        home.query_one("#scenario-list", OptionList).highlighted = index
+        await settle(pilot)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, AdapterDialog))
+        dialog = pilot.app.screen
+        assert isinstance(dialog, AdapterDialog)
+        await wait_for(pilot, lambda: bool(dialog.choices))
+        field = dialog.query_one("#adapter-plays", Input)
+        field.value = "/nowhere/plays"
+        field.focus()
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: not dialog.checking)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=open_dialog)

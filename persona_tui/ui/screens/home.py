@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from rich.text import Text
@@ -13,9 +14,11 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
-from persona_tui.errors import ScenarioError
+from persona_tui.errors import PersonaError, ScenarioError
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.index import SessionSummary, list_sessions
+from persona_tui.training.adapter_choice import AdapterChoice, adapter_choices, model_sha256
+from persona_tui.training.locate import training_model_path
 from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.screens.sessions import SessionTable
 from persona_tui.ui.text import inert
@@ -32,6 +35,7 @@ class HomeScreen(Screen[None]):
         Binding("enter", "run", "Run", show=False),
         Binding("m", "pick_model", "Model"),
         Binding("t", "train", "Train"),
+        Binding("p", "choose_adapters", "Adapters", show=False),
         Binding("s", "sessions", "Sessions"),
         Binding("a", "annotate(False)", "Annotate"),
         Binding("b", "annotate(True)", "Blind"),
@@ -47,6 +51,10 @@ class HomeScreen(Screen[None]):
         self.broken: list[str] = []
         self.model = ""
         self.backend = "auto"  # or the engine chosen in the model picker (b)
+        # A training study's adapters chosen with p, by scenario id (the others: the default
+        # folder of `persona-tui train`), and what was found for them, by (scenario, model).
+        self.adapters: dict[str, dict[str, Path]] = {}
+        self.adapter_states: dict[tuple[str, str], tuple[AdapterChoice, ...] | str] = {}
 
     def compose(self) -> ComposeResult:
         yield Static("", id="home-bar")
@@ -67,6 +75,9 @@ class HomeScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         self._load_sessions()
+        self.adapter_states.clear()  # a training run may have made adapters meanwhile
+        index = self.query_one("#scenario-list", OptionList).highlighted
+        self._show_scenario(index if index is not None else 0)
 
     def action_reload(self) -> None:
         self._load_scenarios()
@@ -125,7 +136,7 @@ class HomeScreen(Screen[None]):
         self.action_run()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "train":  # shown for training studies only
+        if action in ("train", "choose_adapters"):  # shown for training studies only
             scenario = self.selected_scenario()
             return scenario is not None and scenario.training is not None
         return True
@@ -162,10 +173,52 @@ class HomeScreen(Screen[None]):
         if s.training is not None:
             text.append(
                 f"\nA training study: {len(s.training.examples)} training examples "
-                f"per framing · t: train the adapters\n",
+                f"per framing · t: train the adapters · p: choose them\n",
                 style="italic",
             )
+            text.append_text(self._adapter_lines(s))
         target.update(text)
+
+    def _adapter_lines(self, scenario: Scenario) -> Text:
+        """Which adapter each training condition will be probed with (checked in a worker)."""
+        state = self.adapter_states.get((scenario.id, self.model))
+        text = Text("\nAdapters:\n", style="bold")
+        if state is None:
+            text.append("  checking …\n", style="italic")
+            self._check_adapters(scenario, self.model, dict(self.adapters.get(scenario.id, {})))
+        elif isinstance(state, str):
+            text.append("  ")
+            text.append_text(inert(state, "red"))
+            text.append("\n")
+        else:
+            from persona_tui.ui.screens.adapters import choice_text
+
+            for choice in state:
+                text.append("• ")
+                text.append_text(inert(choice.condition, "bold"))
+                text.append(" (chosen): " if choice.chosen else ": ", style="dim")
+                text.append_text(choice_text(choice))
+                text.append("\n")
+        return text
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="adapters")
+    def _check_adapters(self, scenario: Scenario, model: str, chosen: dict[str, Path]) -> None:
+        state: tuple[AdapterChoice, ...] | str
+        try:
+            model_path = training_model_path(model, self.app.config)
+            state = adapter_choices(scenario, model_path, model_sha256(model_path), chosen)
+        except PersonaError as error:
+            state = str(error)
+        self.app.call_from_thread(self._adapters_checked, scenario.id, model, state)
+
+    def _adapters_checked(
+        self, scenario_id: str, model: str, state: tuple[AdapterChoice, ...] | str
+    ) -> None:
+        self.adapter_states[(scenario_id, model)] = state
+        current = self.selected_scenario()
+        if current is not None and current.id == scenario_id and model == self.model:
+            index = self.query_one("#scenario-list", OptionList).highlighted
+            self._show_scenario(index if index is not None else 0)
 
     # Actions ----------------------------------------------------------------------------
 
@@ -174,7 +227,29 @@ class HomeScreen(Screen[None]):
         if scenario is None:
             self.notify("choose a scenario first", severity="warning")
             return
-        self.app.start_run(scenario, self.model, backend=self.backend)
+        self.app.start_run(
+            scenario, self.model, backend=self.backend, adapters=self.adapters.get(scenario.id)
+        )
+
+    def action_choose_adapters(self) -> None:
+        """Choose the folder of each training condition's adapter for the next run."""
+        from persona_tui.ui.screens.adapters import AdapterDialog
+
+        scenario = self.selected_scenario()
+        if scenario is None or scenario.training is None:
+            self.notify("choose a training study first", severity="warning")
+            return
+
+        def chosen(paths: dict[str, Path] | None) -> None:
+            if paths is None:
+                return
+            self.adapters[scenario.id] = paths
+            self.adapter_states.pop((scenario.id, self.model), None)
+            index = self.query_one("#scenario-list", OptionList).highlighted
+            self._show_scenario(index if index is not None else 0)
+
+        dialog = AdapterDialog(scenario, self.model, self.adapters.get(scenario.id, {}))
+        self.app.push_screen(dialog, chosen)
 
     def action_train(self) -> None:
         """Fine-tune the selected training study's adapters (resumes a cancelled run)."""
@@ -192,6 +267,8 @@ class HomeScreen(Screen[None]):
                 self.model, self.backend = choice.ref, choice.backend
                 self.app.set_config(default_model=choice.ref)
                 self._update_bar()
+                index = self.query_one("#scenario-list", OptionList).highlighted
+                self._show_scenario(index if index is not None else 0)
 
         picker = ModelPicker(self.app.config, self.backend)
         self.app.push_screen(picker, chosen)

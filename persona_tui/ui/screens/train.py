@@ -108,6 +108,7 @@ class TrainScreen(Screen[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("t", "train", "Resume"),
         Binding("c", "cancel_training", "Cancel"),
+        Binding("p", "probe", "Probe these adapters"),
         Binding("escape", "cancel_training", "Cancel", show=False),
         Binding("escape", "back", "Back"),
     ]
@@ -282,7 +283,11 @@ class TrainScreen(Screen[None]):
                     )
                 )
                 text.append("\n")
-            text.append("study.toml in that folder lists them; escape: back", "dim")
+            text.append("study.toml in that folder lists them · ", "dim")
+            if self.trained_adapters():
+                text.append("p: probe the study with exactly these adapters", "bold")
+                text.append(" · ", "dim")
+            text.append("escape: back", "dim")
             self._show_message(text, "-done")
         else:
             self.status = "interrupted"
@@ -339,6 +344,8 @@ class TrainScreen(Screen[None]):
             return not self.running and self.status != "complete"
         if action == "cancel_training":
             return self.running
+        if action == "probe":
+            return not self.running and self.status == "complete" and bool(self.trained_adapters())
         if action == "back":
             return not self.running
         return True
@@ -353,6 +360,21 @@ class TrainScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss()
+
+    def trained_adapters(self) -> dict[str, Path]:
+        """The adapter of each condition this training finished (or found already trained)."""
+        if self.result is None:
+            return {}
+        return {r.condition: r.adapter for r in self.result.results if r.adapter is not None}
+
+    def action_probe(self) -> None:
+        """Run the study on the model it was trained on, with exactly these adapters."""
+        adapters = self.trained_adapters()
+        if not adapters:
+            return
+        model = str(self.model_path) if self.model_path is not None else self._model_ref()
+        self.dismiss()
+        self.app.start_run(self.scenario, model, adapters=adapters)
 
     async def shutdown(self) -> None:
         """Stop training after the current step and wait until its checkpoint is saved."""
