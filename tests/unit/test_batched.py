@@ -21,14 +21,7 @@ from persona_tui.backends.base import (
     GenerationResult,
 )
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
-from persona_tui.backends.llamacpp.batched import (
-    Draw,
-    fitting_parts,
-    kv_cells_needed,
-    logits_row,
-    sampler_chain,
-    shared_end,
-)
+from persona_tui.backends.llamacpp.batched import fitting_parts, kv_cells_needed, shared_end
 from persona_tui.backends.llamacpp.load import MAX_SEQUENCES, plain_llama
 from persona_tui.values import SamplingParams
 
@@ -204,53 +197,6 @@ def test_parts_are_chosen_from_the_prompts_alone() -> None:
     assert shared_end(different) == 20
     assert shared_end([prompt, prompt]) == 20
     assert shared_end([prompt, prompt[:5]]) == 4  # each evaluates at least its last token
-
-
-@pytest.mark.parametrize(
-    "sampling",
-    [SAMPLING, SamplingParams(temperature=0.0, max_tokens=8), SamplingParams(top_k=3, top_p=0.5)],
-    ids=["penalised", "greedy", "narrow"],
-)
-def test_draws_on_several_threads_are_llama_sampler_sample_exactly(
-    tiny: LlamaCppBackend, sampling: SamplingParams
-) -> None:
-    """A step's draws run on a pool (batched.Draw): the same tokens, step after step (the
-    chains' penalty windows and RNGs advance alike), as llama.cpp's own sampling."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import llama_cpp
-
-    llm = tiny._llama
-    ctx, n_vocab, rows = llm.ctx, int(llm.n_vocab()), 6
-    tokens = llm.tokenize(PROMPT.encode())
-    llm.reset()
-    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-    batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
-    try:
-        batch.n_tokens = len(tokens)
-        for i, token in enumerate(tokens):
-            batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, i, 1
-            batch.seq_id[i][0] = 0
-            batch.logits[i] = i >= len(tokens) - rows  # the last rows: six logits rows
-        assert llama_cpp.llama_decode(ctx, batch) == 0
-        positions = range(len(tokens) - rows, len(tokens))
-        reference = [sampler_chain(sampling, 7 + k, n_vocab) for k in range(rows)]
-        draws = [Draw(sampling, 7 + k, n_vocab) for k in range(rows)]
-        with ThreadPoolExecutor(2) as pool:
-            for _step in range(30):  # the same logits each step; the chains' state moves on
-                expected = [
-                    int(llama_cpp.llama_sampler_sample(chain, ctx, i))
-                    for chain, i in zip(reference, positions, strict=True)
-                ]
-                views = [logits_row(ctx, i, n_vocab) for i in positions]
-                assert list(pool.map(Draw.token, draws, views)) == expected
-    finally:
-        llama_cpp.llama_batch_free(batch)
-        for chain in reference:
-            llama_cpp.llama_sampler_free(chain)
-        for draw in draws:
-            draw.free()
-        tiny.reset_cache()  # the test evaluated behind the backend's back
 
 
 def test_requests_must_share_sampling(tiny: LlamaCppBackend) -> None:

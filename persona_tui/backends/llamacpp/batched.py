@@ -14,22 +14,12 @@ cell alone (run/plan.batch_groups). The sampler chain is llama-cpp-python's own 
 (penalties over the last 64 sampled tokens, top-k, typical 1.0, top-p, min-p, temperature,
 a seeded draw; greedy at temperature 0), so `--batch` changes how tokens are computed, not
 what the sampling parameters mean.
-
-Each step's draws run on two threads (`Draws`): a chain over 262,144 candidates costs about
-a millisecond per sequence, and while it runs llama.cpp's threads are idle. A draw does what
-`llama_sampler_sample` does (copy the logits row into a candidate array, apply the chain,
-accept the token) on the sequence's own array and chain; the logits rows are fetched first
-on the driving thread, so the draws only read them. Draws are independent, so the tokens do
-not depend on the threads (tested against `llama_sampler_sample`). No thread but the
-driving one ever calls `llama_decode`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,8 +30,6 @@ from persona_tui.values import FinishReason, SamplingParams
 
 # llama-cpp-python's `Llama(last_n_tokens_size=64)`: the window of the repeat penalty.
 PENALTY_LAST_N = 64
-# Threads that draw a step's tokens (the draws are memory-bound copies and sorts).
-DRAW_THREADS = 2
 
 
 def sampler_chain(sampling: SamplingParams, seed: int, n_vocab: int) -> Any:
@@ -117,93 +105,10 @@ def fitting_parts(prompts: Sequence[Sequence[int]], max_tokens: int, n_ctx: int)
     return parts
 
 
-class Draw:
-    """One sequence's sampler chain, drawn from as `llama_sampler_sample` does but in parts,
-    so that the part that reads no llama.cpp context state can run on any thread."""
-
-    def __init__(self, sampling: SamplingParams, seed: int, n_vocab: int) -> None:
-        self.chain: Any = sampler_chain(sampling, seed, n_vocab)
-        self.n_vocab = n_vocab
-
-    def token(self, logits: Any) -> int:
-        """Draw from a logits row (a numpy view) and accept the token, as
-        `llama_sampler_sample` does: every token a candidate with its logit and p = 0, in
-        this thread's candidate array."""
-        import llama_cpp
-
-        candidates, array = _candidates(self.n_vocab)
-        candidates["id"] = _token_ids(self.n_vocab)
-        candidates["logit"] = logits
-        candidates["p"] = 0.0
-        array.size, array.selected, array.sorted = self.n_vocab, -1, False
-        llama_cpp.llama_sampler_apply(self.chain, ctypes.byref(array))
-        if not 0 <= array.selected < array.size:
-            raise RuntimeError(f"the sampler chain selected no token ({array.selected})")
-        token = int(candidates["id"][array.selected])
-        llama_cpp.llama_sampler_accept(self.chain, token)
-        return token
-
-    def free(self) -> None:
-        import llama_cpp
-
-        if self.chain is not None:
-            llama_cpp.llama_sampler_free(self.chain)
-            self.chain = None
-
-
-_local = threading.local()  # each drawing thread's candidate array (3 MB at 262k tokens)
-
-
-def _candidates(n_vocab: int) -> tuple[Any, Any]:
-    """This thread's candidate array for `n_vocab` tokens and the llama_token_data_array
-    that points at it."""
-    import llama_cpp
-    import numpy as np
-
-    held = getattr(_local, "candidates", None)
-    if held is None or len(held[0]) != n_vocab:
-        dtype = np.dtype([("id", np.intc), ("logit", np.float32), ("p", np.float32)], align=True)
-        if dtype.itemsize != ctypes.sizeof(llama_cpp.llama_token_data):
-            raise RuntimeError("llama_token_data's layout is not (int32 id, float logit, float p)")
-        candidates = np.empty(n_vocab, dtype=dtype)
-        array = llama_cpp.llama_token_data_array(
-            data=candidates.ctypes.data_as(llama_cpp.llama_token_data_p),
-            size=n_vocab,
-            selected=-1,
-            sorted=False,
-        )
-        held = _local.candidates = (candidates, array)
-    return held
-
-
-_IDS: dict[int, Any] = {}
-
-
-def _token_ids(n_vocab: int) -> Any:
-    import numpy as np
-
-    ids = _IDS.get(n_vocab)
-    if ids is None:
-        ids = _IDS[n_vocab] = np.arange(n_vocab, dtype=np.intc)
-    return ids
-
-
-def logits_row(ctx: Any, row: int, n_vocab: int) -> Any:
-    """The logits of a decode's output `row` (-1: the last) as a numpy view; call on the
-    driving thread (llama.cpp synchronizes the context here)."""
-    import llama_cpp
-    import numpy as np
-
-    pointer = llama_cpp.llama_get_logits_ith(ctx, row)
-    if not pointer:
-        raise RuntimeError(f"llama.cpp has no logits for output row {row}")
-    return np.ctypeslib.as_array(pointer, shape=(n_vocab,))
-
-
 @dataclass
 class _Sequence:
     index: int
-    sampler: Draw | None
+    sampler: Any
     stream: StopStringStream
     prompt_tokens: int
     evaluated: int
@@ -242,18 +147,17 @@ def decode_batch(
     ctx = engine.llama.ctx
     n_vocab = int(engine.llama.n_vocab())
     live = [
-        _Sequence(i, Draw(sampling, seed, n_vocab), StopStringStream(stop), n, done, row, pos)
+        _Sequence(
+            i, sampler_chain(sampling, seed, n_vocab), StopStringStream(stop), n, done, row, pos
+        )
         for i, ((row, pos, n, done), seed) in enumerate(zip(sequences, seeds, strict=True))
     ]
     batch = llama_cpp.llama_batch_init(max(1, len(live)), 0, 1)
-    pool = ThreadPoolExecutor(DRAW_THREADS, thread_name_prefix="persona-draw")
     try:
         while live:
             going: list[_Sequence] = []
-            cancelled = is_cancelled(cancel)
-            drawn = {} if cancelled else _draw(engine, live, sampling.max_tokens, n_vocab, pool)
             for seq in live:
-                finish, text = _take(engine, seq, drawn.get(seq.index), sampling.max_tokens)
+                finish, text = _sample_one(engine, seq, sampling.max_tokens, cancel)
                 if finish is not None:
                     text += seq.stream.finish()
                 if text:
@@ -278,50 +182,28 @@ def decode_batch(
             if code != 0:
                 raise RuntimeError(f"llama_decode returned {code} decoding a batch")
     finally:
-        pool.shutdown(wait=True)
         llama_cpp.llama_batch_free(batch)
         for seq in live:
             if seq.sampler is not None:
-                seq.sampler.free()
+                llama_cpp.llama_sampler_free(seq.sampler)
 
 
-def _draw(
-    engine: Decoding,
-    live: Sequence[_Sequence],
-    max_tokens: int,
-    n_vocab: int,
-    pool: ThreadPoolExecutor,
-) -> dict[int, int]:
-    """The next token of every live sequence that draws one (sequence index -> token),
-    drawn on the pool's threads (one sequence: on this one)."""
-    if max_tokens <= 0:
-        return {}
-    rows = [(seq, logits_row(engine.llama.ctx, seq.row, n_vocab)) for seq in live]
-    if len(rows) == 1:
-        seq, logits = rows[0]
-        assert seq.sampler is not None
-        return {seq.index: seq.sampler.token(logits)}
-    futures = [(seq.index, pool.submit(_token, seq.sampler, logits)) for seq, logits in rows]
-    return {index: future.result() for index, future in futures}
-
-
-def _token(draw: Draw | None, logits: Any) -> int:
-    assert draw is not None
-    return draw.token(logits)
-
-
-def _take(
-    engine: Decoding, seq: _Sequence, token: int | None, max_tokens: int
+def _sample_one(
+    engine: Decoding, seq: _Sequence, max_tokens: int, cancel: threading.Event | None
 ) -> tuple[FinishReason | None, str]:
-    """A sequence's step with its drawn token (None: it drew none, being cancelled or
-    allowed no tokens): (the finish reason when it ends here, else None; the text it
-    releases).
+    """Draw a sequence's next token: (the finish reason when it ends here, else None; the
+    text it releases).
 
     The same order of checks as `backends.common.stream_tokens`: cancel, end token (not
     counted), the token's text (a stop string ends it), then max_tokens.
     """
-    if token is None:
-        return _done(seq, "cancelled" if max_tokens > 0 else "length"), ""
+    import llama_cpp
+
+    if is_cancelled(cancel):
+        return _done(seq, "cancelled"), ""
+    if max_tokens <= 0:
+        return _done(seq, "length"), ""
+    token = int(llama_cpp.llama_sampler_sample(seq.sampler, engine.llama.ctx, seq.row))
     if engine.is_end(token):
         return _done(seq, "stop"), ""
     seq.count += 1
@@ -335,8 +217,9 @@ def _take(
 
 
 def _done(seq: _Sequence, finish: FinishReason) -> FinishReason:
-    if seq.sampler is not None:
-        seq.sampler.free()
+    import llama_cpp
+
+    llama_cpp.llama_sampler_free(seq.sampler)
     seq.sampler = None
     return finish
 
