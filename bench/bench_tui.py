@@ -135,10 +135,11 @@ async def measure_streaming(
 
         def on_text_batch(self, message: TextBatch) -> None:  # as the Run screen does
             self.batches += 1
-            spec = message.spec
-            column = self.columns.get(spec.condition)
-            if column is not None:
-                column.append_text(spec.probe, spec.sample, message.turn, message.text)
+            for part in message.parts:
+                spec = part.spec
+                column = self.columns.get(spec.condition)
+                if column is not None:
+                    column.append_text(spec.probe, spec.sample, part.turn, part.text)
 
     def produce(bridge: RunBridge, specs: list[TrialSpec], prefill: int, stop: float) -> None:
         words = [

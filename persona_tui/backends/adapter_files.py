@@ -102,3 +102,9 @@ def adapter_format(backend: str) -> AdapterFormat | None:
 def adapter_weights(adapter: Path) -> Path:
     """The weights file of an adapter as recorded (a GGUF file, or an mlx-lm folder)."""
     return MLX_ADAPTER.weights_of(adapter) if adapter.is_dir() else adapter
+
+
+def adapter_config(adapter: Path) -> Path | None:
+    """The settings file beside an adapter's weights, as recorded: an mlx-lm folder's
+    adapter_config.json (None for a GGUF, whose settings are inside the file)."""
+    return adapter / MLX_ADAPTER.config if adapter.is_dir() else None

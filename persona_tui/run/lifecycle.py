@@ -12,7 +12,7 @@ from pathlib import Path
 
 from persona_tui import __version__, paths
 from persona_tui._util.hashing import sha256_file
-from persona_tui.backends.adapter_files import adapter_weights
+from persona_tui.backends.adapter_files import adapter_config, adapter_weights
 from persona_tui.backends.base import Backend, BatchedGeneration, LoraAdapters
 from persona_tui.errors import PersonaError
 from persona_tui.run.plan import RunOptions, effective_sampling, make_plan
@@ -112,22 +112,29 @@ def check_adapters_load(backend: Backend, adapters: Sequence[AdapterRecord]) -> 
 
 
 def check_same_adapters(store: SessionStore) -> None:
-    """Refuse to resume a session whose adapter files are gone or changed since it ran."""
+    """Refuse to resume a session whose adapter files (the weights, and an mlx-lm folder's
+    config) are gone or changed since it ran."""
     for adapter in store.session.header.adapters:
-        path = adapter_weights(Path(adapter.path))  # a GGUF, or an MLX folder's weights
-        if not path.is_file():
-            raise PersonaError(
-                f"session {store.session.header.id} probes condition {adapter.condition!r} "
-                f"with the LoRA adapter {path}, which is gone; put it back to resume"
-            )
-        found = sha256_file(path)
-        if found != adapter.sha256:
-            raise PersonaError(
-                f"the LoRA adapter of condition {adapter.condition!r}, {path}, has changed "
-                f"since session {store.session.header.id} ran (sha256 {found[:12]}…, recorded "
-                f"{adapter.sha256[:12]}…): its trials would come from other weights; restore "
-                "the adapter, or start a new session"
-            )
+        folder = Path(adapter.path)
+        files = [(adapter_weights(folder), adapter.sha256)]  # a GGUF, or an MLX folder's
+        config = adapter_config(folder)
+        if config is not None and adapter.config_sha256:
+            files.append((config, adapter.config_sha256))
+        for path, recorded in files:
+            if not path.is_file():
+                raise PersonaError(
+                    f"session {store.session.header.id} probes condition "
+                    f"{adapter.condition!r} with the LoRA adapter {path}, which is gone; put "
+                    "it back to resume"
+                )
+            found = sha256_file(path)
+            if found != recorded:
+                raise PersonaError(
+                    f"the LoRA adapter of condition {adapter.condition!r}, {path}, has "
+                    f"changed since session {store.session.header.id} ran (sha256 "
+                    f"{found[:12]}…, recorded {recorded[:12]}…): its trials would come from "
+                    "other weights; restore the adapter, or start a new session"
+                )
 
 
 # Tokens a later turn of a multi-turn probe adds besides its text (role names, template).

@@ -138,6 +138,9 @@ class AdapterRecord:
     hyperparameters: dict[str, str] = field(default_factory=dict)
     training_sha256: str = ""  # of training.toml
     training_record: str = ""  # training.toml's text, exactly
+    # An mlx-lm folder's adapter_config.json (its rank, scale, layers and projections change
+    # the model as the weights do); "" for a GGUF, whose settings are inside the file.
+    config_sha256: str = ""
 
 
 @dataclass(frozen=True)

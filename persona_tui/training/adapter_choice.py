@@ -18,9 +18,8 @@ from persona_tui._util.hashing import sha256_file
 from persona_tui.errors import PersonaError
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import AdapterRecord
-from persona_tui.training.adapters import study_adapters
+from persona_tui.training.adapters import adapter_kind, study_adapters
 from persona_tui.training.locate import default_output
-from persona_tui.training.record import ADAPTER_FILE
 
 MISSING = "missing: train first"
 
@@ -67,11 +66,14 @@ def check_adapter(
     condition: str,
     chosen: Path | None = None,
 ) -> AdapterChoice:
-    """The adapter `condition` would be probed with: `chosen` (a condition folder or its
-    adapter.gguf), else the default folder's; checked as `persona-tui run` checks it."""
+    """The adapter `condition` would be probed with: `chosen` (a condition folder or the
+    adapter itself), else the default folder's; checked as `persona-tui run` checks it.
+    The adapter is the kind the model's engine applies (an adapter GGUF, or an mlx-lm
+    folder for an MLX model folder)."""
     default = default_adapter_folders(scenario, model_path).get(condition)
     if chosen is None:
-        if default is None or not (default / ADAPTER_FILE).is_file():
+        kind = adapter_kind(None, Path(model_path))
+        if default is None or kind.locate(default) is None:
             return AdapterChoice(condition, default or Path(condition), False, problem=MISSING)
         where, given = default, False
     else:

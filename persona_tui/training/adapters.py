@@ -29,6 +29,7 @@ from persona_tui.backends.adapter_files import (
     ADAPTER_FORMATS,
     GGUF_ADAPTER,
     AdapterFormat,
+    adapter_config,
     adapter_format,
     adapter_weights,
 )
@@ -102,7 +103,7 @@ def study_adapters(
             )
     wanted = [c for c in training if conditions is None or c in conditions]
     default = folder if folder is not None else default_output(scenario.id, Path(model_path))
-    kind = _format_for(backend, Path(model_path))
+    kind = adapter_kind(backend, Path(model_path))
     records: list[AdapterRecord] = []
     missing: list[str] = []
     for condition in wanted:
@@ -123,7 +124,9 @@ def study_adapters(
     return tuple(records)
 
 
-def _format_for(backend: str | None, model_path: Path) -> AdapterFormat:
+def adapter_kind(backend: str | None, model_path: Path) -> AdapterFormat:
+    """The adapter `backend` applies (None: as training decides, MLX's for a model folder,
+    else llama.cpp's GGUF)."""
     if backend is None:
         backend = MLX if model_path.expanduser().is_dir() else LLAMA_CPP
     # A backend that applies no adapter is refused later (run.lifecycle.check_adapters_load).
@@ -165,7 +168,7 @@ def _find_adapter(kind: AdapterFormat, where: Path, condition: str, named: bool)
 def adapter_record(condition: str, adapter: Path, model_sha256: str) -> AdapterRecord:
     """What a session records of `adapter` for `condition`: a GGUF file, or an mlx-lm
     adapter folder, whose sha256 and size are those of its adapters.safetensors (the
-    weights; the folder's adapter_config.json is not hashed), with the training.toml
+    weights; its adapter_config.json is hashed as `config_sha256`), with the training.toml
     beside it (in the condition folder; an adapter without one is recorded without
     training facts).
 
@@ -173,7 +176,7 @@ def adapter_record(condition: str, adapter: Path, model_sha256: str) -> AdapterR
     for another condition, or the weights are not the ones the record describes.
     """
     adapter = adapter.absolute()
-    weights = adapter_weights(adapter)
+    weights, config = adapter_weights(adapter), adapter_config(adapter)
     sha256 = sha256_file(weights)
     record_path = adapter.parent / RECORD_FILE
     text = _read_text(record_path)
@@ -193,6 +196,7 @@ def adapter_record(condition: str, adapter: Path, model_sha256: str) -> AdapterR
         path=str(adapter),
         sha256=sha256,
         size_bytes=weights.stat().st_size,
+        config_sha256=sha256_file(config) if config is not None else "",
         base_model_sha256=str(base.get("sha256", "")),
         data_sha256=str(data.get("sha256", "")),
         steps=int(result.get("steps", 0)) if isinstance(result.get("steps"), int) else 0,

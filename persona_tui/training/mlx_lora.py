@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui._util.atomic import atomic_write_text
+from persona_tui.backends.adapter_files import MLX_ADAPTER
 from persona_tui.errors import TrainingError
 from persona_tui.training.data import ConditionData, TokenizedExample
 from persona_tui.training.loop import LossRow, TrainOutcome, run_training_loop
 from persona_tui.training.params import TrainingEvent, TrainingParams
 
-MLX_ADAPTER_FILE = "adapters.safetensors"
-MLX_ADAPTER_CONFIG = "adapter_config.json"
+MLX_ADAPTER_FILE = MLX_ADAPTER.weights  # "adapters.safetensors"
+MLX_ADAPTER_CONFIG = MLX_ADAPTER.config  # "adapter_config.json"
 CHECKPOINT_ARRAYS = "mlx_state.safetensors"
 CHECKPOINT_META = "mlx_state.json"
 _CHECKPOINT_VERSION = 1

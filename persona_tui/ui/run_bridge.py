@@ -2,10 +2,12 @@
 
 The runner calls `RunBridge` from the generation thread. Text chunks are accumulated
 per trial and turn and posted at most once per `interval` seconds (10 updates/s by
-default, one `TextBatch` per trial that produced text), so the UI never sets the
-generation speed, however many sequences stream at once (batched decoding interleaves
-the chunks of up to N trials); every other event is posted at once, after flushing
-pending text, so messages arrive in the order the runner produced them.
+default, one `TextBatch` holding the text of every trial that produced some), so the UI
+never sets the generation speed, however many sequences stream at once (batched decoding
+interleaves the chunks of up to N trials): one message, one wake-up of the UI thread and
+one repaint per interval whatever the number of streams. Every other event is posted at
+once, after flushing pending text, so messages arrive in the order the runner produced
+them.
 """
 
 from __future__ import annotations
@@ -33,13 +35,21 @@ class RunEventMessage(Message):
     event: RunEvent
 
 
-@dataclass
-class TextBatch(Message):
+@dataclass(frozen=True)
+class TextPart:
     """Text generated for one trial's turn since the previous batch."""
 
     spec: TrialSpec
     turn: int
     text: str
+
+
+@dataclass
+class TextBatch(Message):
+    """The text of every trial that produced some since the previous batch, each trial's
+    parts in order."""
+
+    parts: tuple[TextPart, ...]
 
 
 class RunBridge:
@@ -91,5 +101,10 @@ class RunBridge:
             return
         pending, self._pending = self._pending, {}
         self._last_flush = self._clock()
-        for (spec, turn), parts in pending.items():
-            self._post(TextBatch(spec, turn, "".join(parts)))
+        self._post(
+            TextBatch(
+                tuple(
+                    TextPart(spec, turn, "".join(parts)) for (spec, turn), parts in pending.items()
+                )
+            )
+        )

@@ -58,9 +58,9 @@ def test_run_streams_columns_and_saves(make_app: Any, ui_home: Path) -> None:
         session = load_session(sessions_in(ui_home)[0])
         assert session.header.status == "complete"
         assert len(session.trials) == 12
-        # Text reached the widgets in batches, each belonging to one trial's turn.
+        # Text reached the widgets in batches, each part belonging to one trial's turn.
         assert batches
-        assert {(b.spec.condition, b.spec.probe) for b in batches} <= {
+        assert {(p.spec.condition, p.spec.probe) for b in batches for p in b.parts} <= {
             (t.condition, t.probe) for t in session.trials
         }
 

@@ -71,7 +71,9 @@ def test_bridge_batches_text_at_most_every_interval() -> None:
     bridge(RunFinished("complete", 1, 1, 0))
     batches = [m for m in posted if isinstance(m, TextBatch)]
     assert 15 <= len(batches) <= 21  # ~20 updates for one second of text
-    assert "".join(b.text for b in batches) == "".join(f"t{i} " for i in range(1000))
+    assert "".join(p.text for b in batches for p in b.parts) == "".join(
+        f"t{i} " for i in range(1000)
+    )
     assert isinstance(posted[-1], RunEventMessage)  # pending text flushed before the event
 
 
@@ -84,7 +86,7 @@ def test_bridge_posts_slow_tokens_at_once_and_splits_turns() -> None:
     bridge(TextChunk(SPEC, "b", 0))
     bridge(TextChunk(SPEC, "c", 1))  # a new turn flushes what belongs to the previous one
     bridge.flush()
-    assert [(m.turn, m.text) for m in posted if isinstance(m, TextBatch)] == [
+    assert [(p.turn, p.text) for m in posted if isinstance(m, TextBatch) for p in m.parts] == [
         (0, "a"),
         (0, "b"),
         (1, "c"),

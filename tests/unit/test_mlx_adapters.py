@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from persona_tui._util.hashing import sha256_file
+
 pytest.importorskip("mlx_lm", reason="the MLX backend needs: pip install 'persona-tui[mlx]'")
 
 from persona_tui.backends.base import BatchDone, GenerationRequest, LoraAdapters
@@ -419,6 +421,16 @@ def test_a_session_probes_and_records_mlx_adapters(
     _, again, resumed = resume_session(tmp_path / "s.toml", load)
     again.close()
     resumed.close()
+    # The config's scale changes the model as the weights do: recorded, checked on resume.
+    config = study / "learns" / "mlx" / "adapter_config.json"
+    assert header.adapters[0].config_sha256 == sha256_file(config)
+    original = config.read_text()
+    settings = json.loads(original)
+    settings["lora_parameters"]["scale"] = settings["lora_parameters"]["scale"] * 2
+    config.write_text(json.dumps(settings))
+    with pytest.raises(PersonaError, match=r"'learns'.*adapter_config.json, has changed since"):
+        resume_session(tmp_path / "s.toml", load)
+    config.write_text(original)
     weights = study / "plays" / "mlx" / "adapters.safetensors"
     weights.write_bytes(weights.read_bytes() + b"\0")
     with pytest.raises(PersonaError, match=r"'plays'.*has changed since session"):

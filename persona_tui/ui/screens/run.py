@@ -204,6 +204,7 @@ class RunScreen(Screen[None]):
             info.sha256,
             self.request.adapters,
             self.request.options.conditions,
+            backend=info.backend,
         )
         self.store = create_session(
             self.scenario, self.backend, self.request.options, self.request.out, adapters
@@ -291,10 +292,11 @@ class RunScreen(Screen[None]):
 
     @on(TextBatch)
     def _text_batch(self, message: TextBatch) -> None:
-        spec = message.spec
-        column = self._columns.get(spec.condition)
-        if column is not None:
-            column.append_text(spec.probe, spec.sample, message.turn, message.text)
+        for part in message.parts:
+            spec = part.spec
+            column = self._columns.get(spec.condition)
+            if column is not None:
+                column.append_text(spec.probe, spec.sample, part.turn, part.text)
 
     @on(RunEventMessage)
     def _run_event(self, message: RunEventMessage) -> None:
