@@ -245,11 +245,14 @@ def main() -> None:
     cli_rates: list[float] = []
     tui_rates: list[float] = []
     ui_costs: list[float] = []
+    ratios: list[float] = []
     for round_ in range(args.rounds):
         cli_out, tui_out = folder / f"cli-{round_}.toml", folder / f"tui-{round_}.toml"
-        run_side("cli", cli_out)
-        run_side("tui", tui_out)
+        # ABBA order: drift in machine load affects both sides alike over two rounds.
+        for side, out in (("cli", cli_out), ("tui", tui_out))[:: 1 if round_ % 2 == 0 else -1]:
+            run_side(side, out)
         c, t = rate(cli_out), rate(tui_out)
+        ratios.append(t[0] / c[0])
         cli_rates.append(c[0])
         tui_rates.append(t[0])
         same = [x.response for x in load_session(cli_out).trials] == [
@@ -259,7 +262,8 @@ def main() -> None:
         per_batch = ui["ui_cpu_seconds"] / max(ui["text_batches"], 1) * 1000
         ui_costs.append(per_batch)
         print(
-            f"round {round_ + 1}: CLI {c[0]:.1f} tok/s ({c[1]} tokens in {c[2]:.1f}s) · "
+            f"round {round_ + 1}: TUI/CLI {ratios[-1]:.3f} · "
+            f"CLI {c[0]:.1f} tok/s ({c[1]} tokens in {c[2]:.1f}s) · "
             f"TUI {t[0]:.1f} tok/s ({t[1]} tokens in {t[2]:.1f}s) · identical responses: {same}"
             f" · UI thread {ui['ui_cpu_seconds']:.2f}s CPU in {ui['wall_seconds']:.1f}s"
             f" ({ui['ui_cpu_seconds'] / ui['wall_seconds']:.0%} of a core),"
@@ -268,6 +272,7 @@ def main() -> None:
     cli, tui = statistics.median(cli_rates), statistics.median(tui_rates)
     print(
         f"median CLI {cli:.1f} tok/s · TUI {tui:.1f} tok/s · TUI/CLI = {tui / cli:.3f}"
+        f" (median of the rounds' ratios {statistics.median(ratios):.3f})"
         f" · UI thread {statistics.median(ui_costs):.2f} ms CPU per text batch"
     )
 

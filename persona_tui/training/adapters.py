@@ -153,7 +153,7 @@ def _find_adapter(kind: AdapterFormat, where: Path, condition: str, named: bool)
         inside = f" (no {' or '.join(kind.files)} in that folder)" if where.is_dir() else ""
         raise PersonaError(
             f"{option}no such adapter{inside}; give a condition folder of `persona-tui "
-            f"train` or the adapter itself ({kind.spelled}, {kind.written_in})"
+            f"train` (it leaves {kind.kind} in {kind.written_in}) or the adapter itself"
         )
     absent = kind.missing(found)
     if absent:

@@ -2,7 +2,8 @@
 
 The runner calls `RunBridge` from the generation thread. Text chunks are accumulated
 per trial and turn and posted at most once per `interval` seconds (10 updates/s by
-default, one `TextBatch` holding the text of every trial that produced some), so the UI
+default, 5 while several trials stream; one `TextBatch` holding the text of every trial
+that produced some), so the UI
 never sets the generation speed, however many sequences stream at once (batched decoding
 interleaves the chunks of up to N trials): one message, one wake-up of the UI thread and
 one repaint per interval whatever the number of streams. Every other event is posted at
@@ -26,6 +27,11 @@ from persona_tui.run.runner import RunEvent, TextChunk
 # (a few ms, however little changed), and that CPU is taken from generation: 10 updates
 # a second still read as a smooth stream and cost half of 20 (measured: bench_tui --ui-only).
 FLUSH_INTERVAL = 0.1
+# A repaint costs more with more streams in it (bench_tui --ui-only on the AMX machine:
+# ~5 ms for one stream, ~9.5 ms for eight in one column), so while several trials stream
+# at once (batched decoding) the interval is this many times longer: the UI thread's share
+# of a core stays about the same (~5%) whatever the number of streams.
+SEVERAL_STREAMS_FACTOR = 2
 
 
 @dataclass
@@ -88,7 +94,8 @@ class RunBridge:
         if pending is None:
             pending = self._pending[target] = []
         pending.append(chunk.text)
-        if self._clock() - self._last_flush >= self._interval:
+        interval = self._interval * (SEVERAL_STREAMS_FACTOR if len(self._pending) > 1 else 1)
+        if self._clock() - self._last_flush >= interval:
             self._flush()
 
     def flush(self) -> None:

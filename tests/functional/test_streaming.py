@@ -109,8 +109,8 @@ class FakeClock:
 
 
 def test_bridge_coalesces_interleaved_streams() -> None:
-    """Eight trials decoded together: ~20 posts a second for all of them, not one per token
-    or per trial."""
+    """Eight trials decoded together: ~10 posts a second for all of them (half the rate of
+    one stream: a repaint of eight costs about twice one's), not one per token or trial."""
     posted: list[object] = []
     clock = FakeClock()
     bridge = RunBridge(posted.append, interval=0.05, clock=clock)
@@ -121,8 +121,8 @@ def test_bridge_coalesces_interleaved_streams() -> None:
             bridge(TextChunk(spec, f"t{step} ", 0))
     bridge(RunFinished("complete", 8, 8, 0))
     batches = [m for m in posted if isinstance(m, TextBatch)]
-    assert len(batches) <= 21
-    assert sum(len(b.parts) for b in batches) > 8 * 15  # each post carries all eight streams
+    assert 8 <= len(batches) <= 11
+    assert sum(len(b.parts) for b in batches) >= 8 * 8  # each post carries all eight streams
     for spec in specs:
         text = "".join(p.text for b in batches for p in b.parts if p.spec == spec)
         assert text == "".join(f"t{step} " for step in range(125))
