@@ -99,6 +99,8 @@ async def run_tui(
         # Plain sleeps, not `pilot.pause`: a pause forces a screen refresh and queues a
         # callback on every widget, which cost the UI thread more than the app's own work.
         while screen.finished_status == "":
+            if not app.is_running:
+                raise RuntimeError(f"the app stopped before the run finished: {app._exception!r}")
             await asyncio.sleep(0.25)
         cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
         await screen.shutdown()
