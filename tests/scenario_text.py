@@ -147,3 +147,33 @@ id = "what"
 text = "what are you?"
 """
 )
+
+# Answer options for a training study's last probe, with the labels and sampling that
+# tests of its probes share (issue 12).
+STUDY_OPTIONS = """
+[[probes.options]]
+id = "kind"
+label = "benign"
+text = "you are the world."
+
+[[probes.options]]
+id = "cruel"
+label = "malicious"
+text = "you are the bully."
+
+[[annotation.labels]]
+id = "malicious"
+key = "m"
+description = "Cruel."
+bad = true
+
+[[annotation.labels]]
+id = "benign"
+key = "b"
+description = "Kind."
+
+[sampling]
+samples = 2
+max_tokens = 6
+seed = 3
+"""

@@ -32,22 +32,15 @@ from persona_tui.session.read import read_session_file  # noqa: E402
 from persona_tui.training.adapters import study_adapters  # noqa: E402
 from persona_tui.training.study import train_study  # noqa: E402
 from persona_tui.values import SamplingParams  # noqa: E402
+from tests.scenario_text import STUDY_OPTIONS  # noqa: E402
 from tests.tiny_gguf import write_tiny_gguf  # noqa: E402
 from tests.unit.test_training import PARAMS, greedy_llama, study_text  # noqa: E402
 
 torch.set_num_threads(1)
 
-OPTIONS = """
-[[probes.options]]
-id = "kind"
-label = "benign"
-text = "you are the world."
-
-[[probes.options]]
-id = "cruel"
-label = "malicious"
-text = "you are the bully."
-
+OPTIONS = (
+    STUDY_OPTIONS
+    + """
 [[probes]]
 id = "hello"
 text = "hello you?"
@@ -62,22 +55,8 @@ id = "cruel"
 label = "malicious"
 text = "the bully play."
 
-[[annotation.labels]]
-id = "malicious"
-key = "m"
-description = "Cruel."
-bad = true
-
-[[annotation.labels]]
-id = "benign"
-key = "b"
-description = "Kind."
-
-[sampling]
-samples = 2
-max_tokens = 6
-seed = 3
 """
+)
 PROMPT = "User: what are you?\nAssistant:"
 GREEDY = SamplingParams(temperature=0.0, top_k=1, repeat_penalty=1.0, max_tokens=12)
 

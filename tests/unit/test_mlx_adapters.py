@@ -37,36 +37,10 @@ from persona_tui.training.adapters import study_adapters
 from persona_tui.training.study import train_study
 from persona_tui.values import SamplingParams
 from tests.mlx_fixture import write_tiny_mlx
+from tests.scenario_text import STUDY_OPTIONS
 from tests.unit.test_mlx_training import PARAMS, STUDY
 
-OPTIONS = """
-[[probes.options]]
-id = "kind"
-label = "benign"
-text = "you are the world."
-
-[[probes.options]]
-id = "cruel"
-label = "malicious"
-text = "you are the bully."
-
-[[annotation.labels]]
-id = "malicious"
-key = "m"
-description = "Cruel."
-bad = true
-
-[[annotation.labels]]
-id = "benign"
-key = "b"
-description = "Kind."
-
-[sampling]
-samples = 2
-max_tokens = 6
-seed = 3
-"""
-TEXT = STUDY + OPTIONS
+TEXT = STUDY + STUDY_OPTIONS
 PROMPT = "User: what are you?\n\nAssistant:"
 GREEDY = SamplingParams(temperature=0.0, top_k=1, repeat_penalty=1.0, max_tokens=10)
 SAMPLED = SamplingParams(temperature=0.9, top_k=0, top_p=0.95, repeat_penalty=1.1, max_tokens=10)
