@@ -1,19 +1,25 @@
 """What the torch and MLX training paths share: which conditions to train, a condition's
-fingerprint (what a finished adapter or a checkpoint must match), the study's result."""
+fingerprint (what a finished adapter or a checkpoint must match), a condition's result and
+the record fields every trainer writes, and the study's result and study.toml."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from persona_tui._util.tables import did_you_mean
+from persona_tui.backends.adapter_files import adapter_weights
 from persona_tui.errors import TrainingError
 from persona_tui.scenario.model import Condition, Scenario, TrainingSet
 from persona_tui.training.data import ConditionData
-from persona_tui.training.params import ConditionResult, TrainingParams
+from persona_tui.training.loop import TrainOutcome
+from persona_tui.training.params import ConditionResult, ConditionStatus, TrainingParams
+from persona_tui.training.record import read_record, write_study
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,16 @@ class StudyResult:
     @property
     def complete(self) -> bool:
         return all(r.status != "interrupted" for r in self.results)
+
+
+def training_set(scenario: Scenario) -> TrainingSet:
+    """The study's `[training]` table; TrainingError when the scenario is no training study."""
+    if scenario.training is None:
+        raise TrainingError(
+            f"scenario {scenario.id!r} is not a training study: it has no [training] table "
+            "(see docs/scenario-format.md, Training)"
+        )
+    return scenario.training
 
 
 def chosen_conditions(scenario: Scenario, wanted: Sequence[str] | None) -> list[Condition]:
@@ -85,3 +101,111 @@ def hyperparameter_fields(params: TrainingParams, seed: int) -> dict[str, object
         "seed": seed,
         "targets": list(params.targets),
     }
+
+
+def condition_result(
+    data: ConditionData,
+    status: ConditionStatus,
+    folder: Path,
+    adapter: Path | None,
+    outcome: TrainOutcome,
+    total: int,
+) -> ConditionResult:
+    """What a condition's training (complete or interrupted) left in its folder."""
+    return ConditionResult(
+        data.condition,
+        status,
+        folder,
+        adapter,
+        outcome.steps,
+        total,
+        outcome.train_loss,
+        outcome.heldout_loss,
+        outcome.seconds,
+    )
+
+
+def already_trained(
+    folder: Path, adapter: Path, fingerprint: str, total: int
+) -> ConditionResult | None:
+    """The condition in `folder` when its adapter (a GGUF file or an mlx-lm folder, where
+    the trainer leaves it) was finished for exactly this fingerprint; None otherwise."""
+    record = read_record(folder)
+    if record is None or not adapter_weights(adapter).is_file():
+        return None
+    result = record.get("result", {})
+    if record.get("data", {}).get("fingerprint") != fingerprint or result.get("steps") != total:
+        return None
+    return ConditionResult(
+        folder.name,
+        "already-trained",
+        folder,
+        adapter,
+        total,
+        total,
+        result.get("train_loss"),
+        result.get("heldout_loss"),
+        float(result.get("seconds", 0)),
+    )
+
+
+def record_fields(
+    scenario: Scenario, data: ConditionData, fingerprint: str, outcome: TrainOutcome
+) -> dict[str, dict[str, Any]]:
+    """A training record's `[scenario]`, `[condition]`, `[data]` and `[result]`: the same
+    for every trainer (each adds its base model, hyperparameters, adapter and machine)."""
+    condition = scenario.condition(data.condition)
+    framing = condition.training
+    return {
+        "scenario": {"id": scenario.id, "sha256": scenario.sha256, "path": scenario.source_path},
+        "condition": {
+            "id": condition.id,
+            "label": condition.label,
+            "system": framing.system if framing else "",
+            "user": framing.user if framing else "",
+            "prompt_mode": data.mode,
+        },
+        "data": data_fields(data, fingerprint, scenario.training),
+        "result": {
+            "steps": outcome.steps,
+            "train_loss": outcome.train_loss,
+            "heldout_loss": outcome.heldout_loss,
+            "seconds": round(outcome.seconds, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    }
+
+
+def finish_study(
+    out_dir: Path,
+    scenario: Scenario,
+    base_model: Mapping[str, str],
+    base_sha256: str,
+    results: Sequence[ConditionResult],
+    adapter_key: str,
+) -> StudyResult:
+    """Write study.toml (the scenario, the base model, which condition has which adapter,
+    under `adapter_key`) and return the study's result."""
+    base_ids = tuple(c.id for c in scenario.conditions if c.training is None)
+    write_study(
+        out_dir,
+        {
+            "scenario": {
+                "id": scenario.id,
+                "sha256": scenario.sha256,
+                "path": scenario.source_path,
+            },
+            "base_model": dict(base_model),
+            "base_conditions": list(base_ids),
+            "adapters": [
+                {
+                    "condition": r.condition,
+                    "status": r.status,
+                    "folder": r.folder.name,
+                    adapter_key: None if r.adapter is None else str(r.adapter.relative_to(out_dir)),
+                }
+                for r in results
+            ],
+        },
+    )
+    return StudyResult(out_dir, base_sha256, tuple(results), base_ids)

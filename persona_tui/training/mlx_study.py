@@ -17,7 +17,6 @@ import hashlib
 import platform
 import shutil
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,10 +29,14 @@ from persona_tui.errors import ModelLoadError, TrainingError
 from persona_tui.scenario.model import Scenario
 from persona_tui.training.conditions import (
     StudyResult,
+    already_trained,
     chosen_conditions,
     condition_fingerprint,
-    data_fields,
+    condition_result,
+    finish_study,
     hyperparameter_fields,
+    record_fields,
+    training_set,
 )
 from persona_tui.training.data import ConditionData, tokenize_condition
 from persona_tui.training.deps import library_versions
@@ -42,6 +45,7 @@ from persona_tui.training.mlx_lora import MLX_ADAPTER_FILE, MlxTrainOutcome, tra
 from persona_tui.training.params import (
     ConditionFinished,
     ConditionResult,
+    ConditionStatus,
     TrainingEvent,
     TrainingParams,
     TrainingPhase,
@@ -49,10 +53,8 @@ from persona_tui.training.params import (
 from persona_tui.training.record import (
     TrainingRecord,
     locks_output_folder,
-    read_record,
     write_loss_csv,
     write_record,
-    write_study,
 )
 
 MLX_FOLDER = MLX_ADAPTER.folder  # "mlx": what the MLX backend's use_adapter takes
@@ -83,12 +85,7 @@ def train_mlx_study(
     conditions: Sequence[str] | None = None,
 ) -> StudyResult:
     """Train the study's adapters with MLX (see the module docstring)."""
-    training = scenario.training
-    if training is None:
-        raise TrainingError(
-            f"scenario {scenario.id!r} is not a training study: it has no [training] table "
-            "(see docs/scenario-format.md, Training)"
-        )
+    training = training_set(scenario)
     chosen = chosen_conditions(scenario, conditions)
     folder = Path(model_path).expanduser().absolute()
     try:
@@ -111,7 +108,7 @@ def train_mlx_study(
         condition_folder.mkdir(parents=True, exist_ok=True)
         fingerprint = condition_fingerprint(base_sha256, data, params, training.seed)
         total = total_steps(len(data.train), params)
-        done = _already_trained(condition_folder, fingerprint, total)
+        done = already_trained(condition_folder, condition_folder / MLX_FOLDER, fingerprint, total)
         if done is not None:
             results.append(done)
             on_event(ConditionFinished(done))
@@ -147,67 +144,14 @@ def train_mlx_study(
                 ),
             )
             shutil.rmtree(condition_folder / "checkpoint", ignore_errors=True)
-        result = ConditionResult(
-            data.condition,
-            "complete" if outcome.completed else "interrupted",
-            condition_folder,
-            adapter,
-            outcome.steps,
-            total,
-            outcome.train_loss,
-            outcome.heldout_loss,
-            outcome.seconds,
-        )
+        status: ConditionStatus = "complete" if outcome.completed else "interrupted"
+        result = condition_result(data, status, condition_folder, adapter, outcome, total)
         results.append(result)
         on_event(ConditionFinished(result))
         if not outcome.completed:
             break
-    base_ids = tuple(c.id for c in scenario.conditions if c.training is None)
-    write_study(
-        out_dir,
-        {
-            "scenario": {
-                "id": scenario.id,
-                "sha256": scenario.sha256,
-                "path": scenario.source_path,
-            },
-            "base_model": {"path": str(folder), "sha256": base_sha256, "backend": "mlx"},
-            "base_conditions": list(base_ids),
-            "adapters": [
-                {
-                    "condition": r.condition,
-                    "status": r.status,
-                    "folder": r.folder.name,
-                    "mlx_adapter": None
-                    if r.adapter is None
-                    else str(r.adapter.relative_to(out_dir)),
-                }
-                for r in results
-            ],
-        },
-    )
-    return StudyResult(out_dir, base_sha256, tuple(results), base_ids)
-
-
-def _already_trained(folder: Path, fingerprint: str, total: int) -> ConditionResult | None:
-    record = read_record(folder)
-    adapter = folder / MLX_FOLDER
-    if record is None or not (adapter / MLX_ADAPTER_FILE).is_file():
-        return None
-    result = record.get("result", {})
-    if record.get("data", {}).get("fingerprint") != fingerprint or result.get("steps") != total:
-        return None
-    return ConditionResult(
-        folder.name,
-        "already-trained",
-        folder,
-        adapter,
-        total,
-        total,
-        result.get("train_loss"),
-        result.get("heldout_loss"),
-        float(result.get("seconds", 0)),
-    )
+    base_model = {"path": str(folder), "sha256": base_sha256, "backend": "mlx"}
+    return finish_study(out_dir, scenario, base_model, base_sha256, results, "mlx_adapter")
 
 
 def _record(
@@ -222,32 +166,14 @@ def _record(
     fingerprint: str,
     mlx_version: str,
 ) -> TrainingRecord:
-    condition = scenario.condition(data.condition)
-    framing = condition.training
-    training = scenario.training
     weights = adapter / MLX_ADAPTER_FILE
     return TrainingRecord(
-        scenario={"id": scenario.id, "sha256": scenario.sha256, "path": scenario.source_path},
-        condition={
-            "id": condition.id,
-            "label": condition.label,
-            "system": framing.system if framing else "",
-            "user": framing.user if framing else "",
-            "prompt_mode": data.mode,
-        },
+        **record_fields(scenario, data, fingerprint, outcome),
         base_model={"path": str(folder), "sha256": base_sha256, "backend": "mlx"},
-        data=data_fields(data, fingerprint, training),
         hyperparameters={
             **hyperparameter_fields(params, seed),
             "loss": "mean cross-entropy over completion tokens",
             "trainer": "mlx-lm LoRA layers (training/mlx_lora.py)",
-        },
-        result={
-            "steps": outcome.steps,
-            "train_loss": outcome.train_loss,
-            "heldout_loss": outcome.heldout_loss,
-            "seconds": round(outcome.seconds, 3),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         adapter={
             "format": "mlx-lm",

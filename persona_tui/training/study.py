@@ -22,7 +22,6 @@ import hashlib
 import platform
 import shutil
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,14 +29,17 @@ from typing import Any
 from persona_tui import __version__
 from persona_tui._util.hashing import sha256_file
 from persona_tui.backends.llamacpp.gguf_header import read_gguf_header
-from persona_tui.errors import TrainingError
 from persona_tui.scenario.model import Scenario
 from persona_tui.training.conditions import (
     StudyResult,
+    already_trained,
     chosen_conditions,
     condition_fingerprint,
-    data_fields,
+    condition_result,
+    finish_study,
     hyperparameter_fields,
+    record_fields,
+    training_set,
 )
 from persona_tui.training.convert import write_adapter_gguf
 from persona_tui.training.data import ConditionData, tokenize_condition, vocabulary
@@ -57,10 +59,8 @@ from persona_tui.training.record import (
     PEFT_FOLDER,
     TrainingRecord,
     locks_output_folder,
-    read_record,
     write_loss_csv,
     write_record,
-    write_study,
 )
 
 
@@ -86,12 +86,7 @@ def train_study(
             scenario, Path(model_path), out_dir, params, on_event, cancel, conditions=conditions
         )
     require_training()
-    training = scenario.training
-    if training is None:
-        raise TrainingError(
-            f"scenario {scenario.id!r} is not a training study: it has no [training] table "
-            "(see docs/scenario-format.md, Training)"
-        )
+    training = training_set(scenario)
     chosen = chosen_conditions(scenario, conditions)
     model_path = Path(model_path).expanduser().absolute()
     header = read_gguf_header(model_path)
@@ -128,7 +123,7 @@ def train_study(
         folder = out_dir / data.condition
         fingerprint = condition_fingerprint(base_sha256, data, params, training.seed)
         total = total_steps(len(data.train), params)
-        done = _already_trained(folder, fingerprint, total)
+        done = already_trained(folder, folder / ADAPTER_FILE, fingerprint, total)
         if done is not None:
             results.append(done)
             on_event(ConditionFinished(done))
@@ -140,17 +135,7 @@ def train_study(
         )
         write_loss_csv(folder, outcome.rows)
         if not outcome.completed:
-            result = ConditionResult(
-                data.condition,
-                "interrupted",
-                folder,
-                None,
-                outcome.steps,
-                total,
-                outcome.train_loss,
-                outcome.heldout_loss,
-                outcome.seconds,
-            )
+            result = condition_result(data, "interrupted", folder, None, outcome, total)
             results.append(result)
             on_event(ConditionFinished(result))
             break
@@ -180,64 +165,11 @@ def train_study(
         )
         write_record(folder, record)
         shutil.rmtree(folder / "checkpoint", ignore_errors=True)
-        result = ConditionResult(
-            data.condition,
-            "complete",
-            folder,
-            adapter,
-            outcome.steps,
-            total,
-            outcome.train_loss,
-            outcome.heldout_loss,
-            outcome.seconds,
-        )
+        result = condition_result(data, "complete", folder, adapter, outcome, total)
         results.append(result)
         on_event(ConditionFinished(result))
-    base_ids = tuple(c.id for c in scenario.conditions if c.training is None)
-    write_study(
-        out_dir,
-        {
-            "scenario": {
-                "id": scenario.id,
-                "sha256": scenario.sha256,
-                "path": scenario.source_path,
-            },
-            "base_model": {"path": str(model_path), "sha256": base_sha256},
-            "base_conditions": list(base_ids),
-            "adapters": [
-                {
-                    "condition": r.condition,
-                    "status": r.status,
-                    "folder": r.folder.name,
-                    "adapter": None if r.adapter is None else str(r.adapter.relative_to(out_dir)),
-                }
-                for r in results
-            ],
-        },
-    )
-    return StudyResult(out_dir, base_sha256, tuple(results), base_ids)
-
-
-def _already_trained(folder: Path, fingerprint: str, total: int) -> ConditionResult | None:
-    record = read_record(folder)
-    adapter = folder / ADAPTER_FILE
-    if record is None or not adapter.is_file():
-        return None
-    result = record.get("result", {})
-    data = record.get("data", {})
-    if data.get("fingerprint") != fingerprint or result.get("steps") != total:
-        return None
-    return ConditionResult(
-        folder.name,
-        "already-trained",
-        folder,
-        adapter,
-        total,
-        total,
-        result.get("train_loss"),
-        result.get("heldout_loss"),
-        float(result.get("seconds", 0)),
-    )
+    base_model = {"path": str(model_path), "sha256": base_sha256}
+    return finish_study(out_dir, scenario, base_model, base_sha256, results, "adapter")
 
 
 def _save_adapter(
@@ -280,36 +212,18 @@ def _record(
     permute: bool,
 ) -> TrainingRecord:
     torch = require("torch")
-    condition = scenario.condition(data.condition)
-    framing = condition.training
-    training = scenario.training
     return TrainingRecord(
-        scenario={"id": scenario.id, "sha256": scenario.sha256, "path": scenario.source_path},
-        condition={
-            "id": condition.id,
-            "label": condition.label,
-            "system": framing.system if framing else "",
-            "user": framing.user if framing else "",
-            "prompt_mode": data.mode,
-        },
+        **record_fields(scenario, data, fingerprint, outcome),
         base_model={
             "path": str(model_path),
             "sha256": base_sha256,
             "architecture": architecture,
             "size_bytes": model_path.stat().st_size,
         },
-        data=data_fields(data, fingerprint, training),
         hyperparameters={
             **hyperparameter_fields(params, seed),
             "checkpoint_every": params.checkpoint_every,
             "loss": "mean cross-entropy over completion tokens",
-        },
-        result={
-            "steps": outcome.steps,
-            "train_loss": outcome.train_loss,
-            "heldout_loss": outcome.heldout_loss,
-            "seconds": round(outcome.seconds, 3),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         adapter={
             "file": ADAPTER_FILE,
