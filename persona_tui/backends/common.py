@@ -10,10 +10,10 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from persona_tui.backends.base import GenerationResult, TextCallback
+from persona_tui.backends.base import BatchDone, GenerationResult, TextCallback
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
 from persona_tui.values import FinishReason, ModelInfo
@@ -165,6 +165,22 @@ def check_prompt_size(
             f"({model_name}). Shorten the prompt (fewer demonstrations or turns), "
             f"lower max_tokens, or give the model a larger context ({larger_context})."
         )
+
+
+def check_batch(requests: Sequence[Any], most: int, too_many: str) -> None:
+    """Refuse a batch (`GenerationRequest`s) whose requests differ in sampling or stop
+    strings, or that holds more than `most` (`too_many` says so, naming the limit)."""
+    first = requests[0]
+    if any(r.sampling != first.sampling or r.stop != first.stop for r in requests):
+        raise GenerationError("a batch's requests must share sampling and stop strings")
+    if len(requests) > most:
+        raise GenerationError(f"{too_many}, not {len(requests)}")
+
+
+def cancelled_batch(prompts: Sequence[Sequence[int]], started: float) -> Iterator[BatchDone]:
+    """A batch cancelled before anything was evaluated: one `BatchDone` per prompt."""
+    for index, tokens in enumerate(prompts):
+        yield BatchDone(index, cancelled_before_start(started, prompt_tokens=len(tokens)))
 
 
 def check_open(is_open: bool, model_name: str) -> None:

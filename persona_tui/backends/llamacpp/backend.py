@@ -39,8 +39,10 @@ from persona_tui.backends.base import (
 )
 from persona_tui.backends.common import (
     CachedModelInfo,
+    cancelled_batch,
     cancelled_before_start,
     chat_template_failed,
+    check_batch,
     check_n_ctx,
     check_open,
     check_prompt_size,
@@ -425,12 +427,7 @@ class LlamaCppBackend:
         if not requests:
             return
         first = requests[0]
-        if any(r.sampling != first.sampling or r.stop != first.stop for r in requests):
-            raise GenerationError("a batch's requests must share sampling and stop strings")
-        if len(requests) > MAX_SEQUENCES:
-            raise GenerationError(
-                f"a batch holds at most {MAX_SEQUENCES} sequences, not {len(requests)}"
-            )
+        check_batch(requests, MAX_SEQUENCES, f"a batch holds at most {MAX_SEQUENCES} sequences")
         with self._lock:
             self._check_open()
             if self._governor is not None:
@@ -447,10 +444,7 @@ class LlamaCppBackend:
                     larger_context=f"n_ctx; it was trained on {self._n_ctx_train}",
                 )
             if is_cancelled(cancel):
-                for index, tokens in enumerate(prompts):
-                    yield BatchDone(
-                        index, cancelled_before_start(started, prompt_tokens=len(tokens))
-                    )
+                yield from cancelled_batch(prompts, started)
                 return
             split = self._framing_tokens(first, prompts[0])
             try:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui.backends.base import (
-    BatchDone,
     BatchEvent,
     ChatMessage,
     GenerationRequest,
@@ -37,8 +36,10 @@ from persona_tui.backends.base import (
 )
 from persona_tui.backends.common import (
     CachedModelInfo,
+    cancelled_batch,
     cancelled_before_start,
     chat_template_failed,
+    check_batch,
     check_n_ctx,
     check_open,
     check_prompt_size,
@@ -407,13 +408,11 @@ class MlxBackend:
         if not requests:
             return
         first = requests[0]
-        if any(r.sampling != first.sampling or r.stop != first.stop for r in requests):
-            raise GenerationError("a batch's requests must share sampling and stop strings")
-        if len(requests) > self._max_batch:
-            raise GenerationError(
-                f"this MLX backend decodes at most {self._max_batch} sequences together, "
-                f"not {len(requests)}"
-            )
+        check_batch(
+            requests,
+            self._max_batch,
+            f"this MLX backend decodes at most {self._max_batch} sequences together",
+        )
         with self._lock:
             self._check_open()
             started = time.perf_counter()
@@ -427,10 +426,7 @@ class MlxBackend:
                     larger_context="n_ctx in config.toml",
                 )
             if is_cancelled(cancel):
-                for index, tokens in enumerate(prompts):
-                    yield BatchDone(
-                        index, cancelled_before_start(started, prompt_tokens=len(tokens))
-                    )
+                yield from cancelled_batch(prompts, started)
                 return
             try:
                 yield from self._batch_locked(requests, prompts, cancel, started)
