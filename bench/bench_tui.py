@@ -74,7 +74,12 @@ def ui_figures_path(out: Path) -> Path:
 
 
 async def run_tui(
-    ref: str, scenario_ref: str, options: RunOptions, out: Path, batch: int | None
+    ref: str,
+    scenario_ref: str,
+    options: RunOptions,
+    out: Path,
+    batch: int | None,
+    profile: Path | None = None,
 ) -> None:
     from persona_tui.ui.app import create_app
     from persona_tui.ui.run_bridge import TextBatch
@@ -96,6 +101,12 @@ async def run_tui(
         await app.push_screen(screen)
         # The UI thread is this one (run_test drives the app here): its CPU time is the app's.
         cpu, wall = time.thread_time(), time.perf_counter()
+        profiler = None
+        if profile is not None:  # the UI thread only: cProfile follows the thread enabling it
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         # Plain sleeps, not `pilot.pause`: a pause forces a screen refresh and queues a
         # callback on every widget, which cost the UI thread more than the app's own work.
         while screen.finished_status == "":
@@ -103,6 +114,9 @@ async def run_tui(
                 raise RuntimeError(f"the app stopped before the run finished: {app._exception!r}")
             await asyncio.sleep(0.25)
         cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+        if profiler is not None and profile is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
         await screen.shutdown()
     figures = {"ui_cpu_seconds": cpu, "wall_seconds": wall, "text_batches": batches}
     ui_figures_path(out).write_text(json.dumps(figures), encoding="utf-8")
@@ -218,6 +232,9 @@ def main() -> None:
     parser.add_argument("--lengths", default="0,2000,8000,32000", help="--ui-only: chars")
     parser.add_argument("--seconds", type=float, default=4.0, help="--ui-only: per measurement")
     parser.add_argument("--rate", type=float, default=100.0, help="--ui-only: tokens/s in all")
+    parser.add_argument(
+        "--profile", type=Path, help="cProfile the app's UI thread into this file (app side only)"
+    )
     parser.add_argument("--side", choices=("cli", "tui"), help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -236,7 +253,12 @@ def main() -> None:
         run_cli(args.model, args.scenario, options, args.out, args.batch)
         return
     if args.side == "tui":
-        asyncio.run(run_tui(args.model, args.scenario, options, args.out, args.batch))
+        asyncio.run(run_tui(args.model, args.scenario, options, args.out, args.batch, args.profile))
+        return
+    if args.profile is not None:  # one app run, profiled (its figures are not comparable)
+        out = Path(tempfile.mkdtemp(prefix="persona-bench-sessions-")) / "tui.toml"
+        asyncio.run(run_tui(args.model, args.scenario, options, out, args.batch, args.profile))
+        print(f"profile of the UI thread: {args.profile} (python -m pstats {args.profile})")
         return
 
     def run_side(side: str, out: Path) -> None:

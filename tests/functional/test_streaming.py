@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 from rich.cells import cell_len
+from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.geometry import Region
+from textual.widget import Widget
 
 from persona_tui.run.plan import RunOptions, TrialSpec
 from persona_tui.run.runner import RunFinished, TextChunk
@@ -22,7 +24,8 @@ from persona_tui.ui.run_bridge import RunBridge, TextBatch
 from persona_tui.ui.sanitize import StreamSanitizer, sanitize_for_display
 from persona_tui.ui.screens.run import RunRequest, RunScreen
 from persona_tui.ui.text import wrap_rows
-from persona_tui.ui.widgets.condition_column import ConditionColumn
+from persona_tui.ui.widgets.condition_column import ConditionColumn, ProbeLine
+from persona_tui.ui.widgets.side_by_side import SideBySide
 from persona_tui.ui.widgets.stream_view import StreamView
 from tests.functional.conftest import sessions_in, wait_for
 from tests.functional.fake_backend import BatchedRunner, BatchingScriptedBackend, ScriptedBackend
@@ -316,7 +319,10 @@ def test_several_streams_of_one_column_each_in_its_pane() -> None:
             for sample in (3, 0, 1):
                 column.finish_trial("wish", sample, texts[sample], "length")
             await pilot.pause()
-            assert "-active" not in column.classes
+            # The column stays marked as the run's until the run moves on or stops; the
+            # finished panes are no longer marked.
+            assert "-active" in column.classes
+            assert not any("-active" in pane.classes for pane in column.panes)
             assert column.done == 4 and column.in_flight == 0
             # The next cell decodes two samples: two panes are reused, the others hidden.
             column.start_trial("newcomer", 0)
@@ -332,6 +338,84 @@ def test_several_streams_of_one_column_each_in_its_pane() -> None:
             await pilot.pause()
             assert len(column.panes) == 1 and "-several" not in column.classes
             assert column.panes[0].text == "alone"
+
+    asyncio.run(scenario())
+
+
+class TwoColumnsApp(App[None]):
+    def compose(self) -> ComposeResult:
+        with SideBySide():
+            for condition in SCENARIO.conditions:
+                yield ConditionColumn(SCENARIO, condition, planned=6)
+
+
+def test_one_stream_trials_lay_out_nothing_and_restyle_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A trial's start, text and end (one stream per column) cost repaints only: on two
+    cores every screen layout or restyle of the UI thread is taken from generation."""
+    layouts: list[str] = []
+    restyles: list[str] = []
+    refresh, update_styles = Widget.refresh, App.update_styles
+
+    def spy_refresh(widget: Widget, *regions: Region, **kwargs: Any) -> Widget:
+        if kwargs.get("layout"):
+            layouts.append(type(widget).__name__)
+        return refresh(widget, *regions, **kwargs)
+
+    def spy_styles(app: App[Any], node: Any, animate: bool = True) -> None:
+        restyles.append(type(node).__name__)
+        update_styles(app, node, animate=animate)
+
+    monkeypatch.setattr(Widget, "refresh", spy_refresh)
+    monkeypatch.setattr(App, "update_styles", spy_styles)
+
+    async def scenario() -> None:
+        app = TwoColumnsApp()
+        async with app.run_test(size=(100, 30)) as pilot:
+            app.query_one(SideBySide).fit()
+            column = app.query(ConditionColumn).first()
+            column.start_trial("wish", 0)
+            await pilot.pause()
+            layouts.clear()
+            restyles.clear()
+            for probe, sample in [("wish", 0), ("newcomer", 0), ("newcomer", 1)]:
+                if (probe, sample) != ("wish", 0):
+                    column.start_trial(probe, sample)
+                for step in range(20):
+                    column.append_text(probe, sample, 0, f"word{step} ")
+                    await pilot.pause()
+                column.finish_trial(probe, sample, "the whole answer", "stop")
+                await pilot.pause()
+            line = str(column.query_one(ProbeLine).render())
+            assert line.startswith("newcomer #2: How should we treat")
+            assert (layouts, restyles) == ([], [])
+            column.stop("complete")
+            assert "-active" not in column.classes
+
+    asyncio.run(scenario())
+
+
+def test_a_long_probe_is_cut_to_the_rows_of_the_probe_line() -> None:
+    class LineApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ProbeLine(Text(""), classes="line")
+
+        CSS = "ProbeLine { width: 20; height: 3; }"
+
+    async def scenario() -> None:
+        app = LineApp()
+        async with app.run_test(size=(40, 10)) as pilot:
+            line = app.query_one(ProbeLine)
+            line.show(Text("short [b]probe[/b]"))
+            await pilot.pause()
+            assert str(line.render()) == "short [b]probe[/b]"  # inert: markup shown as is
+            line.show(Text(" ".join(f"word{i}" for i in range(40))))
+            await pilot.pause()
+            rows = str(line.render()).split("\n")
+            assert len(rows) == 3 and rows[-1].endswith("…")
+            assert all(cell_len(row) <= 20 for row in rows)
+            assert line.text.plain.endswith("word39")  # the whole line is kept
 
     asyncio.run(scenario())
 

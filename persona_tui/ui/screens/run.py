@@ -124,6 +124,7 @@ class RunScreen(Screen[None]):
         self._lifecycle = threading.Lock()
         self._columns: dict[str, ConditionColumn] = {}
         self._in_flight: set[TrialKey] = set()
+        self._active_column: ConditionColumn | None = None  # where the run works now
         self._mark = 0.0  # when generating time was last counted
 
     # Layout -------------------------------------------------------------------------
@@ -313,7 +314,7 @@ class RunScreen(Screen[None]):
             column = self._column(event.spec.condition)
             if column is not None:
                 column.start_trial(event.spec.probe, event.spec.sample)
-                self.query_one("#columns").scroll_to_widget(column, animate=False)
+                self._mark_active(column)
         elif isinstance(event, TrialFinished):
             trial = event.trial
             stats.done = event.done
@@ -339,9 +340,24 @@ class RunScreen(Screen[None]):
             if event.failed:
                 state += f" · {event.failed} failed"
             header.set_state(state)
-            for column in self.query(ConditionColumn):
-                if "-active" in column.classes:
-                    column.stop("cancelled")
+            for column in self._columns.values():
+                column.stop("cancelled")  # trials still in flight were cancelled
+            self._active_column = None
+
+    def _mark_active(self, column: ConditionColumn) -> None:
+        """Mark the column the run works in, and scroll to it, when the run moves there.
+
+        The mark stays between the column's trials: toggling it per trial would restyle
+        the column twice a trial, and every restyle costs the UI thread (taken from
+        generation on two cores).
+        """
+        if column is self._active_column:
+            return
+        for other in self._columns.values():
+            if other is not column and other.in_flight == 0:
+                other.remove_class("-active")
+        self._active_column = column
+        self.query_one("#columns").scroll_to_widget(column, animate=False)
 
     def _account(self, now: float) -> None:
         """Count the time since the last trial event as generating if a trial was in flight.

@@ -5,6 +5,12 @@ trial (batched decoding runs several samples of a cell at once). With one pane t
 looks as it always did; with several, each pane is titled with its sample and state. Panes
 are reused for the next trials, so starting a trial mounts a widget only when more run at
 once than ever before in this column.
+
+A trial's start and end lay nothing out and restyle nothing while one stream runs: the
+probe line has a fixed height (a new probe repaints it), and the column's `-active` mark
+moves only when the run moves to another column (the Run screen's `mark_active`). A screen
+layout costs the UI thread tens of milliseconds, and on two cores every one of them is
+taken from generation (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
+from textual.widget import Widget
 from textual.widgets import Static
 
 from persona_tui.scenario.model import Condition, Scenario
@@ -28,6 +35,40 @@ def framing_summary(condition: Condition) -> str:
 
 
 TrialId = tuple[str, int]  # (probe, sample) within a condition
+
+
+class ProbeLine(Widget):
+    """The probe being asked, in a fixed number of rows, cut with "…" when it is longer.
+
+    Its height never changes, so showing the next probe repaints these rows and nothing
+    else: no screen layout, and the panes below never move.
+    """
+
+    def __init__(self, text: Text, classes: str) -> None:
+        super().__init__(classes=classes)
+        self._text = text
+
+    @property
+    def text(self) -> Text:
+        """The whole line (before it is cut to the rows there are)."""
+        return self._text
+
+    def show(self, text: Text) -> None:
+        self._text = text
+        self.refresh()
+
+    def render(self) -> Text:
+        width, rows = self.content_size
+        if width <= 0 or rows <= 0:
+            return Text()
+        lines = list(self._text.wrap(self.app.console, width))
+        if len(lines) > rows:
+            lines = lines[:rows]
+            last = lines[-1]
+            last.rstrip()
+            last.truncate(width - 1)
+            last.append("…")
+        return Text("\n").join(lines)
 
 
 class ResponsePane(StreamView):
@@ -65,7 +106,7 @@ class ConditionColumn(Vertical):
     ConditionColumn.-active { border: round $primary; }
     ConditionColumn > .column-title { text-style: bold; color: $text; }
     ConditionColumn > .column-framing { color: $text-muted; height: 2; }
-    ConditionColumn > .column-probe { color: $accent; max-height: 4; margin-top: 1; }
+    ConditionColumn > .column-probe { color: $accent; height: 3; margin-top: 1; }
     ConditionColumn > .column-body { height: 1fr; scrollbar-size-vertical: 1; }
     ConditionColumn > .column-status { color: $text-muted; height: 1; }
     ConditionColumn.-several ResponsePane {
@@ -93,7 +134,7 @@ class ConditionColumn(Vertical):
     def compose(self) -> ComposeResult:
         yield Static(inert(self.condition.label or self.condition.id), classes="column-title")
         yield Static(inert(framing_summary(self.condition)), classes="column-framing")
-        yield Static(Text("waiting", style="italic"), classes="column-probe")
+        yield ProbeLine(Text("waiting", style="italic"), classes="column-probe")
         with VerticalScroll(classes="column-body", can_focus=False):
             pane = ResponsePane()
             self._panes.append(pane)
@@ -133,7 +174,7 @@ class ConditionColumn(Vertical):
             prefix += f" (turn {turn + 1}/{len(probe.turns)})"
         line = Text(prefix + ": ", style="bold")
         line.append_text(inert(probe.turns[turn]))
-        self.query_one(".column-probe", Static).update(line)
+        self.query_one(ProbeLine).show(line)
 
     def _free_pane(self) -> ResponsePane:
         """A pane not in flight (the first one), or a new one."""
@@ -154,7 +195,18 @@ class ConditionColumn(Vertical):
         for pane in self._panes:
             if pane.group != self._group and pane.display:
                 pane.display = False
-        self.set_class(len(self.panes) > 1, "-several")
+        self._mark_panes()
+
+    def _mark_panes(self) -> None:
+        """`-several` on the column when it shows several panes, and then `-active` on the
+        panes in flight. With one pane neither is styled, so nothing is restyled per trial."""
+        shown = self.panes
+        several = len(shown) > 1
+        self.set_class(several, "-several")
+        if several:
+            busy = set(map(id, self._in_flight.values()))
+            for pane in shown:
+                pane.set_class(id(pane) in busy, "-active")
 
     def start_trial(self, probe_id: str, sample: int) -> None:
         """A trial of this condition begins: give it a cleared pane and show its probe."""
@@ -165,11 +217,10 @@ class ConditionColumn(Vertical):
         self._in_flight[(probe_id, sample)] = pane
         pane.clear()
         pane.display = True
-        pane.add_class("-active")
         self._show_probe(probe_id, sample, 0)
         self._label(pane, "generating…")
         self._tidy = True
-        self.set_class(len(self.panes) > 1, "-several")
+        self._mark_panes()
         self.add_class("-active")
         self._set_status()
 
@@ -195,8 +246,7 @@ class ConditionColumn(Vertical):
             pane.trial, pane.turn, pane.group = (probe_id, sample), 0, self._group
             pane.display = True
         self._arrange()
-        pane.remove_class("-active")
-        self.set_class(bool(self._in_flight), "-active")
+        self._mark_panes()
         return pane
 
     def finish_trial(self, probe_id: str, sample: int, response: str, finish_reason: str) -> None:
@@ -223,11 +273,12 @@ class ConditionColumn(Vertical):
         self._set_status(f"failed: {one_line(error, 60)}" if not self._in_flight else None)
 
     def stop(self, state: str) -> None:
-        """The run stopped (cancelled, complete): trials still in flight end unfinished."""
-        for pane in self._in_flight.values():
-            pane.end()
-            pane.remove_class("-active")
-            self._label(pane, state)
-        self._in_flight.clear()
+        """The run stopped (cancelled, complete): trials still in flight end as `state`."""
+        if self._in_flight:
+            for pane in self._in_flight.values():
+                pane.end()
+                self._label(pane, state)
+            self._in_flight.clear()
+            self._mark_panes()
+            self._set_status(state)
         self.remove_class("-active")
-        self._set_status(state)
