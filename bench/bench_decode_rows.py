@@ -6,6 +6,10 @@ every option token but the last needs. Several options decoded together as paral
 sequences show whether batching shares that cost (it does not: it is compute, per row).
 Medians of `--repeat` decodes each.
 
+The second table is batched sampling's step (backends/llamacpp/batched.py): N sequences
+decode one token each with logits, then each draws from its sampler chain. It bounds what
+batching can gain on this CPU: N × (one sequence's step) / (N sequences' step).
+
     python bench/bench_decode_rows.py [--model PATH] [--threads 2] [--options 1,4,8,16]
 """
 
@@ -24,8 +28,11 @@ PROMPT = "User: " + "Tell me about the sea and the waves and the fish. " * 20 + 
 OPTION = " I would help them find their way around the school."
 
 
-def decode(llama: Any, base: int, option: list[int], copies: int, logits: bool) -> float:
-    """Seconds for one llama_decode of `copies` sequences of `option` after the prompt."""
+def decode(
+    llama: Any, base: int, option: list[int], copies: int, logits: bool, last: bool = False
+) -> float:
+    """Seconds for one llama_decode of `copies` sequences of `option` after the prompt
+    (logits for every option token but the last, or with `last` for the last as well)."""
     import llama_cpp
 
     memory = llama_cpp.llama_get_memory(llama.ctx)
@@ -41,7 +48,7 @@ def decode(llama: Any, base: int, option: list[int], copies: int, logits: bool) 
                 batch.pos[row] = base + i
                 batch.n_seq_id[row] = 1
                 batch.seq_id[row][0] = seq
-                batch.logits[row] = logits and i + 1 < len(option)
+                batch.logits[row] = logits and (last or i + 1 < len(option))
                 row += 1
         start = time.perf_counter()
         if llama_cpp.llama_decode(llama.ctx, batch) != 0:
@@ -84,7 +91,45 @@ def main() -> None:
             f"({copies / with_rows:5.1f} options/s); without logits {without * 1000:6.0f} ms; "
             f"output projection {(with_rows - without) / rows * 1000:5.2f} ms per row"
         )
+    step_table(llama, len(prompt), option[0], [int(n) for n in args.options.split(",")], args)
     backend.close()
+
+
+def step_table(llama: Any, base: int, token: int, sizes: list[int], args: Any) -> None:
+    """One generation step of N sequences (a token each, logits for each), and the draws."""
+    import llama_cpp
+
+    from persona_tui.backends.llamacpp.batched import sampler_chain
+    from persona_tui.values import SamplingParams
+
+    sampling = SamplingParams(temperature=0.8, top_p=0.95, top_k=40, min_p=0.05)
+    chain = sampler_chain(sampling, 1, int(llama.n_vocab()))
+    try:
+        decode(llama, base, [token], 1, True, last=True)  # logits in row 0 to draw from
+        draws = []
+        for _ in range(20):
+            start = time.perf_counter()
+            llama_cpp.llama_sampler_sample(chain, llama.ctx, 0)
+            draws.append(time.perf_counter() - start)
+    finally:
+        llama_cpp.llama_sampler_free(chain)
+    draw = statistics.median(draws)
+    print(
+        f"\ngeneration steps (one token per sequence, logits for each; a draw {draw * 1e3:.2f} ms):"
+    )
+    one = 0.0  # one sequence's step, once measured
+    for n in sizes:
+        step = statistics.median(
+            decode(llama, base, [token], n, True, last=True) for _ in range(args.repeat * 3)
+        )
+        total = step + n * draw
+        if n == 1:
+            one = total
+        ceiling = f"; {n} × one / this = {n * one / total:.2f}×" if one and n > 1 else ""
+        print(
+            f"{n:>2} sequence(s): decode {step * 1000:6.1f} ms + {n} draw(s) = "
+            f"{total * 1000:6.1f} ms a step, {total / n * 1000:5.2f} ms a token{ceiling}"
+        )
 
 
 if __name__ == "__main__":

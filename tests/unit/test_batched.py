@@ -21,7 +21,14 @@ from persona_tui.backends.base import (
     GenerationResult,
 )
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
-from persona_tui.backends.llamacpp.batched import fitting_parts, kv_cells_needed, shared_end
+from persona_tui.backends.llamacpp.batched import (
+    RepeatPenalty,
+    fitting_parts,
+    kv_cells_needed,
+    logits_row,
+    sampler_chain,
+    shared_end,
+)
 from persona_tui.backends.llamacpp.load import MAX_SEQUENCES, plain_llama
 from persona_tui.values import SamplingParams
 
@@ -92,6 +99,42 @@ def test_a_context_for_many_sequences_computes_one_exactly_as_a_context_for_one(
         rows.append(np.array(np.ctypeslib.as_array(pointer, shape=(llama.n_vocab(),))))
         llama.close()
     assert np.array_equal(rows[0], rows[1])
+
+
+@pytest.mark.parametrize(
+    ("temperature", "penalty"), [(0.0, 1.5), (0.9, 1.1), (1.5, 1.3), (0.9, 0.8), (0.9, 1.0)]
+)
+def test_the_penalty_on_the_logits_row_draws_what_llama_cpp_s_own_chain_draws(
+    tiny_gguf: Path, temperature: float, penalty: float
+) -> None:
+    """RepeatPenalty + the chain without llama.cpp's penalty sampler draws exactly the tokens
+    of llama-cpp-python's chain, over more steps than the window (64) holds."""
+    import llama_cpp
+
+    llama = plain_llama(tiny_gguf, n_ctx=512, n_threads=1, verbose=False)
+    n_vocab = int(llama.n_vocab())
+    sampling = SamplingParams(temperature=temperature, repeat_penalty=penalty)
+    try:
+        for seed in (1, 7):
+            llama.reset()
+            llama.eval(llama.tokenize(PROMPT.encode(), add_bos=True, special=True))
+            reference = sampler_chain(sampling, seed, n_vocab, penalties=True)
+            ours = sampler_chain(sampling, seed, n_vocab)
+            window = RepeatPenalty(penalty)
+            drawn: list[int] = []
+            for _ in range(150):
+                expected = int(llama_cpp.llama_sampler_sample(reference, llama.ctx, -1))
+                window.apply(logits_row(llama.ctx, -1, n_vocab))
+                token = int(llama_cpp.llama_sampler_sample(ours, llama.ctx, -1))
+                window.accept(token)
+                assert token == expected, f"step {len(drawn)}"
+                drawn.append(token)
+                llama.eval([token])
+            assert len(set(drawn[-64:])) > 1  # the window held several different tokens
+            llama_cpp.llama_sampler_free(reference)
+            llama_cpp.llama_sampler_free(ours)
+    finally:
+        llama.close()
 
 
 def test_same_batch_same_texts_whatever_ran_before(tiny: LlamaCppBackend) -> None:
