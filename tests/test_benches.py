@@ -156,4 +156,12 @@ def test_bench_decode_rows(tiny_gguf: Path) -> None:
         "bench_decode_rows.py",
         *("--model", str(tiny_gguf), "--threads", "1", "--options", "1,2", "--repeat", "1"),
     )
-    assert "per row" in out
+    assert "per row" in out and "generation steps" in out
+
+
+def test_bench_judge(tiny_gguf: Path) -> None:
+    out = _run(
+        "bench_judge.py",
+        *("--model", str(tiny_gguf), "--threads", "1", "--rounds", "1", "--sequences", "2"),
+    )
+    assert "answers/s" in out and "parallel sequences" in out

@@ -135,10 +135,15 @@ class LogprobScope(Protocol):
         `first_bytes` (e.g. b"0123456789": the tokens that start with a digit)."""
         ...
 
-    def evaluate(self, prompt_tokens: Sequence[int]) -> LogprobRow:
+    def evaluate(self, prompt_tokens: Sequence[int], split: int = 0) -> LogprobRow:
         """Evaluate a prompt; the log-probabilities of the token after it.
 
-        Raises PromptTooLongError when the prompt leaves no room in the context.
+        `split`: how many leading tokens the prompt shares with the prompts scored around
+        it (a judge rubric's text before the answer). An engine whose numbers depend on
+        its batches (llama.cpp) ends a batch there, so the next prompt reuses all of that
+        part exactly; the values then depend on (prompt, split) alone, never on what was
+        scored before. Raises PromptTooLongError when the prompt leaves no room in the
+        context.
         """
         ...
 

@@ -62,6 +62,22 @@ def supports_logprobs(backend: object) -> bool:
     return isinstance(backend, TokenLogprobs)
 
 
+def shared_tokens(scope: LogprobScope, prompt_tokens: Sequence[int], shared: str) -> int:
+    """How many of the prompt's leading tokens are the tokens of `shared` (its start).
+
+    The tokens `shared` has alone, as far as they agree with the prompt's own: where its
+    last token would merge with the text after it, the split falls before that token.
+    """
+    if not shared:
+        return 0
+    count = 0
+    for own, alone in zip(prompt_tokens, scope.tokenize(shared), strict=False):
+        if own != alone:
+            break
+        count += 1
+    return count
+
+
 def _build_trie(sequences: Sequence[Sequence[int]], values: Sequence[int]) -> _Node:
     root = _Node(-1)
     for tokens, value in zip(sequences, values, strict=True):
@@ -116,12 +132,18 @@ class NumberScorer:
             self._tries[key] = _build_trie(sequences, self.values)
         return self._tries[key]
 
-    def distribution(self, prompt: str) -> NumberDistribution:
-        """P(answer) for each candidate number after `prompt` (one prompt eval + branches)."""
-        with self.backend.logprob_scope() as scope:
-            return self._distribution(scope, prompt)
+    def distribution(self, prompt: str, shared: str = "") -> NumberDistribution:
+        """P(answer) for each candidate number after `prompt` (one prompt eval + branches).
 
-    def _distribution(self, scope: LogprobScope, prompt: str) -> NumberDistribution:
+        `shared`: the start of `prompt` that the prompts scored around it share (a rubric's
+        text before the answer); it is evaluated once for all of them (`evaluate`'s split).
+        """
+        with self.backend.logprob_scope() as scope:
+            return self._distribution(scope, prompt, shared)
+
+    def _distribution(
+        self, scope: LogprobScope, prompt: str, shared: str = ""
+    ) -> NumberDistribution:
         import numpy as np
 
         prompt_tokens = scope.tokenize(prompt)
@@ -129,7 +151,7 @@ class NumberScorer:
             raise GenerationError("the judge prompt is empty")
         trie = self._trie(scope, prompt, prompt_tokens)
         digits = self._digits(scope)
-        first = scope.evaluate(prompt_tokens)
+        first = scope.evaluate(prompt_tokens, shared_tokens(scope, prompt_tokens, shared))
         exp = np.exp
         probabilities: dict[int, float] = {}
         estimated = 0.0

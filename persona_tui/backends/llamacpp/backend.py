@@ -600,12 +600,22 @@ class LlamaCppBackend:
                 self._check_open()
                 llama = self._llama
                 try:
-                    yield LlamaLogprobScope(llama, self._tokenize, self._scored, EVAL_BLOCK)
+                    yield LlamaLogprobScope(
+                        llama, self._tokenize, self._scored, EVAL_BLOCK, self._eval_planned
+                    )
                 except (RuntimeError, ValueError, OSError) as error:
                     llama.reset()
                     raise GenerationError(f"llama.cpp failed while judging: {error}") from error
         finally:
             self.reset_cache()
+
+    def _eval_planned(self, tokens: Sequence[int], ends: tuple[int, ...]) -> None:
+        """Evaluate `tokens` after the cached ones in the batches that `ends` gives."""
+        self._plan = ends
+        try:
+            self._llama.eval(tokens)
+        finally:
+            self._plan = ()
 
     def reset_cache(self) -> None:
         """Forget the prompt cache: the next generation evaluates its whole prompt."""

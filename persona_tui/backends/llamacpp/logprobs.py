@@ -8,11 +8,12 @@ from the cached prompt (`step`). The scorers that walk those continuations are i
 scoring/logprobs.py; `LlamaCppBackend.logprob_scope` hands them a `LlamaLogprobScope`
 under the backend's lock.
 
-The prompt reuses the KV cache like the backend's generation does: only whole blocks of
-`EVAL_BLOCK` positions of the previous scored prompt are kept, and the rest is evaluated
-in block-aligned batches (the backend's `eval` plan), so the logits do not depend on what
-was scored before (the CPU kernels round differently with the batch shape; see
-batching.py).
+The prompt reuses the KV cache like the backend's generation does: it is evaluated in the
+batch plan of batching.py (blocks of `EVAL_BLOCK` positions, and a batch ending at the
+caller's `split`: the part shared with the prompts scored around it, such as a judge
+rubric's text before the answer), and the previous scored prompt's KV cells are kept up to
+a batch end both plans share, so the logits do not depend on what was scored before (the
+CPU kernels round differently with the batch shape).
 
 `sequence` scores a whole continuation (an answer option) after the evaluated prompt: its
 tokens are decoded in one `llama_batch` with logits at every position but the last (the
@@ -28,15 +29,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from persona_tui.backends.common import continuation_tokens, log_softmax
+from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix
 from persona_tui.errors import GenerationError, PromptTooLongError
 
 
 @dataclass
 class ScoredPrompt:
-    """The last prompt scored on one backend (kept on the backend): whole blocks of it
-    may be reused by the next. Empty while an evaluation is unfinished."""
+    """The last prompt scored on one backend (kept on the backend) and its batch plan:
+    the next may reuse it up to a batch end both plans share. Empty while an evaluation
+    is unfinished."""
 
     tokens: list[int] = field(default_factory=list)
+    ends: tuple[int, ...] = ()
 
 
 class LlamaLogprobScope:
@@ -48,11 +52,13 @@ class LlamaLogprobScope:
         tokenize: Callable[[str], list[int]],
         previous: ScoredPrompt,
         block: int,
+        eval_planned: Callable[[Sequence[int], tuple[int, ...]], None],
     ) -> None:
         self.llama = llama
         self._tokenize = tokenize
         self._previous = previous
         self._block = block
+        self._eval_planned = eval_planned  # evaluates tokens in the batches a plan gives
         self.n_vocab = int(llama.n_vocab())
         self.base = 0
         self._decodes = 0
@@ -94,10 +100,10 @@ class LlamaLogprobScope:
             mask[token] = n > 0 and buffer.raw[0] in first_bytes
         return mask
 
-    def evaluate(self, prompt_tokens: Sequence[int]) -> Any:
+    def evaluate(self, prompt_tokens: Sequence[int], split: int = 0) -> Any:
         """Evaluate the prompt from the cached state; the logprobs after its last token."""
-        previous = self._previous.tokens
-        self._previous.tokens = []  # until this evaluation has finished
+        previous, previous_ends = self._previous.tokens, self._previous.ends
+        self._previous.tokens, self._previous.ends = [], ()  # until this one has finished
         self.base = len(prompt_tokens)
         self._decodes = 0
         n_ctx = int(self.llama.n_ctx())
@@ -108,28 +114,30 @@ class LlamaLogprobScope:
                 "responses"
             )
         self._prompt_row = None
-        self._eval_prompt(prompt_tokens, previous)
-        self._previous.tokens = list(prompt_tokens)
+        ends = batch_ends(self.base, self._block, split)
+        self._eval_prompt(prompt_tokens, ends, previous, previous_ends)
+        self._previous.tokens, self._previous.ends = list(prompt_tokens), ends
         self._prompt_row = self.logprobs()
         return self._prompt_row
 
-    def _eval_prompt(self, tokens: Sequence[int], previous: Sequence[int]) -> None:
+    def _eval_prompt(
+        self,
+        tokens: Sequence[int],
+        ends: tuple[int, ...],
+        previous: Sequence[int],
+        previous_ends: tuple[int, ...],
+    ) -> None:
         import numpy as np
 
         llama = self.llama
-        block = self._block
-        cached = min(int(llama.n_tokens), len(previous), len(tokens))
-        common = 0
+        # The KV cells hold the previous prompt (then branch decodes) up to n_tokens.
+        cached = min(int(llama.n_tokens), len(previous))
         if cached:
-            now = llama.input_ids[:cached]
-            same = (now == np.asarray(tokens[:cached], dtype=np.intc)) & (
-                now == np.asarray(previous[:cached], dtype=np.intc)
-            )
-            common = cached if bool(same.all()) else int(np.argmin(same))
-        # Keep whole blocks only, and always evaluate the prompt's last block afresh.
-        keep = min(common // block * block, (len(tokens) - 1) // block * block)
+            same = llama.input_ids[:cached] == np.asarray(previous[:cached], dtype=np.intc)
+            cached = cached if bool(same.all()) else int(np.argmin(same))
+        keep = reusable_prefix(previous[:cached], previous_ends, tokens, ends)
         llama.n_tokens = keep
-        llama.eval(list(tokens[keep:]))
+        self._eval_planned(list(tokens[keep:]), ends)
 
     def logprobs(self, index: int = -1) -> Any:
         """log-softmax of the logits of batch row `index` (default: the last evaluated

@@ -90,8 +90,11 @@ class MlxLogprobScope:
             trim_prompt_cache(cache, extra)
         self._depth = position - self.base
 
-    def evaluate(self, prompt_tokens: Sequence[int]) -> Any:
-        """Evaluate the prompt into a fresh cache; the logprobs after its last token."""
+    def evaluate(self, prompt_tokens: Sequence[int], split: int = 0) -> Any:
+        """Evaluate the prompt into a fresh cache; the logprobs after its last token.
+
+        `split` is accepted for the protocol and not used: every prompt is evaluated
+        whole here, so nothing scored before can change its values."""
         import numpy as np
         from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache
 
