@@ -372,7 +372,7 @@ def test_one_stream_trials_lay_out_nothing_and_restyle_nothing(
 
     async def scenario() -> None:
         app = TwoColumnsApp()
-        async with app.run_test(size=(100, 30)) as pilot:
+        async with app.run_test(size=(100, 18)) as pilot:
             app.query_one(SideBySide).fit()
             column = app.query(ConditionColumn).first()
             column.start_trial("wish", 0)
@@ -382,9 +382,11 @@ def test_one_stream_trials_lay_out_nothing_and_restyle_nothing(
             for probe, sample in [("wish", 0), ("newcomer", 0), ("newcomer", 1)]:
                 if (probe, sample) != ("wish", 0):
                     column.start_trial(probe, sample)
-                for step in range(20):
+                for step in range(60):  # more rows than the pane has: it scrolls
                     column.append_text(probe, sample, 0, f"word{step} ")
                     await pilot.pause()
+                pane = column.panes[0]
+                assert pane.max_scroll_y > 0 and pane.scroll_y == pane.max_scroll_y
                 column.finish_trial(probe, sample, "the whole answer", "stop")
                 await pilot.pause()
             line = str(column.query_one(ProbeLine).render())

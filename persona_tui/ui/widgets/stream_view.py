@@ -4,8 +4,10 @@ Textual's `Static.update` re-renders and re-wraps the whole text and its height 
 out the screen; `Log` appends cheaply but does not wrap, and `RichLog` cannot continue a
 line. `StreamView` keeps the text as wrapped rows (`wrap_rows`): an append re-wraps only the
 last row plus the new text, repaints only the rows that changed (`refresh_lines`), and grows
-the scrollable height without a screen layout (a layout happens only when the scrollbar
-appears or goes). A new width re-wraps everything once. Rows are drawn with the Line API.
+the scrollable height without a screen layout. Its vertical scrollbar is always shown
+(`overflow-y: scroll`; the gutter is kept anyway), so a new trial's `clear()` or a text
+outgrowing the view never makes it appear or go, which would lay out the screen. A new
+width re-wraps everything once. Rows are drawn with the Line API.
 
 Following the end scrolls the view, and a scroll repaints every row in view (and the
 compositor the layers beneath it): at most once per `follow_interval` (0.25 s), so a fast
@@ -61,7 +63,7 @@ class StreamView(ScrollView, can_focus=True):
     StreamView {
         height: 1fr;
         overflow-x: hidden;
-        overflow-y: auto;
+        overflow-y: scroll;
         scrollbar-gutter: stable;
         scrollbar-size-vertical: 1;
         background: transparent;
@@ -219,7 +221,8 @@ class StreamView(ScrollView, can_focus=True):
         if size == self.virtual_size:
             return
         viewport = self.scrollable_content_region.height
-        if (self.virtual_size.height > viewport) != (rows > viewport):
+        toggles = (self.virtual_size.height > viewport) != (rows > viewport)
+        if toggles and self.styles.overflow_y == "auto":  # a scrollbar shown only when needed
             self.work.layouts += 1
             self.virtual_size = size  # the scrollbar appears or goes: one layout
             return
