@@ -97,7 +97,8 @@ def main() -> None:
         several = block_cost(llama, len(prefix), block, args.sequences, 5)
         print(
             f"a 128-token block alone: {one:.2f} ms a token; {args.sequences} blocks as "
-            f"parallel sequences in one decode: {several:.2f} ms a token ({one / several:.2f}×)"
+            f"parallel sequences in one decode: {several:.2f} ms a token "
+            f"({several / one:.2f}× the time per token)"
         )
     finally:
         backend.close()
