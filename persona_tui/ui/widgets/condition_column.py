@@ -8,7 +8,7 @@ once than ever before in this column.
 
 A trial's start and end lay nothing out and restyle nothing while one stream runs: the
 probe line has a fixed height (a new probe repaints it), and the column's `-active` mark
-moves only when the run moves to another column (the Run screen's `mark_active`). A screen
+moves only when the run moves to another column (the Run screen's `_mark_active`). A screen
 layout costs the UI thread tens of milliseconds, and on two cores every one of them is
 taken from generation (docs/benchmarks.md).
 """
