@@ -99,7 +99,7 @@ def step_table(llama: Any, base: int, token: int, sizes: list[int], args: Any) -
     """One generation step of N sequences (a token each, logits for each), and the draws."""
     import llama_cpp
 
-    from persona_tui.backends.llamacpp.batched import sampler_chain
+    from persona_tui.backends.llamacpp.sampling import sampler_chain
     from persona_tui.values import SamplingParams
 
     sampling = SamplingParams(temperature=0.8, top_p=0.95, top_k=40, min_p=0.05)

@@ -21,15 +21,9 @@ from persona_tui.backends.base import (
     GenerationResult,
 )
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
-from persona_tui.backends.llamacpp.batched import (
-    RepeatPenalty,
-    fitting_parts,
-    kv_cells_needed,
-    logits_row,
-    sampler_chain,
-    shared_end,
-)
+from persona_tui.backends.llamacpp.batched import fitting_parts, kv_cells_needed, shared_end
 from persona_tui.backends.llamacpp.load import MAX_SEQUENCES, plain_llama
+from persona_tui.backends.llamacpp.sampling import RepeatPenalty, logits_row, sampler_chain
 from persona_tui.values import SamplingParams
 
 PROMPT = "User: Tell me something about the sea.\nAssistant:"
@@ -135,6 +129,43 @@ def test_the_penalty_on_the_logits_row_draws_what_llama_cpp_s_own_chain_draws(
             llama_cpp.llama_sampler_free(ours)
     finally:
         llama.close()
+
+
+@pytest.mark.parametrize(
+    ("temperature", "penalty", "seed"),
+    [(0.0, 1.3, 0), (0.9, 1.1, 5), (1.5, 1.5, 11), (0.9, 1.0, 3), (0.9, 0.8, 2**33 + 5)],
+)
+def test_one_by_one_generation_draws_what_llama_cpp_python_s_generate_draws(
+    tiny_gguf: Path, tiny: LlamaCppBackend, temperature: float, penalty: float, seed: int
+) -> None:
+    """`generate` samples with sampling.sample_tokens (the penalty on the logits row), not
+    Llama.generate: the texts are llama-cpp-python's own for the same seed, byte for byte."""
+    import llama_cpp
+
+    sampling = SamplingParams(temperature=temperature, max_tokens=120, repeat_penalty=penalty)
+    ours = tiny.generate(GenerationRequest(PROMPT, seed, sampling))
+    llama = plain_llama(tiny_gguf, n_ctx=512, n_threads=1, verbose=False)
+    try:
+        llama.set_seed(seed % 0xFFFFFFFF)
+        drawn: list[int] = []
+        for token in llama.generate(
+            tiny._tokenize(PROMPT),
+            top_k=sampling.top_k,
+            top_p=sampling.top_p,
+            min_p=sampling.min_p,
+            temp=sampling.temperature,
+            repeat_penalty=sampling.repeat_penalty,
+            reset=True,
+        ):
+            if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llama.model), token):
+                break
+            drawn.append(token)
+            if len(drawn) == sampling.max_tokens:
+                break
+    finally:
+        llama.close()
+    text = b"".join(tiny._piece(token) for token in drawn).decode("utf-8", errors="replace")
+    assert ours.completion_tokens == len(drawn) and ours.text == text
 
 
 def test_same_batch_same_texts_whatever_ran_before(tiny: LlamaCppBackend) -> None:

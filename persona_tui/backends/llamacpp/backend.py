@@ -66,6 +66,7 @@ from persona_tui.backends.llamacpp.load import (
     llama_cpp_version,
 )
 from persona_tui.backends.llamacpp.logprobs import LlamaLogprobScope, ScoredPrompt
+from persona_tui.backends.llamacpp.sampling import sample_tokens
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
 from persona_tui.values import ModelInfo
@@ -366,22 +367,10 @@ class LlamaCppBackend:
         cached = min(int(llama.n_tokens), len(self._cached_tokens))
         keep = reusable_prefix(self._cached_tokens[:cached], self._cached_ends, tokens, ends)
         self._cached_tokens, self._cached_ends = [], ()  # until this prompt is evaluated
-        if keep < llama.n_tokens:
-            # Llama.generate removes the KV cells from n_tokens on and evaluates the rest.
-            llama.n_tokens = keep
+        # Llama.eval removes the KV cells from n_tokens on and evaluates the rest.
+        llama.n_tokens = keep
         self._plan = ends
-        # The sampler chain is built with this seed when the generator starts. llama.cpp
-        # seeds are 32-bit and 0xFFFFFFFF means "random", hence modulo 2**32 - 1.
-        llama.set_seed(request.seed % 0xFFFFFFFF)
-        generator = llama.generate(
-            tokens,
-            top_k=sampling.top_k,
-            top_p=sampling.top_p,
-            min_p=sampling.min_p,
-            temp=sampling.temperature,
-            repeat_penalty=sampling.repeat_penalty,
-            reset=True,
-        )
+        generator = sample_tokens(llama, tokens[keep:], sampling, request.seed)
         try:
             finish, completion_tokens = stream_tokens(
                 generator,

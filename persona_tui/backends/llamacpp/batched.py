@@ -15,109 +15,22 @@ cell alone (run/plan.batch_groups). The sampler chain is llama-cpp-python's own 
 a seeded draw; greedy at temperature 0), so `--batch` changes how tokens are computed, not
 what the sampling parameters mean.
 
-The repeat penalty is applied by `RepeatPenalty` to the logits row itself, before the rest
-of the chain: llama.cpp's penalty sampler looks each of the vocabulary's candidates up in
-its window (262,144 hash lookups on the demo model, 0.8 ms a draw: a sixth of a step of 8
-sequences), while only the window's ≤ 64 tokens can change. The same float operations on
-the same values give the same candidates, so the same tokens are drawn (tested against
-llama.cpp's own chain).
+Each draw applies the repeat penalty to the logits row itself (sampling.py's
+`RepeatPenalty`), as one-by-one generation does.
 """
 
 from __future__ import annotations
 
 import threading
-from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from persona_tui.backends.base import BatchDone, BatchEvent, BatchText, GenerationResult
 from persona_tui.backends.common import is_cancelled, make_result
+from persona_tui.backends.llamacpp.sampling import RepeatPenalty, logits_row, sampler_chain
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.values import FinishReason, SamplingParams
-
-# llama-cpp-python's `Llama(last_n_tokens_size=64)`: the window of the repeat penalty.
-PENALTY_LAST_N = 64
-
-
-def sampler_chain(
-    sampling: SamplingParams, seed: int, n_vocab: int, *, penalties: bool = False
-) -> Any:
-    """A llama.cpp sampler chain like llama-cpp-python's `Llama.generate` builds, without
-    its first sampler, the repeat penalty (`RepeatPenalty` applies it), unless `penalties`
-    (llama-cpp-python's chain itself, which the tests compare against)."""
-    import llama_cpp
-
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    parts = []
-    if penalties:
-        parts.append(
-            llama_cpp.llama_sampler_init_penalties(
-                n_vocab, PENALTY_LAST_N, sampling.repeat_penalty, 0.0, 0.0
-            )
-        )
-    if sampling.temperature == 0:
-        parts.append(llama_cpp.llama_sampler_init_greedy())
-    else:
-        parts += [
-            llama_cpp.llama_sampler_init_top_k(sampling.top_k),
-            llama_cpp.llama_sampler_init_typical(1.0, 1),
-            llama_cpp.llama_sampler_init_top_p(sampling.top_p, 1),
-            llama_cpp.llama_sampler_init_min_p(sampling.min_p, 1),
-            llama_cpp.llama_sampler_init_temp(sampling.temperature),
-            # llama.cpp seeds are 32-bit and 0xFFFFFFFF means "random".
-            llama_cpp.llama_sampler_init_dist(seed % 0xFFFFFFFF),
-        ]
-    for part in parts:
-        llama_cpp.llama_sampler_chain_add(chain, part)
-    return chain
-
-
-class RepeatPenalty:
-    """llama.cpp's repeat penalty (`llama_sampler_init_penalties(n_vocab, 64, penalty, 0, 0)`)
-    applied to a logits row in place: a token among the last 64 drawn has its logit
-    multiplied by the penalty when ≤ 0, else divided by it (float32, as llama.cpp does)."""
-
-    def __init__(self, penalty: float, last_n: int = PENALTY_LAST_N) -> None:
-        import numpy as np
-
-        self.penalty = np.float32(penalty)
-        self.last_n = last_n
-        self._window: deque[int] = deque()
-        self._counts: dict[int, int] = {}
-
-    def apply(self, logits: Any) -> None:
-        """Penalise the window's tokens in `logits` (a float32 array over the vocabulary)."""
-        import numpy as np
-
-        if self.penalty == 1 or not self._counts:
-            return
-        ids = np.fromiter(self._counts, dtype=np.intp, count=len(self._counts))
-        values = logits[ids]
-        logits[ids] = np.where(values <= 0, values * self.penalty, values / self.penalty)
-
-    def accept(self, token: int) -> None:
-        """`token` was drawn (llama.cpp's `llama_sampler_penalties_accept`)."""
-        if self.last_n <= 0:
-            return
-        self._counts[token] = self._counts.get(token, 0) + 1
-        if len(self._window) >= self.last_n:
-            old = self._window.popleft()
-            self._counts[old] -= 1
-            if not self._counts[old]:
-                del self._counts[old]
-        self._window.append(token)
-
-
-def logits_row(ctx: Any, row: int, n_vocab: int) -> Any:
-    """A writable float32 view of a decode's logits row (llama.cpp's own buffer)."""
-    import llama_cpp
-    import numpy as np
-
-    pointer = llama_cpp.llama_get_logits_ith(ctx, row)
-    if not pointer:
-        raise RuntimeError(f"llama.cpp has no logits for row {row}")
-    return np.ctypeslib.as_array(pointer, shape=(n_vocab,))
 
 
 def kv_cells_needed(shared: int, own: Sequence[int], max_tokens: int) -> int:
