@@ -165,3 +165,11 @@ def test_bench_judge(tiny_gguf: Path) -> None:
         *("--model", str(tiny_gguf), "--threads", "1", "--rounds", "1", "--sequences", "2"),
     )
     assert "answers/s" in out and "parallel sequences" in out
+
+
+def test_bench_sampling(tiny_gguf: Path) -> None:
+    out = _run(
+        "bench_sampling.py",
+        *("--model", str(tiny_gguf), "--threads", "1", "--rounds", "2", "--tokens", "20"),
+    )
+    assert "ms a token" in out and "same tokens in 2/2 rounds" in out
