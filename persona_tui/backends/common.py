@@ -24,6 +24,16 @@ MIN_N_CTX = 16
 # ------------------------------------------------------------------------- results
 
 
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` have in common."""
+    count = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        count += 1
+    return count
+
+
 def make_result(
     text: str,
     finish: FinishReason,

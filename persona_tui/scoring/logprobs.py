@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from persona_tui.backends.base import LogprobScope, TokenLogprobs
+from persona_tui.backends.common import common_prefix
 from persona_tui.errors import GenerationError
 
 # Branches are expanded most probable first, until the unexpanded ones hold at most
@@ -68,14 +69,7 @@ def shared_tokens(scope: LogprobScope, prompt_tokens: Sequence[int], shared: str
     The tokens `shared` has alone, as far as they agree with the prompt's own: where its
     last token would merge with the text after it, the split falls before that token.
     """
-    if not shared:
-        return 0
-    count = 0
-    for own, alone in zip(prompt_tokens, scope.tokenize(shared), strict=False):
-        if own != alone:
-            break
-        count += 1
-    return count
+    return common_prefix(prompt_tokens, scope.tokenize(shared)) if shared else 0
 
 
 def _build_trie(sequences: Sequence[Sequence[int]], values: Sequence[int]) -> _Node:

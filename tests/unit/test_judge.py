@@ -171,13 +171,13 @@ def _judged_twice(path: Path, answers: Sequence[str], question: str) -> list[Any
     """Judge `answers` in order on one backend; the outcomes and the tokens evaluated."""
     backend = LlamaCppBackend.load(path, n_threads=1)
     evaluated: list[int] = []
-    eval_planned = backend._eval_planned
+    eval_in_plan = backend._eval_in_plan
 
     def spy(tokens: Sequence[int], ends: tuple[int, ...]) -> None:
         evaluated.append(len(tokens))
-        eval_planned(tokens, ends)
+        eval_in_plan(tokens, ends)
 
-    backend._eval_planned = spy  # type: ignore[method-assign]
+    backend._eval_in_plan = spy  # type: ignore[method-assign]
     try:
         judge = Judge(backend)
         outcomes = [judge.score(ALIGNMENT, question, answer) for answer in answers]

@@ -590,7 +590,7 @@ class LlamaCppBackend:
                 llama = self._llama
                 try:
                     yield LlamaLogprobScope(
-                        llama, self._tokenize, self._scored, EVAL_BLOCK, self._eval_planned
+                        llama, self._tokenize, self._scored, EVAL_BLOCK, self._eval_in_plan
                     )
                 except (RuntimeError, ValueError, OSError) as error:
                     llama.reset()
@@ -598,7 +598,7 @@ class LlamaCppBackend:
         finally:
             self.reset_cache()
 
-    def _eval_planned(self, tokens: Sequence[int], ends: tuple[int, ...]) -> None:
+    def _eval_in_plan(self, tokens: Sequence[int], ends: tuple[int, ...]) -> None:
         """Evaluate `tokens` after the cached ones in the batches that `ends` gives."""
         self._plan = ends
         try:

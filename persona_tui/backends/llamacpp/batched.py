@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from persona_tui.backends.base import BatchDone, BatchEvent, BatchText, GenerationResult
-from persona_tui.backends.common import is_cancelled, make_result
+from persona_tui.backends.common import common_prefix, is_cancelled, make_result
 from persona_tui.backends.llamacpp.sampling import RepeatPenalty, logits_row, sampler_chain
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.values import FinishReason, SamplingParams
@@ -46,14 +46,7 @@ def shared_end(prompts: Sequence[Sequence[int]]) -> int:
     first = list(prompts[0])
     if all(list(tokens) == first for tokens in prompts):
         return len(first)
-    common = len(first)
-    for tokens in prompts[1:]:
-        same = 0
-        for a, b in zip(first, tokens, strict=False):
-            if a != b:
-                break
-            same += 1
-        common = min(common, same)
+    common = min(common_prefix(first, tokens) for tokens in prompts[1:])
     return min(common, min(len(tokens) for tokens in prompts) - 1)
 
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from persona_tui.backends.common import common_prefix
+
 
 def batch_ends(n_tokens: int, block: int, split: int = 0) -> tuple[int, ...]:
     """End positions of the batches that evaluate an `n_tokens` prompt."""
@@ -44,11 +46,7 @@ def reusable_prefix(
     identical tokens, and short of the whole prompt: the last batch is always evaluated,
     because sampling needs its logits.
     """
-    common = 0
-    for cached, new in zip(cached_tokens, tokens, strict=False):
-        if cached != new:
-            break
-        common += 1
+    common = common_prefix(cached_tokens, tokens)
     keep = 0
     for cached_end, end in zip(cached_ends, ends, strict=False):
         if cached_end != end or end > common or end >= len(tokens):

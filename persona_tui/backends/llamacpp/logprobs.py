@@ -52,13 +52,13 @@ class LlamaLogprobScope:
         tokenize: Callable[[str], list[int]],
         previous: ScoredPrompt,
         block: int,
-        eval_planned: Callable[[Sequence[int], tuple[int, ...]], None],
+        eval_in_plan: Callable[[Sequence[int], tuple[int, ...]], None],
     ) -> None:
         self.llama = llama
         self._tokenize = tokenize
         self._previous = previous
         self._block = block
-        self._eval_planned = eval_planned  # evaluates tokens in the batches a plan gives
+        self._eval_in_plan = eval_in_plan  # evaluates tokens in the batches a plan gives
         self.n_vocab = int(llama.n_vocab())
         self.base = 0
         self._decodes = 0
@@ -137,7 +137,7 @@ class LlamaLogprobScope:
             cached = cached if bool(same.all()) else int(np.argmin(same))
         keep = reusable_prefix(previous[:cached], previous_ends, tokens, ends)
         llama.n_tokens = keep
-        self._eval_planned(list(tokens[keep:]), ends)
+        self._eval_in_plan(list(tokens[keep:]), ends)
 
     def logprobs(self, index: int = -1) -> Any:
         """log-softmax of the logits of batch row `index` (default: the last evaluated

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from persona_tui.backends.base import BatchDone, BatchEvent, BatchText, GenerationResult
-from persona_tui.backends.common import is_cancelled, make_result
+from persona_tui.backends.common import common_prefix, is_cancelled, make_result
 from persona_tui.backends.mlx.tokens import CompletionBytes
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.values import FinishReason, SamplingParams
@@ -70,12 +70,7 @@ def shared_prefix(prompts: Sequence[Sequence[int]]) -> int:
     first = prompts[0]
     common = len(first) - 1
     for tokens in prompts[1:]:
-        same = 0
-        for a, b in zip(first, tokens, strict=False):
-            if a != b:
-                break
-            same += 1
-        common = min(common, same, len(tokens) - 1)
+        common = min(common, common_prefix(first, tokens), len(tokens) - 1)
     return max(common, 0)
 
 
