@@ -222,6 +222,14 @@ class PrefixCache(Protocol):
 
 
 @dataclass(frozen=True)
+class BatchStarted:
+    """Sequence `index` of a batch (the index of its request) begins decoding: at once, or
+    when it takes the place of a sequence that ended."""
+
+    index: int
+
+
+@dataclass(frozen=True)
 class BatchText:
     """New text of sequence `index` of a batch (the index of its request)."""
 
@@ -237,7 +245,7 @@ class BatchDone:
     result: GenerationResult
 
 
-BatchEvent = BatchText | BatchDone
+BatchEvent = BatchStarted | BatchText | BatchDone
 
 
 @runtime_checkable
@@ -256,15 +264,21 @@ class BatchedGeneration(Protocol):
         ...
 
     def generate_batch(
-        self, requests: Sequence[GenerationRequest], cancel: threading.Event | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        cancel: threading.Event | None = None,
+        width: int | None = None,
     ) -> Generator[BatchEvent, None, None]:
-        """Decode one sequence per request, all together; events as text arrives.
+        """Decode one sequence per request, `width` at a time (None: all together); events
+        as text arrives.
 
-        The requests share `sampling` and `stop`; each has its own prompt and seed. Each
-        sequence streams `BatchText`, then ends with one `BatchDone` (the same result as
+        The requests share `sampling` and `stop`; each has its own prompt and seed. They
+        start in order; each sequence reports `BatchStarted`, streams `BatchText`, then
+        ends with one `BatchDone` (the same result as
         `generate` would describe: stop string, end token, max_tokens, or "cancelled"
-        within a token of `cancel`), while the others go on. The same requests give the
-        same texts whatever ran before. Close the iterator (or exhaust it) to release the
+        within a token of `cancel`; requests not started by then end "cancelled" without
+        starting), while the others go on. The same requests and width give the same texts
+        whatever ran before. Close the iterator (or exhaust it) to release the
         model. Raises PromptTooLongError, before anything is evaluated, when the batch
         does not fit the context.
         """

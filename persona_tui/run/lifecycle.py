@@ -15,7 +15,7 @@ from persona_tui._util.hashing import sha256_file
 from persona_tui.backends.adapter_files import adapter_config, adapter_weights
 from persona_tui.backends.base import Backend, BatchedGeneration, LoraAdapters
 from persona_tui.errors import PersonaError
-from persona_tui.run.plan import RunOptions, effective_sampling, make_plan
+from persona_tui.run.plan import RunOptions, effective_sampling, group_cells, make_plan
 from persona_tui.run.prompts import resolve_mode
 from persona_tui.run.runner import first_turn_prompt
 from persona_tui.scenario.model import Scenario
@@ -43,7 +43,9 @@ def create_session(
     chosen = _plan_adapters(scenario, plan, adapters)
     check_adapters_load(backend, chosen)
     if plan.batch > 1:
-        plan = replace(plan, batch=_batch_in_context(scenario, plan, backend, options))
+        batch = _batch_in_context(scenario, plan, backend, options)
+        cells = group_cells(batch, plan.samples, len(plan.probes))
+        plan = replace(plan, batch=batch, batch_cells=cells)
     now = datetime.now(UTC)
     session_id = new_session_id(scenario.id, now)
     header = SessionHeader(
@@ -142,10 +144,11 @@ TURN_OVERHEAD = 16
 
 
 def _batch_in_context(scenario: Scenario, plan: Plan, backend: Backend, options: RunOptions) -> int:
-    """`plan.batch`, or fewer when that many sequences of some cell would not fit the
-    model's context (the shared prompt once, then per sequence every turn's max_tokens
-    and the later turns' text). A batch asked for with --batch that does not fit is an
-    error, named before anything runs."""
+    """`plan.batch`, or fewer when that many sequences would not fit the model's context
+    (a cell's prompt once, then per sequence its probe's text, every turn's max_tokens
+    and the later turns' text: a group's cells share their framing, not their probes).
+    A batch asked for with --batch that does not fit is an error, named before anything
+    runs."""
     n_ctx = backend.info.context_length
     if n_ctx <= 0:  # the context is unknown: nothing to size by
         return plan.batch
@@ -157,10 +160,9 @@ def _batch_in_context(scenario: Scenario, plan: Plan, backend: Backend, options:
             shared = backend.count_tokens(
                 first_turn_prompt(scenario, plan.prompt_mode, backend, condition, probe_id)
             )
-            own = len(probe.turns) * max_tokens + sum(
-                backend.count_tokens(turn) + TURN_OVERHEAD for turn in probe.turns[1:]
-            )
-            fits = min(fits, max(1, (n_ctx - shared) // own))
+            text = [backend.count_tokens(turn) + TURN_OVERHEAD for turn in probe.turns]
+            own = len(probe.turns) * max_tokens + sum(text)
+            fits = min(fits, max(1, (n_ctx - shared - text[0]) // own))
     if options.batch is not None and fits < options.batch:
         raise PersonaError(
             f"--batch {options.batch} does not fit the model's context of {n_ctx} tokens with "

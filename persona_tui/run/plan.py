@@ -89,17 +89,20 @@ def make_plan(
     if samples < 1:
         raise PersonaError("--samples must be at least 1")
     batch = batch_size(options.batch, samples, max_batch)
+    conditions = _select("condition", options.conditions, [c.id for c in scenario.conditions])
+    probes = _select("probe", options.probes, [p.id for p in scenario.probes])
     seed = scenario.sampling.seed if options.seed is None else options.seed
     if seed < 0:
         raise PersonaError("--seed must be 0 or more")
     return Plan(
-        conditions=_select("condition", options.conditions, [c.id for c in scenario.conditions]),
-        probes=_select("probe", options.probes, [p.id for p in scenario.probes]),
+        conditions=conditions,
+        probes=probes,
         samples=samples,
         seed=seed,
         prompt_mode=mode,
         stop=stop_strings(mode),
         batch=batch,
+        batch_cells=group_cells(batch, samples, len(probes)),
     )
 
 
@@ -116,6 +119,19 @@ def batch_size(wanted: int | None, samples: int, max_batch: int) -> int:
     if wanted is not None and wanted > max_batch:
         raise PersonaError(f"--batch {wanted} is more than this backend takes ({max_batch})")
     return min(samples, max_batch if wanted is None else wanted)
+
+
+# A group of cells decoded together holds about this many times `batch` trials: enough
+# that the batch stays full but for the group's last steps (docs/benchmarks.md), few
+# enough that a resume decodes little again.
+GROUP_BATCHES = 8
+
+
+def group_cells(batch: int, samples: int, probes: int) -> int:
+    """How many consecutive cells of a condition one group holds (1 when one by one)."""
+    if batch <= 1:
+        return 1
+    return max(1, min(probes, GROUP_BATCHES * batch // samples))
 
 
 def plan_trials(plan: Plan) -> list[TrialSpec]:
@@ -153,14 +169,27 @@ def order_for_prefix_reuse(
 
 
 def batch_groups(plan: Plan) -> list[tuple[TrialSpec, ...]]:
-    """The batches of a plan: each cell's samples in groups of `plan.batch`, in sample order.
+    """The groups of a plan, each decoded through `plan.batch` sequences at once: the
+    trials of `plan.batch_cells` consecutive cells of one condition, in plan order
+    (probe, then sample); the next trial waiting takes the place of a sequence that ends.
 
-    The composition depends on the cell alone, so a trial's text does not depend on what
+    Sessions from before groups spanning cells (`batch_cells` 0) batched each cell's
+    samples in groups of `plan.batch`, in sample order, each group all at once.
+
+    The composition depends on the plan alone, so a trial's text does not depend on what
     ran before or on what was left to do when a session resumed.
     """
     specs = plan_trials(plan)
+    cells = [specs[start : start + plan.samples] for start in range(0, len(specs), plan.samples)]
+    if plan.batch_cells == 0:
+        size = plan.batch
+        return [tuple(cell[i : i + size]) for cell in cells for i in range(0, len(cell), size)]
+    per_condition = len(plan.probes)
     groups: list[tuple[TrialSpec, ...]] = []
-    for start in range(0, len(specs), plan.samples):
-        cell = specs[start : start + plan.samples]
-        groups += [tuple(cell[i : i + plan.batch]) for i in range(0, len(cell), plan.batch)]
+    for first in range(0, len(cells), per_condition):
+        condition = cells[first : first + per_condition]
+        for i in range(0, per_condition, plan.batch_cells):
+            groups.append(
+                tuple(spec for cell in condition[i : i + plan.batch_cells] for spec in cell)
+            )
     return groups

@@ -8,6 +8,7 @@ paused and cancelled from another thread through a `RunControl`.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from persona_tui.backends.base import (
     Backend,
     BatchedGeneration,
+    BatchStarted,
     BatchText,
     GenerationRequest,
     GenerationResult,
@@ -285,17 +287,14 @@ class Runner:
     def _batched(
         self, on_event: EventCallback, control: RunControl
     ) -> Iterator[tuple[TrialSpec, Outcome]]:
-        position = 0
+        positions = itertools.count()
         for group, wanted in self.pending_batches():
             control.wait_while_paused()
             if control.cancelled.is_set():
                 return
-            for spec in wanted:
-                on_event(TrialStarted(spec, position))
-                position += 1
             reported: set[int] = set()
             try:
-                for index, outcome in self._run_batch(group, wanted, on_event, control):
+                for index, outcome in self._run_batch(group, wanted, on_event, control, positions):
                     reported.add(index)
                     yield group[index], outcome
             except PersonaError as error:
@@ -309,21 +308,28 @@ class Runner:
         wanted: Sequence[TrialSpec],
         on_event: EventCallback,
         control: RunControl,
+        positions: Iterator[int],
     ) -> Iterator[tuple[int, Outcome]]:
-        """Decode a batch's trials together, turn by turn; (index, outcome) of each wanted
-        trial as its sequence ends in the last turn."""
+        """Decode a group's trials, `plan.batch` at a time, turn by turn; (index, outcome)
+        of each wanted trial as its sequence ends in its last turn.
+
+        A pause takes effect when a trial ends: the decoding waits there, mid-group, so
+        the group's composition (and its texts) stay those of an unpaused run.
+        """
         assert isinstance(self.backend, BatchedGeneration)
         self.use_adapter_of(group[0].condition)
-        probe = self.scenario.probe(group[0].probe)
         condition = self.scenario.condition(group[0].condition)
-        started = _now()
+        probes = [self.scenario.probe(spec.probe) for spec in group]
+        started = [""] * len(group)
         answers: list[list[str]] = [[] for _ in group]
         results: list[list[GenerationResult]] = [[] for _ in group]
         prompts = [""] * len(group)
-        last_turn = len(probe.turns) - 1
-        for turn in range(len(probe.turns)):
+        wanted_keys = {spec.key for spec in wanted}
+        for turn in range(max(len(probe.turns) for probe in probes)):
+            members = [i for i, probe in enumerate(probes) if turn < len(probe.turns)]
             requests = []
-            for index, spec in enumerate(group):
+            for index in members:
+                spec, probe = group[index], probes[index]
                 messages = conversation(condition, probe.turns[: turn + 1], answers[index])
                 prompts[index] = render_prompt(self.plan.prompt_mode, messages, self.backend)
                 requests.append(
@@ -335,27 +341,34 @@ class Runner:
                         framing_chars=framing_chars(prompts[index], probe.turns[turn]),
                     )
                 )
-            events = self.backend.generate_batch(requests, control.cancelled)
+            events = self.backend.generate_batch(requests, control.cancelled, self.plan.batch)
             with contextlib.closing(events):
                 for event in events:
-                    spec = group[event.index]
+                    index = members[event.index]
+                    spec = group[index]
+                    mine = spec.key in wanted_keys
+                    if isinstance(event, BatchStarted):
+                        if turn == 0:
+                            started[index] = _now()
+                            if mine:
+                                on_event(TrialStarted(spec, next(positions)))
+                        continue
                     if isinstance(event, BatchText):
-                        if spec in wanted:
+                        if mine:
                             on_event(TextChunk(spec, event.text, turn))
                         continue
                     result = event.result
-                    answers[event.index].append(result.text)
-                    results[event.index].append(result)
-                    if spec not in wanted or (
-                        turn < last_turn and result.finish_reason != "cancelled"
-                    ):
-                        continue
-                    evaluated = sum(r.prompt_tokens_evaluated for r in results[event.index])
-                    if result.finish_reason == "cancelled":
-                        yield event.index, (None, evaluated)
-                        continue
-                    trial = _trial(spec, prompts[event.index], results[event.index], started)
-                    yield event.index, (trial, evaluated)
+                    answers[index].append(result.text)
+                    results[index].append(result)
+                    last = turn == len(probes[index].turns) - 1
+                    if mine and (last or result.finish_reason == "cancelled"):
+                        evaluated = sum(r.prompt_tokens_evaluated for r in results[index])
+                        if result.finish_reason == "cancelled":
+                            yield index, (None, evaluated)
+                        else:
+                            trial = _trial(spec, prompts[index], results[index], started[index])
+                            yield index, (trial, evaluated)
+                        control.wait_while_paused()
             if control.cancelled.is_set():
                 return
 

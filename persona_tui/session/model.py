@@ -111,9 +111,12 @@ class Plan:
     seed: int
     prompt_mode: Literal["chat", "transcript"]  # the mode actually used
     stop: tuple[str, ...] = ()
-    # Sequences decoded together: a cell's samples in groups of `batch`, in sample order
-    # (run/plan.batch_groups). Results depend on it like on eval_block; 1 = one by one.
+    # Sequences decoded at once (1 = one by one) and the cells of a group decoded through
+    # them, refilled as sequences end (0: each cell's samples in groups of `batch`, as
+    # sessions before groups spanning cells were run); see run/plan.batch_groups. Results
+    # depend on both, like on eval_block.
     batch: int = 1
+    batch_cells: int = 0
 
     @property
     def total(self) -> int:

@@ -204,7 +204,16 @@ _SESSION_KEYS = (
     "app_version",
     "scenario_path",
 )
-_PLAN_KEYS = ("conditions", "probes", "samples", "seed", "prompt_mode", "stop", "batch")
+_PLAN_KEYS = (
+    "conditions",
+    "probes",
+    "samples",
+    "seed",
+    "prompt_mode",
+    "stop",
+    "batch",
+    "batch_cells",
+)
 _SCENARIO_KEYS = ("source", "chat_template")
 _TRIAL_KEYS = (
     "condition",
@@ -299,6 +308,8 @@ def parse_session(data: bytes, file: Path) -> Session:
         stop=_str_tuple(plan_t, "stop") if plan_t.has("stop") else (),
         # Sessions before batched decoding ran one by one.
         batch=_int(plan_t, "batch", minimum=1) if plan_t.has("batch") else 1,
+        # Sessions before groups spanning cells batched each cell's samples alone (0).
+        batch_cells=_int(plan_t, "batch_cells") if plan_t.has("batch_cells") else 0,
     )
     scen = _table(top, "scenario", _SCENARIO_KEYS)
     header = SessionHeader(

@@ -148,6 +148,7 @@ def render_header(header: SessionHeader) -> str:
         f"prompt_mode = {_render_choice(plan.prompt_mode, PROMPT_MODES, 'plan.prompt_mode')}\n",
         f"stop = {_render_str_array(plan.stop, 'plan.stop')}\n",
         f"batch = {_render_int(plan.batch, 'plan.batch', 1)}\n",
+        f"batch_cells = {_render_int(plan.batch_cells, 'plan.batch_cells', 0)}\n",
         "\n[scenario]\n",
         f"source = {s(header.scenario_source, 'scenario.source')}\n",
     ]

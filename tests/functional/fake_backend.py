@@ -153,5 +153,7 @@ class BatchingScriptedBackend(ScriptedBackend):
 
     max_batch = 64
 
-    def generate_batch(self, requests: object, cancel: object = None) -> object:
+    def generate_batch(
+        self, requests: object, cancel: object = None, width: object = None
+    ) -> object:
         raise NotImplementedError("BatchedRunner plays batched runs")

@@ -258,61 +258,61 @@ def test_resume_session_leaves_nothing_locked_or_loaded_on_a_wrong_model(
 
 def direct_texts(backend: LlamaCppBackend, path: Path, batched: bool) -> dict[object, str]:
     """Each trial's text computed again straight from the backend: one by one with
-    `generate`, or each cell's samples together with `generate_batch`."""
+    `generate`, or each group of the plan with `generate_batch`, `batch` at a time
+    (single-turn probes only: their prompt is the whole request)."""
     from persona_tui.backends.base import BatchDone, GenerationRequest
+    from persona_tui.run.plan import batch_groups
 
     session = load_session(path)
-    sampling, stop = session.header.sampling, session.header.plan.stop
+    sampling, plan = session.header.sampling, session.header.plan
+    stored = {t.key: t for t in session.trials}
     texts: dict[object, str] = {}
-    cells: dict[tuple[str, str], list[object]] = {}
-    for trial in sorted(session.trials, key=lambda t: t.sample):
-        if trial.turn_responses:
-            continue  # single-turn probes: their prompt is the whole request
-        cells.setdefault((trial.condition, trial.probe), []).append(trial)
-    for trials in cells.values():
-        requests = [GenerationRequest(t.prompt, t.seed, sampling, stop) for t in trials]  # type: ignore[attr-defined]
+    for group in batch_groups(plan):
+        trials = [stored[spec.key] for spec in group]
+        if any(t.turn_responses for t in trials):
+            continue
+        requests = [GenerationRequest(t.prompt, t.seed, sampling, plan.stop) for t in trials]
         if batched:
-            for event in backend.generate_batch(requests):
+            for event in backend.generate_batch(requests, None, plan.batch):
                 if isinstance(event, BatchDone):
-                    texts[trials[event.index].key] = event.result.text  # type: ignore[attr-defined]
+                    texts[trials[event.index].key] = event.result.text
         else:
             for trial, request in zip(trials, requests, strict=True):
-                texts[trial.key] = backend.generate(request).text  # type: ignore[attr-defined]
+                texts[trial.key] = backend.generate(request).text
     return texts
 
 
-def test_a_cell_s_samples_are_decoded_together_by_default(
+SINGLE_TURN = RunOptions(probes=["wish", "newcomer"])
+
+
+def test_a_condition_s_cells_are_decoded_together_by_default(
     backend: LlamaCppBackend, tmp_path: Path
 ) -> None:
-    path = run_once(backend, tmp_path / "batched.toml")
-    assert load_session(path).header.plan.batch == 2  # the cell's two samples
+    path = run_once(backend, tmp_path / "batched.toml", SINGLE_TURN)
+    plan = load_session(path).header.plan
+    assert (plan.batch, plan.batch_cells) == (2, 2)  # a cell's two samples; both cells
     stored = {t.key: t.response for t in load_session(path).trials}
     direct = direct_texts(backend, path, batched=True)
-    assert direct and all(stored[key] == text for key, text in direct.items())
+    assert len(direct) == 8 and all(stored[key] == text for key, text in direct.items())
 
 
 def test_batch_1_gives_exactly_the_one_by_one_results(
     backend: LlamaCppBackend, tmp_path: Path
 ) -> None:
-    path = run_once(backend, tmp_path / "one.toml", RunOptions(batch=1))
+    path = run_once(backend, tmp_path / "one.toml", RunOptions(batch=1, probes=["wish"]))
     assert load_session(path).header.plan.batch == 1
     stored = {t.key: t.response for t in load_session(path).trials}
     direct = direct_texts(backend, path, batched=False)
-    assert direct and all(stored[key] == text for key, text in direct.items())
+    assert len(direct) == 4 and all(stored[key] == text for key, text in direct.items())
 
 
-def test_a_batched_trial_does_not_depend_on_what_else_ran(
+def test_a_batched_trial_depends_on_its_plan_not_on_what_ran_before(
     backend: LlamaCppBackend, tmp_path: Path
 ) -> None:
     whole = responses(run_once(backend, tmp_path / "whole.toml", RunOptions(samples=4)))
-    part = responses(
-        run_once(
-            backend,
-            tmp_path / "part.toml",
-            RunOptions(samples=4, conditions=["framed"], probes=["wish"]),
-        )
-    )
-    assert part.items() <= whole.items()
+    run_once(backend, tmp_path / "part.toml", RunOptions(samples=4, probes=["wish"]))
+    again = responses(run_once(backend, tmp_path / "again.toml", RunOptions(samples=4)))
+    assert again == whole
 
 
 def test_a_batch_that_cannot_fit_the_context_is_refused_before_the_run(

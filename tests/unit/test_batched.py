@@ -16,12 +16,13 @@ from persona_tui.backends.base import (
     BatchDone,
     BatchedGeneration,
     BatchEvent,
+    BatchStarted,
     BatchText,
     GenerationRequest,
     GenerationResult,
 )
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
-from persona_tui.backends.llamacpp.batched import fitting_parts, kv_cells_needed, shared_end
+from persona_tui.backends.llamacpp.batched import group_width, shared_end
 from persona_tui.backends.llamacpp.load import MAX_SEQUENCES, plain_llama
 from persona_tui.backends.llamacpp.sampling import RepeatPenalty, logits_row, sampler_chain
 from persona_tui.values import SamplingParams
@@ -47,21 +48,34 @@ def decode(
     backend: LlamaCppBackend,
     batch: Sequence[GenerationRequest],
     cancel: threading.Event | None = None,
-    on_event: object = None,
+    width: int | None = None,
 ) -> tuple[list[GenerationResult], list[BatchEvent]]:
-    events = list(backend.generate_batch(batch, cancel))
+    """Decode a batch, checking the events: each sequence starts (in request order) at
+    most once, streams only while started, ends exactly once, and no more than `width`
+    are in flight."""
+    events = list(backend.generate_batch(batch, cancel, width))
     done = {e.index: e.result for e in events if isinstance(e, BatchDone)}
     assert sorted(done) == list(range(len(batch))), "every sequence ends exactly once"
-    streamed = {i: "" for i in done}
+    starts = [e.index for e in events if isinstance(e, BatchStarted)]
+    assert starts == sorted(set(starts)), "sequences start once each, in request order"
+    streamed: dict[int, str] = {}
+    most = 0
     for event in events:
-        if isinstance(event, BatchText):
-            assert event.index in streamed, "no text after a sequence's end"
+        if isinstance(event, BatchStarted):
+            streamed[event.index] = ""
+            most = max(most, len(streamed))
+        elif isinstance(event, BatchText):
+            assert event.index in streamed, "text only while a sequence is in flight"
             streamed[event.index] += event.text
         else:
+            if event.index not in streamed:  # cancelled before it started
+                assert event.result.finish_reason == "cancelled"
+                continue
             streamed.pop(event.index)
             assert done[event.index].text == "".join(
                 e.text for e in events if isinstance(e, BatchText) and e.index == event.index
             )
+    assert most <= (width or len(batch))
     return [done[i] for i in range(len(batch))], events
 
 
@@ -77,12 +91,12 @@ def test_the_backend_offers_batched_generation(tiny: LlamaCppBackend) -> None:
 def test_a_context_for_many_sequences_computes_one_exactly_as_a_context_for_one(
     tiny_gguf: Path,
 ) -> None:
-    """The backend's context has n_seq_max = 64 and a unified KV cache; one sequence in it
+    """The backend's context has n_seq_max = 66 and a unified KV cache; one sequence in it
     gives bit-identical logits to llama-cpp-python's default context (n_seq_max = 1)."""
     import llama_cpp
 
     rows = []
-    for n_seq_max in (1, MAX_SEQUENCES):
+    for n_seq_max in (1, MAX_SEQUENCES + 2):
         if n_seq_max == 1:
             llama = llama_cpp.Llama(str(tiny_gguf), n_ctx=512, n_threads=1, verbose=False)
         else:
@@ -250,27 +264,81 @@ def test_different_prompts_share_their_common_part_and_stay_reproducible(
     assert sum(r.prompt_tokens_evaluated for r in first) < sum(r.prompt_tokens for r in first)
 
 
-def test_a_batch_larger_than_the_context_is_decoded_in_parts_that_fit(tiny_gguf: Path) -> None:
+def test_a_batch_larger_than_the_context_decodes_as_many_at_once_as_fit(tiny_gguf: Path) -> None:
     small = LlamaCppBackend.load(tiny_gguf, n_ctx=256, n_threads=1)
     try:
         many = requests(12, sampling=SamplingParams(max_tokens=40))
-        results, _ = decode(small, many)  # 12 × 40 cells do not fit 256: parts of five
+        results, events = decode(small, many)  # 12 × 40 cells do not fit 256: 5 at a time
         assert len(results) == 12
+        in_flight = most = 0
+        for event in events:
+            in_flight += isinstance(event, BatchStarted) - isinstance(event, BatchDone)
+            most = max(most, in_flight)
+        tokens = small._tokenize(PROMPT)
+        assert most == group_width([tokens] * 12, len(tokens), 12, 40, 256)[0] == 5
         assert texts(decode(small, many)[0]) == texts(results)
     finally:
         small.close()
 
 
-def test_parts_are_chosen_from_the_prompts_alone() -> None:
+def test_the_width_that_fits_is_chosen_from_the_prompts_alone() -> None:
     prompt = list(range(20))
-    assert fitting_parts([prompt] * 4, 10, 1000) == [[0, 1, 2, 3]]
-    # 20 shared + 10 per sequence: 3 fit in 50 cells, the 4th starts a new part.
-    assert fitting_parts([prompt] * 4, 10, 50) == [[0, 1, 2], [3]]
-    assert kv_cells_needed(20, [0, 0, 0], 10) == 50
+    assert group_width([prompt] * 4, 20, 4, 10, 1000) == (4, True)
+    # 20 shared, then 1 + 10 per sequence (each evaluates at least its last token): 2 fit
+    # in 50 cells; 3 would not, nor the holder beside them.
+    assert group_width([prompt] * 4, 20, 4, 10, 50) == (2, True)
+    assert group_width([prompt] * 4, 20, 4, 10, 52) == (2, True)
+    assert group_width([prompt] * 4, 20, 4, 10, 42)[0] == 2
+    assert group_width([prompt] * 4, 20, 8, 10, 1000) == (4, True), "no wider than the batch"
     different = [[*prompt, 1, 2], [*prompt, 3], [*prompt, 4, 5, 6]]
     assert shared_end(different) == 20
     assert shared_end([prompt, prompt]) == 20
     assert shared_end([prompt, prompt[:5]]) == 4  # each evaluates at least its last token
+
+
+def test_a_sequence_that_ends_gives_its_place_to_the_next_request(tiny: LlamaCppBackend) -> None:
+    """Two prompts (two cells) of four requests each, decoded three at a time."""
+    other = "User: Tell me something about the mountains.\nAssistant:"
+    sampling = SamplingParams(temperature=0.9, max_tokens=30)
+    batch = requests(4, sampling=sampling) + requests(4, prompt=other, sampling=sampling)
+    batch = [GenerationRequest(r.prompt, 50 + i, r.sampling) for i, r in enumerate(batch)]
+    first, events = decode(tiny, batch, width=3)
+    starts = [i for i, e in enumerate(events) if isinstance(e, BatchStarted)]
+    ends = [i for i, e in enumerate(events) if isinstance(e, BatchDone)]
+    assert starts[3] > ends[0], "the fourth starts only when one has ended"
+    assert len(set(texts(first))) > 2
+    # Reproducible whatever ran before, and a later request copies the rest of its prompt
+    # that an earlier one evaluated (the holder): it evaluates only its last token.
+    tiny.generate(GenerationRequest("User: something else\nAssistant:", 3, SAMPLING))
+    again, _ = decode(tiny, batch, width=3)
+    assert texts(again) == texts(first)
+    assert [r.prompt_tokens_evaluated for r in again][5:] == [1, 1, 1]
+    # All at once is another composition: other numbers, still every request answered.
+    together, _ = decode(tiny, batch)
+    assert len(together) == 8
+    # The cache is clean afterwards: one sequence alone gives what a fresh model gives.
+    alone = tiny.generate(GenerationRequest(PROMPT, 9, sampling))
+    fresh = LlamaCppBackend.load(tiny.path, n_threads=1)
+    try:
+        assert fresh.generate(GenerationRequest(PROMPT, 9, sampling)).text == alone.text
+        assert texts(decode(fresh, batch, width=3)[0]) == texts(first)
+    finally:
+        fresh.close()
+
+
+def test_a_cancel_ends_those_in_flight_and_starts_no_more(tiny: LlamaCppBackend) -> None:
+    cancel = threading.Event()
+    events: list[BatchEvent] = []
+    batch = requests(6, sampling=SamplingParams(max_tokens=200))
+    for event in tiny.generate_batch(batch, cancel, 2):
+        events.append(event)
+        if isinstance(event, BatchText) and not cancel.is_set():
+            cancel.set()
+    done = [e for e in events if isinstance(e, BatchDone)]
+    assert sorted(e.index for e in done) == list(range(6))
+    assert [e.index for e in events if isinstance(e, BatchStarted)] == [0, 1]
+    assert all(e.result.finish_reason == "cancelled" for e in done if e.index >= 2)
+    assert all(e.result.completion_tokens <= 2 for e in done)
 
 
 def test_requests_must_share_sampling(tiny: LlamaCppBackend) -> None:
@@ -300,5 +368,13 @@ def test_demo_batches_are_reproducible_and_read_like_the_model(demo_model: Path)
         alone = backend.generate(GenerationRequest(PROMPT, 1, greedy))
         together, _ = decode(backend, requests(3, sampling=greedy))
         assert together[0].text[:8] == alone.text[:8]
+        # So do sequences that start later in a group, evaluating the rest of their prompt
+        # after the shared part, or copying it from the holder (the 2nd of each prompt).
+        other = "User: Tell me something about the mountains.\nAssistant:"
+        group = requests(2, sampling=greedy) + requests(2, prompt=other, sampling=greedy)
+        later, _ = decode(backend, group, width=1)
+        mountains = backend.generate(GenerationRequest(other, 1, greedy))
+        assert [r.text[:8] for r in later] == [alone.text[:8]] * 2 + [mountains.text[:8]] * 2
+        assert [r.prompt_tokens_evaluated for r in later][3] == 1
     finally:
         backend.close()

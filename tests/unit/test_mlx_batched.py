@@ -15,6 +15,7 @@ from persona_tui.backends.base import (
     BatchDone,
     BatchedGeneration,
     BatchEvent,
+    BatchStarted,
     BatchText,
     GenerationRequest,
     GenerationResult,
@@ -63,8 +64,9 @@ def decode(
     backend: MlxBackend,
     batch: Sequence[GenerationRequest],
     cancel: threading.Event | None = None,
+    width: int | None = None,
 ) -> tuple[list[GenerationResult], list[BatchEvent]]:
-    events = list(backend.generate_batch(batch, cancel))
+    events = list(backend.generate_batch(batch, cancel, width))
     done = {e.index: e.result for e in events if isinstance(e, BatchDone)}
     assert sorted(done) == list(range(len(batch))), "every sequence ends exactly once"
     ended: set[int] = set()
@@ -103,6 +105,20 @@ def test_reproducible_across_backends_and_after_other_work(folder: Path) -> None
     list(second.generate_batch(requests(3, "User: hello\nAssistant:")))
     assert texts(decode(second, requests(4))[0]) == expected
     assert texts(decode(first, requests(4))[0]) == expected  # from the prompt cache
+
+
+def test_a_narrower_width_decodes_consecutive_batches(folder: Path) -> None:
+    """MLX decodes `width` requests at a time, each batch whole (no refill as sequences
+    end): the same texts as those batches decoded on their own."""
+    backend = MlxBackend.load(folder, max_batch=8)
+    batch = requests(5)
+    results, events = decode(backend, batch, width=2)
+    starts = [e.index for e in events if isinstance(e, BatchStarted)]
+    assert starts == [0, 1, 2, 3, 4]
+    first_done = next(i for i, e in enumerate(events) if isinstance(e, BatchDone))
+    assert [e.index for e in events[:first_done] if isinstance(e, BatchStarted)] == [0, 1]
+    alone = [texts(decode(backend, batch[i : i + 2])[0]) for i in (0, 2, 4)]
+    assert texts(results) == [text for part in alone for text in part]
 
 
 def test_each_sequence_draws_what_generate_draws_with_its_seed(folder: Path) -> None:

@@ -28,9 +28,7 @@ from typing import Any
 from persona_tui._util.hashing import sha256_file
 from persona_tui.backend_names import LLAMA_CPP
 from persona_tui.backends.base import (
-    BatchDone,
     BatchEvent,
-    BatchText,
     ChatMessage,
     GenerationRequest,
     GenerationResult,
@@ -54,7 +52,7 @@ from persona_tui.backends.common import (
     template_sha256,
 )
 from persona_tui.backends.cpu_load import ThreadGovernor
-from persona_tui.backends.llamacpp.batched import Decoding, decode_batch, fitting_parts, shared_end
+from persona_tui.backends.llamacpp.batched import Decoding, decode_group, group_width, shared_end
 from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix, split_points
 from persona_tui.backends.llamacpp.gguf_header import GGUFHeader, read_gguf_header
 from persona_tui.backends.llamacpp.load import (
@@ -400,12 +398,17 @@ class LlamaCppBackend:
 
     @property
     def max_batch(self) -> int:
-        return MAX_SEQUENCES
+        """MAX_SEQUENCES, or fewer in a context too small for them (see load.py)."""
+        return max(1, int(self._llama.context_params.n_seq_max) - 2)
 
     def generate_batch(
-        self, requests: Sequence[GenerationRequest], cancel: threading.Event | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        cancel: threading.Event | None = None,
+        width: int | None = None,
     ) -> Generator[BatchEvent, None, None]:
-        """Decode one sequence per request together (see backends.base.BatchedGeneration).
+        """Decode one sequence per request, `width` at a time (see
+        backends.base.BatchedGeneration and batched.py's `decode_group`).
 
         The part of the prompts all requests share is evaluated once, in sequence 0 and
         along the batch plan `generate` uses (so it reuses the KV cache exactly as
@@ -416,7 +419,13 @@ class LlamaCppBackend:
         if not requests:
             return
         first = requests[0]
-        check_batch(requests, MAX_SEQUENCES, f"a batch holds at most {MAX_SEQUENCES} sequences")
+        width = len(requests) if width is None else width
+        check_batch(
+            requests,
+            width,
+            MAX_SEQUENCES,
+            f"a batch decodes 1 to {MAX_SEQUENCES} sequences at once",
+        )
         with self._lock:
             self._check_open()
             if self._governor is not None:
@@ -437,16 +446,7 @@ class LlamaCppBackend:
                 return
             split = self._framing_tokens(first, prompts[0])
             try:
-                for part in fitting_parts(prompts, first.sampling.max_tokens, self._n_ctx):
-                    events = self._batch_locked(
-                        [requests[i] for i in part], [prompts[i] for i in part], split, cancel
-                    )
-                    for event in events:
-                        index = part[event.index]
-                        if isinstance(event, BatchDone):
-                            yield BatchDone(index, event.result)
-                        else:
-                            yield BatchText(index, event.text)
+                yield from self._batch_locked(requests, prompts, split, width, cancel)
             except (RuntimeError, ValueError, OSError) as exc:
                 self._llama.reset()
                 self._cached_tokens, self._cached_ends = [], ()
@@ -457,14 +457,17 @@ class LlamaCppBackend:
         requests: list[GenerationRequest],
         prompts: list[list[int]],
         split: int,
+        width: int,
         cancel: threading.Event | None,
     ) -> Generator[BatchEvent, None, None]:
-        """Decode one part of a batch (all of it when it fits the context)."""
+        """Evaluate the shared part of the prompts in sequence 0, then decode the group."""
         import llama_cpp
 
         started = time.perf_counter()
         ends = batch_ends(len(prompts[0]), EVAL_BLOCK, split)
         shared = shared_end(prompts)
+        sampling = requests[0].sampling
+        width, hold = group_width(prompts, shared, width, sampling.max_tokens, self._n_ctx)
         llama = self._llama
         memory = llama_cpp.llama_get_memory(llama.ctx)
         head = prompts[0][:shared]
@@ -481,68 +484,27 @@ class LlamaCppBackend:
                 llama.eval(head[keep:])  # removes every cell from `keep` on, then evaluates
             finally:
                 self._plan = ()
-            for seq in range(1, len(prompts)):
-                llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)
-            rows = self._eval_own_rests(prompts, shared)
-            # (logits row, next position, prompt tokens, prompt tokens evaluated for it):
-            # the shared part counts for sequence 0, which evaluated it.
-            sequences = [
-                (row, len(tokens), len(tokens), len(tokens) - shared)
-                for row, tokens in zip(rows, prompts, strict=True)
-            ]
-            row, position, size, own = sequences[0]
-            sequences[0] = (row, position, size, own + shared - keep)
             engine = Decoding(llama, self._piece, self._is_end)
-            seeds = [r.seed for r in requests]
-            sampling = requests[0].sampling
-            yield from decode_batch(
-                engine, sequences, sampling, seeds, requests[0].stop, cancel, started
+            yield from decode_group(
+                engine,
+                prompts,
+                shared,
+                width,
+                hold,
+                sampling,
+                [r.seed for r in requests],
+                requests[0].stop,
+                cancel,
+                started,
+                shared - keep,
             )
         finally:
-            # Keep the shared prompt in sequence 0 for the next call; drop the rest.
-            for seq in range(1, len(prompts)):
-                llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+            # Keep the shared prompt in sequence 0 for the next call; the group dropped
+            # its own sequences.
             llama_cpp.llama_memory_seq_rm(memory, 0, shared, -1)
             llama.n_tokens = shared
             self._cached_tokens = head
             self._cached_ends = tuple(end for end in ends if end <= shared)
-
-    def _eval_own_rests(self, prompts: list[list[int]], shared: int) -> list[int]:
-        """Evaluate each sequence's tokens after the shared part; the logits row each
-        samples its first token from (-1: the last row of the shared evaluation).
-
-        Every sequence's last prompt token is in the final decode, so all their rows are
-        there; the tokens before are decoded first, in prompt order, n_batch at a time.
-        """
-        import llama_cpp
-
-        if all(len(tokens) == shared for tokens in prompts):
-            return [-1] * len(prompts)
-        before = [
-            (seq, position, tokens[position])
-            for seq, tokens in enumerate(prompts)
-            for position in range(shared, len(tokens) - 1)
-        ]
-        size = max(1, int(self._llama.n_batch))
-        chunks = [before[i : i + size] for i in range(0, len(before), size)]
-        chunks.append([(seq, len(tokens) - 1, tokens[-1]) for seq, tokens in enumerate(prompts)])
-        batch = llama_cpp.llama_batch_init(max(len(chunk) for chunk in chunks), 0, 1)
-        try:
-            for number, chunk in enumerate(chunks):
-                last = number == len(chunks) - 1
-                batch.n_tokens = len(chunk)
-                for row, (seq, position, token) in enumerate(chunk):
-                    batch.token[row] = token
-                    batch.pos[row] = position
-                    batch.n_seq_id[row] = 1
-                    batch.seq_id[row][0] = seq
-                    batch.logits[row] = last
-                code = llama_cpp.llama_decode(self._llama.ctx, batch)
-                if code != 0:
-                    raise RuntimeError(f"llama_decode returned {code} evaluating prompts")
-        finally:
-            llama_cpp.llama_batch_free(batch)
-        return list(range(len(prompts)))
 
     def _is_end(self, token: int) -> bool:
         import llama_cpp

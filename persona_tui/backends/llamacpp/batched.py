@@ -22,21 +22,27 @@ Each draw applies the repeat penalty to the logits row itself (sampling.py's
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from persona_tui.backends.base import BatchDone, BatchEvent, BatchText, GenerationResult
-from persona_tui.backends.common import common_prefix, is_cancelled, make_result
+from persona_tui.backends.base import (
+    BatchDone,
+    BatchEvent,
+    BatchStarted,
+    BatchText,
+    GenerationResult,
+)
+from persona_tui.backends.common import (
+    cancelled_before_start,
+    common_prefix,
+    is_cancelled,
+    make_result,
+)
 from persona_tui.backends.llamacpp.sampling import RepeatPenalty, logits_row, sampler_chain
 from persona_tui.backends.stream import StopStringStream
 from persona_tui.values import FinishReason, SamplingParams
-
-
-def kv_cells_needed(shared: int, own: Sequence[int], max_tokens: int) -> int:
-    """KV cells a batch occupies: the shared prompt once, each sequence's own prompt rest,
-    and max_tokens per sequence."""
-    return shared + sum(own) + len(own) * max_tokens
 
 
 def shared_end(prompts: Sequence[Sequence[int]]) -> int:
@@ -50,26 +56,21 @@ def shared_end(prompts: Sequence[Sequence[int]]) -> int:
     return min(common, min(len(tokens) for tokens in prompts) - 1)
 
 
-def fitting_parts(prompts: Sequence[Sequence[int]], max_tokens: int, n_ctx: int) -> list[list[int]]:
-    """The requests in consecutive parts whose KV cells fit the context, in order.
+def group_width(
+    prompts: Sequence[Sequence[int]], shared: int, width: int, max_tokens: int, n_ctx: int
+) -> tuple[int, bool]:
+    """(how many sequences to decode at once, whether a holder may keep a prompt's rest).
 
-    Usually one part (all of them). When later turns of a multi-turn probe have grown the
-    prompts, a part ends where the next sequence would not fit; the parts depend on the
-    prompts alone, so the texts stay reproducible. One sequence always fits (its prompt
-    and max_tokens were checked against the context).
+    `width`, or fewer when that many would not fit the context: the shared prompt once,
+    and per sequence its own rest of the prompt and max_tokens (a sequence's cells are
+    freed when another takes its place); the holder needs one more rest. A function of
+    the prompts alone, so the texts stay reproducible. One sequence always fits (its
+    prompt and max_tokens were checked against the context).
     """
-    parts: list[list[int]] = []
-    for index in range(len(prompts)):
-        if parts:
-            trial = [*parts[-1], index]
-            chosen = [prompts[i] for i in trial]
-            shared = shared_end(chosen)
-            own = [len(p) - shared for p in chosen]
-            if kv_cells_needed(shared, own, max_tokens) <= n_ctx:
-                parts[-1] = trial
-                continue
-        parts.append([index])
-    return parts
+    rest = max(len(tokens) - shared for tokens in prompts) + 1
+    per_sequence = rest + max_tokens
+    width = max(1, min(width, len(prompts), (n_ctx - shared) // per_sequence))
+    return width, shared + rest + width * per_sequence <= n_ctx
 
 
 @dataclass
@@ -88,79 +89,247 @@ class _Sequence:
 
 @dataclass(frozen=True)
 class Decoding:
-    """What `decode_batch` needs of the backend."""
+    """What `decode_group` needs of the backend."""
 
     llama: Any
     piece: Callable[[int], bytes]
     is_end: Callable[[int], bool]
 
 
-def decode_batch(
+@dataclass
+class _Rows:
+    """A llama_batch being filled: (token, position, sequence ids, logits) rows."""
+
+    rows: list[tuple[int, int, tuple[int, ...], bool]] = field(default_factory=list)
+
+    def add(self, token: int, position: int, seq_ids: Sequence[int], logits: bool) -> int:
+        self.rows.append((token, position, tuple(seq_ids), logits))
+        return len(self.rows) - 1
+
+
+def _decode(llama_cpp: Any, ctx: Any, batch: Any, rows: Sequence[Any], what: str) -> None:
+    batch.n_tokens = len(rows)
+    for row, (token, position, seq_ids, logits) in enumerate(rows):
+        batch.token[row] = token
+        batch.pos[row] = position
+        batch.n_seq_id[row] = len(seq_ids)
+        for k, seq_id in enumerate(seq_ids):
+            batch.seq_id[row][k] = seq_id
+        batch.logits[row] = logits
+    code = llama_cpp.llama_decode(ctx, batch)
+    if code == 1:
+        raise RuntimeError(f"no room left in the KV cache {what} (llama_decode returned 1)")
+    if code != 0:
+        raise RuntimeError(f"llama_decode returned {code} {what}")
+
+
+class _Group:
+    """The KV cache and samplers of a group being decoded (see `decode_group`)."""
+
+    def __init__(
+        self,
+        engine: Decoding,
+        prompts: Sequence[Sequence[int]],
+        shared: int,
+        width: int,
+        hold: bool,
+        sampling: SamplingParams,
+        seeds: Sequence[int],
+        stop: Sequence[str],
+    ) -> None:
+        import llama_cpp
+
+        self.llama_cpp = llama_cpp
+        self.engine = engine
+        self.ctx = engine.llama.ctx
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.n_vocab = int(engine.llama.n_vocab())
+        self.n_batch = max(1, int(engine.llama.n_batch))
+        self.prompts = [list(tokens) for tokens in prompts]
+        self.shared = shared
+        self.width = width
+        self.holder = width + 1 if hold else 0  # 0: no holder
+        self.held: list[int] | None = None  # the prompt whose rest the holder keeps
+        self.sampling = sampling
+        self.seeds = seeds
+        self.stop = stop
+        self.live: dict[int, _Sequence] = {}  # slot (llama.cpp sequence id) -> sequence
+        self.used: set[int] = set()  # slots whose cells are still in the cache
+        self.batch = llama_cpp.llama_batch_init(max(self.n_batch, width), 0, width + 1)
+
+    def close(self) -> None:
+        llama_cpp = self.llama_cpp
+        llama_cpp.llama_batch_free(self.batch)
+        for seq in self.live.values():
+            if seq.sampler is not None:
+                llama_cpp.llama_sampler_free(seq.sampler)
+        self.live.clear()
+        for slot in [*self.used, *([self.holder] if self.held is not None else [])]:
+            llama_cpp.llama_memory_seq_rm(self.memory, slot, -1, -1)
+
+    def start(
+        self,
+        new: Sequence[tuple[int, int]],
+        next_prompt: list[int] | None,
+        first: bool,
+        evaluated_shared: int,
+    ) -> None:
+        """Give each (slot, request) its prompt in the cache, and evaluate, in one decode
+        with the next token of every live sequence, the last prompt token of each new one.
+
+        The first evaluation of a prompt's own rest (after the shared part) also fills the
+        holder when `next_prompt`, the next request waiting, has the same prompt: it then
+        copies the cells instead of evaluating them again.
+        """
+        llama_cpp, memory, shared = self.llama_cpp, self.memory, self.shared
+        for slot, _ in new:
+            if slot in self.used:
+                llama_cpp.llama_memory_seq_rm(memory, slot, -1, -1)
+            self.used.add(slot)
+        by_prompt: dict[tuple[int, ...], list[tuple[int, int]]] = {}
+        for slot, index in new:
+            by_prompt.setdefault(tuple(self.prompts[index]), []).append((slot, index))
+        sequences = {slot: self._sequence(index) for slot, index in new}
+        if first and all(len(tokens) == shared for tokens in by_prompt):
+            # Every prompt is the shared one just evaluated: sample from its last row.
+            for slot, _ in new:
+                llama_cpp.llama_memory_seq_cp(memory, 0, slot, -1, -1)
+            self._account(sequences, new, 0, evaluated_shared)
+            self.live.update(sequences)
+            return
+        before = _Rows()
+        for key, members in by_prompt.items():
+            tokens = list(key)
+            start = min(shared, len(tokens) - 1)
+            slots = [slot for slot, _ in members]
+            for slot in slots:
+                llama_cpp.llama_memory_seq_cp(memory, 0, slot, 0, start)
+            if self.held == tokens:
+                for slot in slots:
+                    llama_cpp.llama_memory_seq_cp(memory, self.holder, slot, start, len(tokens) - 1)
+                continue
+            owners = list(slots)
+            if self.holder and next_prompt == tokens and start < len(tokens) - 1:
+                if self.held is not None:
+                    llama_cpp.llama_memory_seq_rm(memory, self.holder, -1, -1)
+                self.held = tokens
+                owners.append(self.holder)
+                # llama.cpp wants a sequence's positions to go on from its last one.
+                llama_cpp.llama_memory_seq_cp(memory, 0, self.holder, 0, start)
+            sequences[slots[0]].evaluated += len(tokens) - 1 - start
+            for position in range(start, len(tokens) - 1):
+                before.add(tokens[position], position, owners, False)
+        if self.held is not None and next_prompt != self.held:
+            llama_cpp.llama_memory_seq_rm(memory, self.holder, -1, -1)
+            self.held = None
+        for begin in range(0, len(before.rows), self.n_batch):
+            chunk = before.rows[begin : begin + self.n_batch]
+            _decode(llama_cpp, self.ctx, self.batch, chunk, "evaluating prompts")
+        self._account(sequences, new, 1, evaluated_shared if first else 0)
+        self.live.update(sequences)
+        self.step(new_slots={slot for slot, _ in new})
+
+    def step(self, new_slots: set[int] | None = None) -> None:
+        """Decode one row per live sequence: its last prompt token (a new one) or its
+        last sampled token; each then samples from its row."""
+        final = _Rows()
+        for slot in sorted(self.live):
+            seq = self.live[slot]
+            if new_slots and slot in new_slots:
+                tokens = self.prompts[seq.index]
+                seq.row = final.add(tokens[-1], len(tokens) - 1, (slot,), True)
+            else:
+                seq.row = final.add(seq.tokens[-1], seq.position, (slot,), True)
+                seq.position += 1
+        if final.rows:
+            _decode(self.llama_cpp, self.ctx, self.batch, final.rows, "decoding a batch")
+
+    def _sequence(self, index: int) -> _Sequence:
+        tokens = self.prompts[index]
+        return _Sequence(
+            index,
+            sampler_chain(self.sampling, self.seeds[index], self.n_vocab),
+            RepeatPenalty(self.sampling.repeat_penalty),
+            StopStringStream(self.stop),
+            len(tokens),
+            0,
+            -1,
+            len(tokens),
+        )
+
+    @staticmethod
+    def _account(
+        sequences: dict[int, _Sequence], new: Sequence[tuple[int, int]], last: int, shared: int
+    ) -> None:
+        """Count `last` (1: each new sequence evaluates its last prompt token) and the
+        shared part for the group's first sequence; the rests were counted as planned."""
+        for seq in sequences.values():
+            seq.evaluated += last
+        sequences[new[0][0]].evaluated += shared
+
+
+def decode_group(
     engine: Decoding,
-    sequences: Sequence[tuple[int, int, int, int]],
+    prompts: Sequence[Sequence[int]],
+    shared: int,
+    width: int,
+    hold: bool,
     sampling: SamplingParams,
     seeds: Sequence[int],
     stop: Sequence[str],
     cancel: threading.Event | None,
     started: float,
+    evaluated_shared: int,
 ) -> Generator[BatchEvent, None, None]:
-    """Sample sequences that are already evaluated up to their prompts, until each ends.
+    """Sample one sequence per prompt, at most `width` at a time, until each ends.
 
-    `sequences[i]` is (row, position, prompt_tokens, evaluated): the logits row of the
-    last decode to sample its first token from, the position of that token, its prompt
-    size and the prompt tokens evaluated for it. Sequence i is llama.cpp sequence id i.
+    Llama.cpp sequence 0 holds the prompts' shared part (`shared` tokens), evaluated just
+    before (its last logits are the last row when every prompt is exactly that part).
+    Sequences 1..width are the slots: the requests take them in order, and as one ends
+    the next request waiting takes its slot (its cells are dropped then), so the batch
+    stays full while requests wait. Each new sequence copies the shared cells, evaluates
+    the rest of its prompt (or copies it from the holder, sequence width + 1, when the
+    request before had the same prompt) and its last prompt token joins the next step.
+    Everything here depends on the prompts, seeds and width alone, so the same group
+    gives the same texts whatever ran before.
     """
-    import llama_cpp
-
-    ctx = engine.llama.ctx
-    n_vocab = int(engine.llama.n_vocab())
-    live = [
-        _Sequence(
-            i,
-            sampler_chain(sampling, seed, n_vocab),
-            RepeatPenalty(sampling.repeat_penalty),
-            StopStringStream(stop),
-            n,
-            done,
-            row,
-            pos,
-        )
-        for i, ((row, pos, n, done), seed) in enumerate(zip(sequences, seeds, strict=True))
-    ]
-    batch = llama_cpp.llama_batch_init(max(1, len(live)), 0, 1)
+    group = _Group(engine, prompts, shared, width, hold, sampling, seeds, stop)
+    waiting = deque(range(len(prompts)))
+    first = True
     try:
-        while live:
-            going: list[_Sequence] = []
-            for seq in live:
-                finish, text = _sample_one(engine, n_vocab, seq, sampling.max_tokens, cancel)
+        while True:
+            new: list[tuple[int, int]] = []
+            if is_cancelled(cancel):
+                while waiting:
+                    index = waiting.popleft()
+                    result = cancelled_before_start(started, prompt_tokens=len(prompts[index]))
+                    yield BatchDone(index, result)
+            else:
+                free = [slot for slot in range(1, width + 1) if slot not in group.live]
+                while waiting and len(new) < len(free):
+                    index = waiting.popleft()
+                    new.append((free[len(new)], index))
+                    yield BatchStarted(index)
+            if not group.live and not new:
+                break
+            if new:
+                upcoming = group.prompts[waiting[0]] if waiting else None
+                group.start(new, upcoming, first, evaluated_shared)
+                first = False
+            else:
+                group.step()
+            for slot in sorted(group.live):
+                seq = group.live[slot]
+                finish, text = _sample_one(engine, group.n_vocab, seq, sampling.max_tokens, cancel)
                 if finish is not None:
                     text += seq.stream.finish()
                 if text:
                     yield BatchText(seq.index, text)
-                if finish is None:
-                    going.append(seq)
-                else:
+                if finish is not None:
+                    del group.live[slot]
                     yield BatchDone(seq.index, _result(seq, finish, started))
-            live = going
-            if not live:
-                break
-            batch.n_tokens = len(live)
-            for row, seq in enumerate(live):
-                batch.token[row] = seq.tokens[-1]
-                batch.pos[row] = seq.position
-                batch.n_seq_id[row] = 1
-                batch.seq_id[row][0] = seq.index
-                batch.logits[row] = True
-                seq.row = row
-                seq.position += 1
-            code = llama_cpp.llama_decode(ctx, batch)
-            if code != 0:
-                raise RuntimeError(f"llama_decode returned {code} decoding a batch")
     finally:
-        llama_cpp.llama_batch_free(batch)
-        for seq in live:
-            if seq.sampler is not None:
-                llama_cpp.llama_sampler_free(seq.sampler)
+        group.close()
 
 
 def _sample_one(

@@ -161,7 +161,8 @@ def _import_llama_cpp() -> Any:
     return llama_cpp
 
 
-# Sequences a context holds at once (`n_seq_max`): the most `--batch` decodes together.
+# The most sequences `--batch` decodes together. A context holds two more (`n_seq_max`):
+# the shared prompt (sequence 0) and a holder for a prompt's rest (batched.py).
 MAX_SEQUENCES = 64
 _LLAMA_CLASS: Any = None
 
@@ -180,6 +181,11 @@ def _llama_class(llama_cpp: Any) -> Any:
         class _Llama(llama_cpp.Llama):  # type: ignore[misc]
             def __init__(self, *args: Any, use_extra_bufts: bool, **kwargs: Any) -> None:
                 self.__dict__["_persona_extra_bufts"] = use_extra_bufts
+                # llama.cpp reserves an output row per sequence in a micro-batch and
+                # aborts when a context has more sequences than that (n_ctx under 66).
+                rows = [kwargs.get(k) or 512 for k in ("n_batch", "n_ubatch")]
+                rows.append(kwargs.get("n_ctx") or MAX_SEQUENCES + 2)  # 0: the model's
+                self.__dict__["_persona_seq_max"] = min(MAX_SEQUENCES + 2, *rows)
                 super().__init__(*args, **kwargs)
 
             @property
@@ -191,7 +197,7 @@ def _llama_class(llama_cpp: Any) -> Any:
                 # Room for batched decoding (batched.py): sequences share one KV cache of
                 # n_ctx cells. A single sequence computes exactly as with n_seq_max = 1
                 # (tests/unit/test_batched.py).
-                params.n_seq_max = MAX_SEQUENCES
+                params.n_seq_max = self.__dict__["_persona_seq_max"]
                 params.kv_unified = True
                 self.__dict__["_persona_context_params"] = params
 

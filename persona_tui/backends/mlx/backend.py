@@ -23,11 +23,13 @@ import os
 import threading
 import time
 from collections.abc import Generator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from persona_tui.backends.base import (
     BatchEvent,
+    BatchStarted,
     ChatMessage,
     GenerationRequest,
     GenerationResult,
@@ -396,23 +398,40 @@ class MlxBackend:
         return self._max_batch
 
     def generate_batch(
-        self, requests: Sequence[GenerationRequest], cancel: threading.Event | None = None
+        self,
+        requests: Sequence[GenerationRequest],
+        cancel: threading.Event | None = None,
+        width: int | None = None,
     ) -> Generator[BatchEvent, None, None]:
-        """Decode one sequence per request together (see backends.base.BatchedGeneration
-        and backends/mlx/batched.py).
+        """Decode one sequence per request, in consecutive batches of `width` (None: all
+        together; see backends.base.BatchedGeneration and backends/mlx/batched.py).
 
-        The part of the prompts all requests share is evaluated once, in the prompt cache
-        `generate` uses (reusing what it holds), and stays cached for the next call.
+        The part of each batch's prompts they all share is evaluated once, in the prompt
+        cache `generate` uses (reusing what it holds), and stays cached for the next call.
+        A batch is not refilled as its sequences end, as llama.cpp's is: mlx-lm's batch
+        generator would take new prompts, but each would then be evaluated on its own.
         """
         requests = list(requests)
         if not requests:
             return
-        first = requests[0]
+        width = len(requests) if width is None else width
         check_batch(
             requests,
+            width,
             self._max_batch,
             f"this MLX backend decodes at most {self._max_batch} sequences together",
         )
+        for begin in range(0, len(requests), width):
+            events = self._one_batch(requests[begin : begin + width], cancel)
+            with contextlib.closing(events):
+                for event in events:
+                    yield replace(event, index=event.index + begin)
+
+    def _one_batch(
+        self, requests: list[GenerationRequest], cancel: threading.Event | None
+    ) -> Generator[BatchEvent, None, None]:
+        """Decode one sequence per request together."""
+        first = requests[0]
         with self._lock:
             self._check_open()
             started = time.perf_counter()
@@ -428,6 +447,8 @@ class MlxBackend:
             if is_cancelled(cancel):
                 yield from cancelled_batch(prompts, started)
                 return
+            for index in range(len(requests)):
+                yield BatchStarted(index)
             try:
                 yield from self._batch_locked(requests, prompts, cancel, started)
             except (RuntimeError, ValueError, OSError, MemoryError) as error:
