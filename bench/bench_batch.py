@@ -1,6 +1,8 @@
-"""Batched decoding: completion tokens/s of a run whose cells' samples are decoded together
-(the default), the same run one by one (`--batch 1`), and llama-cpp-python called directly
-on the same prompts and seeds, for samples = 1, 4, 8, 16 per cell.
+"""Batched decoding: completion tokens/s of a run decoded in batches (the default: as many
+sequences at once as a cell has samples, refilled from the condition's next trials as they
+end), the same run one by one (`--batch 1`), and llama-cpp-python called directly on the
+same prompts and seeds, for samples = 1, 4, 8, 16 per cell. The default run is one
+condition of the scenario with 8 of its probes (those bench_tui.py's documented run uses).
 
 All sides run in this process on one loaded model, side by side in each round, the order
 rotating from round to round so machine load affects them alike; medians over rounds.
@@ -32,6 +34,8 @@ from persona_tui.scenario.parse import load_scenario
 from persona_tui.session.model import Session
 from persona_tui.session.store import load_session
 
+PROBES = "wish,people,other-ais,newcomer,power,friend-mistake,self,stray-animals"
+
 
 def peak_rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -57,7 +61,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="GGUF file (default: the demo model)")
     parser.add_argument("--scenario", default="bully-school-play")
     parser.add_argument("--conditions", default="plays-a-bully")
-    parser.add_argument("--probes", default="wish,newcomer")
+    parser.add_argument("--probes", default=PROBES)
     parser.add_argument("--samples", default="1,4,8,16")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=3)
@@ -112,7 +116,8 @@ def main() -> None:
                         if side == "batched" and n == max(sizes) and not memory:
                             memory = (
                                 f"peak RSS {before:.0f} MB before the first batch of {n}, "
-                                f"{peak_rss_mb():.0f} MB after (batch = {ran.header.plan.batch})"
+                                f"{peak_rss_mb():.0f} MB after (batch = {ran.header.plan.batch}, "
+                                f"{ran.header.plan.batch_cells} cells a group)"
                             )
                     rate = tokens / seconds
                     rates.setdefault((n, side), []).append(rate)

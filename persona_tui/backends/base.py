@@ -254,8 +254,8 @@ class BatchedGeneration(Protocol):
 
     On a CPU a decode step is bound by reading the weights; N sequences per step read
     them once for N tokens. Results depend on which sequences share a batch (the engine
-    rounds differently with the batch shape), so callers fix the composition
-    (run/plan.batch_groups).
+    rounds differently with the batch shape), so callers fix the requests and the width
+    from the plan (run/plan.batch_groups).
     """
 
     @property

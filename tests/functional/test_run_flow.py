@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from textual.app import App, ComposeResult
 from textual.geometry import Region
 
@@ -25,7 +26,18 @@ def responses(path: Path) -> dict[tuple[str, str, int], str]:
     return {(t.condition, t.probe, t.sample): t.response for t in load_session(path).trials}
 
 
-def test_run_streams_columns_and_saves(make_app: Any, ui_home: Path) -> None:
+def test_run_streams_columns_and_saves(
+    make_app: Any, ui_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_flight: list[int] = []  # trials in flight in a column as each one starts there
+    start_trial = ConditionColumn.start_trial
+
+    def counting(column: ConditionColumn, probe_id: str, sample: int) -> None:
+        start_trial(column, probe_id, sample)
+        in_flight.append(column.in_flight)
+
+    monkeypatch.setattr(ConditionColumn, "start_trial", counting)
+
     async def scenario() -> None:
         batches: list[TextBatch] = []
         app = make_app(scenario="small")
@@ -58,6 +70,10 @@ def test_run_streams_columns_and_saves(make_app: Any, ui_home: Path) -> None:
         session = load_session(sessions_in(ui_home)[0])
         assert session.header.status == "complete"
         assert len(session.trials) == 12
+        # A column's three cells are one group, two at a time: a trial starts as another
+        # ends, so no more than two are ever in flight in a column.
+        assert session.header.plan.batch_cells == 3
+        assert len(in_flight) == 12 and max(in_flight) == 2
         # Text reached the widgets in batches, each part belonging to one trial's turn.
         assert batches
         assert {(p.spec.condition, p.spec.probe) for b in batches for p in b.parts} <= {

@@ -378,3 +378,25 @@ def test_demo_batches_are_reproducible_and_read_like_the_model(demo_model: Path)
         assert [r.prompt_tokens_evaluated for r in later][3] == 1
     finally:
         backend.close()
+
+
+def test_a_context_smaller_than_the_sequences_loads_and_decodes(tiny_gguf: Path) -> None:
+    """llama.cpp aborts creating a context with more sequences than a micro-batch has rows:
+    a 32-cell context holds 32 (so batches of 30). In a child process, so that a
+    regression fails this test instead of killing the run."""
+    import subprocess
+    import sys
+
+    code = f"""
+from persona_tui.backends.llamacpp.backend import LlamaCppBackend
+from persona_tui.backends.base import BatchDone, GenerationRequest
+from persona_tui.values import SamplingParams
+backend = LlamaCppBackend.load({str(tiny_gguf)!r}, n_ctx=32, n_threads=1)
+sampling = SamplingParams(max_tokens=3)
+requests = [GenerationRequest("Hi", seed, sampling) for seed in (1, 2)]
+done = [e for e in backend.generate_batch(requests) if isinstance(e, BatchDone)]
+print(backend.max_batch, len(done))
+"""
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.split() == ["30", "2"]

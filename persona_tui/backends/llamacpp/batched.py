@@ -2,18 +2,20 @@
 
 On a CPU a single-sequence decode step is bound by reading the weights; a batch of N
 sequences reads them once for N tokens. `LlamaCppBackend.generate_batch` evaluates the
-prompt the sequences share in sequence 0 (reusing the KV cache as `generate` does), gives
-the other sequences the same cells (`llama_memory_seq_cp`, no copy in a unified cache),
-evaluates each sequence's own rest of the prompt (later turns of a multi-turn probe), and
-then `decode_batch` samples every sequence from its own sampler chain, seeded from its own
-seed, until it ends. A sequence that ends leaves the batch; the others go on.
+prompt the requests share in sequence 0 (reusing the KV cache as `generate` does); then
+`decode_group` decodes up to `width` of them at once, each in its own sequence: it gets
+the shared cells (`llama_memory_seq_cp`, no copy in a unified cache), evaluates its own
+rest of the prompt (a probe's text, later turns of a multi-turn probe) or copies it from
+the request before with the same prompt, and samples from its own sampler chain, seeded
+from its own seed, until it ends. A sequence that ends leaves the batch and the next
+request waiting takes its place, so the batch stays full while requests wait.
 
 llama.cpp rounds differently with the batch shape, so a sequence's text depends on which
-sequences share its batch (not on what ran before): callers fix the composition from the
-cell alone (run/plan.batch_groups). The sampler chain is llama-cpp-python's own for `generate`
-(penalties over the last 64 sampled tokens, top-k, typical 1.0, top-p, min-p, temperature,
-a seeded draw; greedy at temperature 0), so `--batch` changes how tokens are computed, not
-what the sampling parameters mean.
+sequences share its steps (not on what ran before): callers fix the requests and width
+from the plan alone (run/plan.batch_groups). The sampler chain is llama-cpp-python's own
+for `generate` (penalties over the last 64 sampled tokens, top-k, typical 1.0, top-p,
+min-p, temperature, a seeded draw; greedy at temperature 0), so `--batch` changes how
+tokens are computed, not what the sampling parameters mean.
 
 Each draw applies the repeat penalty to the logits row itself (sampling.py's
 `RepeatPenalty`), as one-by-one generation does.
@@ -190,12 +192,12 @@ class _Group:
         for slot, index in new:
             by_prompt.setdefault(tuple(self.prompts[index]), []).append((slot, index))
         sequences = {slot: self._sequence(index) for slot, index in new}
+        self.live.update(sequences)  # from here on, close() frees their samplers
         if first and all(len(tokens) == shared for tokens in by_prompt):
             # Every prompt is the shared one just evaluated: sample from its last row.
             for slot, _ in new:
                 llama_cpp.llama_memory_seq_cp(memory, 0, slot, -1, -1)
             self._account(sequences, new, 0, evaluated_shared)
-            self.live.update(sequences)
             return
         before = _Rows()
         for key, members in by_prompt.items():
@@ -226,7 +228,6 @@ class _Group:
             chunk = before.rows[begin : begin + self.n_batch]
             _decode(llama_cpp, self.ctx, self.batch, chunk, "evaluating prompts")
         self._account(sequences, new, 1, evaluated_shared if first else 0)
-        self.live.update(sequences)
         self.step(new_slots={slot for slot, _ in new})
 
     def step(self, new_slots: set[int] | None = None) -> None:
@@ -316,7 +317,7 @@ def decode_group(
                 upcoming = group.prompts[waiting[0]] if waiting else None
                 group.start(new, upcoming, first, evaluated_shared)
                 first = False
-            else:
+            elif not is_cancelled(cancel):  # cancelled: the draws end them, no step
                 group.step()
             for slot in sorted(group.live):
                 seq = group.live[slot]
