@@ -398,6 +398,63 @@ def test_one_stream_trials_lay_out_nothing_and_restyle_nothing(
     asyncio.run(scenario())
 
 
+def line_text(column: ConditionColumn) -> str:
+    return str(column.query_one(ProbeLine).render())
+
+
+def test_batched_trials_taking_each_other_s_panes_lay_out_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Four sequences at once, a trial of the next probe taking the pane of one that
+    ended: the panes were made with the column, so the screen is never laid out again."""
+    layouts: list[str] = []
+    refresh = Widget.refresh
+
+    def spy_refresh(widget: Widget, *regions: Region, **kwargs: Any) -> Widget:
+        if kwargs.get("layout"):
+            layouts.append(type(widget).__name__)
+        return refresh(widget, *regions, **kwargs)
+
+    class FourApp(App[None]):
+        def compose(self) -> ComposeResult:
+            yield ConditionColumn(SCENARIO, SCENARIO.conditions[0], planned=8, panes=4)
+
+    async def scenario() -> None:
+        app = FourApp()
+        async with app.run_test(size=(60, 30)) as pilot:
+            column = app.query_one(ConditionColumn)
+            assert len(column.panes) == 4 and "-several" in column.classes
+            monkeypatch.setattr(Widget, "refresh", spy_refresh)
+            for sample in range(4):
+                column.start_trial("wish", sample)
+            for step in range(3):
+                for sample in range(4):
+                    column.append_text("wish", sample, 0, f"w{sample}.{step} ")
+                await pilot.pause()
+            column.finish_trial("wish", 2, "done", "stop")
+            column.start_trial("newcomer", 0)  # takes the third pane
+            column.append_text("newcomer", 0, 0, "new")
+            column.append_text("wish", 0, 0, "more")
+            await pilot.pause()
+            titles = [str(pane.border_title) for pane in column.panes]
+            # The probe line names the newest probe; the others' panes name their own.
+            assert line_text(column).startswith("newcomer #1: ")
+            assert titles == [
+                "wish #1 · generating…",
+                "wish #2 · generating…",
+                "#1 · generating…",
+                "wish #4 · generating…",
+            ]
+            assert column.panes[2].text == "new" and column.in_flight == 4
+            for sample in (0, 1, 3):
+                column.finish_trial("wish", sample, "done", "stop")
+            column.finish_trial("newcomer", 0, "new", "stop")
+            await pilot.pause()
+            assert layouts == []
+
+    asyncio.run(scenario())
+
+
 def test_a_long_probe_is_cut_to_the_rows_of_the_probe_line() -> None:
     class LineApp(App[None]):
         def compose(self) -> ComposeResult:

@@ -247,7 +247,7 @@ class RunScreen(Screen[None]):
             conditions = [message.scenario.condition(c) for c in plan.conditions]
             # Awaited, so the columns exist before the next message (a trial start) arrives.
             await columns.mount_all(
-                ConditionColumn(message.scenario, c, per_column) for c in conditions
+                ConditionColumn(message.scenario, c, per_column, plan.batch) for c in conditions
             )
             columns.fit()
             self._columns = {c.condition.id: c for c in columns.query(ConditionColumn)}

@@ -79,9 +79,11 @@ class ResponsePane(StreamView):
         self.trial: TrialId | None = None
         self.turn = 0
         self.group = 0  # the column's trial group this pane was last started in
+        self.state = ""  # what its title says of the trial (generating…, finished, …)
 
     def label(self, scenario: Scenario, state: str, shown_probe: str) -> None:
         """Title the pane with its sample (and probe, unless the column's probe line names it)."""
+        self.state = state
         if self.trial is None:
             return
         probe_id, sample = self.trial
@@ -119,8 +121,17 @@ class ConditionColumn(Vertical):
     ConditionColumn.-several ResponsePane.-active { border-top: solid $primary; }
     """
 
-    def __init__(self, scenario: Scenario, condition: Condition, planned: int) -> None:
-        super().__init__(id=f"column-{condition.id}", classes="condition-column")
+    def __init__(
+        self, scenario: Scenario, condition: Condition, planned: int, panes: int = 1
+    ) -> None:
+        """`panes`: the trials the run decodes at once (the plan's batch), each shown in a
+        pane made now: mounting panes while the run streams would lay the screen out
+        again, a burst of UI-thread work that slows generation on two cores."""
+        super().__init__(
+            id=f"column-{condition.id}",
+            classes="condition-column" + (" -several" if panes > 1 else ""),
+        )
+        self._pane_count = max(1, panes)
         self.scenario = scenario
         self.condition = condition
         self.planned = planned
@@ -136,9 +147,10 @@ class ConditionColumn(Vertical):
         yield Static(inert(framing_summary(self.condition)), classes="column-framing")
         yield ProbeLine(Text("waiting", style="italic"), classes="column-probe")
         with VerticalScroll(classes="column-body", can_focus=False):
-            pane = ResponsePane()
-            self._panes.append(pane)
-            yield pane
+            for _ in range(self._pane_count):
+                pane = ResponsePane()
+                self._panes.append(pane)
+                yield pane
         yield Static(self._status_text("waiting"), classes="column-status")
 
     @property
@@ -165,7 +177,14 @@ class ConditionColumn(Vertical):
         pane.label(self.scenario, state, self._probe_shown)
 
     def _show_probe(self, probe_id: str, sample: int, turn: int) -> None:
-        self._probe_shown = probe_id
+        if probe_id != self._probe_shown:
+            # Panes of the probe named before now need their probe in the title (and
+            # those of the new one no longer do): samples of two probes share the column
+            # when one's sequence takes the place of the other's (batched decoding).
+            self._probe_shown = probe_id
+            for pane in self.panes:
+                if pane.trial is not None and pane.state:
+                    self._label(pane, pane.state)
         probe = self.scenario.probe(probe_id)
         samples = [s for p, s in self._in_flight if p == probe_id]
         several = len(samples) > 1
@@ -216,7 +235,8 @@ class ConditionColumn(Vertical):
         pane.trial, pane.turn, pane.group = (probe_id, sample), 0, self._group
         self._in_flight[(probe_id, sample)] = pane
         pane.clear()
-        pane.display = True
+        if not pane.display:  # setting it again would lay the screen out
+            pane.display = True
         self._show_probe(probe_id, sample, 0)
         self._label(pane, "generating…")
         self._tidy = True
@@ -244,7 +264,8 @@ class ConditionColumn(Vertical):
         if pane is None:
             pane = self._free_pane()
             pane.trial, pane.turn, pane.group = (probe_id, sample), 0, self._group
-            pane.display = True
+            if not pane.display:  # setting it again would lay the screen out
+                pane.display = True
         self._arrange()
         self._mark_panes()
         return pane
