@@ -2,7 +2,7 @@
 
 The runner calls `RunBridge` from the generation thread. Text chunks are accumulated
 per trial and turn and posted at most once per `interval` seconds (10 updates/s by
-default, 5 while several trials stream; one `TextBatch` holding the text of every trial
+default, about 3 while several trials stream; one `TextBatch` holding the text of every trial
 that produced some), so the UI
 never sets the generation speed, however many sequences stream at once (batched decoding
 interleaves the chunks of up to N trials): one message, one wake-up of the UI thread and
@@ -28,10 +28,11 @@ from persona_tui.run.runner import RunEvent, TextChunk
 # a second still read as a smooth stream and cost half of 20 (measured: bench_tui --ui-only).
 FLUSH_INTERVAL = 0.1
 # A repaint costs more with more streams in it (bench_tui --ui-only on the AMX machine:
-# ~5 ms for one stream, ~9.5 ms for eight in one column), so while several trials stream
-# at once (batched decoding) the interval is this many times longer: the UI thread's share
-# of a core stays about the same (~5%) whatever the number of streams.
-SEVERAL_STREAMS_FACTOR = 2
+# ~5 ms for one stream, ~9.5 ms for eight in one column; ~20 ms for eight on the AMD EPYC
+# with the header and titles), so while several trials stream at once (batched decoding)
+# the interval is this many times longer. 3 rather than 2: bench_tui with 8 streams, 3
+# alternated runs each, app/CLI 0.943 against 0.894 (docs/benchmarks.md).
+SEVERAL_STREAMS_FACTOR = 3
 
 
 @dataclass

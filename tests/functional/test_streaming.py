@@ -112,8 +112,8 @@ class FakeClock:
 
 
 def test_bridge_coalesces_interleaved_streams() -> None:
-    """Eight trials decoded together: ~10 posts a second for all of them (half the rate of
-    one stream: a repaint of eight costs about twice one's), not one per token or trial."""
+    """Eight trials decoded together: ~7 posts a second for all of them (a third of the rate
+    of one stream: a repaint of eight costs several of one's), not one per token or trial."""
     posted: list[object] = []
     clock = FakeClock()
     bridge = RunBridge(posted.append, interval=0.05, clock=clock)
@@ -124,8 +124,8 @@ def test_bridge_coalesces_interleaved_streams() -> None:
             bridge(TextChunk(spec, f"t{step} ", 0))
     bridge(RunFinished("complete", 8, 8, 0))
     batches = [m for m in posted if isinstance(m, TextBatch)]
-    assert 8 <= len(batches) <= 11
-    assert sum(len(b.parts) for b in batches) >= 8 * 8  # each post carries all eight streams
+    assert 5 <= len(batches) <= 8
+    assert sum(len(b.parts) for b in batches) >= 5 * 8  # each post carries all eight streams
     for spec in specs:
         text = "".join(p.text for b in batches for p in b.parts if p.spec == spec)
         assert text == "".join(f"t{step} " for step in range(125))

@@ -6,6 +6,7 @@ The tiny GGUF (random weights: ragged texts, end tokens at random steps) and the
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -372,7 +373,11 @@ def test_demo_batches_are_reproducible_and_read_like_the_model(demo_model: Path)
         # after the shared part, or copying it from the holder (the 2nd of each prompt).
         other = "User: Tell me something about the mountains.\nAssistant:"
         group = requests(2, sampling=greedy) + requests(2, prompt=other, sampling=greedy)
+        clock = time.perf_counter()
         later, _ = decode(backend, group, width=1)
+        clock = time.perf_counter() - clock
+        # One at a time: each counts its own seconds, from when it took its place.
+        assert sum(r.seconds for r in later) <= clock
         mountains = backend.generate(GenerationRequest(other, 1, greedy))
         assert [r.text[:8] for r in later] == [alone.text[:8]] * 2 + [mountains.text[:8]] * 2
         assert [r.prompt_tokens_evaluated for r in later][3] == 1

@@ -24,6 +24,7 @@ Each draw applies the repeat penalty to the logits row itself (sampling.py's
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,7 @@ class _Sequence:
     evaluated: int
     row: int  # the row of the last decode whose logits it samples from (-1: the last)
     position: int  # where its next token goes
+    started: float  # perf_counter when it took its slot (the group's start for the first)
     count: int = 0
     tokens: list[int] = field(default_factory=list)
 
@@ -138,6 +140,7 @@ class _Group:
         sampling: SamplingParams,
         seeds: Sequence[int],
         stop: Sequence[str],
+        started: float,
     ) -> None:
         import llama_cpp
 
@@ -155,6 +158,7 @@ class _Group:
         self.sampling = sampling
         self.seeds = seeds
         self.stop = stop
+        self.started = started
         self.live: dict[int, _Sequence] = {}  # slot (llama.cpp sequence id) -> sequence
         self.used: set[int] = set()  # slots whose cells are still in the cache
         self.batch = llama_cpp.llama_batch_init(max(self.n_batch, width), 0, width + 1)
@@ -191,7 +195,8 @@ class _Group:
         by_prompt: dict[tuple[int, ...], list[tuple[int, int]]] = {}
         for slot, index in new:
             by_prompt.setdefault(tuple(self.prompts[index]), []).append((slot, index))
-        sequences = {slot: self._sequence(index) for slot, index in new}
+        now = self.started if first else time.perf_counter()
+        sequences = {slot: self._sequence(index, now) for slot, index in new}
         self.live.update(sequences)  # from here on, close() frees their samplers
         if first and all(len(tokens) == shared for tokens in by_prompt):
             # Every prompt is the shared one just evaluated: sample from its last row.
@@ -245,7 +250,7 @@ class _Group:
         if final.rows:
             _decode(self.llama_cpp, self.ctx, self.batch, final.rows, "decoding a batch")
 
-    def _sequence(self, index: int) -> _Sequence:
+    def _sequence(self, index: int, started: float) -> _Sequence:
         tokens = self.prompts[index]
         return _Sequence(
             index,
@@ -256,6 +261,7 @@ class _Group:
             0,
             -1,
             len(tokens),
+            started,
         )
 
     @staticmethod
@@ -294,7 +300,7 @@ def decode_group(
     Everything here depends on the prompts, seeds and width alone, so the same group
     gives the same texts whatever ran before.
     """
-    group = _Group(engine, prompts, shared, width, hold, sampling, seeds, stop)
+    group = _Group(engine, prompts, shared, width, hold, sampling, seeds, stop, started)
     waiting = deque(range(len(prompts)))
     first = True
     try:
@@ -328,7 +334,7 @@ def decode_group(
                     yield BatchText(seq.index, text)
                 if finish is not None:
                     del group.live[slot]
-                    yield BatchDone(seq.index, _result(seq, finish, started))
+                    yield BatchDone(seq.index, _result(seq, finish, seq.started))
     finally:
         group.close()
 
