@@ -52,7 +52,13 @@ from persona_tui.backends.common import (
     template_sha256,
 )
 from persona_tui.backends.cpu_load import ThreadGovernor
-from persona_tui.backends.llamacpp.batched import Decoding, decode_group, group_width, shared_end
+from persona_tui.backends.llamacpp.batched import (
+    Decoding,
+    GroupPlan,
+    decode_group,
+    group_width,
+    shared_end,
+)
 from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix, split_points
 from persona_tui.backends.llamacpp.gguf_header import GGUFHeader, read_gguf_header
 from persona_tui.backends.llamacpp.load import (
@@ -485,19 +491,9 @@ class LlamaCppBackend:
             finally:
                 self._plan = ()
             engine = Decoding(llama, self._piece, self._is_end)
-            yield from decode_group(
-                engine,
-                prompts,
-                shared,
-                width,
-                hold,
-                sampling,
-                [r.seed for r in requests],
-                requests[0].stop,
-                cancel,
-                started,
-                shared - keep,
-            )
+            seeds = [r.seed for r in requests]
+            plan = GroupPlan(prompts, seeds, shared, width, hold, sampling, requests[0].stop)
+            yield from decode_group(engine, plan, cancel, started, shared - keep)
         finally:
             # Keep the shared prompt in sequence 0 for the next call; the group dropped
             # its own sequences.

@@ -127,21 +127,25 @@ def _decode(llama_cpp: Any, ctx: Any, batch: Any, rows: Sequence[Any], what: str
         raise RuntimeError(f"llama_decode returned {code} {what}")
 
 
+@dataclass(frozen=True)
+class GroupPlan:
+    """What `decode_group` decodes: one sequence per prompt (each with its seed), `width` at
+    a time, after the `shared` tokens every prompt starts with (in sequence 0); `hold`:
+    whether the context has room for the holder (`group_width`)."""
+
+    prompts: Sequence[Sequence[int]]
+    seeds: Sequence[int]
+    shared: int
+    width: int
+    hold: bool
+    sampling: SamplingParams
+    stop: Sequence[str]
+
+
 class _Group:
     """The KV cache and samplers of a group being decoded (see `decode_group`)."""
 
-    def __init__(
-        self,
-        engine: Decoding,
-        prompts: Sequence[Sequence[int]],
-        shared: int,
-        width: int,
-        hold: bool,
-        sampling: SamplingParams,
-        seeds: Sequence[int],
-        stop: Sequence[str],
-        started: float,
-    ) -> None:
+    def __init__(self, engine: Decoding, plan: GroupPlan, started: float) -> None:
         import llama_cpp
 
         self.llama_cpp = llama_cpp
@@ -150,14 +154,14 @@ class _Group:
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.n_vocab = int(engine.llama.n_vocab())
         self.n_batch = max(1, int(engine.llama.n_batch))
-        self.prompts = [list(tokens) for tokens in prompts]
-        self.shared = shared
-        self.width = width
-        self.holder = width + 1 if hold else 0  # 0: no holder
+        self.prompts = [list(tokens) for tokens in plan.prompts]
+        self.shared = plan.shared
+        self.width = width = plan.width
+        self.holder = width + 1 if plan.hold else 0  # 0: no holder
         self.held: list[int] | None = None  # the prompt whose rest the holder keeps
-        self.sampling = sampling
-        self.seeds = seeds
-        self.stop = stop
+        self.sampling = plan.sampling
+        self.seeds = plan.seeds
+        self.stop = plan.stop
         self.started = started
         self.live: dict[int, _Sequence] = {}  # slot (llama.cpp sequence id) -> sequence
         self.used: set[int] = set()  # slots whose cells are still in the cache
@@ -277,13 +281,7 @@ class _Group:
 
 def decode_group(
     engine: Decoding,
-    prompts: Sequence[Sequence[int]],
-    shared: int,
-    width: int,
-    hold: bool,
-    sampling: SamplingParams,
-    seeds: Sequence[int],
-    stop: Sequence[str],
+    plan: GroupPlan,
     cancel: threading.Event | None,
     started: float,
     evaluated_shared: int,
@@ -300,7 +298,8 @@ def decode_group(
     Everything here depends on the prompts, seeds and width alone, so the same group
     gives the same texts whatever ran before.
     """
-    group = _Group(engine, prompts, shared, width, hold, sampling, seeds, stop, started)
+    group = _Group(engine, plan, started)
+    prompts, width, max_tokens = plan.prompts, plan.width, plan.sampling.max_tokens
     waiting = deque(range(len(prompts)))
     first = True
     try:
@@ -327,7 +326,7 @@ def decode_group(
                 group.step()
             for slot in sorted(group.live):
                 seq = group.live[slot]
-                finish, text = _sample_one(engine, group.n_vocab, seq, sampling.max_tokens, cancel)
+                finish, text = _sample_one(engine, group.n_vocab, seq, max_tokens, cancel)
                 if finish is not None:
                     text += seq.stream.finish()
                 if text:
