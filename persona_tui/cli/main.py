@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch",
         type=int,
         metavar="N",
-        help="samples of a cell decoded together (llama.cpp; default: the whole cell, "
-        "1: one by one); recorded in the session, since results depend on it",
+        help="sequences decoded at once (llama.cpp; default: a cell's samples, 1: one by "
+        "one); as one ends, the condition's next trial takes its place; recorded in the "
+        "session, since results depend on it",
     )
     run.add_argument(
         "--adapters",
