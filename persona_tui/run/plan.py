@@ -49,8 +49,8 @@ class RunOptions:
     temperature: float | None = None
     conditions: Sequence[str] | None = None
     probes: Sequence[str] | None = None
-    # Sequences decoded together (None: a whole cell's samples, as many as the backend
-    # takes; 1: one by one).
+    # Sequences decoded at once (None: as many as a cell has samples, as many as the
+    # backend takes; 1: one by one).
     batch: int | None = None
 
 
@@ -83,8 +83,8 @@ def make_plan(
     scenario: Scenario, options: RunOptions, mode: ResolvedMode, max_batch: int = 1
 ) -> Plan:
     """What to run: selected conditions and probes, samples per cell, seed, prompt mode, and
-    how many of a cell's samples are decoded together (at most `max_batch`, what the
-    backend takes; 1 for a backend that decodes one sequence at a time)."""
+    how many sequences are decoded at once (at most `max_batch`, what the backend takes;
+    1 for a backend that decodes one sequence at a time) in groups of how many cells."""
     samples = scenario.sampling.samples if options.samples is None else options.samples
     if samples < 1:
         raise PersonaError("--samples must be at least 1")
@@ -107,8 +107,8 @@ def make_plan(
 
 
 def batch_size(wanted: int | None, samples: int, max_batch: int) -> int:
-    """Sequences decoded together: `wanted` (None: all of a cell's samples), at most
-    `max_batch` and never more than a cell has."""
+    """Sequences decoded at once: `wanted` (None: a cell's samples), at most `max_batch`.
+    More than a cell has decodes several cells' trials at once (a group spans cells)."""
     if wanted is not None and wanted < 1:
         raise PersonaError("--batch must be at least 1")
     if wanted is not None and wanted > 1 and max_batch <= 1:
@@ -118,7 +118,7 @@ def batch_size(wanted: int | None, samples: int, max_batch: int) -> int:
         )
     if wanted is not None and wanted > max_batch:
         raise PersonaError(f"--batch {wanted} is more than this backend takes ({max_batch})")
-    return min(samples, max_batch if wanted is None else wanted)
+    return min(samples, max_batch) if wanted is None else wanted
 
 
 # A group of cells decoded together holds about this many times `batch` trials: enough

@@ -340,7 +340,21 @@ def test_batch_needs_a_backend_that_decodes_together() -> None:
     assert batch_size(None, 5, 1) == 1
     assert batch_size(None, 5, 64) == 5
     assert batch_size(3, 5, 64) == 3
+    assert batch_size(8, 1, 64) == 8  # one sample a cell: eight cells' trials at once
     with pytest.raises(PersonaError, match="--batch 4 needs a backend"):
         batch_size(4, 5, 1)
     with pytest.raises(PersonaError, match="at least 1"):
         batch_size(0, 5, 64)
+
+
+def test_a_batch_wider_than_a_cell_decodes_several_cells_at_once(
+    backend: LlamaCppBackend, tmp_path: Path
+) -> None:
+    """One sample a cell, --batch 3, two probes: each condition's two cells together."""
+    options = RunOptions(samples=1, batch=3, probes=["wish", "newcomer"])
+    path = run_once(backend, tmp_path / "wide.toml", options)
+    plan = load_session(path).header.plan
+    assert (plan.batch, plan.batch_cells) == (3, 2)
+    stored = {t.key: t.response for t in load_session(path).trials}
+    direct = direct_texts(backend, path, batched=True)
+    assert len(direct) == 4 and all(stored[key] == text for key, text in direct.items())
