@@ -20,10 +20,10 @@ from pathlib import Path
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.models.discovery import demo_model_path
 from persona_tui.run.lifecycle import create_session
+from persona_tui.run.options import score_options, scored_text
 from persona_tui.run.plan import RunOptions
-from persona_tui.run.runner import first_turn_prompt
+from persona_tui.run.prompts import first_turn_prompt
 from persona_tui.scenario.parse import parse_scenario
-from persona_tui.scoring.options import score_options, scored_text
 
 FRAMING = (
     "The following is the transcript of a rehearsal of a school play. The assistant plays "

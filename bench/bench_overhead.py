@@ -17,9 +17,10 @@ from pathlib import Path
 
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.models.discovery import demo_model_path
+from persona_tui.run.events import RunEvent, TrialFinished
 from persona_tui.run.lifecycle import create_session
 from persona_tui.run.plan import RunOptions
-from persona_tui.run.runner import RunEvent, Runner, TrialFinished
+from persona_tui.run.runner import Runner
 from persona_tui.scenario.catalog import resolve_scenario
 from persona_tui.scenario.parse import load_scenario
 from persona_tui.session.store import load_session

@@ -130,8 +130,8 @@ async def measure_streaming(
 
     from textual.app import App, ComposeResult
 
+    from persona_tui.run.events import TextChunk
     from persona_tui.run.plan import TrialSpec
-    from persona_tui.run.runner import TextChunk
     from persona_tui.ui.run_bridge import RunBridge, TextBatch
     from persona_tui.ui.widgets.condition_column import ConditionColumn
     from persona_tui.ui.widgets.side_by_side import SideBySide

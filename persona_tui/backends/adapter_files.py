@@ -6,7 +6,7 @@ llama.cpp applies a LoRA adapter GGUF: the adapter is the file (`adapter.gguf`, 
 takes): the adapter is the folder (DIR/<condition>/mlx/). Either way one file holds the
 weights, and its sha256 is what a session records of the adapter and checks on resume.
 
-Finding, recording and checking adapters (training/adapters.py, run/lifecycle.py) is one
+Finding, recording and checking adapters (run/adapters.py) is one
 code path over these records, the kind of file being data. Standard library only.
 """
 
@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persona_tui.backend_names import LLAMA_CPP, MLX
+
+# The training record `persona-tui train` leaves in each condition folder, beside the
+# adapter: what a run copies into the session and checks the adapter against.
+TRAINING_RECORD = "training.toml"
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ SIGINT/SIGTERM cancel the current trial; every finished trial is already saved a
 session is left `interrupted`, ready for `--resume`.
 
 After sampling, the answer options of the scenario's probes are scored (likelihood probes,
-scoring/options.py), each (condition, probe) cell saved as it is done; `--no-score` skips
+run/options.py), each (condition, probe) cell saved as it is done; `--no-score` skips
 that pass and `--no-sample` skips sampling. `--resume` completes both.
 """
 
@@ -16,7 +16,6 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 
 from rich.console import Console
@@ -31,37 +30,30 @@ from rich.progress import (
 )
 
 from persona_tui.errors import PersonaError
-from persona_tui.models.config import Config, load_config
-from persona_tui.models.load import load_model
-from persona_tui.run.lifecycle import create_session, resume_session
-from persona_tui.run.plan import RunOptions
-from persona_tui.run.runner import (
-    RunControl,
+from persona_tui.models.config import load_config
+from persona_tui.run.adapters import parse_adapters_option
+from persona_tui.run.events import (
+    OptionsFinished,
+    OptionsProgress,
+    OptionsStarted,
     RunEvent,
     RunFinished,
-    Runner,
     RunStarted,
     TrialFailed,
     TrialFinished,
     TrialStarted,
 )
+from persona_tui.run.finish import finish_run
+from persona_tui.run.lifecycle import RunRequest, open_run
+from persona_tui.run.plan import RunOptions
+from persona_tui.run.runner import RunControl
 from persona_tui.scenario.catalog import resolve_scenario
 from persona_tui.scenario.parse import load_scenario
-from persona_tui.scoring.options import (
-    OPTIONS_UNSUPPORTED,
-    OptionsProgress,
-    OptionsSummary,
-    can_score_options,
-    option_cells,
-    score_options,
-)
-from persona_tui.session.model import SessionStatus
-from persona_tui.session.store import SessionStore
-from persona_tui.training.adapters import parse_adapters_option, study_adapters
 
 
 class ProgressReporter:
-    """Turns runner events into a rich progress bar (TTY) or plain lines (pipes, CI)."""
+    """Turns a run's events into rich progress bars (TTY) or plain lines (pipes, CI): the
+    trials, then the option pass."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
@@ -69,6 +61,7 @@ class ProgressReporter:
         self.task: TaskID | None = None
         self.tokens = 0
         self.clock = time.perf_counter()
+        self.options: OptionsReporter | None = None  # while the option pass runs
 
     def __call__(self, event: RunEvent) -> None:
         if isinstance(event, RunStarted):
@@ -123,6 +116,17 @@ class ProgressReporter:
                 + (f", {event.failed} failed" if event.failed else ""),
                 highlight=False,
             )
+        elif isinstance(event, OptionsStarted):
+            self.options = OptionsReporter(self.console, event.total, event.done)
+        elif isinstance(event, OptionsProgress):
+            if self.options is not None:
+                self.options(event)
+        elif isinstance(event, OptionsFinished):
+            if self.options is not None:
+                self.options.finish(event)
+                self.options = None
+            elif not event.failed:  # a failure reaches the caller as an error
+                self.console.print(event.note, highlight=False, markup=False)
 
 
 class OptionsReporter:
@@ -168,9 +172,12 @@ class OptionsReporter:
                 highlight=False,
             )
 
-    def finish(self, summary: OptionsSummary) -> None:
+    def finish(self, event: OptionsFinished) -> None:
         if self.progress is not None:
             self.progress.stop()
+        summary = event.summary
+        if summary is None:  # the pass failed: the error reaches the caller
+            return
         state = "complete" if summary.complete else "interrupted"
         self.console.print(
             f"options {state}: {summary.done}/{summary.total} cells", highlight=False
@@ -190,93 +197,54 @@ def cancel_on_signals(control: RunControl) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _open(args: argparse.Namespace, config: Config) -> tuple[Runner, SessionStore]:
-    if args.adapters and args.resume is not None:
-        raise PersonaError("--adapters is for a new run; a resumed session uses its own")
-    if args.resume is not None:
-        scenario, store, backend = resume_session(
-            args.resume,
-            lambda ref: load_model(ref, config, args.threads, args.backend, args.repack),
-            args.model,
-        )
-        return Runner(scenario, backend, store), store
-    if not args.scenario:
-        raise PersonaError("name a scenario to run (a file or an id; see `persona-tui scenarios`)")
-    scenario = load_scenario(resolve_scenario(args.scenario))
-    backend = load_model(
-        args.model or config.default_model, config, args.threads, args.backend, args.repack
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """What `persona-tui run` was asked to run."""
+    scenario = None
+    if args.resume is None and args.scenario:
+        scenario = load_scenario(resolve_scenario(args.scenario))
+    return RunRequest(
+        config=load_config(),
+        scenario=scenario,
+        resume=args.resume,
+        model=args.model,
+        backend=args.backend,
+        threads=args.threads,
+        repack=args.repack,
+        options=RunOptions(
+            samples=args.samples,
+            seed=args.seed,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            conditions=args.conditions,
+            probes=args.probes,
+            batch=args.batch,
+        ),
+        out=args.out,
+        adapters=parse_adapters_option(args.adapters) if args.adapters else {},
     )
-    options = RunOptions(
-        samples=args.samples,
-        seed=args.seed,
-        max_tokens=args.max_tokens,
-        temperature=args.temperature,
-        conditions=args.conditions,
-        probes=args.probes,
-        batch=args.batch,
-    )
-    try:
-        adapters = study_adapters(
-            scenario,
-            Path(backend.info.path),
-            backend.info.sha256,
-            parse_adapters_option(args.adapters) if args.adapters else None,
-            args.conditions,
-            backend=backend.info.backend,
-        )
-        store = create_session(scenario, backend, options, args.out, adapters)
-    except BaseException:
-        backend.close()
-        raise
-    return Runner(scenario, backend, store), store
-
-
-def score_session(
-    runner: Runner, store: SessionStore, console: Console, control: RunControl
-) -> OptionsSummary:
-    cells = option_cells(runner.scenario, store.session.header.plan)
-    reporter = OptionsReporter(console, len(cells), len(store.session.option_cells))
-    summary = score_options(runner.scenario, runner.backend, store, reporter, control.cancelled)
-    reporter.finish(summary)
-    return summary
 
 
 def run_headless(args: argparse.Namespace) -> int:
     """Run (or resume) a session; exit 0 complete, 1 trials failed, 130 interrupted."""
     if args.no_sample and args.no_score:
         raise PersonaError("--no-sample and --no-score leave nothing to do; drop one of them")
-    config = load_config()
     console = Console(stderr=True)
-    runner, store = _open(args, config)
+    reporter = ProgressReporter(console)
     control = RunControl()
-    score = not args.no_score and bool(option_cells(runner.scenario, store.session.header.plan))
-    try:
-        if score and not can_score_options(runner.backend):
-            if args.no_sample:
-                raise PersonaError(OPTIONS_UNSUPPORTED)
-            console.print(f"options not scored: {OPTIONS_UNSUPPORTED}", highlight=False)
-            score = False
-        with cancel_on_signals(control):
-            status: SessionStatus = "complete"
-            if not args.no_sample:
-                status = runner.run(ProgressReporter(console), control, parallel=args.parallel)
-            scored = score and not control.cancelled.is_set()
-            if scored and not score_session(runner, store, console, control).complete:
-                status = "interrupted"
-            if status == "complete" or control.cancelled.is_set():
-                # The file says what is left to do: trials (skipped by --no-sample) or options.
-                unsampled = len(store.session.trials) < store.session.header.plan.total
-                saved: SessionStatus = "interrupted" if unsampled else status
-                if saved != store.session.header.status:
-                    store.set_status(saved)
-        session = store.session
-    finally:
-        store.close()
-        runner.backend.close()
-    print(session.path)
-    if status == "complete":
+    with open_run(run_request(args), reporter) as run, cancel_on_signals(control):
+        outcome = finish_run(
+            run,
+            reporter,
+            control,
+            sample=not args.no_sample,
+            score=not args.no_score,
+            parallel=args.parallel,
+        )
+        path = run.store.session.path
+    print(path)
+    if outcome.status == "complete":
         return 0
-    if control.cancelled.is_set():
-        console.print(f"resume with: persona-tui run --resume {session.path}", highlight=False)
+    if outcome.cancelled:
+        console.print(f"resume with: persona-tui run --resume {path}", highlight=False)
         return 130
     return 1

@@ -72,10 +72,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     )
     from persona_tui.errors import PersonaError
     from persona_tui.models.config import load_config
+    from persona_tui.run.adapters import default_output
     from persona_tui.scenario.catalog import resolve_scenario
     from persona_tui.scenario.parse import load_scenario
     from persona_tui.training.deps import require_training
-    from persona_tui.training.locate import default_output, training_model_path
+    from persona_tui.training.locate import training_model_path
     from persona_tui.training.study import train_study
 
     if args.no_sample and args.no_score:
@@ -162,59 +163,35 @@ def _probe(
 ) -> tuple[Path, str]:
     """Sample and score the study into `session_path` (resumed when it exists); the session
     file and "complete", "interrupted" or "failed"."""
-    from persona_tui.backend_names import LLAMA_CPP, MLX
-    from persona_tui.cli.run import ProgressReporter, cancel_on_signals, score_session
+    from persona_tui.backends.detect import detect_backend
+    from persona_tui.cli.run import ProgressReporter, cancel_on_signals
     from persona_tui.models.config import load_config
-    from persona_tui.models.load import load_model
-    from persona_tui.run.lifecycle import create_session, resume_session
+    from persona_tui.run.finish import finish_run
+    from persona_tui.run.lifecycle import RunRequest, open_run
     from persona_tui.run.plan import RunOptions
-    from persona_tui.run.runner import RunControl, Runner
-    from persona_tui.scoring.options import can_score_options, option_cells
-    from persona_tui.training.adapters import study_adapters
+    from persona_tui.run.runner import RunControl
 
-    config = load_config()
-    # The engine the adapters were trained for: mlx-lm's on an MLX folder, else llama.cpp's.
-    engine = MLX if model_path.is_dir() else LLAMA_CPP
-
-    def load(ref: str) -> Any:
-        return load_model(ref, config, None, engine)
-
-    if session_path.is_file():
+    resume = session_path.is_file()
+    if resume:
         console.print(f"resuming {session_path}", highlight=False, markup=False)
-        scenario, store, backend = resume_session(session_path, load, str(model_path))
-    else:
-        backend = load(str(model_path))
-        try:
-            records = study_adapters(
-                scenario, model_path, backend.info.sha256, adapters, backend=engine
-            )
-            options = RunOptions(
-                samples=args.samples, max_tokens=args.max_tokens, probes=args.probes
-            )
-            store = create_session(scenario, backend, options, session_path, records)
-        except BaseException:
-            backend.close()
-            raise
-    runner = Runner(scenario, backend, store)
+    request = RunRequest(
+        config=load_config(),
+        scenario=None if resume else scenario,
+        resume=session_path if resume else None,
+        model=str(model_path),
+        # The engine the adapters were trained for: mlx-lm's on an MLX folder, else llama.cpp.
+        backend=detect_backend(str(model_path)),
+        options=RunOptions(samples=args.samples, max_tokens=args.max_tokens, probes=args.probes),
+        out=session_path,
+        adapters={} if resume else adapters,
+    )
+    reporter = ProgressReporter(console)
     control = RunControl()
-    status: str = "complete"
-    try:
-        with cancel_on_signals(control):
-            if not args.no_sample:
-                status = runner.run(ProgressReporter(console), control)
-                if status != "complete" and not control.cancelled.is_set():
-                    status = "failed"  # some trials failed (each was reported)
-            plan = store.session.header.plan
-            score = not args.no_score and bool(option_cells(scenario, plan))
-            score = score and status == "complete" and can_score_options(backend)
-            if score and not score_session(runner, store, console, control).complete:
-                status = "interrupted"
-        if control.cancelled.is_set():
-            status = "interrupted"
-        elif status == "complete" and len(store.session.trials) < plan.total:
-            store.set_status("interrupted")  # --no-sample: the trials are still to do
-        path = store.session.path
-    finally:
-        store.close()
-        backend.close()
-    return path, status
+    with open_run(request, reporter) as run, cancel_on_signals(control):
+        outcome = finish_run(
+            run, reporter, control, sample=not args.no_sample, score=not args.no_score
+        )
+        path = run.store.session.path
+    if outcome.cancelled:
+        return path, "interrupted"
+    return path, "failed" if outcome.failed else outcome.status

@@ -259,10 +259,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from persona_tui.models.config import load_config
+    from persona_tui.run.adapters import default_output
     from persona_tui.scenario.catalog import resolve_scenario
     from persona_tui.scenario.parse import load_scenario
     from persona_tui.training.deps import require_training
-    from persona_tui.training.locate import default_output, training_model_path
+    from persona_tui.training.locate import training_model_path
     from persona_tui.training.study import train_study
 
     params = training_params(args)

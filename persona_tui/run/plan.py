@@ -10,8 +10,9 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from persona_tui.backends.base import Backend, BatchedGeneration
 from persona_tui.errors import PersonaError
-from persona_tui.run.prompts import ResolvedMode, stop_strings
+from persona_tui.run.prompts import ResolvedMode, first_turn_prompt, stop_strings
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import Plan, TrialKey
 from persona_tui.values import SamplingParams
@@ -80,21 +81,38 @@ def effective_sampling(scenario: Scenario, options: RunOptions) -> SamplingParam
 
 
 def make_plan(
-    scenario: Scenario, options: RunOptions, mode: ResolvedMode, max_batch: int = 1
-) -> Plan:
-    """What to run: selected conditions and probes, samples per cell, seed, prompt mode, and
-    how many sequences are decoded at once (at most `max_batch`, what the backend takes;
-    1 for a backend that decodes one sequence at a time) in groups of how many cells."""
+    scenario: Scenario, options: RunOptions, mode: ResolvedMode, backend: Backend | None = None
+) -> tuple[Plan, SamplingParams]:
+    """The plan of a run and its sampling parameters, computed once from everything that
+    bounds them: the scenario, the options, and the backend (None: one sequence at a time).
+
+    What to run: selected conditions and probes, samples per cell, seed, prompt mode, and
+    `batch`, how many sequences are decoded at once: `options.batch` (None: a cell's
+    samples), at most what the backend takes and what fits its context, in groups of
+    `batch_cells` cells. Recorded in the session as `[plan]` and `[sampling]`.
+    """
+    sampling = effective_sampling(scenario, options)
     samples = scenario.sampling.samples if options.samples is None else options.samples
     if samples < 1:
         raise PersonaError("--samples must be at least 1")
-    batch = batch_size(options.batch, samples, max_batch)
+    most = backend.max_batch if isinstance(backend, BatchedGeneration) else 1
+    batch = batch_size(options.batch, samples, most)
     conditions = _select("condition", options.conditions, [c.id for c in scenario.conditions])
     probes = _select("probe", options.probes, [p.id for p in scenario.probes])
     seed = scenario.sampling.seed if options.seed is None else options.seed
     if seed < 0:
         raise PersonaError("--seed must be 0 or more")
-    return Plan(
+    if batch > 1 and backend is not None:
+        fits = batch_in_context(scenario, mode, backend, conditions, probes, sampling.max_tokens)
+        if options.batch is not None and fits < options.batch:
+            raise PersonaError(
+                f"--batch {options.batch} does not fit the model's context of "
+                f"{backend.info.context_length} tokens with max_tokens {sampling.max_tokens}: "
+                f"at most {fits} sequences of the longest cell fit; use --batch with fewer, "
+                "lower max_tokens, or give the model a larger context (n_ctx)"
+            )
+        batch = min(batch, fits)
+    plan = Plan(
         conditions=conditions,
         probes=probes,
         samples=samples,
@@ -104,21 +122,59 @@ def make_plan(
         batch=batch,
         batch_cells=group_cells(batch, samples, len(probes)),
     )
+    return plan, sampling
 
 
-def batch_size(wanted: int | None, samples: int, max_batch: int) -> int:
-    """Sequences decoded at once: `wanted` (None: a cell's samples), at most `max_batch`.
-    More than a cell has decodes several cells' trials at once (a group spans cells)."""
-    if wanted is not None and wanted < 1:
+def batch_size(batch: int | None, samples: int, most: int) -> int:
+    """Sequences decoded at once: `batch` (None: a cell's samples), at most `most`, what the
+    backend takes. More than a cell has decodes several cells' trials at once (a group
+    spans cells)."""
+    if batch is not None and batch < 1:
         raise PersonaError("--batch must be at least 1")
-    if wanted is not None and wanted > 1 and max_batch <= 1:
+    if batch is not None and batch > 1 and most <= 1:
         raise PersonaError(
-            f"--batch {wanted} needs a backend that decodes several sequences together "
+            f"--batch {batch} needs a backend that decodes several sequences together "
             "(llama.cpp); this one decodes one at a time"
         )
-    if wanted is not None and wanted > max_batch:
-        raise PersonaError(f"--batch {wanted} is more than this backend takes ({max_batch})")
-    return min(samples, max_batch) if wanted is None else wanted
+    if batch is not None and batch > most:
+        raise PersonaError(f"--batch {batch} is more than this backend takes ({most})")
+    return min(samples, most) if batch is None else batch
+
+
+# Tokens a later turn of a multi-turn probe adds besides its text (role names, template).
+TURN_OVERHEAD = 16
+
+
+def batch_in_context(
+    scenario: Scenario,
+    mode: ResolvedMode,
+    backend: Backend,
+    conditions: Sequence[str],
+    probes: Sequence[str],
+    max_tokens: int,
+) -> int:
+    """How many sequences of the longest cell fit the model's context (a cell's prompt
+    once, then per sequence its probe's text, every turn's max_tokens and the later turns'
+    text: a group's cells share their framing, not their probes); MAX_FITS when the
+    context is unknown."""
+    n_ctx = backend.info.context_length
+    if n_ctx <= 0:  # the context is unknown: nothing to size by
+        return MAX_FITS
+    fits = MAX_FITS
+    for condition in conditions:
+        for probe_id in probes:
+            probe = scenario.probe(probe_id)
+            shared = backend.count_tokens(
+                first_turn_prompt(scenario, mode, backend, condition, probe_id)
+            )
+            text = [backend.count_tokens(turn) + TURN_OVERHEAD for turn in probe.turns]
+            own = len(probe.turns) * max_tokens + sum(text)
+            fits = min(fits, max(1, (n_ctx - shared - text[0]) // own))
+    return fits
+
+
+# No context bounds the batch: the backend's own limit does.
+MAX_FITS = 1 << 30
 
 
 # A group of cells decoded together holds about this many times `batch` trials: enough

@@ -12,7 +12,7 @@ from typing import Literal
 
 from persona_tui.backends.base import Backend, ChatMessage
 from persona_tui.errors import PersonaError
-from persona_tui.scenario.model import Condition, PromptMode
+from persona_tui.scenario.model import Condition, PromptMode, Scenario
 
 ResolvedMode = Literal["chat", "transcript"]
 
@@ -94,3 +94,12 @@ def framing_chars(prompt: str, last_user_turn: str) -> int:
     Backends with a prompt cache reuse this part exactly; 0 when the turn is not found.
     """
     return max(prompt.rfind(last_user_turn.strip()), 0)
+
+
+def first_turn_prompt(
+    scenario: Scenario, mode: ResolvedMode, backend: Backend, condition: str, probe: str
+) -> str:
+    """The exact prompt of a trial's first turn (a single-turn probe's whole prompt; what
+    the likelihood probes score options after)."""
+    messages = conversation(scenario.condition(condition), scenario.probe(probe).turns[:1], [])
+    return render_prompt(mode, messages, backend)

@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from persona_tui.backends.base import (
@@ -26,61 +25,24 @@ from persona_tui.backends.base import (
     serves_parallel_requests,
 )
 from persona_tui.errors import PersonaError
+from persona_tui.run.events import (
+    EventCallback,
+    RunFinished,
+    RunStarted,
+    TextChunk,
+    TrialFailed,
+    TrialFinished,
+    TrialStarted,
+)
 from persona_tui.run.plan import TrialSpec, batch_groups, order_for_prefix_reuse, plan_trials
-from persona_tui.run.prompts import ResolvedMode, conversation, framing_chars, render_prompt
+from persona_tui.run.prompts import conversation, first_turn_prompt, framing_chars, render_prompt
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import SessionStatus, Trial
 from persona_tui.session.store import SessionStore
 
-# Events ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunStarted:
-    total: int
-    done: int  # trials already finished (when resuming)
-
-
-@dataclass(frozen=True)
-class TrialStarted:
-    spec: TrialSpec
-    position: int  # 0-based position among this run's trials
-
-
-@dataclass(frozen=True)
-class TextChunk:
-    spec: TrialSpec
-    text: str
-    turn: int  # 0-based user turn of the probe being answered
-
-
-@dataclass(frozen=True)
-class TrialFinished:
-    trial: Trial
-    done: int
-    total: int
-    prompt_tokens_evaluated: int
-
-
-@dataclass(frozen=True)
-class TrialFailed:
-    spec: TrialSpec
-    error: str
-
-
-@dataclass(frozen=True)
-class RunFinished:
-    status: SessionStatus
-    done: int
-    total: int
-    failed: int
-
-
-RunEvent = RunStarted | TrialStarted | TextChunk | TrialFinished | TrialFailed | RunFinished
 # What running one trial gives: the trial (None when cancelled) and the prompt tokens the
 # engine evaluated, or the user-facing error that stopped it.
 Outcome = tuple[Trial | None, int] | PersonaError
-EventCallback = Callable[[RunEvent], None]
 
 
 class RunControl:
@@ -114,14 +76,6 @@ class RunControl:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def first_turn_prompt(
-    scenario: Scenario, mode: ResolvedMode, backend: Backend, condition: str, probe: str
-) -> str:
-    """The exact prompt of a trial's first turn (a single-turn probe's whole prompt)."""
-    messages = conversation(scenario.condition(condition), scenario.probe(probe).turns[:1], [])
-    return render_prompt(mode, messages, backend)
 
 
 class Runner:

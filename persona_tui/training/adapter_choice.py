@@ -16,10 +16,9 @@ from pathlib import Path
 
 from persona_tui._util.hashing import sha256_file
 from persona_tui.errors import PersonaError
+from persona_tui.run.adapters import adapter_kind, default_output, study_adapters
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import AdapterRecord
-from persona_tui.training.adapters import adapter_kind, study_adapters
-from persona_tui.training.locate import default_output
 
 MISSING = "missing: train first"
 

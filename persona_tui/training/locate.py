@@ -1,10 +1,10 @@
-"""Which GGUF a training study trains on, and where its adapters go (the CLI and the app)."""
+"""Which model a training study trains on (the CLI and the app); where its adapters go by
+default is `run.adapters.default_output` (a run looks there too)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from persona_tui import paths
 from persona_tui.backend_names import LLAMA_CPP, MLX
 from persona_tui.backends.detect import detect_backend
 from persona_tui.errors import TrainingError
@@ -26,8 +26,3 @@ def training_model_path(ref_text: str | None, config: Config) -> Path:
             f"training needs a GGUF model file or an MLX model folder; {ref.path} is neither"
         )
     return Path(ref.path)
-
-
-def default_output(scenario_id: str, model_path: Path) -> Path:
-    """The data folder's `adapters/SCENARIO--MODEL`, where a study's adapters go by default."""
-    return paths.data_dir() / "adapters" / f"{scenario_id}--{model_path.stem}"

@@ -8,7 +8,7 @@ a fresh copy of the weights (training/mlx_lora.py), and each condition folder ge
     out_dir/<condition>/loss.csv, training.toml
 
 and out_dir/study.toml as on the torch path. There is no llama.cpp adapter GGUF here: the
-MLX backend probes the `mlx` folder (`MlxBackend.use_adapter`, training/adapters.py).
+MLX backend probes the `mlx` folder (`MlxBackend.use_adapter`, run/adapters.py).
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ import tomli_w
 from persona_tui._util.atomic import atomic_write_text
 from persona_tui._util.locks import LockHeld, exclusive_lock
 from persona_tui._util.textdata import DataFileError, loads_toml
-from persona_tui.backends.adapter_files import GGUF_ADAPTER
+from persona_tui.backends.adapter_files import GGUF_ADAPTER, TRAINING_RECORD
 from persona_tui.errors import TrainingError
 from persona_tui.training.loop import LossRow
 
-RECORD_FILE = "training.toml"
+RECORD_FILE = TRAINING_RECORD
 LOSS_FILE = "loss.csv"
 STUDY_FILE = "study.toml"
 ADAPTER_FILE = GGUF_ADAPTER.weights  # "adapter.gguf"

@@ -19,20 +19,11 @@ from textual.screen import Screen
 from textual.theme import Theme
 
 from persona_tui.backend_names import AUTO
-from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config, load_config, update_config
+from persona_tui.run.lifecycle import ModelLoader
 from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes
-
-ModelLoader = Callable[[str, Config, str], Backend]  # (model reference, config, backend)
-
-
-def load_model_for_ui(ref: str, config: Config, backend: str = AUTO) -> Backend:
-    """Resolve and load a model the same way the headless CLI does (`--backend`)."""
-    from persona_tui.models.load import load_model
-
-    return load_model(ref, config, None, backend)
 
 
 @dataclass(frozen=True)
@@ -62,7 +53,7 @@ class PersonaApp(PersonaAppBase):
         config: Config,
         themes: ThemeSet,
         start: StartSpec = StartSpec(),
-        loader: ModelLoader = load_model_for_ui,
+        loader: ModelLoader | None = None,
         clock: Callable[[], float] = time.monotonic,
         persist_theme: bool = True,
         config_problem: str = "",
@@ -158,11 +149,11 @@ class PersonaApp(PersonaAppBase):
 
     def open_annotation(self, path: Path, *, blind: bool = False) -> None:
         """Open the Annotate screen on a session file (locks it while open)."""
-        from persona_tui.run.lifecycle import open_session_for_resume
+        from persona_tui.run.lifecycle import open_session
         from persona_tui.ui.screens.annotate import AnnotateScreen
 
         try:
-            scenario, store = open_session_for_resume(path)
+            scenario, store = open_session(path)
         except PersonaError as error:
             self.notify(str(error), title="Cannot open the session", severity="error", timeout=15)
             return
@@ -265,7 +256,7 @@ def create_app(
         start=StartSpec(
             scenario=scenario, model=model, annotate=annotate, blind=blind, backend=backend
         ),
-        loader=loader or load_model_for_ui,
+        loader=loader,
         clock=clock or time.monotonic,
         persist_theme=persist_theme,
         config_problem=problem,

@@ -1,18 +1,15 @@
-"""The app's option pass: score a session's answer options once its sampling is done.
+"""The option pass on the Run screen: a line and a bar while a run scores answer options.
 
-The run screen's worker calls `run_options_pass(...)` right after `Runner.run` returns
-"complete", in the same thread (one thread drives llama.cpp), with the `OptionsPassPanel`
-it composed. `score_options` is the same call `persona-tui run` makes; its progress
-reaches the panel as messages (at most 20 a second) and the panel draws a bar. A cancel
-(the run's own cancel event) stops between options and leaves the session "interrupted",
-so resuming it scores the rest; a backend without log-probabilities is told, not fatal.
+`run.finish.finish_run` scores the options after sampling, in the Run screen's worker,
+and reports `OptionsStarted`, `OptionsProgress` and `OptionsFinished` through the run's
+events; the screen hands them to `OptionsPassPanel.show`. A cancel leaves the session
+"interrupted", so resuming it scores the rest; a backend without log-probabilities is
+told, not fatal. When the pass ends the panel posts `OptionsPassFinished`, which bubbles
+to its screen.
 """
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -21,100 +18,21 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import ProgressBar, Static
 
-from persona_tui.backends.base import Backend
-from persona_tui.errors import PersonaError
-from persona_tui.scenario.model import Scenario
-from persona_tui.scoring.options import (
-    OPTIONS_UNSUPPORTED,
-    OptionsProgress,
-    OptionsSummary,
-    can_score_options,
-    option_cells,
-    score_options,
-)
-from persona_tui.session.store import SessionStore
+from persona_tui.run.events import OptionsFinished, OptionsProgress, OptionsStarted
 from persona_tui.ui.text import inert
 
-FLUSH_INTERVAL = 0.05
-
-
-@dataclass
-class OptionsPassStarted(Message, bubble=False):
-    done: int  # cells already in the session
-    total: int
-
-
-@dataclass
-class OptionsPassProgress(Message, bubble=False):
-    done: int
-    total: int
-    condition: str
-    probe: str
+OptionsEvent = OptionsStarted | OptionsProgress | OptionsFinished
 
 
 @dataclass
 class OptionsPassFinished(Message):
-    """The pass ended; `summary` None when nothing was scored (`note` says why).
+    """The pass ended (bubbles from the panel to its screen, e.g. to allow a resume)."""
 
-    Bubbles from the panel to its screen, which may handle it (e.g. to allow a resume).
-    """
-
-    summary: OptionsSummary | None
-    note: str = ""
+    event: OptionsFinished
 
     @property
     def complete(self) -> bool:
-        return self.summary is None or self.summary.complete
-
-
-def run_options_pass(
-    scenario: Scenario,
-    backend: Backend,
-    store: SessionStore,
-    panel: OptionsPassPanel,
-    cancel: threading.Event | None = None,
-    clock: Callable[[], float] = time.monotonic,
-) -> OptionsSummary | None:
-    """Score the session's options not yet scored (in the calling worker thread).
-
-    Returns None when the plan has no options or the backend cannot score them (the panel
-    says so). Engine failures propagate as PersonaError, like the runner's; cells scored
-    before them stay saved.
-    """
-    cells = option_cells(scenario, store.session.header.plan)
-    if not cells:
-        return None
-    if not can_score_options(backend):
-        panel.post_message(OptionsPassFinished(None, f"options not scored: {OPTIONS_UNSUPPORTED}"))
-        return None
-    already = len(store.session.option_cells)
-    panel.post_message(OptionsPassStarted(already, len(cells)))
-    last = [float("-inf")]
-
-    def progress(update: OptionsProgress) -> None:
-        now = clock()
-        if now - last[0] >= FLUSH_INTERVAL or update.done == update.total:
-            last[0] = now
-            cell = update.cell
-            panel.post_message(
-                OptionsPassProgress(update.done, update.total, cell.condition, cell.probe)
-            )
-
-    try:
-        summary = score_options(scenario, backend, store, progress, cancel)
-    except PersonaError as error:
-        panel.post_message(OptionsPassFinished(None, f"option pass failed: {error}"))
-        _leave_resumable(store)
-        raise
-    if not summary.complete:
-        _leave_resumable(store)  # the file says options are left, so Home offers resume
-    panel.post_message(OptionsPassFinished(summary))
-    return summary
-
-
-def _leave_resumable(store: SessionStore) -> None:
-    if store.session.header.status != "interrupted":
-        store.set_status("interrupted")
+        return self.event.complete
 
 
 class OptionsPassPanel(Vertical):
@@ -137,27 +55,31 @@ class OptionsPassPanel(Vertical):
         yield Static("", classes="options-pass-status")
         yield ProgressBar(show_eta=False, classes="options-pass-bar")
 
-    def on_options_pass_started(self, message: OptionsPassStarted) -> None:
-        self.add_class("-shown")
-        self.done, self.total, self.state = message.done, message.total, "scoring"
-        self.query_one(ProgressBar).display = True
-        self.query_one(ProgressBar).update(total=message.total, progress=message.done)
-        self._status(Text(f"Scoring answer options: {self.done}/{self.total} cells"))
+    def show(self, event: OptionsEvent) -> None:
+        """Draw what the option pass reports (on the UI thread)."""
+        if isinstance(event, OptionsStarted):
+            self.add_class("-shown")
+            self.done, self.total, self.state = event.done, event.total, "scoring"
+            self.query_one(ProgressBar).display = True
+            self.query_one(ProgressBar).update(total=event.total, progress=event.done)
+            self._status(Text(f"Scoring answer options: {self.done}/{self.total} cells"))
+        elif isinstance(event, OptionsProgress):
+            self.done, self.total = event.done, event.total
+            self.query_one(ProgressBar).update(total=event.total, progress=event.done)
+            text = Text(f"Scoring answer options: {self.done}/{self.total} cells · ")
+            text.append_text(inert(f"{event.cell.condition} × {event.cell.probe}", "dim"))
+            self._status(text)
+        else:
+            self._finished(event)
+            self.post_message(OptionsPassFinished(event))
 
-    def on_options_pass_progress(self, message: OptionsPassProgress) -> None:
-        self.done, self.total = message.done, message.total
-        self.query_one(ProgressBar).update(total=message.total, progress=message.done)
-        text = Text(f"Scoring answer options: {self.done}/{self.total} cells · ")
-        text.append_text(inert(f"{message.condition} × {message.probe}", "dim"))
-        self._status(text)
-
-    def on_options_pass_finished(self, message: OptionsPassFinished) -> None:
+    def _finished(self, event: OptionsFinished) -> None:
         self.add_class("-shown")
-        summary = message.summary
+        summary = event.summary
         if summary is None:
-            self.state = "failed" if message.note.startswith("option pass failed") else "skipped"
+            self.state = "failed" if event.failed else "skipped"
             self.query_one(ProgressBar).display = False
-            self._status(inert(message.note, "italic"))
+            self._status(inert(event.note, "italic"))
             return
         self.done, self.total = summary.done, summary.total
         self.query_one(ProgressBar).update(total=summary.total, progress=summary.done)

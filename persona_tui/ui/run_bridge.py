@@ -8,7 +8,8 @@ never sets the generation speed, however many sequences stream at once (batched 
 interleaves the chunks of up to N trials): one message, one wake-up of the UI thread and
 one repaint per interval whatever the number of streams. Every other event is posted at
 once, after flushing pending text, so messages arrive in the order the runner produced
-them.
+them; but the option pass's progress, at most every `OPTIONS_INTERVAL` (a later one
+carries the earlier ones' count; the last cell's is always posted).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from persona_tui.run.events import OptionsProgress, RunEvent, TextChunk
 from persona_tui.run.plan import TrialSpec
-from persona_tui.run.runner import RunEvent, TextChunk
 
 # Every update costs the UI thread a repaint whose price is set by Textual's compositor
 # (a few ms, however little changed), and that CPU is taken from generation: 10 updates
@@ -33,11 +34,15 @@ FLUSH_INTERVAL = 0.1
 # the interval is this many times longer. 3 rather than 2: bench_tui with 8 streams, 3
 # alternated runs each, app/CLI 0.943 against 0.894 (docs/benchmarks.md).
 SEVERAL_STREAMS_FACTOR = 3
+# The option pass's progress: at most 20 updates a second (a cell of the tiny test model
+# takes a millisecond; the bar need not move faster).
+OPTIONS_INTERVAL = 0.05
 
 
 @dataclass
 class RunEventMessage(Message):
-    """A runner event other than text (trial started/finished/failed, run started/finished)."""
+    """A run event other than text (model loaded, session opened, trial started/finished/
+    failed, run started/finished, the option pass)."""
 
     event: RunEvent
 
@@ -79,6 +84,7 @@ class RunBridge:
         # Text not posted yet, per (trial, turn), in the order each target first had text.
         self._pending: dict[tuple[TrialSpec, int], list[str]] = {}
         self._last_flush = float("-inf")
+        self._last_progress = float("-inf")
         self._lock = threading.Lock()
 
     def __call__(self, event: RunEvent) -> None:
@@ -86,6 +92,11 @@ class RunBridge:
             if isinstance(event, TextChunk):
                 self._add_text(event)
                 return
+            if isinstance(event, OptionsProgress) and event.done < event.total:
+                now = self._clock()
+                if now - self._last_progress < OPTIONS_INTERVAL:
+                    return
+                self._last_progress = now
             self._flush()
             self._post(RunEventMessage(event))
 

@@ -6,16 +6,16 @@ import threading
 from collections.abc import Callable, Sequence
 
 from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
-from persona_tui.run.plan import TrialSpec, plan_trials
-from persona_tui.run.runner import (
+from persona_tui.run.events import (
     EventCallback,
-    RunControl,
     RunFinished,
     RunStarted,
     TextChunk,
     TrialFinished,
     TrialStarted,
 )
+from persona_tui.run.plan import TrialSpec, plan_trials
+from persona_tui.run.runner import RunControl
 from persona_tui.session.model import SessionStatus, Trial
 from persona_tui.session.store import SessionStore
 from persona_tui.values import ModelInfo

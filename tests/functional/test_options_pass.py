@@ -1,7 +1,7 @@
 """The app's option pass on the real engine: the tiny GGUF scores a session's options.
 
-A host screen does what the Run screen's worker does once sampling ends: the runner, then
-`run_options_pass` in the same worker thread, reporting to an `OptionsPassPanel`.
+A host app does what the Run screen's worker does: `finish_run` (sampling, then the option
+pass) in a worker thread, its events through a `RunBridge` to an `OptionsPassPanel`.
 """
 
 from __future__ import annotations
@@ -18,19 +18,16 @@ from textual.widgets import ProgressBar, Static
 
 from persona_tui.backends.base import Backend
 from persona_tui.models.config import Config
-from persona_tui.run.lifecycle import create_session, open_session_for_resume
+from persona_tui.run.events import OptionsFinished, OptionsProgress, OptionsStarted
+from persona_tui.run.finish import finish_run
+from persona_tui.run.lifecycle import OpenRun, create_session, open_session
 from persona_tui.run.plan import RunOptions
-from persona_tui.run.runner import Runner
+from persona_tui.run.runner import RunControl
 from persona_tui.scenario.model import Scenario
 from persona_tui.scenario.parse import parse_scenario
 from persona_tui.session.store import SessionStore, load_session
-from persona_tui.ui.options_pass import (
-    OptionsPassFinished,
-    OptionsPassPanel,
-    OptionsPassProgress,
-    OptionsPassStarted,
-    run_options_pass,
-)
+from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel
+from persona_tui.ui.run_bridge import RunBridge, RunEventMessage
 from tests.functional.conftest import one_thread_loader, wait_for
 from tests.functional.fake_backend import ScriptedBackend
 from tests.scenario_text import OPTIONS_SCENARIO
@@ -52,13 +49,19 @@ class PassHost(App[None]):
         yield OptionsPassPanel()
 
     def on_mount(self) -> None:
-        self.sample_and_score(self.query_one(OptionsPassPanel))
+        self.sample_and_score()
 
     @work(thread=True, exclusive=True, exit_on_error=False)
-    def sample_and_score(self, panel: OptionsPassPanel) -> None:
-        status = Runner(self.scenario, self.backend, self.store).run(lambda event: None)
-        if status == "complete":
-            run_options_pass(self.scenario, self.backend, self.store, panel, self.cancel)
+    def sample_and_score(self) -> None:
+        control = RunControl()
+        control.cancelled = self.cancel
+        run = OpenRun(self.scenario, self.store, self.backend)  # closed by the test
+        finish_run(run, RunBridge(self.post_message), control)
+
+    def on_run_event_message(self, message: RunEventMessage) -> None:
+        event = message.event
+        if isinstance(event, OptionsStarted | OptionsProgress | OptionsFinished):
+            self.query_one(OptionsPassPanel).show(event)
 
     def on_options_pass_finished(self, message: OptionsPassFinished) -> None:
         self.finished.append(message)
@@ -83,9 +86,7 @@ def test_the_option_pass_scores_every_cell_and_shows_progress(
 
     def hook(message: Message) -> None:
         # A bubbling message reaches the hook at every node it passes: count it once.
-        if isinstance(message, OptionsPassStarted | OptionsPassProgress) and not any(
-            m is message for m in messages
-        ):
+        if isinstance(message, RunEventMessage) and not any(m is message for m in messages):
             messages.append(message)
 
     async def run() -> None:
@@ -105,9 +106,10 @@ def test_the_option_pass_scores_every_cell_and_shows_progress(
             asyncio.run(run())
     finally:
         backend.close()
-    started = [m for m in messages if isinstance(m, OptionsPassStarted)]
-    assert [(m.done, m.total) for m in started] == [(0, CELLS)]
-    progress = [m for m in messages if isinstance(m, OptionsPassProgress)]
+    events = [m.event for m in messages if isinstance(m, RunEventMessage)]
+    started = [e for e in events if isinstance(e, OptionsStarted)]
+    assert [(e.done, e.total) for e in started] == [(0, CELLS)]
+    progress = [e for e in events if isinstance(e, OptionsProgress)]
     assert progress and progress[-1].done == CELLS  # the last one is never coalesced away
     session = load_session(store.path)
     assert session.header.status == "complete"
@@ -121,7 +123,7 @@ def test_a_cancelled_pass_leaves_the_session_resumable(tmp_path: Path, tiny_mode
     cancel = threading.Event()
 
     def cancel_after_first_cell(message: Message) -> None:
-        if isinstance(message, OptionsPassProgress):
+        if isinstance(message, RunEventMessage) and isinstance(message.event, OptionsProgress):
             cancel.set()
 
     async def run() -> None:
@@ -149,7 +151,7 @@ def test_a_cancelled_pass_leaves_the_session_resumable(tmp_path: Path, tiny_mode
         assert 0 < done_before < CELLS
         assert load_session(store.path).header.status == "interrupted"
         # Resumed (as Home's r does): the pass scores only what is left.
-        scenario2, store2 = open_session_for_resume(store.path)
+        scenario2, store2 = open_session(store.path)
         with store2:
             asyncio.run(_resume(scenario2, backend, store2))
     finally:

@@ -16,8 +16,8 @@ from textual.app import App, ComposeResult
 from textual.geometry import Region
 from textual.widget import Widget
 
+from persona_tui.run.events import RunFinished, TextChunk
 from persona_tui.run.plan import RunOptions, TrialSpec
-from persona_tui.run.runner import RunFinished, TextChunk
 from persona_tui.scenario.parse import load_scenario, parse_scenario
 from persona_tui.session.store import load_session
 from persona_tui.ui.run_bridge import RunBridge, TextBatch
@@ -487,7 +487,7 @@ def batched_app(make_app: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, li
         runners.append(BatchedRunner(scenario, backend, store))
         return runners[-1]
 
-    monkeypatch.setattr("persona_tui.ui.screens.run.Runner", runner)
+    monkeypatch.setattr("persona_tui.run.finish.Runner", runner)
 
     def loader(ref: str, config: object, backend: str) -> ScriptedBackend:
         return BatchingScriptedBackend(["unused"])

@@ -11,8 +11,8 @@ from textual.app import App
 from textual.geometry import Region
 
 from persona_tui.models.config import Config
+from persona_tui.run.events import RunFinished, TextChunk
 from persona_tui.run.plan import TrialSpec
-from persona_tui.run.runner import RunFinished, TextChunk
 from persona_tui.session.store import load_session
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.sanitize import sanitize_for_display

@@ -14,9 +14,10 @@ import pytest
 
 from persona_tui.backends.base import BatchDone, BatchStarted, GenerationRequest
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
-from persona_tui.run.lifecycle import create_session, open_session_for_resume
+from persona_tui.run.events import RunEvent, TrialFinished
+from persona_tui.run.lifecycle import create_session, open_session
 from persona_tui.run.plan import RunOptions, batch_groups
-from persona_tui.run.runner import RunControl, RunEvent, Runner, TrialFinished
+from persona_tui.run.runner import RunControl, Runner
 from persona_tui.scenario.catalog import resolve_scenario
 from persona_tui.scenario.model import Scenario
 from persona_tui.scenario.parse import load_scenario
@@ -91,7 +92,7 @@ def test_a_cancel_mid_group_then_resume_equals_an_uninterrupted_run(
 
     cut = run(demo, scenario, tmp_path / "cut.toml", on_event, control)
     assert 2 <= len(cut) < 6 and cut.items() <= reference.items()
-    resumed_scenario, store = open_session_for_resume(tmp_path / "cut.toml")
+    resumed_scenario, store = open_session(tmp_path / "cut.toml")
     with store:
         assert Runner(resumed_scenario, demo, store).run(lambda e: None) == "complete"
     final = {t.key: t.response for t in load_session(tmp_path / "cut.toml").trials}
@@ -119,7 +120,7 @@ def test_a_session_from_before_keeps_each_cell_s_samples_in_one_batch(
     demo: LlamaCppBackend, scenario: Scenario, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`batch_cells` 0 (sessions written before it): each cell's samples all at once."""
-    monkeypatch.setattr("persona_tui.run.lifecycle.group_cells", lambda *args: 0)
+    monkeypatch.setattr("persona_tui.run.plan.group_cells", lambda *args: 0)
     stored = run(demo, scenario, tmp_path / "old.toml")
     session = load_session(tmp_path / "old.toml")
     plan = session.header.plan

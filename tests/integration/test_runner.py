@@ -9,7 +9,8 @@ import pytest
 
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.errors import PersonaError
-from persona_tui.run.lifecycle import check_same_model, create_session, open_session_for_resume
+from persona_tui.run.events import RunEvent, RunFinished, TextChunk, TrialFinished
+from persona_tui.run.lifecycle import check_same_model, create_session, open_session
 from persona_tui.run.plan import (
     RunOptions,
     make_plan,
@@ -17,14 +18,7 @@ from persona_tui.run.plan import (
     plan_trials,
     trial_seed,
 )
-from persona_tui.run.runner import (
-    RunControl,
-    RunEvent,
-    RunFinished,
-    Runner,
-    TextChunk,
-    TrialFinished,
-)
+from persona_tui.run.runner import RunControl, Runner
 from persona_tui.scenario.parse import parse_scenario
 from persona_tui.session.store import load_session
 from tests.scenario_text import SMALL_SCENARIO
@@ -53,8 +47,8 @@ def responses(path: Path) -> dict[tuple[str, str, int], str]:
 
 def test_seed_depends_only_on_trial_identity() -> None:
     scenario = parse_scenario(SMALL_SCENARIO)
-    full = make_plan(scenario, RunOptions(), "transcript")
-    fewer = make_plan(scenario, RunOptions(conditions=["framed"], samples=1), "transcript")
+    full, _ = make_plan(scenario, RunOptions(), "transcript")
+    fewer, _ = make_plan(scenario, RunOptions(conditions=["framed"], samples=1), "transcript")
     seeds = {s.key: s.seed for s in plan_trials(full)}
     for spec in plan_trials(fewer):
         assert seeds[spec.key] == spec.seed
@@ -71,7 +65,7 @@ def test_unknown_condition_filter_lists_choices() -> None:
 
 def test_prefix_order_groups_each_condition(backend: LlamaCppBackend) -> None:
     scenario = parse_scenario(SMALL_SCENARIO)
-    plan = make_plan(scenario, RunOptions(), "transcript")
+    plan, _ = make_plan(scenario, RunOptions(), "transcript")
     naive = sorted(plan_trials(plan), key=lambda s: (s.sample, s.probe, s.condition))
     runner_prompts = {}
     for spec in naive:
@@ -184,7 +178,7 @@ def test_cancel_then_resume_equals_uninterrupted(
         assert 5 <= len(cut.trials) < 12
     assert responses(path).items() <= reference.items()
 
-    resumed_scenario, store = open_session_for_resume(path)
+    resumed_scenario, store = open_session(path)
     with store:
         events: list[RunEvent] = []
         assert Runner(resumed_scenario, backend, store).run(events.append) == "complete"
@@ -214,7 +208,7 @@ def test_resume_refuses_another_model(tiny_gguf: Path, tmp_path: Path) -> None:
     other_path = tmp_path / "other.gguf"
     write_tiny_gguf(other_path, seed=99)
     other = LlamaCppBackend.load(other_path, n_threads=1)
-    _, store = open_session_for_resume(tmp_path / "s.toml")
+    _, store = open_session(tmp_path / "s.toml")
     with store, pytest.raises(PersonaError, match="resume it with the same model file"):
         check_same_model(store, other)
     other.close()

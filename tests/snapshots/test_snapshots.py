@@ -89,9 +89,9 @@ def test_annotate_blind(
     app = make_app()
 
     async def open_blind(pilot: Pilot[Any]) -> None:
-        from persona_tui.run.lifecycle import open_session_for_resume
+        from persona_tui.run.lifecycle import open_session
 
-        scenario, store = open_session_for_resume(fixed_session)
+        scenario, store = open_session(fixed_session)
         screen = annotate.AnnotateScreen(
             store, scenario, app.config, blind=True, blind_seed=1234, owns_store=True
         )

@@ -22,14 +22,15 @@ pytest.importorskip("transformers")
 from persona_tui.backends.base import GenerationRequest, LoraAdapters  # noqa: E402
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend  # noqa: E402
 from persona_tui.errors import ModelLoadError, PersonaError  # noqa: E402
+from persona_tui.run.adapters import study_adapters  # noqa: E402
+from persona_tui.run.events import RunEvent  # noqa: E402
 from persona_tui.run.lifecycle import create_session, resume_session  # noqa: E402
+from persona_tui.run.options import score_options  # noqa: E402
 from persona_tui.run.plan import RunOptions  # noqa: E402
-from persona_tui.run.runner import RunEvent, Runner  # noqa: E402
+from persona_tui.run.runner import Runner  # noqa: E402
 from persona_tui.scenario.model import Scenario  # noqa: E402
 from persona_tui.scenario.parse import parse_scenario  # noqa: E402
-from persona_tui.scoring.options import score_options  # noqa: E402
 from persona_tui.session.read import read_session_file  # noqa: E402
-from persona_tui.training.adapters import study_adapters  # noqa: E402
 from persona_tui.training.study import train_study  # noqa: E402
 from persona_tui.values import SamplingParams  # noqa: E402
 from tests.scenario_text import STUDY_OPTIONS  # noqa: E402
@@ -214,9 +215,8 @@ def test_a_session_records_its_adapters_and_resume_refuses_a_changed_one(
     shutil.copytree(trained[1], folder)
     records = _records(scenario, backend, folder)
     assert [r.condition for r in records] == ["learns", "plays"]
-    store = create_session(
-        scenario, backend, RunOptions(samples=1, probes=["what"]), tmp_path / "s.toml", records
-    )
+    options = RunOptions(samples=1, probes=["what"])
+    store = create_session(scenario, backend, options, tmp_path / "s.toml", adapters_folder=folder)
     store.close()
     header = read_session_file(tmp_path / "s.toml").header
     assert header.adapters == records
@@ -243,7 +243,7 @@ def test_a_training_study_needs_its_adapters(
 ) -> None:
     with pytest.raises(PersonaError, match="persona-tui train tiny-finetune"):
         _records(scenario, backend, tmp_path / "nothing")
-    with pytest.raises(PersonaError, match="train them first"):
+    with pytest.raises(PersonaError, match="Train them first"):
         create_session(scenario, backend, RunOptions(), tmp_path / "s.toml")
     with pytest.raises(PersonaError, match="did you mean 'learns'"):
         study_adapters(scenario, backend.path, backend.info.sha256, {"learn": learns})
@@ -270,8 +270,10 @@ def test_the_runner_and_the_options_apply_each_adapter_once_in_order(
     tmp_path: Path,
     batch: int,
 ) -> None:
-    records = _records(scenario, backend, trained[1])
-    store = create_session(scenario, backend, RunOptions(batch=batch), tmp_path / "s.toml", records)
+    options = RunOptions(batch=batch)
+    store = create_session(
+        scenario, backend, options, tmp_path / "s.toml", adapters_folder=trained[1]
+    )
     applied: list[str | None] = []
     original = backend.use_adapter
 

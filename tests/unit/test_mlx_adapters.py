@@ -26,14 +26,14 @@ pytest.importorskip("mlx_lm", reason="the MLX backend needs: pip install 'person
 from persona_tui.backends.base import BatchDone, GenerationRequest, LoraAdapters
 from persona_tui.backends.mlx.backend import MlxBackend
 from persona_tui.errors import ModelLoadError, PersonaError
+from persona_tui.run.adapters import study_adapters
 from persona_tui.run.lifecycle import create_session, resume_session
+from persona_tui.run.options import score_options
 from persona_tui.run.plan import RunOptions
 from persona_tui.run.runner import Runner
 from persona_tui.scenario.model import Scenario
 from persona_tui.scenario.parse import parse_scenario
-from persona_tui.scoring.options import score_options
 from persona_tui.session.read import read_session_file
-from persona_tui.training.adapters import study_adapters
 from persona_tui.training.study import train_study
 from persona_tui.values import SamplingParams
 from tests.mlx_fixture import write_tiny_mlx
@@ -366,7 +366,9 @@ def test_a_session_probes_and_records_mlx_adapters(
     study = tmp_path / "study"
     shutil.copytree(trained[1], study)
     records = study_adapters(scenario, model, backend.info.sha256, folder=study)
-    store = create_session(scenario, backend, RunOptions(), tmp_path / "s.toml", records)
+    store = create_session(
+        scenario, backend, RunOptions(), tmp_path / "s.toml", adapters_folder=study
+    )
     assert Runner(scenario, backend, store).run(lambda event: None) == "complete"
     assert score_options(scenario, backend, store).complete
     session = store.session

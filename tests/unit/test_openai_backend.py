@@ -294,9 +294,10 @@ def test_api_key_from_env_and_server_killed_mid_stream(
 
 @needs_server
 def test_session_survives_a_server_crash_and_resumes(tiny_gguf: Path, tmp_path: Path) -> None:
-    from persona_tui.run.lifecycle import create_session, open_session_for_resume
+    from persona_tui.run.events import RunEvent, TrialFinished
+    from persona_tui.run.lifecycle import create_session, open_session
     from persona_tui.run.plan import RunOptions
-    from persona_tui.run.runner import RunEvent, Runner, TrialFinished
+    from persona_tui.run.runner import Runner
     from persona_tui.scenario.parse import parse_scenario
     from persona_tui.session.store import load_session
     from tests.scenario_text import SMALL_SCENARIO
@@ -326,7 +327,7 @@ def test_session_survives_a_server_crash_and_resumes(tiny_gguf: Path, tmp_path: 
 
     restarted = start_server(tiny_gguf, tmp_path, port=port)
     try:
-        scenario, store = open_session_for_resume(tmp_path / "crashed.toml")
+        scenario, store = open_session(tmp_path / "crashed.toml")
         with store:
             backend = OpenAIBackend.load(store.session.header.model.path, settings=FAST)
             assert Runner(scenario, backend, store).run(lambda _e: None) == "complete"
@@ -339,9 +340,10 @@ def test_session_survives_a_server_crash_and_resumes(tiny_gguf: Path, tmp_path: 
 def test_runner_with_parallel_requests_matches_a_sequential_run(
     backend: OpenAIBackend, tmp_path: Path
 ) -> None:
+    from persona_tui.run.events import RunEvent, TrialStarted
     from persona_tui.run.lifecycle import create_session
     from persona_tui.run.plan import RunOptions
-    from persona_tui.run.runner import RunEvent, Runner, TrialStarted
+    from persona_tui.run.runner import Runner
     from persona_tui.scenario.parse import parse_scenario
     from persona_tui.session.store import load_session
     from tests.scenario_text import SMALL_SCENARIO
@@ -371,9 +373,9 @@ def test_options_scored_on_the_server_equal_the_model_file_s(
     same option values as scoring with the model file itself."""
     from persona_tui.backends.llamacpp.backend import LlamaCppBackend
     from persona_tui.run.lifecycle import create_session
+    from persona_tui.run.options import score_options
     from persona_tui.run.plan import RunOptions
     from persona_tui.scenario.parse import parse_scenario
-    from persona_tui.scoring.options import score_options
     from tests.scenario_text import OPTIONS_SCENARIO
 
     scenario = parse_scenario(OPTIONS_SCENARIO)

@@ -13,12 +13,13 @@ import pytest
 from persona_tui.backends.base import GenerationRequest
 from persona_tui.backends.llamacpp.backend import EVAL_BLOCK, LlamaCppBackend
 from persona_tui.errors import ScenarioError, SessionError
+from persona_tui.run.events import OptionsProgress
 from persona_tui.run.lifecycle import create_session
+from persona_tui.run.options import score_options
 from persona_tui.run.plan import RunOptions
 from persona_tui.run.runner import Runner
 from persona_tui.scenario.model import Option, Scenario
 from persona_tui.scenario.parse import parse_scenario
-from persona_tui.scoring.options import OptionsProgress, score_options
 from persona_tui.session.model import OptionCell, OptionScore, Plan, Session
 from persona_tui.session.store import SessionStore, load_session
 from persona_tui.session.write import render_option_cell
@@ -339,7 +340,7 @@ def test_cancelled_pass_resumes_to_the_same_values(
 
 def test_a_backend_without_logprobs_says_so_in_one_line(tmp_path: Path) -> None:
     from persona_tui.errors import PersonaError
-    from persona_tui.scoring.options import OPTIONS_UNSUPPORTED
+    from persona_tui.run.options import OPTIONS_UNSUPPORTED
 
     class NoLogprobs:
         has_chat_template = False

@@ -1,17 +1,17 @@
 """The Run screen: load a model, run a scenario, stream every condition side by side.
 
-Loading and generation run in one thread worker; the worker only posts messages (see
-`run_bridge`), and this screen updates the widgets. The screen owns the backend and the
-session store while it is open, so a cancelled run can be resumed in place.
+The worker opens the run and finishes it with the core's two calls (`run.lifecycle.open_run`,
+`run.finish.finish_run`: loading, the session, sampling, then the option pass) in one thread;
+their events reach this screen as messages (see `run_bridge`), and it updates the widgets.
+The screen owns the open run (model and session) while it is open, so a cancelled run can
+be resumed in place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from rich.text import Text
@@ -23,66 +23,36 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config
-from persona_tui.run.lifecycle import create_session, resume_session
-from persona_tui.run.plan import RunOptions
-from persona_tui.run.runner import (
-    RunControl,
+from persona_tui.run.events import (
+    ModelLoaded,
+    ModelLoading,
+    OptionsFinished,
+    OptionsProgress,
+    OptionsStarted,
     RunFinished,
-    Runner,
     RunStarted,
+    SessionOpened,
     TrialFailed,
     TrialFinished,
     TrialStarted,
 )
+from persona_tui.run.finish import finish_run
+from persona_tui.run.lifecycle import ModelLoader, OpenRun, RunRequest, open_run
+from persona_tui.run.runner import RunControl
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import SessionHeader, Trial, TrialKey
+from persona_tui.session.model import Trial, TrialKey
 from persona_tui.session.store import SessionStore
-from persona_tui.training.adapters import study_adapters
 from persona_tui.ui.app_base import PersonaAppBase
-from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel, run_options_pass
+from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import ConditionColumn
 from persona_tui.ui.widgets.run_header import RunHeader
 from persona_tui.ui.widgets.side_by_side import SideBySide
 
-ModelLoader = Callable[[str, Config, str], Backend]  # (model reference, config, backend)
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    """What to run: a new scenario run, or the resumption of a session file."""
-
-    model: str | None = None  # "demo", a config alias or a path; None: config default / as recorded
-    scenario: Scenario | None = None
-    resume: Path | None = None
-    options: RunOptions = field(default_factory=RunOptions)
-    out: Path | None = None
-    backend: str = "auto"  # or the engine to load the model with (the model picker's choice)
-    # A training study's adapters by condition (a condition folder or adapter.gguf); the
-    # ones not named come from `persona-tui train`'s default folder (training/adapters.py).
-    adapters: Mapping[str, Path] = field(default_factory=dict)
-
-
-@dataclass
-class ModelLoaded(Message):
-    name: str
-
-
-@dataclass
-class SessionReady(Message):
-    scenario: Scenario
-    header: SessionHeader
-    path: Path
-    finished: tuple[Trial, ...]  # trials already in the session before this run started
-
-
-@dataclass
-class _Loading(Message):
-    ref: str
+__all__ = ["RunRequest", "RunScreen"]
 
 
 @dataclass
@@ -107,14 +77,15 @@ class RunScreen(Screen[None]):
         Binding("escape", "back", "Back"),
     ]
 
-    def __init__(self, request: RunRequest, config: Config, loader: ModelLoader) -> None:
+    def __init__(
+        self, request: RunRequest, config: Config, loader: ModelLoader | None = None
+    ) -> None:
         super().__init__()
         self.request = request
         self.config = config
         self.loader = loader
         self.control = RunControl()
-        self.backend: Backend | None = None
-        self.store: SessionStore | None = None
+        self.opened: OpenRun | None = None  # the run, once open (kept to resume in place)
         self.scenario: Scenario | None = request.scenario
         self.running = False
         self.finished_status = ""
@@ -141,7 +112,6 @@ class RunScreen(Screen[None]):
         return self.app.clock()
 
     def on_mount(self) -> None:
-        self._options_panel = self.query_one(OptionsPassPanel)  # kept for the worker
         self.query_one("#columns").display = False
         self.set_interval(1.0, self.query_one(RunHeader).refresh_figures)
         self.start_worker()
@@ -155,61 +125,29 @@ class RunScreen(Screen[None]):
         self._worker_active = True
         self._worker = self._run_in_thread(self.control)
 
+    @property
+    def store(self) -> SessionStore | None:
+        """The session being run, once open."""
+        return self.opened.store if self.opened is not None else None
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
     def _run_in_thread(self, control: RunControl) -> None:
+        bridge = RunBridge(self.post_message)
         try:
-            if self.store is None:
-                self._open()
-            assert self.scenario is not None and self.store is not None
-            assert self.backend is not None
-            session = self.store.session
-            self.post_message(
-                SessionReady(self.scenario, session.header, session.path, tuple(session.trials))
-            )
-            status = Runner(self.scenario, self.backend, self.store).run(
-                RunBridge(self.post_message), control
-            )
-            if status == "complete":  # then the likelihood probes, in this same thread
-                run_options_pass(
-                    self.scenario, self.backend, self.store, self._options_panel, control.cancelled
-                )
+            if self.opened is None:
+                request = self.request
+                if request.config is None:
+                    request = replace(request, config=self.config)
+                self.opened = open_run(request, bridge, self.loader)
+            finish_run(self.opened, bridge, control)
         except PersonaError as error:
+            bridge.flush()
             self.post_message(RunFailed(str(error)))
         finally:
             with self._lifecycle:
                 self._worker_active = False
                 if self._closing:  # the screen went away while this ran: release here
                     self._release()
-
-    def _load(self, ref: str) -> Backend:
-        self.post_message(_Loading(ref))
-        backend = self.loader(ref, self.config, self.request.backend)
-        self.post_message(ModelLoaded(backend.info.name))
-        return backend
-
-    def _open(self) -> None:
-        """Resume the requested session, or start one; the model is loaded as needed."""
-        if self.request.resume is not None:
-            self.scenario, self.store, self.backend = resume_session(
-                self.request.resume, self._load, self.request.model
-            )
-            return
-        if self.scenario is None:
-            raise PersonaError("nothing to run: choose a scenario on the Home screen")
-        if self.backend is None:
-            self.backend = self._load(self.request.model or self.config.default_model)
-        info = self.backend.info
-        adapters = study_adapters(
-            self.scenario,
-            Path(info.path),
-            info.sha256,
-            self.request.adapters,
-            self.request.options.conditions,
-            backend=info.backend,
-        )
-        self.store = create_session(
-            self.scenario, self.backend, self.request.options, self.request.out, adapters
-        )
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker is not self._worker:
@@ -229,31 +167,37 @@ class RunScreen(Screen[None]):
             self.query_one(RunHeader).set_state("options cancelled · r resumes")
             self.refresh_bindings()
 
-    @on(ModelLoaded)
-    def _model_loaded(self, message: ModelLoaded) -> None:
+    def _model_loading(self, event: ModelLoading) -> None:
         header = self.query_one(RunHeader)
-        header.model_name = message.name
+        header.set_state("loading model")
+        text = Text("Loading model ", style="bold")
+        text.append_text(inert(event.ref))
+        text.append(" …")
+        self.query_one("#run-message", Static).update(text)
+
+    def _model_loaded(self, event: ModelLoaded) -> None:
+        header = self.query_one(RunHeader)
+        header.model_name = event.info.name
         header.set_state("preparing session")
 
-    @on(SessionReady)
-    async def _session_ready(self, message: SessionReady) -> None:
-        self.scenario = message.scenario
+    async def _session_opened(self, event: SessionOpened) -> None:
+        self.scenario = event.scenario
         self.query_one("#run-message", Static).display = False
         columns = self.query_one("#columns", SideBySide)
         columns.display = True
         if not columns.children:
-            plan = message.header.plan
+            plan = event.header.plan
             per_column = len(plan.probes) * plan.samples
-            conditions = [message.scenario.condition(c) for c in plan.conditions]
+            conditions = [event.scenario.condition(c) for c in plan.conditions]
             # Awaited, so the columns exist before the next message (a trial start) arrives.
             await columns.mount_all(
-                ConditionColumn(message.scenario, c, per_column, plan.batch) for c in conditions
+                ConditionColumn(event.scenario, c, per_column, plan.batch) for c in conditions
             )
             columns.fit()
             self._columns = {c.condition.id: c for c in columns.query(ConditionColumn)}
             last: dict[str, Trial] = {}
             done: dict[str, int] = {}
-            for trial in message.finished:
+            for trial in event.finished:
                 last[trial.condition] = trial
                 done[trial.condition] = done.get(trial.condition, 0) + 1
             for condition, trial in last.items():
@@ -261,20 +205,11 @@ class RunScreen(Screen[None]):
                 if column is not None:
                     column.restore(trial.probe, trial.sample, trial.response, done[condition])
         header = self.query_one(RunHeader)
-        header.model_name = message.header.model.name
+        header.model_name = event.header.model.name
         header.set_state("paused" if self.control.paused else "running")
 
     def _column(self, condition: str) -> ConditionColumn | None:
         return self._columns.get(condition)
-
-    @on(_Loading)
-    def _loading(self, message: _Loading) -> None:
-        header = self.query_one(RunHeader)
-        header.set_state("loading model")
-        text = Text("Loading model ", style="bold")
-        text.append_text(inert(message.ref))
-        text.append(" …")
-        self.query_one("#run-message", Static).update(text)
 
     @on(RunFailed)
     def _run_failed(self, message: RunFailed) -> None:
@@ -300,8 +235,20 @@ class RunScreen(Screen[None]):
                 column.append_text(spec.probe, spec.sample, part.turn, part.text)
 
     @on(RunEventMessage)
-    def _run_event(self, message: RunEventMessage) -> None:
+    async def _run_event(self, message: RunEventMessage) -> None:
         event = message.event
+        if isinstance(event, ModelLoading):
+            self._model_loading(event)
+            return
+        if isinstance(event, ModelLoaded):
+            self._model_loaded(event)
+            return
+        if isinstance(event, SessionOpened):
+            await self._session_opened(event)
+            return
+        if isinstance(event, OptionsStarted | OptionsProgress | OptionsFinished):
+            self.query_one(OptionsPassPanel).show(event)
+            return
         header = self.query_one(RunHeader)
         stats = header.stats
         now = self.app_clock()
@@ -447,9 +394,6 @@ class RunScreen(Screen[None]):
                 self._release()
 
     def _release(self) -> None:
-        store, self.store = self.store, None
-        backend, self.backend = self.backend, None
-        if store is not None:
-            store.close()
-        if backend is not None:
-            backend.close()
+        opened, self.opened = self.opened, None
+        if opened is not None:
+            opened.close()

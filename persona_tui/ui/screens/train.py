@@ -28,9 +28,10 @@ from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config
+from persona_tui.run.adapters import default_output
 from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.training.conditions import StudyResult
-from persona_tui.training.locate import default_output, training_model_path
+from persona_tui.training.locate import training_model_path
 from persona_tui.training.params import (
     CheckpointSaved,
     ConditionFinished,

@@ -1,4 +1,4 @@
-"""The adapters a training study is probed with: found, checked and recorded for a session.
+"""The LoRA adapters a run may load: found, checked once, recorded, checked again on resume.
 
 `persona-tui train` leaves each condition's adapter in DIR/<condition>/ beside its
 training.toml: `adapter.gguf` (llama.cpp) when trained on a GGUF, the mlx-lm adapter
@@ -6,12 +6,14 @@ folder `mlx/` (adapters.safetensors + adapter_config.json) when trained on an ML
 A run of the study probes each training condition with its adapter (the others run on the
 untouched model). `study_adapters` finds them, from `--adapters learns=DIR,...` (a
 condition folder, or the adapter itself) or else from `train`'s default output folder for
-the scenario and model, checks each against its training record and the loaded model's
-engine, and returns the `AdapterRecord`s `run.lifecycle.create_session` writes into the
-session header. Which file is which engine's is data (backends/adapter_files.py), so both
-engines go through the same code.
+the scenario and model (`default_output`), checks each against its training record and the
+loaded model's engine, and returns the `AdapterRecord`s the session header records;
+`check_adapters_load` loads each once before anything runs, and `check_same_adapters`
+refuses to resume a session whose adapter files changed. Which file is which engine's is
+data (backends/adapter_files.py), so both engines go through the same code. These are the
+only adapter rules: the CLI, `study` and the app reach them through `run.lifecycle`.
 
-No heavy imports: this runs for every `persona-tui run` of a training study.
+No heavy imports: this runs for every run of a training study.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from persona_tui import paths
 from persona_tui._util.hashing import sha256_file
 from persona_tui._util.tables import did_you_mean
 from persona_tui._util.textdata import DataFileError, loads_toml
@@ -28,16 +31,16 @@ from persona_tui.backend_names import LLAMA_CPP, MLX
 from persona_tui.backends.adapter_files import (
     ADAPTER_FORMATS,
     GGUF_ADAPTER,
+    TRAINING_RECORD,
     AdapterFormat,
     adapter_config,
     adapter_format,
     adapter_weights,
 )
+from persona_tui.backends.base import Backend, LoraAdapters
 from persona_tui.errors import PersonaError
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import AdapterRecord
-from persona_tui.training.locate import default_output
-from persona_tui.training.record import RECORD_FILE
+from persona_tui.session.model import AdapterRecord, SessionHeader
 
 # The hyperparameters a session copies from a training record (all of it is kept as text).
 _HYPERPARAMETERS = ("epochs", "max_steps", "rank", "alpha", "lr", "batch_size", "seed")
@@ -101,7 +104,8 @@ def study_adapters(
                 f"--adapters: {name!r} is not a training condition of {scenario.id!r}"
                 f"{untouched};{hint or ''} its training conditions are: {', '.join(training)}"
             )
-    wanted = [c for c in training if conditions is None or c in conditions]
+    # In the order of `conditions` (the plan's), so the session lists them as it runs them.
+    wanted = training if conditions is None else [c for c in conditions if c in training]
     default = folder if folder is not None else default_output(scenario.id, Path(model_path))
     kind = adapter_kind(backend, Path(model_path))
     records: list[AdapterRecord] = []
@@ -124,12 +128,18 @@ def study_adapters(
     return tuple(records)
 
 
+def default_output(scenario_id: str, model_path: Path) -> Path:
+    """The data folder's `adapters/SCENARIO--MODEL`, where a study's adapters go by default
+    (`persona-tui train` writes there; a run looks there when --adapters names none)."""
+    return paths.data_dir() / "adapters" / f"{scenario_id}--{model_path.stem}"
+
+
 def adapter_kind(backend: str | None, model_path: Path) -> AdapterFormat:
     """The adapter `backend` applies (None: as training decides, MLX's for a model folder,
     else llama.cpp's GGUF)."""
     if backend is None:
         backend = MLX if model_path.expanduser().is_dir() else LLAMA_CPP
-    # A backend that applies no adapter is refused later (run.lifecycle.check_adapters_load).
+    # A backend that applies no adapter is refused by `check_adapters_load`.
     return adapter_format(backend) or GGUF_ADAPTER
 
 
@@ -178,7 +188,7 @@ def adapter_record(condition: str, adapter: Path, model_sha256: str) -> AdapterR
     adapter = adapter.absolute()
     weights, config = adapter_weights(adapter), adapter_config(adapter)
     sha256 = sha256_file(weights)
-    record_path = adapter.parent / RECORD_FILE
+    record_path = adapter.parent / TRAINING_RECORD
     text = _read_text(record_path)
     facts: dict[str, Any] = {}
     if text is not None:
@@ -255,3 +265,46 @@ def _text(value: object) -> str:
     if isinstance(value, list | tuple):
         return ",".join(_text(v) for v in value)
     return str(value)
+
+
+def check_adapters_load(backend: Backend, adapters: Sequence[AdapterRecord]) -> None:
+    """Load each adapter once (a bad file raises ModelLoadError now, not mid-run), then
+    leave the model without one."""
+    if not adapters:
+        return
+    if not isinstance(backend, LoraAdapters):
+        raise PersonaError(
+            f"this session probes LoRA adapters, which the {backend.info.backend} backend "
+            "cannot apply; run it with the engine they were trained for (llama.cpp on the "
+            "GGUF, or MLX on the MLX model folder)"
+        )
+    try:
+        for adapter in adapters:
+            backend.use_adapter(adapter.path)
+    finally:
+        backend.use_adapter(None)
+
+
+def check_same_adapters(header: SessionHeader) -> None:
+    """Refuse to resume a session whose adapter files (the weights, and an mlx-lm folder's
+    config) are gone or changed since it ran."""
+    for adapter in header.adapters:
+        folder = Path(adapter.path)
+        files = [(adapter_weights(folder), adapter.sha256)]  # a GGUF, or an MLX folder's
+        config = adapter_config(folder)
+        if config is not None and adapter.config_sha256:
+            files.append((config, adapter.config_sha256))
+        for path, recorded in files:
+            if not path.is_file():
+                raise PersonaError(
+                    f"session {header.id} probes condition {adapter.condition!r} with the "
+                    f"LoRA adapter {path}, which is gone; put it back to resume"
+                )
+            found = sha256_file(path)
+            if found != recorded:
+                raise PersonaError(
+                    f"the LoRA adapter of condition {adapter.condition!r}, {path}, has "
+                    f"changed since session {header.id} ran (sha256 {found[:12]}…, recorded "
+                    f"{recorded[:12]}…): its trials would come from other weights; restore "
+                    "the adapter, or start a new session"
+                )

@@ -1,7 +1,7 @@
 """Likelihood probes: the log-probability of each answer option after each framing.
 
 For every (condition, probe) cell of a session's plan whose probe has options, the prompt
-is built exactly as the runner builds that trial's prompt (`run.runner.first_turn_prompt`)
+is built exactly as the runner builds that trial's prompt (`run.prompts.first_turn_prompt`)
 and evaluated once; each option is then scored as a continuation of it in one batch
 (`LogprobScope.sequence`), so an option costs only its own tokens. On an OpenAI-compatible
 server that echoes prompt log-probabilities (`ContinuationLogprobs`), each option is one
@@ -24,7 +24,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Protocol
 
 from persona_tui.backends.base import (
@@ -35,9 +34,9 @@ from persona_tui.backends.base import (
     TokenLogprobs,
 )
 from persona_tui.errors import PersonaError
+from persona_tui.run.events import OptionsProgress, OptionsSummary
 from persona_tui.run.plan import TrialSpec, order_for_prefix_reuse
-from persona_tui.run.prompts import ResolvedMode
-from persona_tui.run.runner import first_turn_prompt
+from persona_tui.run.prompts import ResolvedMode, first_turn_prompt
 from persona_tui.scenario.model import Option, Scenario
 from persona_tui.session.model import OptionCell, OptionScore, Plan
 from persona_tui.session.store import SessionStore
@@ -46,27 +45,6 @@ OPTIONS_UNSUPPORTED = (
     "this backend cannot score options: it gives no prompt log-probabilities; use llama.cpp, "
     "MLX, or a server that echoes them (vLLM, llama-cpp-python's server)"
 )
-
-
-@dataclass(frozen=True)
-class OptionsProgress:
-    """One cell scored and saved: `done` of `total` cells (including earlier runs')."""
-
-    cell: OptionCell
-    done: int
-    total: int
-
-
-@dataclass(frozen=True)
-class OptionsSummary:
-    scored: int  # cells scored by this call
-    done: int  # cells in the session now
-    total: int  # cells the plan has (conditions × probes with options)
-    cancelled: bool
-
-    @property
-    def complete(self) -> bool:
-        return self.done == self.total
 
 
 ProgressCallback = Callable[[OptionsProgress], None]

@@ -1,0 +1,116 @@
+"""Finishing a run: the sampling pass, the option pass, and the status the file is left in.
+
+`finish_run` is the one call the CLI, `persona-tui study` and the app's Run screen make on
+an `OpenRun` (run/lifecycle.py): it samples the trials still to do (run/runner.py), then
+scores the answer options still to do (run/options.py), reporting both through the same
+events (run/events.py), and leaves the session `complete`, or `interrupted` with what is
+left to do, so that a resume picks it up. Called again after a cancel, it resumes in place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from persona_tui.errors import PersonaError
+from persona_tui.run.events import (
+    EventCallback,
+    OptionsFinished,
+    OptionsStarted,
+    RunEvent,
+    RunFinished,
+)
+from persona_tui.run.lifecycle import OpenRun
+from persona_tui.run.options import (
+    OPTIONS_UNSUPPORTED,
+    can_score_options,
+    option_cells,
+    score_options,
+)
+from persona_tui.run.runner import RunControl, Runner
+from persona_tui.session.model import SessionStatus
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a run ended: the session's status, whether it was cancelled, and how many
+    trials failed in this call (each was reported as `TrialFailed`)."""
+
+    status: SessionStatus
+    cancelled: bool
+    failed: int
+
+
+def finish_run(
+    run: OpenRun,
+    on_event: EventCallback,
+    control: RunControl | None = None,
+    *,
+    sample: bool = True,
+    score: bool = True,
+    parallel: int = 1,
+) -> RunOutcome:
+    """Sample the unfinished trials (unless `sample` is False), then score the unscored
+    answer options (unless `score` is False, or the scenario has none), in the calling
+    thread; the session is saved as each trial and cell finishes.
+
+    A backend that cannot score options is reported (`OptionsFinished` with a note) and
+    sampling goes on; with `sample` False that is an error, since nothing would be done.
+    The options are scored unless the run was cancelled; a failure of the option pass
+    leaves the session `interrupted` (resumable) and raises.
+    """
+    control = control or RunControl()
+    if not sample and not score:
+        raise PersonaError("--no-sample and --no-score leave nothing to do; drop one of them")
+    store, backend = run.store, run.backend
+    score = score and bool(option_cells(run.scenario, store.session.header.plan))
+    if score and not can_score_options(backend):
+        if not sample:
+            raise PersonaError(OPTIONS_UNSUPPORTED)
+        on_event(OptionsFinished(None, f"options not scored: {OPTIONS_UNSUPPORTED}"))
+        score = False
+    status: SessionStatus = "complete"
+    failed = 0
+    if sample:
+        counter = _FailureCounter(on_event)
+        status = Runner(run.scenario, backend, store).run(counter, control, parallel=parallel)
+        failed = counter.failed
+    if score and not control.cancelled.is_set() and not _score(run, on_event, control):
+        status = "interrupted"
+    cancelled = control.cancelled.is_set()
+    if status == "complete" or cancelled:
+        # The file says what is left to do: trials (skipped by --no-sample) or options.
+        unsampled = len(store.session.trials) < store.session.header.plan.total
+        status = "interrupted" if unsampled else status
+    if status != store.session.header.status:
+        store.set_status(status)
+    return RunOutcome(status, cancelled, failed)
+
+
+def _score(run: OpenRun, on_event: EventCallback, control: RunControl) -> bool:
+    """The option pass; True when every cell is scored."""
+    store = run.store
+    total = len(option_cells(run.scenario, store.session.header.plan))
+    on_event(OptionsStarted(len(store.session.option_cells), total))
+
+    try:
+        summary = score_options(run.scenario, run.backend, store, on_event, control.cancelled)
+    except PersonaError as error:
+        on_event(OptionsFinished(None, f"option pass failed: {error}", failed=True))
+        if store.session.header.status != "interrupted":
+            store.set_status("interrupted")
+        raise
+    on_event(OptionsFinished(summary))
+    return summary.complete
+
+
+class _FailureCounter:
+    """Passes the runner's events on, keeping the failed trials `RunFinished` counts."""
+
+    def __init__(self, on_event: EventCallback) -> None:
+        self.on_event = on_event
+        self.failed = 0
+
+    def __call__(self, event: RunEvent) -> None:
+        if isinstance(event, RunFinished):
+            self.failed = event.failed
+        self.on_event(event)
