@@ -32,6 +32,7 @@ LOSS_FILE = "loss.csv"
 STUDY_FILE = "study.toml"
 ADAPTER_FILE = GGUF_ADAPTER.weights  # "adapter.gguf"
 PEFT_FOLDER = "peft"
+CHECKPOINT_FOLDER = "checkpoint"  # an unfinished condition's state (either engine's)
 RECORD_VERSION = 1
 OUTPUT_LOCK = ".training.lock"
 

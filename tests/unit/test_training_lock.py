@@ -17,7 +17,6 @@ import pytest
 
 from persona_tui.errors import TrainingError
 from persona_tui.scenario.parse import parse_scenario
-from persona_tui.training.mlx_study import train_mlx_study
 from persona_tui.training.params import TrainingParams
 from persona_tui.training.record import OUTPUT_LOCK, output_folder_lock
 from persona_tui.training.study import train_study
@@ -57,11 +56,13 @@ def test_a_second_training_into_a_held_folder_names_the_folder_and_the_holder(
 ) -> None:
     folder = tmp_path / "adapters"
     scenario = parse_scenario(TRAINING_STUDY, "tiny-finetune.toml")
+    mlx_folder = tmp_path / "tiny-mlx"  # a folder: the MLX engine's path
+    mlx_folder.mkdir()
     holder = hold_in_subprocess(folder)
     try:
-        for train in (train_study, train_mlx_study):
+        for model in (tmp_path / "tiny.gguf", mlx_folder):
             with pytest.raises(TrainingError) as caught:
-                train(scenario, tmp_path / "tiny.gguf", folder, TrainingParams(), lambda e: None)
+                train_study(scenario, model, folder, TrainingParams(), lambda e: None)
             message = str(caught.value)
             assert f"the training output folder {folder} is in use by another training" in message
             assert f"(pid {holder.pid})" in message
