@@ -86,7 +86,9 @@ def test_a_sigkilled_holder_leaves_the_folder_usable(tmp_path: Path) -> None:
         train_study(parse_scenario(PLAIN), tmp_path / "tiny.gguf", folder, TrainingParams())
 
 
-def test_another_thread_of_the_same_process_is_refused_too(tmp_path: Path) -> None:
+def test_another_thread_of_the_same_process_and_its_holder_are_refused_too(
+    tmp_path: Path,
+) -> None:
     folder = tmp_path / "adapters"
     errors: list[str] = []
 
@@ -97,10 +99,16 @@ def test_another_thread_of_the_same_process_is_refused_too(tmp_path: Path) -> No
         except TrainingError as error:
             errors.append(str(error))
 
-    with output_folder_lock(folder), output_folder_lock(folder):  # re-entered by its holder
+    with output_folder_lock(folder):
         thread = threading.Thread(target=second)
         thread.start()
         thread.join()
+        # A plain lock: its holder cannot enter it twice.
+        with (
+            pytest.raises(TrainingError, match="in use by another training"),
+            output_folder_lock(folder),
+        ):
+            pass
     assert len(errors) == 1 and "in use by another training" in errors[0]
     with output_folder_lock(folder):  # released
         pass
