@@ -32,6 +32,7 @@ from persona_tui.training.loop import batch_indices as batch_indices
 from persona_tui.training.loop import run_training_loop
 from persona_tui.training.loop import total_steps as total_steps
 from persona_tui.training.params import TrainingEvent, TrainingParams
+from persona_tui.training.record import CHECKPOINT_FOLDER
 
 CHECKPOINT_FILE = "state.pt"
 _CHECKPOINT_VERSION = 1
@@ -68,7 +69,7 @@ def train_lora(
     model = peft.get_peft_model(base, config)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=0.0)
-    checkpoint = folder / "checkpoint" / CHECKPOINT_FILE
+    checkpoint = folder / CHECKPOINT_FOLDER / CHECKPOINT_FILE
     engine = _TorchEngine(torch, peft, model, optimizer, params.batch_size, checkpoint, fingerprint)
     total = total_steps(len(data.train), params)
     outcome = TrainOutcome(completed=False, steps=0, total_steps=total, model=model)

@@ -8,15 +8,12 @@ loss curve is one row per optimizer step (held-out loss where it was evaluated).
 from __future__ import annotations
 
 import csv
-import functools
-import inspect
 import io
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import tomli_w
 
@@ -32,12 +29,9 @@ LOSS_FILE = "loss.csv"
 STUDY_FILE = "study.toml"
 ADAPTER_FILE = GGUF_ADAPTER.weights  # "adapter.gguf"
 PEFT_FOLDER = "peft"
+CHECKPOINT_FOLDER = "checkpoint"  # an unfinished condition's state (either engine's)
 RECORD_VERSION = 1
 OUTPUT_LOCK = ".training.lock"
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-_held = threading.local()  # the output folders this thread holds (train_study → mlx study)
 
 
 @contextmanager
@@ -45,13 +39,11 @@ def output_folder_lock(folder: Path) -> Iterator[None]:
     """Hold the training output `folder` (created if needed) for this training alone.
 
     TrainingError naming the folder and the holder's pid when another training (another
-    process, or another thread of this one) holds it; the same thread may enter twice.
+    process, another thread of this one, or this thread again: a plain lock, entered once).
+    `train_study` takes it before anything is loaded or written, and releases it when the
+    training ends, however it ends.
     """
     folder = Path(folder).expanduser().absolute()
-    held: set[Path] = _held.__dict__.setdefault("folders", set())
-    if folder in held:
-        yield
-        return
     lock_path = folder / OUTPUT_LOCK
     stack = ExitStack()
     try:
@@ -66,25 +58,8 @@ def output_folder_lock(folder: Path) -> Iterator[None]:
         ) from None
     except OSError as error:
         raise TrainingError(f"cannot lock the training output folder {folder}: {error}") from None
-    with stack:  # released when the training ends, however it ends
-        held.add(folder)
-        try:
-            yield
-        finally:
-            held.discard(folder)
-
-
-def locks_output_folder(train: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run `train` (a function with an `out_dir` argument) holding `output_folder_lock`."""
-    signature = inspect.signature(train)
-
-    @functools.wraps(train)
-    def locked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        out_dir = signature.bind(*args, **kwargs).arguments["out_dir"]
-        with output_folder_lock(Path(out_dir)):
-            return train(*args, **kwargs)
-
-    return locked
+    with stack:
+        yield
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ import pytest
 
 from persona_tui.errors import TrainingError
 from persona_tui.scenario.parse import parse_scenario
-from persona_tui.training.mlx_study import train_mlx_study
 from persona_tui.training.params import TrainingParams
 from persona_tui.training.record import OUTPUT_LOCK, output_folder_lock
 from persona_tui.training.study import train_study
@@ -57,11 +56,13 @@ def test_a_second_training_into_a_held_folder_names_the_folder_and_the_holder(
 ) -> None:
     folder = tmp_path / "adapters"
     scenario = parse_scenario(TRAINING_STUDY, "tiny-finetune.toml")
+    mlx_folder = tmp_path / "tiny-mlx"  # a folder: the MLX engine's path
+    mlx_folder.mkdir()
     holder = hold_in_subprocess(folder)
     try:
-        for train in (train_study, train_mlx_study):
+        for model in (tmp_path / "tiny.gguf", mlx_folder):
             with pytest.raises(TrainingError) as caught:
-                train(scenario, tmp_path / "tiny.gguf", folder, TrainingParams(), lambda e: None)
+                train_study(scenario, model, folder, TrainingParams(), lambda e: None)
             message = str(caught.value)
             assert f"the training output folder {folder} is in use by another training" in message
             assert f"(pid {holder.pid})" in message
@@ -85,7 +86,9 @@ def test_a_sigkilled_holder_leaves_the_folder_usable(tmp_path: Path) -> None:
         train_study(parse_scenario(PLAIN), tmp_path / "tiny.gguf", folder, TrainingParams())
 
 
-def test_another_thread_of_the_same_process_is_refused_too(tmp_path: Path) -> None:
+def test_another_thread_of_the_same_process_and_its_holder_are_refused_too(
+    tmp_path: Path,
+) -> None:
     folder = tmp_path / "adapters"
     errors: list[str] = []
 
@@ -96,10 +99,16 @@ def test_another_thread_of_the_same_process_is_refused_too(tmp_path: Path) -> No
         except TrainingError as error:
             errors.append(str(error))
 
-    with output_folder_lock(folder), output_folder_lock(folder):  # re-entered by its holder
+    with output_folder_lock(folder):
         thread = threading.Thread(target=second)
         thread.start()
         thread.join()
+        # A plain lock: its holder cannot enter it twice.
+        with (
+            pytest.raises(TrainingError, match="in use by another training"),
+            output_folder_lock(folder),
+        ):
+            pass
     assert len(errors) == 1 and "in use by another training" in errors[0]
     with output_folder_lock(folder):  # released
         pass
