@@ -32,8 +32,9 @@ from persona_tui.session.model import SessionStatus
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How a run ended: the session's status, whether it was cancelled, and how many
-    trials failed in this call (each was reported as `TrialFailed`)."""
+    """How a run ended: "complete" when all it was asked to do is done (the file says
+    "interrupted" while trials skipped by `sample=False` are left), whether it was
+    cancelled, and how many trials failed in this call (each reported as `TrialFailed`)."""
 
     status: SessionStatus
     cancelled: bool
@@ -77,12 +78,13 @@ def finish_run(
     if score and not control.cancelled.is_set() and not _score(run, on_event, control):
         status = "interrupted"
     cancelled = control.cancelled.is_set()
+    saved = status
     if status == "complete" or cancelled:
         # The file says what is left to do: trials (skipped by --no-sample) or options.
         unsampled = len(store.session.trials) < store.session.header.plan.total
-        status = "interrupted" if unsampled else status
-    if status != store.session.header.status:
-        store.set_status(status)
+        saved = "interrupted" if unsampled else status
+    if saved != store.session.header.status:
+        store.set_status(saved)
     return RunOutcome(status, cancelled, failed)
 
 

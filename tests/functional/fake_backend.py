@@ -95,7 +95,9 @@ class BatchedRunner:
         self.pieces = pieces or default_pieces
         self.batches: list[int] = []  # the plan's `batch` at every run() call
 
-    def run(self, on_event: EventCallback, control: RunControl | None = None) -> str:
+    def run(
+        self, on_event: EventCallback, control: RunControl | None = None, parallel: int = 1
+    ) -> str:
         control = control or RunControl()
         self.batches.append(self.store.session.header.plan.batch)
         plan = self.store.session.header.plan

@@ -53,7 +53,7 @@ def test_run_batched(
     """Batched decoding: each column shows one titled pane per sample of the last cell."""
     from tests.functional.fake_backend import BatchedRunner, ScriptedBackend
 
-    monkeypatch.setattr("persona_tui.ui.screens.run.Runner", BatchedRunner)
+    monkeypatch.setattr("persona_tui.run.finish.Runner", BatchedRunner)
 
     def loader(ref: str, config: Config, backend: str) -> Backend:
         return ScriptedBackend(["unused"])
