@@ -8,14 +8,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from persona_tui._util.tables import (
-    Problems,
-    SourceLines,
-    TableReader,
-    did_you_mean,
-    report_duplicates,
-)
+from persona_tui._util.tables import Problems, TableReader, did_you_mean, report_duplicates
 from persona_tui._util.textdata import loads_toml
+from persona_tui._util.toml_scan import SourceLines
 from persona_tui.errors import ScenarioError
 from persona_tui.scenario.model import (
     PROMPT_MODES,

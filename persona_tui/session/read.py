@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from persona_tui._util.atomic import describe_os_error
-from persona_tui._util.tables import KeyPath, Problems, TableReader, closest
+from persona_tui._util.tables import Problems, TableReader, closest
 from persona_tui._util.textdata import DataFileError, loads_toml
+from persona_tui._util.toml_scan import KeyPath
 from persona_tui.errors import SessionError
 from persona_tui.session.model import (
     FORMAT_VERSION,
