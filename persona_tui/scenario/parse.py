@@ -262,9 +262,10 @@ def _check_option_labels(
     """Every option's label must be one of `[[annotation.labels]]`."""
     known = [label.id for label in annotation.labels]
     for reader, probe in zip(readers, probes, strict=False):
+        items = reader.table.get("options")  # not an array: reported with the probe already
         option_readers = [
             TableReader(reader.problems, item, (*reader.path, "options", index))
-            for index, item in enumerate(reader.table.get("options") or [])
+            for index, item in enumerate(items if isinstance(items, list) else [])
             if isinstance(item, dict)
         ]
         for option_reader, option in zip(option_readers, probe.options, strict=False):
