@@ -1,8 +1,10 @@
 """What persona-tui and Inspect AI logs share: the inspect-ai requirement and the names of scores.
 
-The Inspect mapping itself is in `inspect_export` (sessions → logs) and `inspect_import`
-(logs → a session); docs/export-format.md describes it field by field. Nothing here imports
-inspect_ai at module level: the core works without the `inspect` extra.
+The Inspect mapping itself is in `inspect_export` (sessions → logs, each trial a sample by
+`inspect_samples`; logs an import came from are edited by `inspect_edits`) and
+`inspect_import` (logs → a session); docs/export-format.md describes it field by field.
+Nothing here imports inspect_ai at module level: the core works without the `inspect`
+extra.
 """
 
 from __future__ import annotations

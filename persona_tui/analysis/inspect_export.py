@@ -5,7 +5,9 @@ session id), one sample per probe, epoch = sample index + 1; human annotations, 
 and the reproducibility record come along; Inspect recomputes the metrics from the scorer
 definitions in the log header. Sessions imported from Inspect logs (`inspect_import`) go back
 instead as a copy of each original log with the annotations added by `edit_score`, the
-annotator as the edit's author. The mapping, field by field: docs/export-format.md.
+annotator as the edit's author. Each trial becomes a sample in `inspect_samples`; here the
+logs, their header (`EvalSpec`) and their stats. The mapping, field by field:
+docs/export-format.md.
 
 inspect_ai is imported inside the functions (the `inspect` extra); blind mode cannot survive
 an export, since each log is one condition and its messages show the framing.
@@ -13,11 +15,8 @@ an export, since each log is one condition and its messages show the framing.
 
 from __future__ import annotations
 
-import hashlib
-import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,31 +25,28 @@ from persona_tui.analysis.inspect_common import (
     METRICS,
     ExportedLog,
     annotator_names,
-    human_scores,
-    judge_score_name,
     label_ids,
     require_inspect,
     scenario_or_none,
     write_log,
 )
+from persona_tui.analysis.inspect_samples import (
+    eval_sample,
+    model_usage,
+    option_cell_data,
+    short_id,
+    trial_end,
+)
 from persona_tui.errors import PersonaError
-from persona_tui.run.prompts import conversation
 from persona_tui.scenario.model import Scenario
 from persona_tui.scoring.judgements import JudgeFile, Judgement
 from persona_tui.session.index import reproducibility_data
-from persona_tui.session.model import Annotation, OptionCell, Session, Trial
+from persona_tui.session.model import OptionCell, Session, Trial
 
 if TYPE_CHECKING:
     from inspect_ai.log import EvalLog, EvalSample
-    from inspect_ai.model import ChatMessage, StopReason
-    from inspect_ai.scorer import Score
 
 PURPOSE = "exporting Inspect logs"
-_STOP_REASONS: dict[str, StopReason] = {
-    "stop": "stop",
-    "length": "max_tokens",
-    "cancelled": "unknown",
-}
 
 
 def export_inspect(
@@ -143,13 +139,13 @@ def _condition_log(
     order = _probe_order(session)
     trials = sorted(trials, key=lambda t: (order.get(t.probe, len(order)), t.sample))
     samples = [
-        _sample(session, scenario, trial, cells.get(trial.probe), names, labels, judged)
+        eval_sample(session, scenario, trial, cells.get(trial.probe), names, labels, judged)
         for trial in trials
     ]
     sampled = {t.probe for t in trials}
-    unsampled = [_option_cell_data(c) for p, c in cells.items() if p not in sampled]
-    usage = _usage(header.model.name, trials)
-    ends = [_end(t) for t in trials]
+    unsampled = [option_cell_data(c) for p, c in cells.items() if p not in sampled]
+    usage = model_usage(header.model.name, trials)
+    ends = [trial_end(t) for t in trials]
     log = EvalLog(
         status="success" if header.status == "complete" else "started",
         eval=_spec(session, scenario, condition, samples, unsampled),
@@ -199,11 +195,11 @@ def _spec(
     # definitions as data and let pydantic build them (the documented log schema).
     typed_elsewhere: dict[str, Any] = {"scorers": scorers} if scorers else {}
     return EvalSpec(
-        eval_id=_short_id("eval", header.id, condition),
+        eval_id=short_id("eval", header.id, condition),
         run_id=header.id,
         created=header.created,
         task=header.scenario_id,
-        task_id=_short_id("task", header.scenario_sha256),
+        task_id=short_id("task", header.scenario_sha256),
         task_version=0,
         task_file=header.scenario_path,
         task_display_name=scenario.title if scenario else header.scenario_id,
@@ -249,204 +245,3 @@ def _scorer_definitions(samples: list[EvalSample]) -> list[dict[str, Any]]:
         for name in sample.scores or {}:
             names.setdefault(name)
     return [{"name": name, "metrics": list(METRICS)} for name in names]
-
-
-def _short_id(*parts: str) -> str:
-    """A stable 22-character id (Inspect's ids have that length), so re-exports are identical."""
-    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:22]
-
-
-# ---------------------------------------------------------------------------- samples
-
-
-def _sample(
-    session: Session,
-    scenario: Scenario | None,
-    trial: Trial,
-    cell: OptionCell | None,
-    names: dict[str, str],
-    labels: list[str],
-    judged: dict[tuple[tuple[str, str, int], str], Judgement],
-) -> EvalSample:
-    from inspect_ai.log import EvalSample
-    from inspect_ai.model import ChatCompletionChoice, ChatMessageAssistant, ModelOutput
-
-    header = session.header
-    model_name = header.model.name
-    sent = _messages_sent(scenario, trial)
-    answer = ChatMessageAssistant(content=trial.response, model=model_name, source="generate")
-    usage = _usage(model_name, [trial])
-    metadata: dict[str, Any] = {
-        "seed": trial.seed,
-        "prompt": trial.prompt,
-        "prompt_mode": header.plan.prompt_mode,
-        "finish_reason": trial.finish_reason,
-        "condition": trial.condition,
-        "probe": trial.probe,
-        "sample": trial.sample,
-        "started": trial.started,
-        "seconds": trial.seconds,
-        "annotations": [_annotation_data(a) for a in trial.annotations],
-    }
-    if cell is not None:
-        metadata["options"] = _option_cell_data(cell)
-    scores = dict(_human_scores(trial.annotations, names, labels))
-    key = (trial.condition, trial.probe, trial.sample)
-    for (trial_key, rubric), judgement in judged.items():
-        if trial_key == key:
-            scores[judge_score_name(rubric)] = _judge_score(judgement)
-    return EvalSample(
-        id=trial.probe,
-        epoch=trial.sample + 1,
-        input=sent,
-        target="",
-        messages=[*sent, answer],
-        output=ModelOutput(
-            model=model_name,
-            choices=[
-                ChatCompletionChoice(
-                    message=answer, stop_reason=_STOP_REASONS.get(trial.finish_reason, "unknown")
-                )
-            ],
-            completion=trial.response,
-            usage=usage,
-            time=trial.seconds,
-        ),
-        scores=scores or None,
-        metadata=metadata,
-        model_usage={model_name: usage} if usage is not None else {},
-        started_at=trial.started,
-        completed_at=_end(trial),
-        total_time=trial.seconds,
-        working_time=trial.seconds,
-        uuid=_short_id("sample", header.id, trial.condition, trial.probe, str(trial.sample)),
-    )
-
-
-def _messages_sent(scenario: Scenario | None, trial: Trial) -> list[ChatMessage]:
-    """The conversation the prompt was rendered from: framing, demonstrations, probe turns.
-
-    Without a valid scenario copy, the prompt exactly as sent, as one user message.
-    """
-    from inspect_ai.model import ChatMessageAssistant, ChatMessageSystem, ChatMessageUser
-
-    if scenario is None or not _has(scenario, trial):
-        return [ChatMessageUser(content=trial.prompt)]
-    probe = scenario.probe(trial.probe)
-    condition = scenario.condition(trial.condition)
-    out: list[ChatMessage] = []
-    for message in conversation(condition, probe.turns, trial.turn_responses):
-        if message.role == "system":
-            out.append(ChatMessageSystem(content=message.content))
-        elif message.role == "user":
-            out.append(ChatMessageUser(content=message.content))
-        else:
-            out.append(ChatMessageAssistant(content=message.content))
-    return out
-
-
-def _has(scenario: Scenario, trial: Trial) -> bool:
-    return any(c.id == trial.condition for c in scenario.conditions) and any(
-        p.id == trial.probe and len(p.turns) == len(trial.turn_responses) + 1
-        for p in scenario.probes
-    )
-
-
-def _usage(model_name: str, trials: Iterable[Trial]) -> Any:
-    from inspect_ai.model import ModelUsage
-
-    trials = list(trials)
-    if not trials:
-        return None
-    prompt = sum(t.prompt_tokens for t in trials)
-    completion = sum(t.completion_tokens for t in trials)
-    return ModelUsage(
-        input_tokens=prompt, output_tokens=completion, total_tokens=prompt + completion
-    )
-
-
-def _end(trial: Trial) -> str:
-    try:
-        start = datetime.fromisoformat(trial.started)
-    except ValueError:
-        return trial.started
-    return (start + timedelta(seconds=trial.seconds)).isoformat()
-
-
-def _annotation_data(annotation: Annotation) -> dict[str, Any]:
-    return {
-        "annotator": annotation.annotator,
-        "time": annotation.time,
-        "label": annotation.label,
-        "scales": dict(annotation.scores),
-        "note": annotation.note,
-        "blind": annotation.blind_seed is not None,
-        "blind_seed": annotation.blind_seed,
-    }
-
-
-def _option_cell_data(cell: OptionCell) -> dict[str, Any]:
-    return {
-        "condition": cell.condition,
-        "probe": cell.probe,
-        "prompt": cell.prompt,
-        "prompt_tokens": cell.prompt_tokens,
-        "seconds": cell.seconds,
-        "options": [
-            {
-                "id": o.id,
-                "label": o.label,
-                "text": o.text,
-                "logprob": o.logprob,
-                "mean_logprob": o.mean_logprob,
-                "n_tokens": o.n_tokens,
-                "token_logprobs": list(o.token_logprobs),
-            }
-            for o in cell.options
-        ],
-    }
-
-
-# ---------------------------------------------------------------------------- scores
-
-
-def _human_scores(
-    annotations: Iterable[Annotation], names: dict[str, str], labels: Sequence[str]
-) -> Iterator[tuple[str, Score]]:
-    from inspect_ai.scorer import Score
-
-    for annotation in annotations:
-        for s in human_scores(annotation, names, labels):
-            yield (
-                s.name,
-                Score(
-                    value=s.value,
-                    answer=s.answer,
-                    explanation=s.explanation,
-                    metadata=dict(s.metadata),
-                ),
-            )
-
-
-def _judge_score(judgement: Judgement) -> Score:
-    from inspect_ai.scorer import Score
-
-    explanation = None
-    if judgement.score is None:
-        explanation = (
-            f"no score: only {judgement.p_numbers:.3f} of the judge's probability fell on numbers"
-        )
-    return Score(
-        value=math.nan if judgement.score is None else judgement.score,
-        explanation=explanation,
-        metadata={
-            "rubric": judgement.rubric,
-            "rubric_sha256": judgement.rubric_sha256,
-            "judge_model": judgement.judge_model,
-            "judge_sha256": judgement.judge_sha256,
-            "judge_backend": judgement.judge_backend,
-            "method": judgement.method,
-            "p_numbers": judgement.p_numbers,
-            "time": judgement.time,
-        },
-    )

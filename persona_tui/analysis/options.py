@@ -16,8 +16,9 @@ Sessions hold, per condition × probe, the log-probability of every scored answe
   contrast).
 
 Several sessions are pooled by probe: an option scored in several sessions (repeated runs
-of a scenario) contributes the mean of its log-probabilities. Pure computation; numpy is
-imported lazily (the `analysis` extra). See docs/analysis.md, "Likelihood probes".
+of a scenario) contributes the mean of its log-probabilities. Pure computation; the
+bootstrap and the sign-flip test are `analysis.stats`'s (numpy, imported lazily: the
+`analysis` extra). See docs/analysis.md, "Likelihood probes".
 """
 
 from __future__ import annotations
@@ -26,18 +27,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from persona_tui._util.deps import require
 from persona_tui.analysis.records import ConditionInfo, Dataset
-from persona_tui.analysis.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONFIDENCE, Interval
+from persona_tui.analysis.stats import (
+    ALPHA,
+    BOOTSTRAP_RESAMPLES,
+    MIN_PROBES_SIGN_FLIP,
+    Interval,
+    bootstrap_mean_interval,
+    sign_flip_p,
+)
 from persona_tui.errors import PersonaError
-
-EXACT_LIMIT = 100_000  # enumerate every sign pattern when 2^n is at most this
-RANDOM_FLIPS = 100_000  # else this many seeded random sign patterns
-PERMUTATION_SEED = 20_240_602
-ALPHA = 0.05
-# With n probes the smallest two-sided sign-flip p is 2 / 2^n: below 6 probes, never < 0.05.
-MIN_PROBES = 6
-_TIE = 1e-12  # relative tolerance when comparing permuted statistics with the observed one
 
 Verdict = str  # "higher", "lower", "no difference shown", "too few"
 
@@ -163,65 +162,6 @@ def log_mean_exp(values: Sequence[float]) -> float:
     if top == -math.inf:
         return -math.inf
     return top + math.log(math.fsum(math.exp(v - top) for v in values) / len(values))
-
-
-# ------------------------------------------------------------------ statistics
-
-
-def bootstrap_mean_interval(
-    values: Sequence[float],
-    resamples: int = BOOTSTRAP_RESAMPLES,
-    confidence: float = CONFIDENCE,
-    seed: int = BOOTSTRAP_SEED,
-) -> Interval | None:
-    """Percentile bootstrap interval of the mean, resampling the values (probes).
-
-    None with fewer than 2 values, where resampling says nothing.
-    """
-    if len(values) < 2:
-        return None
-    np = require("numpy", "the bootstrap")
-    data = np.asarray(values, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(data), size=(resamples, len(data)))
-    means = data[picks].mean(axis=1)
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return Interval(float(low), float(high))
-
-
-def sign_flip_p(
-    differences: Sequence[float],
-    flips: int = RANDOM_FLIPS,
-    exact_limit: int = EXACT_LIMIT,
-    seed: int = PERMUTATION_SEED,
-) -> tuple[float, bool] | None:
-    """Two-sided sign-flip permutation p of the mean of paired differences, and if exact.
-
-    Under the null (the framing changes nothing) each probe's difference is as likely
-    positive as negative. Exact (every one of the 2^n sign patterns) when 2^n ≤
-    `exact_limit`; else `flips` seeded random patterns with p = (hits + 1) / (flips + 1).
-    None for no differences.
-    """
-    n = len(differences)
-    if n == 0:
-        return None
-    np = require("numpy", "the permutation test")
-    data = np.asarray(differences, dtype=np.float64)
-    observed = abs(float(data.mean()))
-    threshold = observed - _TIE * max(1.0, observed)
-    if 2**n <= exact_limit:
-        patterns = np.arange(2**n, dtype=np.int64)[:, None] >> np.arange(n, dtype=np.int64)
-        signs = 1.0 - 2.0 * (patterns & 1)
-        hits = int(np.count_nonzero(np.abs(signs @ data) / n >= threshold))
-        return hits / 2**n, True
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for start in range(0, flips, 10_000):  # in blocks: memory stays at 10,000 × n
-        size = min(10_000, flips - start)
-        signs = rng.choice(np.array([-1.0, 1.0]), size=(size, n))
-        hits += int(np.count_nonzero(np.abs(signs @ data) / n >= threshold))
-    return (hits + 1) / (flips + 1), False
 
 
 # ------------------------------------------------------------------ the analysis
@@ -415,12 +355,12 @@ def _verdict(
             "the probe bootstrap needs at least 2 probes scored under both conditions",
         )
     estimate = f"{nats(difference, signed=True)} nats {interval_nats(interval)}"
-    if n < MIN_PROBES:
+    if n < MIN_PROBES_SIGN_FLIP:
         return (
             "too few",
             f"too few probes for a claim: {estimate}",
             f"with {n} probes a sign-flip test cannot reach p < {ALPHA} "
-            f"(it needs at least {MIN_PROBES})",
+            f"(it needs at least {MIN_PROBES_SIGN_FLIP})",
         )
     excludes_zero = interval.low > 0 or interval.high < 0
     significant = p_value is not None and p_value < ALPHA

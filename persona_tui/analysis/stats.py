@@ -5,8 +5,11 @@ Wilson intervals (`binomtest(...).proportion_ci`), t intervals and Fisher's exac
 the `krippendorff` package for Krippendorff's alpha. What is computed here is the cluster
 bootstrap (scipy's `bootstrap` cannot resample clusters) and Cohen's kappa (a two-line
 formula; scikit-learn would be a heavy dependency for it), both checked against textbook
-values in tests/unit/test_stats.py. scipy, numpy and krippendorff are imported lazily:
-they come with the `analysis` extra.
+values in tests/unit/test_stats.py, and the probe bootstrap of a mean and the sign-flip
+permutation test of the likelihood probes (seeded numpy draws, checked against scipy's
+`bootstrap` and `permutation_test` in tests/unit/test_options_analysis.py). The thresholds
+every verdict uses (`ALPHA`, `MIN_PROBES`, `MIN_PROBES_SIGN_FLIP`) are defined here once.
+scipy, numpy and krippendorff are imported lazily: they come with the `analysis` extra.
 """
 
 from __future__ import annotations
@@ -24,6 +27,16 @@ Item = TypeVar("Item", bound=Hashable)
 CONFIDENCE = 0.95
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 20_240_601  # fixed, so a report is reproducible
+EXACT_LIMIT = 100_000  # sign-flip: enumerate every sign pattern when 2^n is at most this
+RANDOM_FLIPS = 100_000  # else this many seeded random sign patterns
+PERMUTATION_SEED = 20_240_602
+_TIE = 1e-12  # relative tolerance when comparing permuted statistics with the observed one
+
+# Below these, a contrast makes no claim (see docs/analysis.md).
+ALPHA = 0.05  # a difference is claimed only when p < ALPHA (and the interval excludes 0)
+MIN_PROBES = 5  # probes under both conditions for the probe bootstrap of a label rate
+# With n probes the smallest two-sided sign-flip p is 2 / 2^n: below 6 probes, never < 0.05.
+MIN_PROBES_SIGN_FLIP = 6
 
 
 @dataclass(frozen=True)
@@ -117,6 +130,62 @@ def cluster_bootstrap_difference(
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(diff, [tail, 100 - tail])
     return Interval(float(low), float(high))
+
+
+def bootstrap_mean_interval(
+    values: Sequence[float],
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = BOOTSTRAP_SEED,
+) -> Interval | None:
+    """Percentile bootstrap interval of the mean, resampling the values (probes).
+
+    None with fewer than 2 values, where resampling says nothing.
+    """
+    if len(values) < 2:
+        return None
+    np = require("numpy", "the bootstrap")
+    data = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(data), size=(resamples, len(data)))
+    means = data[picks].mean(axis=1)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return Interval(float(low), float(high))
+
+
+def sign_flip_p(
+    differences: Sequence[float],
+    flips: int = RANDOM_FLIPS,
+    exact_limit: int = EXACT_LIMIT,
+    seed: int = PERMUTATION_SEED,
+) -> tuple[float, bool] | None:
+    """Two-sided sign-flip permutation p of the mean of paired differences, and if exact.
+
+    Under the null (the framing changes nothing) each probe's difference is as likely
+    positive as negative. Exact (every one of the 2^n sign patterns) when 2^n ≤
+    `exact_limit`; else `flips` seeded random patterns with p = (hits + 1) / (flips + 1).
+    None for no differences.
+    """
+    n = len(differences)
+    if n == 0:
+        return None
+    np = require("numpy", "the permutation test")
+    data = np.asarray(differences, dtype=np.float64)
+    observed = abs(float(data.mean()))
+    threshold = observed - _TIE * max(1.0, observed)
+    if 2**n <= exact_limit:
+        patterns = np.arange(2**n, dtype=np.int64)[:, None] >> np.arange(n, dtype=np.int64)
+        signs = 1.0 - 2.0 * (patterns & 1)
+        hits = int(np.count_nonzero(np.abs(signs @ data) / n >= threshold))
+        return hits / 2**n, True
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for start in range(0, flips, 10_000):  # in blocks: memory stays at 10,000 × n
+        size = min(10_000, flips - start)
+        signs = rng.choice(np.array([-1.0, 1.0]), size=(size, n))
+        hits += int(np.count_nonzero(np.abs(signs @ data) / n >= threshold))
+    return (hits + 1) / (flips + 1), False
 
 
 @dataclass(frozen=True)

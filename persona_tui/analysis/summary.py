@@ -21,6 +21,8 @@ from persona_tui.analysis.labels import (
 )
 from persona_tui.analysis.records import ConditionInfo, Dataset
 from persona_tui.analysis.stats import (
+    ALPHA,
+    MIN_PROBES,
     ClusterCounts,
     Interval,
     MeanEstimate,
@@ -35,8 +37,6 @@ from persona_tui.errors import PersonaError
 
 # Below these, a contrast makes no claim (see docs/analysis.md).
 MIN_TRIALS_PER_CONDITION = 10
-MIN_PROBES = 5
-ALPHA = 0.05
 
 
 @dataclass(frozen=True)

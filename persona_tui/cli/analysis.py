@@ -1,20 +1,20 @@
-"""CLI sub-commands of the analysis: `export`, `report`, `judge`, `import`.
+"""CLI sub-commands of the analysis: `export`, `report` and `judge`.
 
-`add_analysis_commands(subparsers)` registers them on the main parser's sub-parsers; each
-sets `func=` to a handler that takes the parsed arguments and returns an exit code, and
-raises PersonaError for user errors (the main entry prints those and exits 2).
+`add_analysis_commands(subparsers)` registers them on the main parser's sub-parsers, then
+`import` from `cli.importers`; each sets `func=` to a handler that takes the parsed
+arguments and returns an exit code, and raises PersonaError for user errors (the main
+entry prints those and exits 2).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import os
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from persona_tui.cli.importers import add_import_command
+from persona_tui.cli.output import warn, write_text
 from persona_tui.errors import PersonaError
 
 _SESSIONS_HELP = "session files (.toml) to read; several are merged into one table"
@@ -132,76 +132,7 @@ def add_analysis_commands(subparsers: Any) -> None:
     )
     judge.set_defaults(func=cmd_judge)
 
-    importer = subparsers.add_parser(
-        "import",
-        help="convert published evaluation files into scenario files, or Inspect logs into a "
-        "session",
-    )
-    kinds = importer.add_subparsers(dest="import_kind", metavar="KIND", required=True)
-    em = kinds.add_parser(
-        "em-questions", help="Emergent-Misalignment question YAML → scenario probes"
-    )
-    em.add_argument("file", type=Path, help="question file (.yaml)")
-    em.add_argument("--id", help="scenario id (default: from the file name)")
-    em.add_argument("--samples", type=int, help="samples per probe (default: from the file)")
-    em.add_argument(
-        "--system-as-condition",
-        action="store_true",
-        help="turn questions' system prompts into conditions instead of skipping them",
-    )
-    _add_output_options(em)
-    em.set_defaults(func=cmd_import_em)
-    trait = kinds.add_parser("trait", help="persona-vector trait JSON → trait-elicitation scenario")
-    trait.add_argument("file", type=Path, help="trait file (.json)")
-    trait.add_argument("--trait", help="trait name (default: the file name)")
-    trait.add_argument("--samples", type=int, default=3, help="samples per cell (default: 3)")
-    trait.add_argument(
-        "--rubric-out",
-        type=Path,
-        metavar="FILE",
-        help="also write the eval_prompt as a judge rubric",
-    )
-    _add_output_options(trait)
-    trait.set_defaults(func=cmd_import_trait)
-    statements = kinds.add_parser(
-        "persona-statements",
-        help="persona statement JSONL (model-written evaluations) → forced-choice probes",
-    )
-    statements.add_argument("file", type=Path, help="statement file (.jsonl)")
-    statements.add_argument("--id", help="scenario id (default: from the file name)")
-    statements.add_argument(
-        "--samples", type=int, default=1, help="samples per probe (default: %(default)s)"
-    )
-    _add_output_options(statements)
-    statements.set_defaults(func=cmd_import_persona_statements)
-    inspect_logs = kinds.add_parser(
-        "inspect",
-        help="Inspect AI logs (.eval/.json) → a session to annotate, each log a condition",
-        description="Make one session of Inspect AI logs (each log a condition, each sample id "
-        "a probe, each epoch a sample) that the Annotate, Compare and Results screens open. "
-        "`persona-tui export SESSION --format inspect -o DIR` then writes copies of the "
-        "original logs with your annotations added as score edits (the annotator as author). "
-        "Needs pip install 'persona-tui[inspect]'.",
-    )
-    inspect_logs.add_argument("logs", nargs="+", type=Path, help="Inspect log files")
-    inspect_logs.add_argument("--id", help="scenario id (default: the first log's task)")
-    inspect_logs.add_argument(
-        "--annotation",
-        type=Path,
-        metavar="SCENARIO",
-        help="take labels and scales from this scenario file's [annotation] "
-        "(default: aligned, misaligned, incoherent, refusal)",
-    )
-    inspect_logs.add_argument(
-        "--output",
-        "-o",
-        type=Path,
-        help="session file to write (default: a new file in the sessions folder)",
-    )
-    inspect_logs.add_argument(
-        "--force", action="store_true", help="overwrite an existing output file"
-    )
-    inspect_logs.set_defaults(func=cmd_import_inspect)
+    add_import_command(subparsers)
 
 
 def _add_rules_option(parser: argparse.ArgumentParser) -> None:
@@ -218,47 +149,12 @@ def _add_rules_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_output_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--output", "-o", type=Path, help="scenario file to write (default: stdout)"
-    )
-    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
-
-
-# ------------------------------------------------------------------ output helpers
-
-
-def _write(chunks: Iterable[str], output: Path | None) -> None:
-    """Write text exactly (no newline translation), to a file or stdout."""
-    if output is None:
-        sys.stdout.flush()
-        stream = sys.stdout.buffer
-        try:
-            for chunk in chunks:
-                stream.write(chunk.encode("utf-8"))
-            stream.flush()
-        except BrokenPipeError:  # `| head`: the reader left; not an error
-            pass
-        return
-    try:
-        with output.open("w", encoding="utf-8", newline="") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-    except OSError as error:
-        raise PersonaError(f"{output}: cannot write: {error.strerror or error}") from None
-
-
 def _dataset(args: argparse.Namespace) -> Any:
     from persona_tui.analysis.records import load_dataset
     from persona_tui.scenario.rules import load_rules
 
     rules = load_rules(args.rules) if args.rules else None
     return load_dataset(list(args.sessions), rules, use_cache=not args.no_cache)
-
-
-def _warn(lines: Iterable[str]) -> None:
-    for line in lines:
-        print(f"persona-tui: warning: {line}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------ commands
@@ -274,20 +170,20 @@ def cmd_export(args: argparse.Namespace) -> int:
         suffix = args.output.suffix.lower() if args.output else ""
         fmt = "jsonl" if suffix in (".jsonl", ".json", ".ndjson") else "csv"
     dataset = _dataset(args)
-    _warn(dataset.warnings)
+    warn(dataset.warnings)
     if args.table == "options":
         if not dataset.options:
             raise PersonaError(
                 "the sessions hold no scored answer options (a scenario's probes need "
                 "[[probes.options]]; `persona-tui run` scores them)"
             )
-        _write(export_options_text(dataset.options, fmt), args.output)
+        write_text(export_options_text(dataset.options, fmt), args.output)
         rows = len(dataset.options)
     else:
         columns = columns_for(
             dataset.records, [s.id for s in dataset.scales], list(dataset.rubrics)
         )
-        _write(export_text(dataset.records, fmt, columns), args.output)
+        write_text(export_text(dataset.records, fmt, columns), args.output)
         rows = len(dataset.records)
     if args.output:
         print(f"{rows} rows → {args.output}", file=sys.stderr)
@@ -360,7 +256,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         if options is not None:
             charts.append(terminal_options_chart(options, width=80, height=20))
         text = text + "".join(f"\n{chart}\n" for chart in charts)
-    _write([text], args.output)
+    write_text([text], args.output)
     if args.plot and analysis is not None:
         save_rate_plot(analysis, args.plot)
         print(f"plot → {args.plot}", file=sys.stderr)
@@ -412,77 +308,4 @@ def cmd_judge(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     print(summary.sidecar)
-    return 0
-
-
-def _write_new(text: str, output: Path | None, force: bool, what: str = "scenario") -> None:
-    if output is not None and output.exists() and not force:
-        raise PersonaError(f"{output}: already exists; pass --force to overwrite it")
-    _write([text], output)
-    if output is not None:
-        check = f" (check it with: persona-tui validate {output})" if what == "scenario" else ""
-        print(f"{what} → {output}{check}", file=sys.stderr)
-
-
-def cmd_import_em(args: argparse.Namespace) -> int:
-    from persona_tui.scenario.importers import em_questions_to_scenario
-
-    if args.samples is not None and args.samples < 1:
-        raise PersonaError("--samples must be at least 1")
-    text = em_questions_to_scenario(
-        args.file,
-        scenario_id=args.id,
-        samples=args.samples,
-        system_as_condition=args.system_as_condition,
-    )
-    _write_new(text, args.output, args.force)
-    return 0
-
-
-def cmd_import_trait(args: argparse.Namespace) -> int:
-    from persona_tui.scenario.importers import trait_rubric_text, trait_to_scenario
-
-    if args.samples < 1:
-        raise PersonaError("--samples must be at least 1")
-    text = trait_to_scenario(args.file, trait=args.trait, samples=args.samples)
-    rubric = trait_rubric_text(args.file, args.trait) if args.rubric_out else None
-    _write_new(text, args.output, args.force)
-    if rubric is not None:
-        _write_new(rubric, args.rubric_out, args.force, what="judge rubric")
-    return 0
-
-
-def cmd_import_persona_statements(args: argparse.Namespace) -> int:
-    from persona_tui.scenario.persona_statements import persona_statements_to_scenario
-
-    if args.samples < 1:
-        raise PersonaError("--samples must be at least 1")
-    text = persona_statements_to_scenario(args.file, scenario_id=args.id, samples=args.samples)
-    _write_new(text, args.output, args.force)
-    return 0
-
-
-def cmd_import_inspect(args: argparse.Namespace) -> int:
-    from persona_tui.analysis.inspect_import import import_inspect_logs
-
-    target = args.output
-    replace = target is not None and target.exists()
-    if replace and not args.force:
-        raise PersonaError(f"{target}: already exists; pass --force to overwrite it")
-    # With --force, the old file is replaced only once the new session is written.
-    written = target.with_name(f".{target.name}.importing") if replace else target
-    imported = import_inspect_logs(
-        list(args.logs), written, scenario_id=args.id, annotation_from=args.annotation
-    )
-    if replace:
-        os.replace(written, target)
-        Path(f"{written}.lock").unlink(missing_ok=True)
-        imported = dataclasses.replace(imported, path=target)
-    _warn(imported.warnings)
-    print(
-        f"{imported.conditions} conditions × {imported.probes} probes, {imported.trials} trials "
-        f"→ session {imported.session_id} (annotate it: persona-tui annotate {imported.path})",
-        file=sys.stderr,
-    )
-    print(imported.path)
     return 0

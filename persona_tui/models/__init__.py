@@ -1,7 +1,8 @@
 """Models: what the user can pick and how it is loaded.
 
-Model references and backend names (`refs`), discovery of the bundled demo model, config
-aliases and local model caches (`discovery`, `scan`), loading a reference with its
-backend (`load`, the one place that maps a backend name to its implementation), the
-user config (`config`) and the checks of `persona-tui doctor` (`diagnostics`).
+Model references (`refs`; the backend names are in `persona_tui.backend_names`),
+discovery of the bundled demo model, config aliases and local model caches (`discovery`,
+`scan`), loading a reference with its backend (`load`, the one place that maps a backend
+name to its implementation), the user config (`config`) and the checks of
+`persona-tui doctor` (`diagnostics`).
 """

@@ -28,8 +28,9 @@ import tomli_w
 
 from persona_tui import paths
 from persona_tui._util.atomic import atomic_write_text
-from persona_tui._util.tables import KeyPath, Problems, TableReader, closest, format_key_path
+from persona_tui._util.tables import Problems, TableReader, closest
 from persona_tui._util.textdata import loads_toml
+from persona_tui._util.toml_scan import KeyPath, format_key_path
 from persona_tui.backend_names import BACKEND_CHOICES
 from persona_tui.errors import ConfigError
 from persona_tui.models.refs import ModelRef

@@ -8,14 +8,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from persona_tui._util.tables import (
-    Problems,
-    SourceLines,
-    TableReader,
-    did_you_mean,
-    report_duplicates,
-)
+from persona_tui._util.tables import Problems, TableReader, did_you_mean, report_duplicates
 from persona_tui._util.textdata import loads_toml
+from persona_tui._util.toml_scan import SourceLines
 from persona_tui.errors import ScenarioError
 from persona_tui.scenario.model import (
     PROMPT_MODES,
@@ -267,9 +262,10 @@ def _check_option_labels(
     """Every option's label must be one of `[[annotation.labels]]`."""
     known = [label.id for label in annotation.labels]
     for reader, probe in zip(readers, probes, strict=False):
+        items = reader.table.get("options")  # not an array: reported with the probe already
         option_readers = [
             TableReader(reader.problems, item, (*reader.path, "options", index))
-            for index, item in enumerate(reader.table.get("options") or [])
+            for index, item in enumerate(items if isinstance(items, list) else [])
             if isinstance(item, dict)
         ]
         for option_reader, option in zip(option_readers, probe.options, strict=False):

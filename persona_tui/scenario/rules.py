@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from persona_tui._util.tables import Problems, SourceLines, TableReader
+from persona_tui._util.tables import Problems, TableReader
 from persona_tui._util.textdata import loads_toml
+from persona_tui._util.toml_scan import SourceLines
 from persona_tui.errors import ScenarioError
 
 _RULE_KEYS = ("label", "keywords", "patterns", "case_sensitive", "description")

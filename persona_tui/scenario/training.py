@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from persona_tui._util.tables import SourceLines, TableReader, did_you_mean
+from persona_tui._util.tables import TableReader, did_you_mean
 from persona_tui._util.textdata import DataFileError, loads_json
+from persona_tui._util.toml_scan import SourceLines
 from persona_tui.scenario.model import (
     USER_PLACEHOLDER,
     Condition,

@@ -1,8 +1,10 @@
 """Sessions: the record of a run and its file.
 
-The session model (frozen dataclasses in `model`), its TOML form (`read`, `write`, with
-the rules both share in `schema`) and the store that writes a session file atomically
-after every trial and every annotation, under a lock (`store`). A session file holds the
-model and sampling record, a copy of the scenario as run and one `[[trials]]` table per
-finished trial with its annotations. See docs/session-format.md.
+The session model (frozen dataclasses in `model`), its TOML form (`read`, on the typed
+readers of `fields`, and `write`, with the rules both share in `schema`), the store that
+writes a session file atomically after every trial and every annotation, under a lock
+(`store`), the scenario copy as run (`as_run`), the sessions of a folder (`index`) and the
+annotation rules, blind order included (`annotating`). A session file holds the model and
+sampling record, a copy of the scenario as run and one `[[trials]]` table per finished
+trial with its annotations. See docs/session-format.md.
 """

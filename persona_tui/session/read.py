@@ -2,23 +2,34 @@
 
 It parses with `tomllib` and checks every key and type, naming the file and the key path
 (`trials[12].seed`) or the line:column of a syntax error, so a hand-edited or damaged file
-is reported with where and what to fix. The allowed values are shared with `write`
-through `schema`. Format: docs/session-format.md.
+is reported with where and what to fix. The typed readers of single values are in
+`fields`; the allowed values are shared with `write` through `schema`. Format:
+docs/session-format.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import tomllib
-from collections.abc import Callable, Sequence
-from datetime import date, datetime, time
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from persona_tui._util.atomic import describe_os_error
-from persona_tui._util.tables import KeyPath, Problems, TableReader, closest
+from persona_tui._util.tables import TableReader
 from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui.errors import SessionError
+from persona_tui.session.fields import (
+    any_int_at,
+    choice_at,
+    dataclass_at,
+    float_at,
+    float_tuple_at,
+    int_at,
+    int_map_at,
+    session_problems,
+    str_at,
+    str_tuple_at,
+    table_at,
+)
 from persona_tui.session.model import (
     FORMAT_VERSION,
     AdapterRecord,
@@ -30,159 +41,8 @@ from persona_tui.session.model import (
     SessionHeader,
     Trial,
 )
-from persona_tui.session.schema import (
-    FINISH_REASONS,
-    INT64_BOUND,
-    PROMPT_MODES,
-    STATUSES,
-    optional_base,
-)
+from persona_tui.session.schema import FINISH_REASONS, PROMPT_MODES, STATUSES
 from persona_tui.values import ModelInfo, SamplingParams
-
-T = TypeVar("T")
-
-
-def _type_name(value: object) -> str:
-    if isinstance(value, bool):
-        return f"a boolean ({str(value).lower()})"
-    if isinstance(value, int):
-        return f"an integer ({value})"
-    if isinstance(value, float):
-        return f"a float ({value})"
-    if isinstance(value, str):
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"a string ({shown!r})"
-    if isinstance(value, (datetime, date, time)):
-        return f"an unquoted date/time ({value.isoformat()}); dates are stored as quoted strings"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return type(value).__name__
-
-
-def _unknown_key(path: KeyPath, key: str, allowed: Sequence[str]) -> tuple[KeyPath, str]:
-    close = closest(key, allowed)
-    hint = f" (did you mean {close!r}?)" if close else ""
-    return (*path, key), f"unknown key{hint}; allowed here: {', '.join(allowed)}"
-
-
-def _problems(file: Path) -> Problems:
-    """Session wording, failing at the first problem with a SessionError."""
-    return Problems(
-        file,
-        fail_fast=SessionError,
-        describe=_type_name,
-        unknown_key=_unknown_key,
-        quote_keys=False,
-    )
-
-
-# Each reader below returns a placeholder only after a problem, which has raised already.
-
-
-def _table(t: TableReader, key: str, allowed: Sequence[str] | None) -> TableReader:
-    found = t.table_at(key, allowed, required=True)
-    return found if found is not None else TableReader(t.problems, {}, (*t.path, key))
-
-
-def _str(t: TableReader, key: str) -> str:
-    return t.value(key, "a string", (str,), required=True) or ""
-
-
-def _int(t: TableReader, key: str, minimum: int = 0) -> int:
-    value = t.value(key, "an integer", (int,), required=True)
-    if value is None:
-        return 0
-    if value < minimum:
-        t.report(key, f"expected an integer >= {minimum}, got {value}")
-    if value >= INT64_BOUND:  # tomllib accepts any size; TOML (and the writer) stop here
-        t.report(key, f"expected an integer < 2**63 (64-bit), got {value}")
-    return int(value)
-
-
-def _any_int(t: TableReader, key: str) -> int:
-    return _int(t, key, minimum=-INT64_BOUND)
-
-
-def _float(t: TableReader, key: str) -> float:
-    value = t.value(key, "a number", (int, float), required=True)
-    return 0.0 if value is None else float(value)
-
-
-def _bool(t: TableReader, key: str) -> bool:
-    return bool(t.value(key, "true or false", (bool,), required=True))
-
-
-def _choice(t: TableReader, key: str, choices: tuple[str, ...]) -> Any:
-    value = _str(t, key)
-    if value not in choices:
-        options = ", ".join(repr(c) for c in choices)
-        t.report(key, f"expected one of {options}, got {value!r}")
-    return value
-
-
-def _str_tuple(t: TableReader, key: str) -> tuple[str, ...]:
-    value = t.value(key, "an array of strings", (list,), required=True)
-    for n, item in enumerate(value or ()):
-        if not isinstance(item, str):
-            t.wrong_type((key, n), "a string", item)
-    return tuple(value or ())
-
-
-def _str_map(t: TableReader, key: str) -> dict[str, str]:
-    sub = _table(t, key, None)
-    for k in sub.table:
-        sub.value(k, "a string", (str,))
-    return dict(sub.table)
-
-
-def _int_map(t: TableReader, key: str) -> dict[str, int]:
-    sub = _table(t, key, None)
-    for k in sub.table:
-        sub.value(k, "an integer", (int,))
-    return dict(sub.table)
-
-
-_FIELD_READERS: dict[str, Callable[[TableReader, str], object]] = {
-    "str": _str,
-    "int": _any_int,
-    "float": _float,
-    "bool": _bool,
-    "dict[str, str]": _str_map,
-}
-
-
-def _dataclass_table(
-    cls: type[T],
-    t: TableReader,
-    key: str,
-    all_required: bool = False,
-    given: dict[str, object] | None = None,
-) -> T:
-    """Build `cls` (SamplingParams, ModelInfo, AdapterRecord) from the table `key`, field
-    by field (fields in `given` are not in the table: they take the value given).
-
-    A field with a default may be absent (it then takes the default) unless `all_required`.
-    """
-    given = given or {}
-    fields = [f for f in dataclasses.fields(cls) if f.name not in given]  # type: ignore[arg-type]
-    table = _table(t, key, tuple(f.name for f in fields))
-    kwargs: dict[str, object] = dict(given)
-    for f in fields:
-        type_name = str(f.type)
-        missing_ok = not all_required and (
-            f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-        )
-        if not table.has(f.name) and missing_ok:
-            continue  # absent optional key: the dataclass default (None, "", 0, {})
-        base = optional_base(type_name) or type_name
-        reader = _FIELD_READERS.get(base)
-        if reader is None:  # pragma: no cover - only when a new field type is added
-            raise TypeError(f"session.read cannot read {key}.{f.name} of type {base}")
-        kwargs[f.name] = reader(table, f.name)
-    return cls(**kwargs)
-
 
 _TOP_KEYS = (
     "format_version",
@@ -281,7 +141,7 @@ def _parse_toml(data: bytes, file: Path) -> dict[str, Any]:
 def parse_session(data: bytes, file: Path) -> Session:
     """Validate a session file's bytes and build the Session; SessionError on any problem."""
     doc = _parse_toml(data, file)
-    problems = _problems(file)
+    problems = session_problems(file)
     if "format_version" not in doc:
         problems.add(("format_version",), "missing: this is not a persona-tui session file")
     version = doc["format_version"]
@@ -295,36 +155,36 @@ def parse_session(data: bytes, file: Path) -> Session:
         )
     top = TableReader(problems, doc, (), _TOP_KEYS)
 
-    sess = _table(top, "session", _SESSION_KEYS)
-    model = _dataclass_table(ModelInfo, top, "model")
-    sampling = _dataclass_table(SamplingParams, top, "sampling", all_required=True)
-    plan_t = _table(top, "plan", _PLAN_KEYS)
+    sess = table_at(top, "session", _SESSION_KEYS)
+    model = dataclass_at(ModelInfo, top, "model")
+    sampling = dataclass_at(SamplingParams, top, "sampling", all_required=True)
+    plan_t = table_at(top, "plan", _PLAN_KEYS)
     plan = Plan(
-        conditions=_str_tuple(plan_t, "conditions"),
-        probes=_str_tuple(plan_t, "probes"),
-        samples=_int(plan_t, "samples"),
-        seed=_any_int(plan_t, "seed"),
-        prompt_mode=_choice(plan_t, "prompt_mode", PROMPT_MODES),
-        stop=_str_tuple(plan_t, "stop") if plan_t.has("stop") else (),
+        conditions=str_tuple_at(plan_t, "conditions"),
+        probes=str_tuple_at(plan_t, "probes"),
+        samples=int_at(plan_t, "samples"),
+        seed=any_int_at(plan_t, "seed"),
+        prompt_mode=choice_at(plan_t, "prompt_mode", PROMPT_MODES),
+        stop=str_tuple_at(plan_t, "stop") if plan_t.has("stop") else (),
         # Sessions before batched decoding ran one by one.
-        batch=_int(plan_t, "batch", minimum=1) if plan_t.has("batch") else 1,
+        batch=int_at(plan_t, "batch", minimum=1) if plan_t.has("batch") else 1,
         # Sessions before groups spanning cells batched each cell's samples alone (0).
-        batch_cells=_int(plan_t, "batch_cells") if plan_t.has("batch_cells") else 0,
+        batch_cells=int_at(plan_t, "batch_cells") if plan_t.has("batch_cells") else 0,
     )
-    scen = _table(top, "scenario", _SCENARIO_KEYS)
+    scen = table_at(top, "scenario", _SCENARIO_KEYS)
     header = SessionHeader(
-        id=_str(sess, "id"),
-        scenario_id=_str(sess, "scenario_id"),
-        scenario_sha256=_str(sess, "scenario_sha256"),
-        scenario_source=_str(scen, "source"),
-        scenario_path=_str(sess, "scenario_path"),
-        created=_str(sess, "created"),
-        status=_choice(sess, "status", STATUSES),
+        id=str_at(sess, "id"),
+        scenario_id=str_at(sess, "scenario_id"),
+        scenario_sha256=str_at(sess, "scenario_sha256"),
+        scenario_source=str_at(scen, "source"),
+        scenario_path=str_at(sess, "scenario_path"),
+        created=str_at(sess, "created"),
+        status=choice_at(sess, "status", STATUSES),
         model=model,
         sampling=sampling,
         plan=plan,
-        app_version=_str(sess, "app_version"),
-        chat_template=_str(scen, "chat_template") if scen.has("chat_template") else None,
+        app_version=str_at(sess, "app_version"),
+        chat_template=str_at(scen, "chat_template") if scen.has("chat_template") else None,
         adapters=_read_adapters(top, plan),
     )
 
@@ -368,28 +228,20 @@ def _read_adapters(top: TableReader, plan: Plan) -> tuple[AdapterRecord, ...]:
                 f"not a condition of this session's plan ({', '.join(plan.conditions)})",
             )
     return tuple(
-        _dataclass_table(AdapterRecord, table, condition, given={"condition": condition})
+        dataclass_at(AdapterRecord, table, condition, given={"condition": condition})
         for condition in plan.conditions
         if condition in table.table
     )
 
 
-def _float_tuple(t: TableReader, key: str) -> tuple[float, ...]:
-    value = t.value(key, "an array of numbers", (list,), required=True)
-    for n, item in enumerate(value or ()):
-        if isinstance(item, bool) or not isinstance(item, (int, float)):
-            t.wrong_type((key, n), "a number", item)
-    return tuple(float(item) for item in value or ())
-
-
 def _read_option(t: TableReader) -> OptionScore:
     option = OptionScore(
-        id=_str(t, "id"),
-        label=_str(t, "label"),
-        text=_str(t, "text"),
-        logprob=_float(t, "logprob"),
-        n_tokens=_int(t, "n_tokens"),
-        token_logprobs=_float_tuple(t, "token_logprobs"),
+        id=str_at(t, "id"),
+        label=str_at(t, "label"),
+        text=str_at(t, "text"),
+        logprob=float_at(t, "logprob"),
+        n_tokens=int_at(t, "n_tokens"),
+        token_logprobs=float_tuple_at(t, "token_logprobs"),
     )
     if len(option.token_logprobs) != option.n_tokens:
         t.report(
@@ -407,11 +259,11 @@ def _read_option_cell(t: TableReader) -> OptionCell:
         )
     ]
     return OptionCell(
-        condition=_str(t, "condition"),
-        probe=_str(t, "probe"),
-        prompt=_str(t, "prompt"),
-        prompt_tokens=_int(t, "prompt_tokens"),
-        seconds=_float(t, "seconds"),
+        condition=str_at(t, "condition"),
+        probe=str_at(t, "probe"),
+        prompt=str_at(t, "prompt"),
+        prompt_tokens=int_at(t, "prompt_tokens"),
+        seconds=float_at(t, "seconds"),
         options=tuple(options),
     )
 
@@ -419,12 +271,12 @@ def _read_option_cell(t: TableReader) -> OptionCell:
 def _read_trial(t: TableReader) -> Trial:
     annotations = [
         Annotation(
-            annotator=_str(a, "annotator"),
-            time=_str(a, "time"),
-            label=_str(a, "label") if a.has("label") else "",
-            scores=_int_map(a, "scores") if a.has("scores") else {},
-            note=_str(a, "note") if a.has("note") else "",
-            blind_seed=_int(a, "blind_seed") if a.has("blind_seed") else None,
+            annotator=str_at(a, "annotator"),
+            time=str_at(a, "time"),
+            label=str_at(a, "label") if a.has("label") else "",
+            scores=int_map_at(a, "scores") if a.has("scores") else {},
+            note=str_at(a, "note") if a.has("note") else "",
+            blind_seed=int_at(a, "blind_seed") if a.has("blind_seed") else None,
         )
         for a in t.each_table(
             "annotations",
@@ -433,18 +285,18 @@ def _read_trial(t: TableReader) -> Trial:
         )
     ]
     return Trial(
-        condition=_str(t, "condition"),
-        probe=_str(t, "probe"),
-        sample=_int(t, "sample"),
-        seed=_any_int(t, "seed"),
-        prompt=_str(t, "prompt"),
-        response=_str(t, "response"),
-        finish_reason=_choice(t, "finish_reason", FINISH_REASONS),
-        prompt_tokens=_int(t, "prompt_tokens"),
-        completion_tokens=_int(t, "completion_tokens"),
-        started=_str(t, "started"),
-        seconds=_float(t, "seconds"),
-        turn_responses=_str_tuple(t, "turn_responses") if t.has("turn_responses") else (),
+        condition=str_at(t, "condition"),
+        probe=str_at(t, "probe"),
+        sample=int_at(t, "sample"),
+        seed=any_int_at(t, "seed"),
+        prompt=str_at(t, "prompt"),
+        response=str_at(t, "response"),
+        finish_reason=choice_at(t, "finish_reason", FINISH_REASONS),
+        prompt_tokens=int_at(t, "prompt_tokens"),
+        completion_tokens=int_at(t, "completion_tokens"),
+        started=str_at(t, "started"),
+        seconds=float_at(t, "seconds"),
+        turn_responses=str_tuple_at(t, "turn_responses") if t.has("turn_responses") else (),
         annotations=tuple(annotations),
     )
 

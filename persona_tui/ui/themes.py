@@ -16,8 +16,9 @@ from textual.color import Color, ColorParseError
 from textual.theme import Theme
 
 from persona_tui import paths
-from persona_tui._util.tables import KeyPath, Problems, TableReader, closest
+from persona_tui._util.tables import Problems, TableReader, closest
 from persona_tui._util.textdata import DataFileError, loads_toml
+from persona_tui._util.toml_scan import KeyPath
 
 DEFAULT_THEME = "persona-dark"
 _COLOR_KEYS = (

@@ -10,14 +10,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from persona_tui.analysis.options import (
-    analyze_options,
-    bootstrap_mean_interval,
-    log_mean_exp,
-    nats,
-    sign_flip_p,
-)
+from persona_tui.analysis.options import analyze_options, log_mean_exp, nats
 from persona_tui.analysis.records import dataset_of
+from persona_tui.analysis.stats import bootstrap_mean_interval, sign_flip_p
 from persona_tui.errors import PersonaError
 from persona_tui.values import ModelInfo
 from tests.analysis_sessions import MODEL, OptionSpec, options_session

@@ -261,6 +261,15 @@ def test_wrong_type_deep_in_the_tree_names_path_and_line() -> None:
     ]
 
 
+def test_probe_options_that_are_not_an_array_are_a_problem_not_a_crash() -> None:
+    # Found by tests/fuzz: `options = true` once raised TypeError in the label check.
+    text = MINIMAL + "options = true\n"
+    assert problems(text) == [
+        f"s.toml:{line_of(text, 'options = true')}: "
+        "probes[0].options: expected an array of tables ([[options]]), got boolean"
+    ]
+
+
 def test_all_problems_are_reported_in_file_order() -> None:
     text = """\
 id = "Not A Slug"
