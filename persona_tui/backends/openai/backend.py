@@ -123,12 +123,8 @@ class OpenAIBackend:
             server="",
             n_ctx=n_ctx,
         )
-        try:
-            models, server = probe._list_models()
-            entry = choose_model(parsed, models)
-        except BaseException:
-            client.close()
-            raise
+        models, server = probe._list_models()
+        entry = choose_model(parsed, models)
         return cls(
             parsed, entry, api_key_env=api_key_env, client=client, server=server, n_ctx=n_ctx
         )
@@ -363,4 +359,3 @@ class OpenAIBackend:
     def close(self) -> None:
         """Nothing stays open between calls; later calls raise GenerationError."""
         self._closed = True
-        self._client.close()

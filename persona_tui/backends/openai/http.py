@@ -71,7 +71,11 @@ class ServerClient:
         self._http: httpx.Client | None = None
 
     def _client(self) -> httpx.Client:
-        """The httpx client, made on first use (a closed one is made again)."""
+        """The httpx client, made on first use.
+
+        It is never closed: it keeps no connection open between requests, and closing it
+        would break the requests other threads still have in flight.
+        """
         import ssl
 
         import httpx
@@ -87,13 +91,6 @@ class ServerClient:
                     trust_env=False,
                 )
             return self._http
-
-    def close(self) -> None:
-        """Let go of the httpx client (nothing stays connected between requests anyway)."""
-        with self._state_lock:
-            client, self._http = self._http, None
-        if client is not None:
-            client.close()
 
     def _headers(self, *, stream: bool) -> dict[str, str]:
         from persona_tui import __version__
