@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persona_tui.backends.base import ChatMessage
+from persona_tui.backends.gguf_file import read_gguf_header
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
-from persona_tui.backends.llamacpp.gguf_header import read_gguf_header
 from persona_tui.backends.llamacpp.load import construct_vocab_llama, llama_cpp_version
 from persona_tui.backends.mlx.backend import MlxBackend
 from persona_tui.errors import TrainingError

@@ -23,7 +23,7 @@ from typing import Any
 
 from persona_tui import __version__
 from persona_tui._util.hashing import sha256_file
-from persona_tui.backends.llamacpp.gguf_header import read_gguf_header
+from persona_tui.backends.gguf_file import read_gguf_header
 from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.training.conditions import hyperparameter_fields, record_fields
 from persona_tui.training.convert import write_adapter_gguf

@@ -32,7 +32,7 @@ def test_core_does_not_import_textual_or_engines() -> None:
         "import sys\n"
         + "".join(f"import {m}\n" for m in CORE_MODULES)
         + "heavy = [m for m in ('textual', 'llama_cpp', 'mlx', 'scipy', 'numpy', 'matplotlib',"
-        " 'torch', 'transformers', 'peft', 'gguf')"
+        " 'torch', 'transformers', 'peft', 'gguf', 'httpx')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -400,7 +400,7 @@ def test_options_scored_on_the_server_equal_the_model_file_s(
 
 
 def test_a_server_without_prompt_logprobs_says_so_in_one_line() -> None:
-    from persona_tui.backends.openai.backend import continuation_values
+    from persona_tui.backends.openai.logprobs import continuation_values
     from persona_tui.errors import PersonaError
 
     url = "http://127.0.0.1:1/v1"

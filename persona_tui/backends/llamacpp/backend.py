@@ -52,6 +52,7 @@ from persona_tui.backends.common import (
     template_sha256,
 )
 from persona_tui.backends.cpu_load import ThreadGovernor
+from persona_tui.backends.gguf_file import GGUFHeader, read_gguf_header
 from persona_tui.backends.llamacpp.batched import (
     Decoding,
     GroupPlan,
@@ -60,7 +61,6 @@ from persona_tui.backends.llamacpp.batched import (
     shared_end,
 )
 from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix, split_points
-from persona_tui.backends.llamacpp.gguf_header import GGUFHeader, read_gguf_header
 from persona_tui.backends.llamacpp.load import (
     MAX_SEQUENCES,
     LoadedLlama,

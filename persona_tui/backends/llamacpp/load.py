@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui.backends.cpu import cpu_features
-from persona_tui.backends.llamacpp.gguf_header import GGUFHeader
+from persona_tui.backends.gguf_file import GGUFHeader
 from persona_tui.errors import ModelLoadError
 
 # The silent log callback must outlive every model: llama.cpp keeps a raw pointer to it.

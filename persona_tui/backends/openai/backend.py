@@ -1,8 +1,8 @@
 """OpenAI-compatible server backend: llama.cpp's llama-server, vLLM, Ollama, LM Studio, ...
 
 A model reference looks like `openai:http://127.0.0.1:8080/v1#MODEL` (the `#MODEL` part may
-be left out when the server serves exactly one model; see `ref`). Only the standard
-library is used (see `http`), so the backend adds no dependency.
+be left out when the server serves exactly one model; see `ref`). The HTTP is httpx's,
+imported only when a server is used (see `http`).
 
 Behaves like the local backends: streamed text, the request's seed and sampling parameters
 passed through (`top_k`, `min_p`, `repeat_penalty`/`repetition_penalty` as the extra body
@@ -19,12 +19,12 @@ template.
 
 Failures before the first token are retried with backoff (see `http`); after the
 first token a broken stream fails the generation (GenerationError), never a silently
-shortened text.
+shortened text (see `streaming`). Likelihood probes read echoed prompt log-probabilities
+(see `logprobs`).
 """
 
 from __future__ import annotations
 
-import http.client
 import os
 import threading
 import time
@@ -33,23 +33,17 @@ from typing import Any
 
 from persona_tui.backend_names import OPENAI
 from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult, TextCallback
-from persona_tui.backends.common import cancelled_before_start, emit, is_cancelled, make_result
-from persona_tui.backends.openai.http import (
-    CancelWatcher,
-    HttpStatusError,
-    RetryableError,
-    ServerClient,
-    ServerSettings,
-    describe_error,
-    sse_data,
+from persona_tui.backends.common import cancelled_before_start, is_cancelled
+from persona_tui.backends.openai.failures import HttpStatusError, RetryableError
+from persona_tui.backends.openai.http import ServerClient, ServerSettings, close_quietly
+from persona_tui.backends.openai.logprobs import (
+    continuation_values,
+    echo_body,
+    no_prompt_logprobs,
 )
 from persona_tui.backends.openai.protocol import (
-    choice_text,
     choose_model,
     context_from_entry,
-    evaluated_prompt_tokens,
-    int_or,
-    parse_event,
     request_body,
     token_count,
     tokenize_body,
@@ -60,17 +54,10 @@ from persona_tui.backends.openai.ref import (
     parse_openai_ref,
     render_chat_envelope,
 )
-from persona_tui.backends.stream import StopStringStream
+from persona_tui.backends.openai.sse import CancelWatcher
+from persona_tui.backends.openai.streaming import UnfinishedStream, read_stream
 from persona_tui.errors import GenerationError, ModelLoadError, PersonaError, PromptTooLongError
-from persona_tui.values import FinishReason, ModelInfo
-
-
-class _UnfinishedStream(Exception):
-    """A stream that ended without a finish reason, after `pieces` streamed pieces."""
-
-    def __init__(self, pieces: int, message: str) -> None:
-        super().__init__(message)
-        self.pieces = pieces
+from persona_tui.values import ModelInfo
 
 
 class OpenAIBackend:
@@ -85,7 +72,7 @@ class OpenAIBackend:
         model_entry: dict[str, Any],
         *,
         api_key_env: str,
-        settings: ServerSettings,
+        client: ServerClient,
         server: str,
         n_ctx: int | None,
     ) -> None:
@@ -94,7 +81,7 @@ class OpenAIBackend:
         self._model = str(model_entry.get("id", ref.model))
         self._entry = model_entry
         self._api_key_env = api_key_env
-        self._client = ServerClient(ref.base_url, api_key_env=api_key_env, settings=settings)
+        self._client = client
         self._server = server
         self._n_ctx = n_ctx or context_from_entry(model_entry)
         self._state_lock = threading.Lock()
@@ -125,23 +112,21 @@ class OpenAIBackend:
                 f"the API key environment variable {api_key_env} (api_key_env in config.toml) "
                 "is not set; export it before running"
             )
+        client = ServerClient(
+            parsed.base_url, api_key_env=api_key_env, settings=settings or ServerSettings()
+        )
         probe = cls(
             parsed,
             {"id": parsed.model},
             api_key_env=api_key_env,
-            settings=settings or ServerSettings(),
+            client=client,
             server="",
             n_ctx=n_ctx,
         )
         models, server = probe._list_models()
         entry = choose_model(parsed, models)
         return cls(
-            parsed,
-            entry,
-            api_key_env=api_key_env,
-            settings=probe._client.settings,
-            server=server,
-            n_ctx=n_ctx,
+            parsed, entry, api_key_env=api_key_env, client=client, server=server, n_ctx=n_ctx
         )
 
     # ------------------------------------------------------------- model facts
@@ -166,6 +151,8 @@ class OpenAIBackend:
         return True
 
     def _build_info(self) -> ModelInfo:
+        import httpx
+
         from persona_tui import __version__
 
         extra = {
@@ -182,7 +169,7 @@ class OpenAIBackend:
                 extra[key] = str(self._entry[key])
         return ModelInfo(
             backend=OPENAI,
-            backend_version=f"persona-tui {__version__} http.client",
+            backend_version=f"persona-tui {__version__} httpx {httpx.__version__}",
             path=OpenAIRef(self._ref.base_url, self._model).text,
             name=self._model,
             sha256="",  # a server does not expose its weights' digest
@@ -243,7 +230,7 @@ class OpenAIBackend:
                 raise self._client.error_for_status(
                     error, f"POST {route}", model=self._model
                 ) from error
-            except (RetryableError, ValueError, OSError, http.client.HTTPException) as error:
+            except (RetryableError, ValueError) as error:
                 raise GenerationError(
                     f"the server at {self._ref.base_url} could not count tokens: {error}"
                 ) from error
@@ -293,28 +280,35 @@ class OpenAIBackend:
             ) from error
         if opened is None:
             return cancelled_before_start(started, prompt_tokens=0)
-        connection, response = opened
-        watcher = CancelWatcher(cancel, connection) if cancel is not None else None
+        watcher = CancelWatcher(cancel, opened) if cancel is not None else None
         try:
-            return self._read_stream(request, response, messages, on_text, cancel, started)
-        except _UnfinishedStream as error:
+            return read_stream(
+                opened,
+                request,
+                chat=messages is not None,
+                base_url=self._ref.base_url,
+                on_text=on_text,
+                cancel=cancel,
+                started=started,
+                prompt_tokens_fallback=lambda: self._prompt_tokens_fallback(
+                    request.prompt, messages
+                ),
+            )
+        except UnfinishedStream as error:
             if error.pieces == 0:
                 self._raise_rejection(route, request_body(self._model, request, messages))
             raise GenerationError(str(error)) from None
         finally:
             if watcher is not None:
                 watcher.stop()
-            connection.close()
+            close_quietly(opened)
 
     # ------------------------------------------------------------ logprobs
 
     def continuation_logprobs(self, prompt: str, continuation: str) -> list[float]:
         """Log-probabilities of `continuation`'s tokens after `prompt` (ContinuationLogprobs).
 
-        One non-streamed `/completions` request for prompt + continuation with `echo` and
-        `logprobs` (the legacy OpenAI way to read prompt log-probabilities, which vLLM and
-        llama-cpp-python's server answer); the continuation's tokens are the echo's last
-        tokens, those that spell it.
+        One echoed `/completions` request for prompt + continuation (see `logprobs`).
         """
         if self._closed:
             raise GenerationError(f"the connection to {self._ref.base_url} has been closed")
@@ -323,18 +317,10 @@ class OpenAIBackend:
                 "likelihood probes on a server need a plain-text prompt (prompt_mode = "
                 '"transcript"): chat completions return no prompt log-probabilities'
             )
-        text = prompt + continuation
-        body = {
-            "model": self._model,
-            "prompt": text,
-            "max_tokens": 1,
-            "temperature": 0.0,
-            "echo": True,
-            "logprobs": 1,
-            "stream": False,
-        }
         try:
-            answer = self._client.post_json("/completions", body)
+            answer = self._client.post_json(
+                "/completions", echo_body(self._model, prompt + continuation)
+            )
         except HttpStatusError as error:
             raise PersonaError(
                 f"{no_prompt_logprobs(self._ref.base_url)} (it answered: {error})"
@@ -352,90 +338,14 @@ class OpenAIBackend:
         probe = {**body, "stream": False, "max_tokens": 1}
         probe.pop("stream_options", None)
         try:
-            connection, _response = self._client.open(
-                "POST", self._client.url_path(route), probe, stream=False
-            )
+            response = self._client.open("POST", self._client.url_path(route), probe, stream=False)
         except HttpStatusError as error:
             raise self._client.error_for_status(
                 error, f"the request to {route}", model=self._model
             ) from None
         except RetryableError as error:
             raise GenerationError(self._client.failure_message(error, 1)) from None
-        connection.close()
-
-    def _read_stream(
-        self,
-        request: GenerationRequest,
-        response: http.client.HTTPResponse,
-        messages: list[dict[str, str]] | None,
-        on_text: TextCallback | None,
-        cancel: threading.Event | None,
-        started: float,
-    ) -> GenerationResult:
-        stream = StopStringStream(request.stop)
-        chunks = 0
-        server_finish: str | None = None
-        usage: dict[str, Any] = {}
-        timings: dict[str, Any] = {}
-        done = False
-        try:
-            for data in sse_data(response):
-                if data.strip() == "[DONE]":
-                    done = True
-                    break
-                event = parse_event(data)
-                usage = event.get("usage") or usage
-                timings = event.get("timings") or timings
-                for choice in event.get("choices") or []:
-                    text, ended = choice_text(choice, chat=messages is not None)
-                    if text is not None and (text or ended is None):
-                        chunks += 1
-                    if text:
-                        emit(on_text, stream.feed(text.encode("utf-8")))
-                    server_finish = ended or server_finish
-                if stream.stopped or is_cancelled(cancel):
-                    break
-        except (OSError, http.client.HTTPException) as error:
-            if not is_cancelled(cancel):
-                raise GenerationError(
-                    f"the connection to {self._ref.base_url} broke after {chunks} streamed "
-                    f"pieces ({describe_error(error)}); this trial failed, resume the session to "
-                    "retry it"
-                ) from error
-        if is_cancelled(cancel) and not stream.stopped:
-            return make_result(
-                stream.text,
-                "cancelled",
-                prompt_tokens=0,
-                completion_tokens=chunks,
-                evaluated=0,
-                started=started,
-            )
-        if not (server_finish or stream.stopped):
-            # A stream must end with a finish reason; without one the server crashed, was
-            # stopped, or (llama-cpp-python's server) interrupted this request for another.
-            ending = "closed" if done else "ended"
-            raise _UnfinishedStream(
-                chunks,
-                f"the server at {self._ref.base_url} {ending} the stream after {chunks} "
-                "pieces without a finish reason (did it crash, stop, or interrupt this "
-                "request for another?); this trial failed, resume the session to retry it",
-            )
-        emit(on_text, stream.finish())
-        finish: FinishReason = "length" if server_finish == "length" else "stop"
-        if stream.stopped:
-            finish = "stop"
-        prompt_tokens = int_or(usage.get("prompt_tokens"), -1)
-        if prompt_tokens < 0:
-            prompt_tokens = self._prompt_tokens_fallback(request.prompt, messages)
-        return make_result(
-            stream.text,
-            finish,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=int_or(usage.get("completion_tokens"), chunks),
-            evaluated=evaluated_prompt_tokens(prompt_tokens, usage, timings),
-            started=started,
-        )
+        close_quietly(response)
 
     def _prompt_tokens_fallback(self, prompt: str, messages: list[dict[str, str]] | None) -> int:
         """Prompt tokens when the server reported no usage: tokenize it, or 0 if impossible."""
@@ -449,44 +359,3 @@ class OpenAIBackend:
     def close(self) -> None:
         """Nothing stays open between calls; later calls raise GenerationError."""
         self._closed = True
-
-
-def no_prompt_logprobs(base_url: str) -> str:
-    return (
-        f"the server at {base_url} gives no prompt log-probabilities (/v1/completions with "
-        "echo and logprobs), so it cannot score answer options; vLLM and llama-cpp-python's "
-        "server do, llama.cpp's llama-server does not; or score with the model file "
-        "(--no-score skips scoring)"
-    )
-
-
-def continuation_values(answer: Any, continuation: int, base_url: str) -> list[float]:
-    """The echoed log-probabilities of the last `continuation` characters of the prompt.
-
-    Offsets are counted back from the end of the echo (the first generated token's
-    offset, or the end of the last token): servers count them in their own detokenized
-    text, which may differ from the prompt at its start (a tokenizer's leading space).
-    """
-    try:
-        choice = answer["choices"][0]
-        logprobs = choice["logprobs"]
-        offsets = [int(o) for o in logprobs["text_offset"]]
-        values = list(logprobs["token_logprobs"])
-        tokens = [str(t) for t in logprobs["tokens"]]
-        generated = int((answer.get("usage") or {}).get("completion_tokens", 1))
-    except (KeyError, IndexError, TypeError, ValueError, AttributeError):
-        raise PersonaError(no_prompt_logprobs(base_url)) from None
-    echoed = len(offsets) - generated
-    if not (len(offsets) == len(values) == len(tokens)) or echoed < 1:
-        raise PersonaError(no_prompt_logprobs(base_url))
-    end = offsets[echoed] if generated else offsets[-1] + len(tokens[-1])
-    start = end - continuation
-    if start not in offsets[:echoed]:
-        raise PersonaError(
-            f"the server at {base_url} tokenized the end of the prompt and the start of an "
-            "answer option as one token, so the option's own log-probability cannot be read"
-        )
-    picked = [v for offset, v in zip(offsets[:echoed], values, strict=False) if offset >= start]
-    if not picked or any(not isinstance(v, int | float) for v in picked):
-        raise PersonaError(no_prompt_logprobs(base_url))
-    return [float(v) for v in picked]

@@ -1,34 +1,43 @@
-"""HTTP transport of the OpenAI-compatible backend: connections, retries, errors, SSE.
+"""HTTP transport of the OpenAI-compatible backend: httpx, retries, errors named for users.
 
-Only the standard library is used (`http.client` streams Server-Sent Events well). Each
-request opens its own connection, so several threads may use one `ServerClient`.
+httpx (imported when a server is first asked, never at start-up) does the HTTP: timeouts,
+TLS, chunked streaming. Its client is set up to behave as the standard-library client
+before it did: the system's certificate store (not certifi's), no proxy or .netrc from
+the environment (a local server must not be sent to a proxy), and no kept-alive
+connections, so each request has a connection of its own that a cancel may shut down
+(`sse.CancelWatcher`) without touching another thread's request. One `ServerClient` may
+be used from several threads.
 
-Failures before the first byte of an answer (connection refused, timeouts,
-408/429/502/503/504) are retried a bounded number of times with exponential backoff. Once
-the server is found unreachable, later requests fail after one attempt until it answers
-again, so a run against a dead server ends quickly and can be resumed.
+Retries are done here, not with httpx's transport `retries` (which retries failed
+connects only, at once): failures before the first byte of an answer (connection refused,
+timeouts, 408/429/502/503/504) are retried a bounded number of times with exponential
+backoff that a cancel interrupts. Once the server is found unreachable, later requests
+fail after one attempt until it answers again, so a run against a dead server ends
+quickly and can be resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
 import os
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from persona_tui.backends.openai.failures import (
+    RETRY_STATUSES,
+    HttpStatusError,
+    RetryableError,
+    describe_error,
+    error_message,
+)
 from persona_tui.errors import GenerationError, PersonaError, PromptTooLongError
 
-RETRY_STATUSES = frozenset({408, 429, 502, 503, 504})
-_CANCEL_POLL_SECONDS = 0.05
-
-Opened = tuple[http.client.HTTPConnection, http.client.HTTPResponse]
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True)
@@ -42,117 +51,12 @@ class ServerSettings:
     backoff_seconds: float = 0.5
 
 
-# --------------------------------------------------------------------------- errors
+def close_quietly(response: httpx.Response) -> None:
+    """Close a response (and with it its connection); a broken one may fail to, silently."""
+    import httpx
 
-
-class RetryableError(Exception):
-    """A failure before the first token that may go away: the caller retries it."""
-
-    def __init__(self, reason: str, *, unreachable: bool) -> None:
-        super().__init__(reason)
-        self.unreachable = unreachable
-
-
-class HttpStatusError(Exception):
-    """A status >= 400 that is not worth retrying, with the server's message and code."""
-
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-    @property
-    def is_context_error(self) -> bool:
-        """True when the server says the prompt (with max_tokens) exceeds the context."""
-        lowered = f"{self.code} {self.message}".lower()
-        return self.status == 400 and (
-            "context_length_exceeded" in lowered
-            or "exceed_context_size" in lowered
-            or "maximum context length" in lowered
-            or ("context" in lowered and "exceed" in lowered)
-        )
-
-
-def error_message(status: int, raw: bytes) -> tuple[str, str]:
-    """The server's error message and code from an error body (OpenAI, vLLM, llama.cpp)."""
-    text = raw.decode("utf-8", errors="replace").strip()
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return (text[:500] or http.client.responses.get(status, "error")), ""
-    error = data.get("error", data) if isinstance(data, dict) else data
-    if isinstance(error, dict):
-        message = error.get("message") or error.get("detail") or json.dumps(error)
-        code = error.get("code") or error.get("type") or ""
-        return str(message)[:1000], str(code)
-    return str(error)[:1000], ""
-
-
-def describe_error(error: BaseException) -> str:
-    """A short phrase for a connection failure ("connection refused", "timed out", ...)."""
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, TimeoutError):
-        return "timed out"
-    if isinstance(error, http.client.RemoteDisconnected):
-        return "the server closed the connection"
-    return str(error) or type(error).__name__
-
-
-# ------------------------------------------------------------------------ streaming
-
-
-def sse_data(response: http.client.HTTPResponse) -> Iterator[str]:
-    """The `data` payloads of a Server-Sent Events stream, one per event."""
-    lines: list[str] = []
-    while True:
-        raw = response.readline()
-        if not raw:
-            if lines:
-                yield "\n".join(lines)
-            return
-        line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-        if not line:
-            if lines:
-                yield "\n".join(lines)
-                lines = []
-            continue
-        if line.startswith(":"):
-            continue  # a comment, e.g. a keep-alive ping
-        field, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if field == "data":
-            lines.append(value)
-        elif field == "error":  # llama-server's in-stream error event
-            raise GenerationError(f"the server reported an error: {value}")
-
-
-class CancelWatcher:
-    """Closes a connection when `cancel` is set, unblocking a read that waits for the server."""
-
-    def __init__(self, cancel: threading.Event, connection: http.client.HTTPConnection) -> None:
-        self._cancel = cancel
-        self._connection = connection
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="openai-cancel", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._done.wait(_CANCEL_POLL_SECONDS):
-            if self._cancel.is_set():
-                sock = self._connection.sock
-                if sock is not None:
-                    with contextlib.suppress(OSError):
-                        sock.shutdown(socket.SHUT_RDWR)
-                return
-
-    def stop(self) -> None:
-        self._done.set()
-        self._thread.join()
-
-
-# --------------------------------------------------------------------------- client
+    with contextlib.suppress(OSError, httpx.HTTPError):
+        response.close()
 
 
 class ServerClient:
@@ -164,6 +68,29 @@ class ServerClient:
         self._api_key_env = api_key_env
         self._state_lock = threading.Lock()
         self._unreachable = False
+        self._http: httpx.Client | None = None
+
+    def _client(self) -> httpx.Client:
+        """The httpx client, made on first use.
+
+        It is never closed: it keeps no connection open between requests, and closing it
+        would break the requests other threads still have in flight.
+        """
+        import ssl
+
+        import httpx
+
+        with self._state_lock:
+            if self._http is None:
+                self._http = httpx.Client(
+                    timeout=httpx.Timeout(
+                        self.settings.read_timeout, connect=self.settings.connect_timeout
+                    ),
+                    limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
+                    verify=ssl.create_default_context(),
+                    trust_env=False,
+                )
+            return self._http
 
     def _headers(self, *, stream: bool) -> dict[str, str]:
         from persona_tui import __version__
@@ -171,6 +98,8 @@ class ServerClient:
         headers = {
             "Content-Type": "application/json",
             "Accept": "text/event-stream" if stream else "application/json",
+            # As http.client sent: a compressing proxy would hold a stream's pieces back.
+            "Accept-Encoding": "identity",
             "User-Agent": f"persona-tui/{__version__}",
         }
         if self._api_key_env:
@@ -179,14 +108,6 @@ class ServerClient:
                 headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _connection(self) -> http.client.HTTPConnection:
-        parts = urlsplit(self.base_url)
-        timeout = self.settings.connect_timeout
-        host = parts.hostname or ""
-        if parts.scheme == "https":
-            return http.client.HTTPSConnection(host, parts.port, timeout=timeout)
-        return http.client.HTTPConnection(host, parts.port, timeout=timeout)
-
     def url_path(self, route: str, *, root: bool = False) -> str:
         """`route` under the base URL's path (or under the server root, e.g. /tokenize)."""
         base = urlsplit(self.base_url).path.rstrip("/")
@@ -194,33 +115,43 @@ class ServerClient:
             base = base[: -len("/v1")]
         return base + route
 
-    def open(self, method: str, path: str, body: dict[str, Any] | None, *, stream: bool) -> Opened:
-        """Send a request; return the open connection and a 2xx response.
+    def _url(self, path: str) -> httpx.URL:
+        """The server's scheme, host and port with `path` (any user:password@ is not sent)."""
+        import httpx
+
+        parts = urlsplit(self.base_url)
+        return httpx.URL(scheme=parts.scheme, host=parts.hostname or "", port=parts.port, path=path)
+
+    def open(
+        self, method: str, path: str, body: dict[str, Any] | None, *, stream: bool
+    ) -> httpx.Response:
+        """Send a request; return the open 2xx response, which the caller must close.
 
         Raises RetryableError for failures worth retrying, HttpStatusError for other statuses.
         """
-        connection = self._connection()
+        import httpx
+
+        client = self._client()
+        payload = None if body is None else json.dumps(body).encode("utf-8")
+        request = client.build_request(
+            method, self._url(path), content=payload, headers=self._headers(stream=stream)
+        )
         try:
-            connection.connect()
-            if connection.sock is not None:
-                connection.sock.settimeout(self.settings.read_timeout)
-            payload = None if body is None else json.dumps(body).encode("utf-8")
-            connection.request(method, path, body=payload, headers=self._headers(stream=stream))
-            response = connection.getresponse()
-        except (OSError, http.client.HTTPException) as error:
-            connection.close()
+            response = client.send(request, stream=True)
+        except (OSError, httpx.TransportError) as error:
             raise RetryableError(describe_error(error), unreachable=True) from error
-        if response.status >= 400:
+        if response.status_code >= 400:
             try:
                 raw = response.read()
-            except (OSError, http.client.HTTPException):
+            except (OSError, httpx.HTTPError):
                 raw = b""
-            connection.close()
-            message, code = error_message(response.status, raw)
-            if response.status in RETRY_STATUSES:
-                raise RetryableError(f"HTTP {response.status}: {message}", unreachable=False)
-            raise HttpStatusError(response.status, message, code)
-        return connection, response
+            finally:
+                close_quietly(response)
+            message, code = error_message(response.status_code, raw)
+            if response.status_code in RETRY_STATUSES:
+                raise RetryableError(f"HTTP {response.status_code}: {message}", unreachable=False)
+            raise HttpStatusError(response.status_code, message, code)
+        return response
 
     def open_with_retries(
         self,
@@ -230,7 +161,7 @@ class ServerClient:
         *,
         stream: bool,
         cancel: threading.Event | None = None,
-    ) -> Opened | None:
+    ) -> httpx.Response | None:
         """`open` with bounded retries and exponential backoff; None when cancelled.
 
         Raises GenerationError when the retries are used up, HttpStatusError as `open`.
@@ -297,17 +228,22 @@ class ServerClient:
 
         Raises GenerationError, or HttpStatusError for a status the caller must explain.
         """
-        opened = self.open_with_retries("GET", self.url_path(route, root=root), None, stream=False)
-        assert opened is not None
-        connection, response = opened
+        import httpx
+
+        response = self.open_with_retries(
+            "GET", self.url_path(route, root=root), None, stream=False
+        )
+        assert response is not None
         try:
             raw = response.read()
-        except (OSError, http.client.HTTPException) as error:
-            raise GenerationError(f"the server at {self.base_url} failed: {error}") from error
+        except (OSError, httpx.HTTPError) as error:
+            raise GenerationError(
+                f"the server at {self.base_url} failed: {describe_error(error)}"
+            ) from error
         finally:
-            connection.close()
+            close_quietly(response)
         try:
-            return json.loads(raw), response.getheader("Server", "") or ""
+            return json.loads(raw), response.headers.get("Server", "")
         except ValueError as error:
             raise GenerationError(
                 f"{self.base_url}{route} did not answer with JSON (is this an "
@@ -315,11 +251,18 @@ class ServerClient:
             ) from error
 
     def post_json(self, route: str, body: dict[str, Any], *, root: bool = False) -> Any:
-        """POST a JSON body once (no retries) and return the decoded JSON answer."""
-        connection, response = self.open(
-            "POST", self.url_path(route, root=root), body, stream=False
-        )
+        """POST a JSON body once (no retries) and return the decoded JSON answer.
+
+        Raises RetryableError or HttpStatusError as `open`, RetryableError when the answer
+        breaks off, ValueError when it is not JSON.
+        """
+        import httpx
+
+        response = self.open("POST", self.url_path(route, root=root), body, stream=False)
         try:
-            return json.loads(response.read())
+            raw = response.read()
+        except (OSError, httpx.HTTPError) as error:
+            raise RetryableError(describe_error(error), unreachable=False) from error
         finally:
-            connection.close()
+            close_quietly(response)
+        return json.loads(raw)

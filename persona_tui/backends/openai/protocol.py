@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from persona_tui.backends.base import GenerationRequest
-from persona_tui.backends.openai.http import error_message
+from persona_tui.backends.openai.failures import error_message
 from persona_tui.backends.openai.ref import OpenAIRef
 from persona_tui.errors import GenerationError, ModelLoadError
 
