@@ -3,9 +3,11 @@
 The run screen's worker calls `run_options_pass(...)` right after `Runner.run` returns
 "complete", in the same thread (one thread drives llama.cpp), with the `OptionsPassPanel`
 it composed. `score_options` is the same call `persona-tui run` makes; its progress
-reaches the panel as messages (at most 20 a second) and the panel draws a bar. A cancel
-(the run's own cancel event) stops between options and leaves the session "interrupted",
-so resuming it scores the rest; a backend without log-probabilities is told, not fatal.
+reaches the panel as messages (coalesced by a `bridge.CoalescingBridge` with
+`progress_fold`: the latest cell, at most 20 messages a second) and the panel draws a bar.
+A cancel (the run's own cancel event) stops between options and leaves the session
+"interrupted", so resuming it scores the rest; a backend without log-probabilities is
+told, not fatal.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from persona_tui.scoring.options import (
     score_options,
 )
 from persona_tui.session.store import SessionStore
+from persona_tui.ui.bridge import CoalescingBridge, Latest
 from persona_tui.ui.text import inert
 
 FLUSH_INTERVAL = 0.05
@@ -89,17 +92,11 @@ def run_options_pass(
         return None
     already = len(store.session.option_cells)
     panel.post_message(OptionsPassStarted(already, len(cells)))
-    last = [float("-inf")]
-
-    def progress(update: OptionsProgress) -> None:
-        now = clock()
-        if now - last[0] >= FLUSH_INTERVAL or update.done == update.total:
-            last[0] = now
-            cell = update.cell
-            panel.post_message(
-                OptionsPassProgress(update.done, update.total, cell.condition, cell.probe)
-            )
-
+    # Never flushed: a progress still held back when the pass stops is superseded by the
+    # OptionsPassFinished that follows (it says where the pass stopped).
+    progress = CoalescingBridge[OptionsProgress](
+        panel.post_message, (progress_fold(),), clock=clock
+    )
     try:
         summary = score_options(scenario, backend, store, progress, cancel)
     except PersonaError as error:
@@ -110,6 +107,22 @@ def run_options_pass(
         _leave_resumable(store)  # the file says options are left, so Home offers resume
     panel.post_message(OptionsPassFinished(summary))
     return summary
+
+
+def progress_fold(interval: float = FLUSH_INTERVAL) -> Latest[OptionsProgress]:
+    """The pass's progress for a `CoalescingBridge`: the latest cell at most once per
+    `interval` (20 messages a second by default), the last cell at once."""
+    return Latest(
+        OptionsProgress,
+        interval,
+        _progress_message,
+        final=lambda update: update.done == update.total,
+    )
+
+
+def _progress_message(update: OptionsProgress) -> OptionsPassProgress:
+    cell = update.cell
+    return OptionsPassProgress(update.done, update.total, cell.condition, cell.probe)
 
 
 def _leave_resumable(store: SessionStore) -> None:
