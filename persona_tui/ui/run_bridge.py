@@ -1,20 +1,20 @@
-"""From runner events (in the worker thread) to Textual messages (on the UI thread).
+"""From a run's events (in the worker thread) to Textual messages (on the UI thread).
 
-The runner calls `RunBridge` from the generation thread. Text chunks are accumulated
-per trial and turn and posted at most once per `interval` seconds (10 updates/s by
-default, about 3 while several trials stream; one `TextBatch` holding the text of every trial
-that produced some), so the UI
-never sets the generation speed, however many sequences stream at once (batched decoding
-interleaves the chunks of up to N trials): one message, one wake-up of the UI thread and
-one repaint per interval whatever the number of streams. Every other event is posted at
-once, after flushing pending text, so messages arrive in the order the runner produced
-them; but the option pass's progress, at most every `OPTIONS_INTERVAL` (a later one
-carries the earlier ones' count; the last cell's is always posted).
+`RunBridge` is the `on_event` callback of `open_run` and `finish_run`: a
+`CoalescingBridge` (see `bridge`) with two folds, `TextFold` and the option pass's
+progress (`Latest`: the latest cell, at most 20 messages a second, the last at once).
+Text chunks are accumulated per trial and turn and posted at most
+once per `interval` seconds (10 updates/s by default, about 3 while several trials stream;
+one `TextBatch` holding the text of every trial that produced some), so the UI never sets
+the generation speed, however many sequences stream at once (batched decoding interleaves
+the chunks of up to N trials): one message, one wake-up of the UI thread and one repaint
+per interval whatever the number of streams. Every other event is posted at once as a
+`RunEventMessage`, after flushing pending text, so messages arrive in the order the runner
+produced them. Another coalesced kind of run event is another fold in `RunBridge`'s list.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from textual.message import Message
 
 from persona_tui.run.events import OptionsProgress, RunEvent, TextChunk
 from persona_tui.run.plan import TrialSpec
+from persona_tui.ui.bridge import CoalescingBridge, Fold, Latest
 
 # Every update costs the UI thread a repaint whose price is set by Textual's compositor
 # (a few ms, however little changed), and that CPU is taken from generation: 10 updates
@@ -64,12 +65,38 @@ class TextBatch(Message):
     parts: tuple[TextPart, ...]
 
 
-class RunBridge:
-    """The runner's `on_event` callback: batches text, forwards everything else.
+class TextFold(Fold[TextChunk]):
+    """Text chunks, joined per (trial, turn) into one `TextBatch`; held longer while
+    several trials stream."""
 
-    The runner calls it from its own thread and from its generation threads, so the
-    pending text is guarded by a lock; `post` must be thread-safe
-    (`MessagePump.post_message` is).
+    def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
+        super().__init__(TextChunk, interval)
+        # Text not posted yet, per (trial, turn), in the order each target first had text.
+        self._pending: dict[tuple[TrialSpec, int], list[str]] = {}
+
+    def hold(self) -> float:
+        return self.interval * (SEVERAL_STREAMS_FACTOR if len(self._pending) > 1 else 1)
+
+    def add(self, event: TextChunk) -> None:
+        target = (event.spec, event.turn)
+        pending = self._pending.get(target)
+        if pending is None:
+            pending = self._pending[target] = []
+        pending.append(event.text)
+
+    def take(self) -> TextBatch:
+        pending, self._pending = self._pending, {}
+        return TextBatch(
+            tuple(TextPart(spec, turn, "".join(parts)) for (spec, turn), parts in pending.items())
+        )
+
+
+class RunBridge(CoalescingBridge[RunEvent]):
+    """A run's `on_event` callback: batches text, coalesces the option pass's progress,
+    forwards everything else.
+
+    Called from the runner's own thread and its generation threads (the bridge locks);
+    `post` must be thread-safe (`MessagePump.post_message` is).
     """
 
     def __init__(
@@ -78,52 +105,10 @@ class RunBridge:
         interval: float = FLUSH_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._post = post
-        self._interval = interval
-        self._clock = clock
-        # Text not posted yet, per (trial, turn), in the order each target first had text.
-        self._pending: dict[tuple[TrialSpec, int], list[str]] = {}
-        self._last_flush = float("-inf")
-        self._last_progress = float("-inf")
-        self._lock = threading.Lock()
-
-    def __call__(self, event: RunEvent) -> None:
-        with self._lock:
-            if isinstance(event, TextChunk):
-                self._add_text(event)
-                return
-            if isinstance(event, OptionsProgress) and event.done < event.total:
-                now = self._clock()
-                if now - self._last_progress < OPTIONS_INTERVAL:
-                    return
-                self._last_progress = now
-            self._flush()
-            self._post(RunEventMessage(event))
-
-    def _add_text(self, chunk: TextChunk) -> None:
-        target = (chunk.spec, chunk.turn)
-        pending = self._pending.get(target)
-        if pending is None:
-            pending = self._pending[target] = []
-        pending.append(chunk.text)
-        interval = self._interval * (SEVERAL_STREAMS_FACTOR if len(self._pending) > 1 else 1)
-        if self._clock() - self._last_flush >= interval:
-            self._flush()
-
-    def flush(self) -> None:
-        """Post the pending text now."""
-        with self._lock:
-            self._flush()
-
-    def _flush(self) -> None:
-        if not self._pending:
-            return
-        pending, self._pending = self._pending, {}
-        self._last_flush = self._clock()
-        self._post(
-            TextBatch(
-                tuple(
-                    TextPart(spec, turn, "".join(parts)) for (spec, turn), parts in pending.items()
-                )
-            )
+        progress = Latest(
+            OptionsProgress,
+            OPTIONS_INTERVAL,
+            RunEventMessage,
+            final=lambda event: event.done == event.total,
         )
+        super().__init__(post, (TextFold(interval), progress), RunEventMessage, clock)

@@ -1,1 +1,3 @@
-"""The app's screens: home, run, annotate, compare, session browser, and dialogs."""
+"""The app's screens, each a module with its styles in a `.tcss` beside it (`CSS_PATH`):
+home, run, train, annotate, compare, results, the session browser (`sessions`), and the
+dialogs (`dialogs`: confirm, text prompt, record; `model_picker`; `adapters`)."""

@@ -20,7 +20,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message
-from textual.screen import ModalScreen
+from textual.types import CSSPathType
 from textual.widgets import Footer, Input, Static
 
 from persona_tui.errors import PersonaError
@@ -33,7 +33,7 @@ from persona_tui.training.adapter_choice import (
 )
 from persona_tui.training.locate import training_model_path
 from persona_tui.ui.app_base import PersonaAppBase
-from persona_tui.ui.screens.dialogs import DIALOG_CSS
+from persona_tui.ui.screens.dialogs import Dialog
 from persona_tui.ui.text import inert
 
 AdapterPaths = dict[str, Path]
@@ -62,19 +62,11 @@ def choice_text(choice: AdapterChoice) -> Text:
     return inert(choice.problem, "yellow" if choice.missing else "red")
 
 
-class AdapterDialog(ModalScreen[AdapterPaths | None]):
+class AdapterDialog(Dialog[AdapterPaths | None]):
     """A path per training condition; enter checks and uses them, escape cancels."""
 
     app = getters.app(PersonaAppBase)
-    DEFAULT_CSS = (
-        DIALOG_CSS.format(name="AdapterDialog")
-        + """
-    AdapterDialog > Vertical { width: 100; }
-    AdapterDialog .adapter-condition { margin-top: 1; text-style: bold; }
-    AdapterDialog .adapter-state { height: auto; color: $text-muted; }
-    AdapterDialog #adapter-model { color: $text-muted; }
-    """
-    )
+    CSS_PATH: ClassVar[CSSPathType | None] = ["dialogs.tcss", "adapters.tcss"]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+r", "use_default", "Default folder"),

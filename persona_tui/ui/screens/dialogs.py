@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from rich.console import RenderableType
 from textual import on
@@ -10,25 +10,27 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
+from textual.types import CSSPathType
 from textual.widgets import Footer, Input, Static
 
 from persona_tui.ui.text import inert
 
-DIALOG_CSS = """
-{name} {{ align: center middle; background: $background 60%; }}
-{name} > Vertical {{
-    width: 70; max-width: 95%; height: auto; max-height: 90%;
-    border: round $primary; background: $surface; padding: 1 2;
-}}
-{name} .dialog-title {{ text-style: bold; margin-bottom: 1; }}
-{name} .dialog-body {{ height: auto; max-height: 30; }}
-"""
+ResultT = TypeVar("ResultT")
 
 
-class ConfirmDialog(ModalScreen[bool]):
+class Dialog(ModalScreen[ResultT]):
+    """A modal dialog: a framed box in the middle of the screen (`dialogs.tcss`).
+
+    A dialog with styles of its own lists its `.tcss` after `dialogs.tcss` in `CSS_PATH`
+    (so its rules win over the shared ones of equal specificity).
+    """
+
+    CSS_PATH: ClassVar[CSSPathType | None] = "dialogs.tcss"
+
+
+class ConfirmDialog(Dialog[bool]):
     """Ask a yes/no question; `y` confirms, `n` or escape declines."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="ConfirmDialog")
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Yes"),
         Binding("n,escape", "answer(False)", "No"),
@@ -50,10 +52,9 @@ class ConfirmDialog(ModalScreen[bool]):
         self.dismiss(answer)
 
 
-class TextPrompt(ModalScreen[str | None]):
+class TextPrompt(Dialog[str | None]):
     """Ask for one line of text; enter accepts, escape cancels (returns None)."""
 
-    DEFAULT_CSS = DIALOG_CSS.format(name="TextPrompt")
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
 
     def __init__(self, title: str, value: str = "", placeholder: str = "") -> None:
@@ -77,15 +78,10 @@ class TextPrompt(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-class InfoDialog(ModalScreen[None]):
-    """Show a read-only record (e.g. a session's reproducibility record); any close key."""
+class InfoDialog(Dialog[None]):
+    """Show a read-only record (e.g. a session's reproducibility record); any close key
+    (wider than the other dialogs: `dialogs.tcss`)."""
 
-    DEFAULT_CSS = (
-        DIALOG_CSS.format(name="InfoDialog")
-        + """
-    InfoDialog > Vertical { width: 100; }
-    """
-    )
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,enter,q", "close", "Close")]
 
     def __init__(self, title: str, body: RenderableType) -> None:

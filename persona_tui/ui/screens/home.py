@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
+from persona_tui.backend_names import AUTO
 from persona_tui.errors import PersonaError, ScenarioError
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.index import SessionSummary, list_sessions
@@ -50,7 +51,7 @@ class HomeScreen(Screen[None]):
         self.scenarios: list[Scenario] = []
         self.broken: list[str] = []
         self.model = ""
-        self.backend = "auto"  # or the engine chosen in the model picker (b)
+        self.backend = AUTO  # or the engine chosen in the model picker (b)
         # A training study's adapters chosen with p, by scenario id (the others: the default
         # folder of `persona-tui train`), and what was found for them, by (scenario, model).
         self.adapters: dict[str, dict[str, Path]] = {}
@@ -89,7 +90,7 @@ class HomeScreen(Screen[None]):
         text = Text("persona-tui", style="bold")
         text.append("  model ")
         text.append_text(inert(self.model, "bold"))
-        if self.backend != "auto":
+        if self.backend != AUTO:
             text.append_text(inert(f" on {self.backend}"))
         text.append("  annotator ")
         text.append_text(inert(annotator, "bold"))

@@ -16,7 +16,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
-from textual.screen import ModalScreen
+from textual.types import CSSPathType
 from textual.widgets import Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -24,7 +24,7 @@ from persona_tui.backend_names import AUTO, BACKEND_CHOICES
 from persona_tui.errors import ModelLoadError
 from persona_tui.models.config import Config
 from persona_tui.models.refs import ModelRef
-from persona_tui.ui.screens.dialogs import DIALOG_CSS, TextPrompt
+from persona_tui.ui.screens.dialogs import Dialog, TextPrompt
 from persona_tui.ui.text import inert
 
 OPEN_FILE = "\x00open-file"
@@ -70,17 +70,10 @@ def next_backend(backend: str) -> str:
     return BACKENDS[(index + 1) % len(BACKENDS)]
 
 
-class ModelPicker(ModalScreen[ModelChoice | None]):
+class ModelPicker(Dialog[ModelChoice | None]):
     """Returns the chosen model and backend, or None when cancelled."""
 
-    DEFAULT_CSS = (
-        DIALOG_CSS.format(name="ModelPicker")
-        + """
-    ModelPicker > Vertical { width: 110; }
-    ModelPicker OptionList { height: auto; max-height: 16; }
-    ModelPicker #backend { margin-bottom: 1; }
-    """
-    )
+    CSS_PATH: ClassVar[CSSPathType | None] = ["dialogs.tcss", "model_picker.tcss"]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "cancel", "Cancel"),
         Binding("o", "open_file", "Open a file…"),

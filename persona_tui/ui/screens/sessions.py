@@ -70,7 +70,7 @@ class SessionBrowser(Screen[None]):
     """All sessions; `f` cycles the status filter, `/` filters by text."""
 
     app = getters.app(PersonaAppBase)
-
+    CSS_PATH = "sessions.tcss"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter,a", "annotate(False)", "Annotate", key_display="a"),
         Binding("b", "annotate(True)", "Blind"),
@@ -84,10 +84,6 @@ class SessionBrowser(Screen[None]):
         Binding("slash", "text_filter", "Find", key_display="/"),
         Binding("escape,q", "back", "Back"),
     ]
-    DEFAULT_CSS = """
-    SessionBrowser #browser-bar { background: $panel; padding: 0 1; height: 1; }
-    SessionBrowser SessionTable { height: 1fr; }
-    """
 
     def __init__(self) -> None:
         super().__init__()
