@@ -19,12 +19,14 @@ import shutil
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from persona_tui import __version__
+from persona_tui.backend_names import MLX
 from persona_tui.backends.adapter_files import MLX_ADAPTER
-from persona_tui.backends.mlx.backend import MlxBackend, hub_offline
-from persona_tui.backends.mlx.folder import check_mlx_folder
+from persona_tui.backends.common import hub_offline
+from persona_tui.backends.detect import check_mlx_folder
+from persona_tui.backends.registry import load_engine
 from persona_tui.errors import ModelLoadError, TrainingError
 from persona_tui.scenario.model import Scenario
 from persona_tui.training.conditions import (
@@ -38,7 +40,7 @@ from persona_tui.training.conditions import (
     record_fields,
     training_set,
 )
-from persona_tui.training.data import ConditionData, tokenize_condition
+from persona_tui.training.data import ConditionData, ModelTokenizer, tokenize_condition
 from persona_tui.training.deps import library_versions
 from persona_tui.training.lora import total_steps
 from persona_tui.training.mlx_lora import MLX_ADAPTER_FILE, MlxTrainOutcome, train_mlx_lora
@@ -91,7 +93,7 @@ def train_mlx_study(
     try:
         check_mlx_folder(folder)
         on_event(TrainingPhase("", f"loading {folder.name} and tokenizing the examples"))
-        backend = MlxBackend.load(folder)
+        backend = cast(ModelTokenizer, load_engine(MLX, folder, {}).backend)
     except ModelLoadError as error:
         raise TrainingError(str(error)) from error
     try:
