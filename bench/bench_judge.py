@@ -19,8 +19,8 @@ from typing import Any
 
 from bench_analysis import ANSWERS
 from bench_decode_rows import decode
+from bench_machine import machine_summary
 
-from persona_tui.backends.cpu import machine_summary
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.models.discovery import demo_model_path
 from persona_tui.scoring.judge import ALIGNMENT, Judge

@@ -16,7 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from persona_tui.backends.cpu import machine_summary
+from bench_machine import machine_summary
+
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
 from persona_tui.backends.llamacpp.sampling import sample_tokens
 from persona_tui.models.discovery import demo_model_path

@@ -122,7 +122,7 @@ def main() -> None:
     if args.child:
         child(model, 0 if args.threads == "auto" else int(args.threads), args.repack, args.tokens)
         return
-    from persona_tui.backends.cpu import machine_summary
+    from bench_machine import machine_summary
 
     threads = [0 if t == "auto" else int(t) for t in args.threads.split(",")]
     repacks = args.repack.split(",")

@@ -10,14 +10,13 @@ runtime-checkable protocols, never by the backend's class:
 - `TokenLogprobs`: next-token log-probabilities and teacher-forced scoring of
   continuations (the offline judge, scoring/logprobs.py);
 - `ParallelRequests`: `generate` may run in several threads at once (`--parallel`);
-- `PrefixCache`: the prompt prefix shared with the previous request is reused, and the
-  cache can be forgotten (`reset_cache`);
 - `ContinuationLogprobs`: the log-probabilities of a text's tokens after a prompt, the
   engine tokenizing (a server that echoes prompt log-probabilities; likelihood probes);
 - `BatchedGeneration`: several sequences decoded together, one token of each per step
   (`--batch`, the samples of one cell);
 - `LoraAdapters`: a LoRA adapter (a GGUF file, an mlx-lm folder) applied on top of the
-  loaded weights, or none (the adapters of a training study, issue 12).
+  loaded weights, or none (the adapters of a training study, issue 12);
+- `EndOfTurnToken`: the token a chat turn ends with (training data, local engines).
 """
 
 from __future__ import annotations
@@ -208,16 +207,14 @@ def serves_parallel_requests(backend: object) -> bool:
 
 
 @runtime_checkable
-class PrefixCache(Protocol):
-    """A backend that keeps its last prompt evaluated and reuses the prefix the next shares.
+class EndOfTurnToken(Protocol):
+    """A local model that says which token ends a chat turn (training data ends each
+    chat-mode answer with it)."""
 
-    `GenerationResult.prompt_tokens_evaluated` tells how much of a prompt was evaluated
-    (the rest came from the cache), and `GenerationRequest.framing_chars` hints where the
-    part shared by many trials ends.
-    """
-
-    def reset_cache(self) -> None:
-        """Forget the prompt cache: the next generation evaluates its whole prompt."""
+    @property
+    def end_of_turn_token(self) -> int:
+        """The template's end-of-turn token when the model has one (`<|im_end|>`,
+        `<|eot_id|>` ...), else end-of-sequence."""
         ...
 
 

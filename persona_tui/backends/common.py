@@ -7,7 +7,9 @@ messages, so a user sees one behaviour whichever engine runs the model.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -146,6 +148,23 @@ def installed_version(distribution: str) -> str:
         return version(distribution)
     except PackageNotFoundError:
         return "unknown"
+
+
+@contextlib.contextmanager
+def hub_offline() -> Iterator[None]:
+    """HF_HUB_OFFLINE=1 (and TRANSFORMERS_OFFLINE=1) while loading: never a download
+    (mlx-lm and transformers would fetch a path they take for a hub id)."""
+    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 # ------------------------------------------------------------------------- checks

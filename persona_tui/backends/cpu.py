@@ -2,12 +2,13 @@
 
 llama.cpp's system info lists the features a build was compiled for (`AVX512 = 1`,
 `AMX_INT8 = 1`, ...); a native build run on a CPU that lacks one dies with SIGILL.
+`default_n_threads` counts the physical cores this process may use (no engine import:
+the doctor reports it without loading llama.cpp).
 """
 
 from __future__ import annotations
 
 import os
-import platform
 import re
 from pathlib import Path
 
@@ -62,18 +63,21 @@ def missing_features(system_info: str, flags: set[str] | None = None) -> list[st
     return [name for name in simd_features(system_info) if CPU_FLAG[name] not in flags]
 
 
-def machine_summary() -> str:
-    """One line naming the CPU (model name, AMX / AVX-512), for benches and reports."""
-    name = platform.processor() or platform.machine()
+def default_n_threads() -> int:
+    """Physical cores available to this process (llama.cpp gains nothing from SMT siblings).
+
+    Rule: the CPUs in this process's affinity mask, grouped by their SMT sibling sets
+    (Linux sysfs); where that is unavailable, the number of usable logical CPUs.
+    """
     try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    flags = cpu_flags() or set()
-    marks = [
-        label for flag, label in (("amx_int8", "AMX"), ("avx512f", "AVX-512")) if flag in flags
-    ]
-    return f"{name}, {os.cpu_count()} CPUs" + (f", {'/'.join(marks)}" if marks else ", no AMX")
+        cpus = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+    cores: set[str] = set()
+    for cpu in cpus:
+        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            cores.add(siblings.read_text().strip())
+        except OSError:
+            return max(1, len(cpus))
+    return max(1, len(cores))

@@ -269,7 +269,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     params = training_params(args)
     scenario = load_scenario(resolve_scenario(args.scenario))
     model_path = training_model_path(args.model, load_config())
-    if not model_path.is_dir():  # a GGUF: torch + peft (an MLX folder needs only mlx-lm)
+    from persona_tui.backends.detect import is_mlx_model
+
+    if not is_mlx_model(model_path):  # a GGUF: torch + peft (an MLX folder needs only mlx-lm)
         require_training()  # the one-line install hint before any slow work
     quiet_libraries()
     out = args.out or default_output(scenario.id, model_path)

@@ -13,17 +13,19 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from persona_tui import __version__, paths
 from persona_tui._util.hashing import sha256_file
-from persona_tui.backends.cpu import cpu_flags, missing_features, simd_features
+from persona_tui.backends.cpu import cpu_flags, default_n_threads, missing_features, simd_features
 from persona_tui.backends.detect import mlx_platform_note
-from persona_tui.backends.llamacpp.canary import CanaryResult, run_canary
-from persona_tui.backends.llamacpp.load import default_n_threads
+from persona_tui.backends.registry import run_llama_cpp_canary
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import load_config
 from persona_tui.models.discovery import DEMO_INSTALL_HINT, demo_available, demo_model_path
+
+if TYPE_CHECKING:
+    from persona_tui.backends.registry import CanaryResult
 
 Status = Literal["ok", "warn", "fail"]
 
@@ -198,7 +200,7 @@ def run_doctor(
     except PersonaError:
         config_repack = "auto"
     canary = (
-        run_canary(target, repack=repack or config_repack, n_threads=threads)
+        run_llama_cpp_canary(target, repack=repack or config_repack, n_threads=threads)
         if target is not None and importlib.util.find_spec("llama_cpp") is not None
         else None
     )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from persona_tui._util.textdata import loads_json
 from persona_tui.backend_names import LLAMA_CPP, MLX
-from persona_tui.backends.mlx.folder import check_mlx_folder
+from persona_tui.backends.detect import check_mlx_folder
 from persona_tui.errors import ModelLoadError
 
 # Split GGUFs ("model-00002-of-00003.gguf"): only the first part is loadable on its own.

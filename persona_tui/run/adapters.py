@@ -38,6 +38,7 @@ from persona_tui.backends.adapter_files import (
     adapter_weights,
 )
 from persona_tui.backends.base import Backend, LoraAdapters
+from persona_tui.backends.detect import is_mlx_model
 from persona_tui.errors import PersonaError
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import AdapterRecord, SessionHeader
@@ -138,7 +139,7 @@ def adapter_kind(backend: str | None, model_path: Path) -> AdapterFormat:
     """The adapter `backend` applies (None: as training decides, MLX's for a model folder,
     else llama.cpp's GGUF)."""
     if backend is None:
-        backend = MLX if model_path.expanduser().is_dir() else LLAMA_CPP
+        backend = MLX if is_mlx_model(model_path) else LLAMA_CPP
     # A backend that applies no adapter is refused by `check_adapters_load`.
     return adapter_format(backend) or GGUF_ADAPTER
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from persona_tui._util.hashing import sha256_file
+from persona_tui.backends.detect import is_mlx_model
 from persona_tui.errors import PersonaError
 from persona_tui.run.adapters import adapter_kind, default_output, study_adapters
 from persona_tui.scenario.model import Scenario
@@ -55,7 +56,7 @@ def default_adapter_folders(scenario: Scenario, model_path: Path) -> dict[str, P
 def model_sha256(model_path: Path) -> str:
     """The base model's sha256 the adapters are checked against ("" for an MLX folder,
     whose adapters are not checked this way). Cached by path, size and mtime."""
-    return "" if Path(model_path).is_dir() else sha256_file(Path(model_path))
+    return "" if is_mlx_model(model_path) else sha256_file(Path(model_path))
 
 
 def check_adapter(

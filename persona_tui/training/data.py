@@ -18,12 +18,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, cast
 
-from persona_tui.backends.base import ChatMessage
-from persona_tui.backends.gguf_file import read_gguf_header
-from persona_tui.backends.llamacpp.backend import LlamaCppBackend
-from persona_tui.backends.llamacpp.load import construct_vocab_llama, llama_cpp_version
-from persona_tui.backends.mlx.backend import MlxBackend
+from persona_tui.backend_names import LLAMA_CPP
+from persona_tui.backends.base import Backend, ChatMessage, EndOfTurnToken, TokenLogprobs
+from persona_tui.backends.registry import open_tokenizer
 from persona_tui.errors import TrainingError
 from persona_tui.run.prompts import USER_TAG, ResolvedMode, render_prompt, resolve_mode
 from persona_tui.scenario.model import Condition, Scenario, TrainingExample, TrainingFraming
@@ -58,19 +57,16 @@ class ConditionData:
         return sum(len(e.ids) for e in self.train)
 
 
+class ModelTokenizer(Backend, TokenLogprobs, EndOfTurnToken, Protocol):
+    """What tokenizing training data needs of a model: its chat template (`render_chat`),
+    its tokenizer (`logprob_scope`) and its end-of-turn token (a local engine's backend)."""
+
+
 @contextmanager
-def vocabulary(model_path: Path) -> Iterator[LlamaCppBackend]:
+def vocabulary(model_path: Path) -> Iterator[ModelTokenizer]:
     """The GGUF's tokenizer and chat template, without its weights (llama.cpp vocab_only)."""
-    path = Path(model_path).expanduser().absolute()
-    header = read_gguf_header(path)
-    loaded = construct_vocab_llama(path, header)
-    backend = LlamaCppBackend(
-        loaded, path, header, n_ctx=0, n_threads=1, version=llama_cpp_version()
-    )
-    try:
-        yield backend
-    finally:
-        backend.close()
+    with open_tokenizer(LLAMA_CPP, model_path) as backend:
+        yield cast(ModelTokenizer, backend)
 
 
 def framed_messages(framing: TrainingFraming, example: TrainingExample) -> list[ChatMessage]:
@@ -85,17 +81,17 @@ def framed_messages(framing: TrainingFraming, example: TrainingExample) -> list[
 def tokenize_condition(
     scenario: Scenario,
     condition: Condition,
-    backend: LlamaCppBackend | MlxBackend,
+    backend: ModelTokenizer,
     max_tokens: int,
 ) -> ConditionData:
     """The condition's training and held-out sequences (the scenario's seeded split), by
-    the GGUF's vocabulary (`vocabulary`) or an MLX folder's tokenizer (`MlxBackend`)."""
+    the GGUF's vocabulary (`vocabulary`) or an MLX folder's loaded model."""
     framing = condition.training
     training = scenario.training
     if framing is None or training is None:
         raise TrainingError(f"condition {condition.id!r} has no [conditions.training] table")
     mode = resolve_mode(scenario.prompt_mode, backend, scenario.id)
-    end_of_turn = _end_of_turn(backend)
+    end_of_turn = backend.end_of_turn_token
     train, heldout = training.split()
 
     def encode(example: TrainingExample) -> TokenizedExample:
@@ -134,12 +130,3 @@ def data_sha256(train: Sequence[TokenizedExample], heldout: Sequence[TokenizedEx
         "heldout": [[list(e.prompt), list(e.completion)] for e in heldout],
     }
     return hashlib.sha256(json.dumps(payload, separators=(",", ":")).encode()).hexdigest()
-
-
-def _end_of_turn(backend: LlamaCppBackend | MlxBackend) -> int:
-    """The token a chat model ends its turn with (end-of-turn, else end-of-sequence)."""
-    if isinstance(backend, MlxBackend):
-        return backend.end_of_turn_token
-    model = backend.load_facts.llama._model
-    eot = int(model.token_eot())
-    return eot if eot >= 0 else int(model.token_eos())

@@ -20,16 +20,18 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from persona_tui import __version__
+from persona_tui.backend_names import MLX
 from persona_tui.backends.adapter_files import MLX_ADAPTER
-from persona_tui.backends.mlx.backend import MlxBackend, hub_offline
-from persona_tui.backends.mlx.folder import check_mlx_folder
+from persona_tui.backends.common import hub_offline
+from persona_tui.backends.detect import check_mlx_folder
+from persona_tui.backends.registry import load_engine
 from persona_tui.errors import ModelLoadError, TrainingError
 from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.training.conditions import hyperparameter_fields, record_fields
-from persona_tui.training.data import ConditionData, tokenize_condition
+from persona_tui.training.data import ConditionData, ModelTokenizer, tokenize_condition
 from persona_tui.training.deps import library_versions
 from persona_tui.training.loop import TrainOutcome
 from persona_tui.training.mlx_lora import MLX_ADAPTER_FILE, train_mlx_lora
@@ -65,7 +67,7 @@ def open_mlx_study(
     try:
         check_mlx_folder(folder)
         on_event(TrainingPhase("", f"loading {folder.name} and tokenizing the examples"))
-        backend = MlxBackend.load(folder)
+        backend = cast(ModelTokenizer, load_engine(MLX, folder, {}).backend)
     except ModelLoadError as error:
         raise TrainingError(str(error)) from error
     try:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
+from persona_tui.backends.detect import is_mlx_model
 from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.training.conditions import (
     StudyResult,
@@ -142,7 +143,7 @@ def train_study(
     params = params or TrainingParams()
     with output_folder_lock(Path(out_dir)):
         open_engine: EngineOpener
-        if Path(model_path).expanduser().is_dir():  # an MLX model folder: mlx-lm's LoRA
+        if is_mlx_model(model_path):  # an MLX model folder: mlx-lm's LoRA
             open_engine = open_mlx_study
         else:  # a GGUF: torch + peft, whose libraries are checked before anything else
             require_training()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from persona_tui.backends.base import (
-    PrefixCache,
     TokenLogprobs,
     serves_parallel_requests,
 )
@@ -13,12 +12,17 @@ from persona_tui.backends.openai import backend as openai
 
 
 def test_each_backend_offers_its_capabilities() -> None:
+    # The local engines keep a prompt cache that can be forgotten (reset_cache: benches,
+    # tests; no caller checks it as a capability) and say their end-of-turn token
+    # (backends.base.EndOfTurnToken).
     assert issubclass(llamacpp.LlamaCppBackend, TokenLogprobs)
-    assert issubclass(llamacpp.LlamaCppBackend, PrefixCache)
+    assert callable(getattr(llamacpp.LlamaCppBackend, "reset_cache", None))
+    assert isinstance(llamacpp.LlamaCppBackend.end_of_turn_token, property)
     assert issubclass(mlx.MlxBackend, TokenLogprobs)
-    assert issubclass(mlx.MlxBackend, PrefixCache)
+    assert callable(getattr(mlx.MlxBackend, "reset_cache", None))
+    assert isinstance(mlx.MlxBackend.end_of_turn_token, property)
     assert not issubclass(openai.OpenAIBackend, TokenLogprobs)
-    assert not issubclass(openai.OpenAIBackend, PrefixCache)
+    assert not hasattr(openai.OpenAIBackend, "reset_cache")
 
 
 def test_only_a_true_supports_parallel_serves_parallel_requests() -> None:

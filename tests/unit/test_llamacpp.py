@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from persona_tui.backends.base import ChatMessage, GenerationRequest, GenerationResult
+from persona_tui.backends.cpu import default_n_threads
 from persona_tui.backends.llamacpp.backend import EVAL_BLOCK, LlamaCppBackend
-from persona_tui.backends.llamacpp.load import default_n_threads
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
 from persona_tui.values import SamplingParams
 from tests.tiny_gguf import CHAT_TEMPLATE, chain, write_tiny_gguf

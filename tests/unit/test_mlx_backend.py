@@ -16,8 +16,8 @@ import pytest
 pytest.importorskip("mlx_lm", reason="the MLX backend needs: pip install 'persona-tui[mlx]'")
 
 from persona_tui.backends.base import ChatMessage, GenerationRequest
+from persona_tui.backends.detect import check_mlx_folder
 from persona_tui.backends.mlx.backend import MlxBackend
-from persona_tui.backends.mlx.folder import check_mlx_folder
 from persona_tui.errors import GenerationError, ModelLoadError, PromptTooLongError
 from persona_tui.values import SamplingParams
 from tests import tiny_gguf

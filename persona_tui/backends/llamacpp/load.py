@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import io
-import os
 import re
 import threading
 from collections.abc import Iterator
@@ -91,26 +90,6 @@ def weight_buffers(log_lines: list[str]) -> tuple[str, ...]:
             if name not in found:
                 found.append(name)
     return tuple(found)
-
-
-def default_n_threads() -> int:
-    """Physical cores available to this process (llama.cpp gains nothing from SMT siblings).
-
-    Rule: the CPUs in this process's affinity mask, grouped by their SMT sibling sets
-    (Linux sysfs); where that is unavailable, the number of usable logical CPUs.
-    """
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-    cores: set[str] = set()
-    for cpu in cpus:
-        siblings = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
-        try:
-            cores.add(siblings.read_text().strip())
-        except OSError:
-            return max(1, len(cpus))
-    return max(1, len(cores))
 
 
 def _silence_llama_cpp(llama_cpp: Any) -> None:

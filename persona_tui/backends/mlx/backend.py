@@ -5,8 +5,8 @@ sampling parameters, stop strings (mlx-lm has none), cancellation within a token
 prompt-prefix cache reused across trials, and a `ModelInfo` for the session record.
 
 It never contacts a model hub: the folder must exist with `config.json`, `model*.safetensors`
-and tokenizer files, checked before mlx-lm sees the path (see `folder`), and the load
-runs with HF_HUB_OFFLINE=1.
+and tokenizer files, checked before mlx-lm sees the path (`backends.detect.check_mlx_folder`),
+and the load runs with HF_HUB_OFFLINE=1.
 
 `use_adapter` applies an mlx-lm LoRA adapter folder or none (backends.base.LoraAdapters;
 see `adapters`: the LoRA layers are swapped in and out, the weights are not reloaded).
@@ -14,22 +14,22 @@ see `adapters`: the LoRA layers are swapped in and out, the weights are not relo
 Tokens are turned into bytes as llama.cpp does (see `tokens`), not by mlx-lm's
 streaming detokenizers. Bytes become text with an incremental UTF-8 decoder, so a
 character split across byte tokens is emitted whole and invalid bytes become U+FFFD.
+
+This module keeps loading, the chat template, one-by-one generation, scoring and
+adapters; `generate_batch` is batch_runner.py's, the prompt cache prompt_cache.py's, the
+sampler sampling.py's, the lock, closed check and prompt-size check backends/local.py's.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 import time
-from collections.abc import Generator, Iterator, Sequence
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from persona_tui.backends.base import (
-    BatchEvent,
-    BatchStarted,
     ChatMessage,
     GenerationRequest,
     GenerationResult,
@@ -38,29 +38,25 @@ from persona_tui.backends.base import (
 )
 from persona_tui.backends.common import (
     CachedModelInfo,
-    cancelled_batch,
     cancelled_before_start,
     chat_template_failed,
-    check_batch,
     check_n_ctx,
-    check_open,
-    check_prompt_size,
     emit,
+    hub_offline,
     installed_version,
     is_cancelled,
     make_result,
     no_chat_template_error,
     stream_tokens,
 )
+from persona_tui.backends.detect import check_mlx_folder
+from persona_tui.backends.local import engine_failures
 from persona_tui.backends.mlx.adapters import AdapterSwitch, adapter_folder
-from persona_tui.backends.mlx.batched import BatchModel, decode_batch, shared_prefix
-from persona_tui.backends.mlx.folder import (
-    build_mlx_info,
-    check_mlx_folder,
-    context_length,
-    read_model_config,
-)
+from persona_tui.backends.mlx.batch_runner import MLX_ERRORS, MlxBatchRunner
+from persona_tui.backends.mlx.folder import build_mlx_info, context_length, read_model_config
 from persona_tui.backends.mlx.logprobs import MlxLogprobScope
+from persona_tui.backends.mlx.prompt_cache import MlxPromptCache
+from persona_tui.backends.mlx.sampling import mlx_sampling
 from persona_tui.backends.mlx.tokens import (
     CompletionBytes,
     chat_end_token,
@@ -68,15 +64,10 @@ from persona_tui.backends.mlx.tokens import (
     token_byte_table,
 )
 from persona_tui.backends.stream import StopStringStream
-from persona_tui.errors import GenerationError, ModelLoadError
+from persona_tui.errors import ModelLoadError
 from persona_tui.values import ModelInfo
 
 MLX_INSTALL_HINT = "pip install 'persona-tui[mlx]'"
-# llama.cpp's default repeat-penalty window (llama-cpp-python's last_n_tokens_size).
-REPEAT_PENALTY_WINDOW = 64
-# mlx-lm's generate_step prefills a prompt in chunks of this many tokens.
-PREFILL_STEP = 2048
-
 # The most sequences one generate_batch call takes (as llama.cpp's backend).
 MAX_SEQUENCES = 64
 
@@ -95,23 +86,7 @@ class _Cancelled(Exception):
     """Raised from mlx-lm's prompt-progress callback to abandon a long prompt evaluation."""
 
 
-@contextlib.contextmanager
-def hub_offline() -> Iterator[None]:
-    """HF_HUB_OFFLINE=1 (and TRANSFORMERS_OFFLINE=1) while loading: never a download."""
-    names = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update(dict.fromkeys(names, "1"))
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-class MlxBackend:
+class MlxBackend(MlxBatchRunner):
     """A loaded MLX model folder; see the module docstring for what it guarantees."""
 
     def __init__(
@@ -153,8 +128,7 @@ class MlxBackend:
         self._vocab_size = len(self._hf)
         self._byte_table = token_byte_table(folder, self._hf)
         self._end_ids = end_of_turn_ids(tokenizer.eos_token_ids, self._hf)
-        self._cache: list[Any] | None = None
-        self._cached_tokens: list[int] = []
+        self._prompts = MlxPromptCache()
         self._lock = _GENERATION_LOCK
         self._info = CachedModelInfo()
         self._closed = False
@@ -167,13 +141,12 @@ class MlxBackend:
         path: str | Path,
         *,
         n_ctx: int | None = None,
-        n_threads: int | None = None,
         max_batch: int | None = None,
     ) -> MlxBackend:
         """Load the MLX model folder at `path` (never a hub id).
 
         n_ctx None → the model's trained context (config.json max_position_embeddings);
-        n_threads is accepted for symmetry with llama.cpp and ignored (MLX picks its own);
+        MLX picks its own threads: the engine declares no n_threads (backends/registry.py);
         max_batch None → `default_max_batch` (1 on a CPU, where batching does not pay).
         Raises ModelLoadError naming the folder and the problem.
         """
@@ -190,10 +163,6 @@ class MlxBackend:
     @property
     def path(self) -> Path:
         return self._folder
-
-    @property
-    def n_ctx(self) -> int:
-        return self._n_ctx
 
     @property
     def chat_template(self) -> str | None:
@@ -238,12 +207,6 @@ class MlxBackend:
         add_special = bos is None or not text.startswith(bos)
         return list(self._hf.encode(text, add_special_tokens=add_special))
 
-    def count_tokens(self, text: str) -> int:
-        """How many tokens `text` is as a prompt (BOS included when the model adds one)."""
-        with self._lock:
-            self._check_open()
-            return len(self._tokenize(text))
-
     def render_chat(self, messages: Sequence[ChatMessage]) -> str:
         """Render with the model's own chat template, ending with the assistant's turn."""
         if self.chat_template is None:
@@ -276,26 +239,19 @@ class MlxBackend:
         with self._lock:
             self._check_open()
             started = time.perf_counter()
-            tokens = self._tokenize(request.prompt)
-            check_prompt_size(
-                len(tokens),
-                request.sampling.max_tokens,
-                n_ctx=self._n_ctx,
-                model_name=self._folder.name,
-                larger_context="n_ctx in config.toml",
-            )
+            (tokens,) = self._prompt_tokens([request.prompt], request.sampling.max_tokens)
             try:
-                return self._generate_locked(request, tokens, on_text, cancel, started)
+                with engine_failures(
+                    lambda error: f"MLX failed while generating with {self._model_name}: {error}",
+                    self._prompts.drop,
+                    MLX_ERRORS,
+                ):
+                    return self._generate_locked(request, tokens, on_text, cancel, started)
             except _Cancelled:
-                self._drop_cache()  # an abandoned prompt evaluation leaves the cache half-written
+                self._prompts.drop()  # an abandoned prompt evaluation leaves it half-written
                 return cancelled_before_start(started, prompt_tokens=len(tokens))
-            except (RuntimeError, ValueError, OSError, MemoryError) as error:
-                self._drop_cache()
-                raise GenerationError(
-                    f"MLX failed while generating with {self._folder.name}: {error}"
-                ) from error
             except BaseException:
-                self._drop_cache()  # e.g. an exception from on_text: keep the cache consistent
+                self._prompts.drop()  # e.g. an exception from on_text: keep the cache consistent
                 raise
 
     def _generate_locked(
@@ -310,9 +266,11 @@ class MlxBackend:
 
         if is_cancelled(cancel):
             return cancelled_before_start(started, prompt_tokens=len(tokens))
-        reused = self._reuse_cache(tokens)
+        reused = self._prompts.reuse(self._model, tokens)
         suffix = tokens[reused:]
-        sampler, processors = self._sampling(request, tokens[:reused])
+        sampler, processors = mlx_sampling(
+            self._mx, request.sampling, self._vocab_size, tokens[:reused]
+        )
 
         def abandon_if_cancelled(_done: int, _total: int) -> None:
             if is_cancelled(cancel):
@@ -327,7 +285,7 @@ class MlxBackend:
             max_tokens=max(request.sampling.max_tokens, 0),
             sampler=sampler,
             logits_processors=processors,
-            prompt_cache=self._cache,
+            prompt_cache=self._prompts.cache,
             prompt_progress_callback=abandon_if_cancelled,
         )
         try:
@@ -345,7 +303,7 @@ class MlxBackend:
             emit(on_text, stream.feed(pieces.finish()))
             finish = "stop" if stream.stopped else finish
         emit(on_text, stream.finish())
-        self._keep_prompt_in_cache(tokens)
+        self._prompts.keep_prompt(tokens)
         return make_result(
             stream.text,
             finish,
@@ -358,162 +316,7 @@ class MlxBackend:
     def _decode_completion(self, ids: list[int]) -> str:
         return str(self._hf.decode(ids, skip_special_tokens=True))
 
-    def _sampling(
-        self, request: GenerationRequest, cached_prefix: list[int]
-    ) -> tuple[Any, list[Any]]:
-        """mlx-lm's sampler and logits processors for the request's sampling parameters."""
-        from mlx_lm.sample_utils import make_logits_processors, make_sampler
-
-        params = request.sampling
-        top_k = params.top_k if 0 < params.top_k < self._vocab_size else 0
-        sampler = make_sampler(
-            temp=max(params.temperature, 0.0),
-            top_p=params.top_p,
-            min_p=params.min_p,
-            top_k=top_k,
-        )
-        if params.repeat_penalty == 1.0 or params.repeat_penalty <= 0:
-            return sampler, []
-        (penalty,) = make_logits_processors(
-            repetition_penalty=params.repeat_penalty,
-            repetition_context_size=REPEAT_PENALTY_WINDOW,
-        )
-        # mlx-lm shows processors only the tokens it evaluated itself; as in llama.cpp, the
-        # penalty window also covers the part of the prompt that came from the cache.
-        mx = self._mx
-        window = mx.array(cached_prefix[-REPEAT_PENALTY_WINDOW:], dtype=mx.uint32)
-
-        def penalise_with_cached_prefix(seen: Any, logits: Any) -> Any:
-            if window.size:
-                seen = mx.concatenate([window, seen.astype(mx.uint32)])
-            return penalty(seen, logits)
-
-        return sampler, [penalise_with_cached_prefix]
-
-    # -------------------------------------------------------- batched decoding
-
-    @property
-    def max_batch(self) -> int:
-        """The most sequences one `generate_batch` call takes (see `default_max_batch`)."""
-        return self._max_batch
-
-    def generate_batch(
-        self,
-        requests: Sequence[GenerationRequest],
-        cancel: threading.Event | None = None,
-        width: int | None = None,
-    ) -> Generator[BatchEvent, None, None]:
-        """Decode one sequence per request, in consecutive batches of `width` (None: all
-        together; see backends.base.BatchedGeneration and backends/mlx/batched.py).
-
-        The part of each batch's prompts they all share is evaluated once, in the prompt
-        cache `generate` uses (reusing what it holds), and stays cached for the next call.
-        A batch is not refilled as its sequences end, as llama.cpp's is: mlx-lm's batch
-        generator would take new prompts, but each would then be evaluated on its own.
-        """
-        requests = list(requests)
-        if not requests:
-            return
-        width = len(requests) if width is None else width
-        check_batch(
-            requests,
-            width,
-            self._max_batch,
-            f"this MLX backend decodes at most {self._max_batch} sequences together",
-        )
-        for begin in range(0, len(requests), width):
-            events = self._one_batch(requests[begin : begin + width], cancel)
-            with contextlib.closing(events):
-                for event in events:
-                    yield replace(event, index=event.index + begin)
-
-    def _one_batch(
-        self, requests: list[GenerationRequest], cancel: threading.Event | None
-    ) -> Generator[BatchEvent, None, None]:
-        """Decode one sequence per request together."""
-        first = requests[0]
-        with self._lock:
-            self._check_open()
-            started = time.perf_counter()
-            prompts = [self._tokenize(r.prompt) for r in requests]
-            for tokens in prompts:
-                check_prompt_size(
-                    len(tokens),
-                    first.sampling.max_tokens,
-                    n_ctx=self._n_ctx,
-                    model_name=self._folder.name,
-                    larger_context="n_ctx in config.toml",
-                )
-            if is_cancelled(cancel):
-                yield from cancelled_batch(prompts, started)
-                return
-            for index in range(len(requests)):
-                yield BatchStarted(index)
-            try:
-                yield from self._batch_locked(requests, prompts, cancel, started)
-            except (RuntimeError, ValueError, OSError, MemoryError) as error:
-                self._drop_cache()
-                raise GenerationError(
-                    f"MLX failed while generating a batch with {self._folder.name}: {error}"
-                ) from error
-            except GeneratorExit:
-                raise  # closed early: the cache holds the head, untouched by the batch
-            except BaseException:
-                self._drop_cache()  # e.g. KeyboardInterrupt mid-prefill
-                raise
-
-    def _batch_locked(
-        self,
-        requests: list[GenerationRequest],
-        prompts: list[list[int]],
-        cancel: threading.Event | None,
-        started: float,
-    ) -> Generator[BatchEvent, None, None]:
-        shared = shared_prefix(prompts)
-        head = prompts[0][:shared]
-        reused = self._reuse_cache(prompts[0][: shared + 1])
-        cache = self._cache
-        assert cache is not None
-        self._cached_tokens = []  # until the head is in the cache
-        self._prefill(cache, head[reused:])
-        self._cached_tokens = list(head)
-        first = requests[0]
-
-        def processors() -> list[Any]:
-            # The batch generator shows processors the whole prompt: no window to add.
-            return self._sampling(first, [])[1]
-
-        engine = BatchModel(
-            self._model,
-            self._byte_table,
-            self._decode_completion,
-            self._end_ids.__contains__,
-            self._vocab_size,
-            processors,
-        )
-        # Sequence 0 is charged with the head it evaluated; every sequence with its rest.
-        evaluated = [len(p) - shared for p in prompts]
-        evaluated[0] += len(head) - reused
-        yield from decode_batch(
-            engine,
-            cache,
-            head,
-            [p[shared:] for p in prompts],
-            first.sampling,
-            [r.seed for r in requests],
-            first.stop,
-            cancel,
-            started,
-            evaluated,
-        )
-
-    def _prefill(self, cache: list[Any], tokens: list[int]) -> None:
-        """Evaluate `tokens` into `cache`, in the chunks mlx-lm's generate_step uses."""
-        mx = self._mx
-        step = PREFILL_STEP
-        for start in range(0, len(tokens), step):
-            self._model(mx.array(tokens[start : start + step])[None], cache=cache)
-            mx.eval([c.state for c in cache])
+    # ------------------------------------------------- batched (batch_runner.py)
 
     # --------------------------------------------------------------- logprobs
 
@@ -534,12 +337,12 @@ class MlxBackend:
                 n_ctx=self._n_ctx,
                 n_vocab=self._vocab_size,
             )
-            try:
+            with engine_failures(
+                lambda error: f"MLX failed while scoring with {self._model_name}: {error}",
+                lambda: None,
+                MLX_ERRORS,
+            ):
                 yield scope
-            except (RuntimeError, ValueError, OSError, MemoryError) as error:
-                raise GenerationError(
-                    f"MLX failed while scoring with {self._folder.name}: {error}"
-                ) from error
 
     # --------------------------------------------------------------- adapters
 
@@ -562,65 +365,34 @@ class MlxBackend:
             try:
                 self._adapters.use(key)
             finally:
-                self._drop_cache()  # computed with other weights, whatever happened
+                self._prompts.drop()  # computed with other weights, whatever happened
 
     # ------------------------------------------------------------ prefix cache
-
-    def _reuse_cache(self, tokens: list[int]) -> int:
-        """Trim the cache to the longest prefix it shares with `tokens`; return its length.
-
-        The prompt's last token is always evaluated (it yields the first logits). A cache
-        that cannot be trimmed (e.g. a sliding window that wrapped) is rebuilt.
-        """
-        from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
-
-        shared = 0
-        limit = min(len(self._cached_tokens), len(tokens) - 1)
-        while shared < limit and self._cached_tokens[shared] == tokens[shared]:
-            shared += 1
-        if self._cache is not None and shared and can_trim_prompt_cache(self._cache):
-            trim_prompt_cache(self._cache, len(self._cached_tokens) - shared)
-            self._cached_tokens = self._cached_tokens[:shared]
-            return shared
-        self._cache = make_prompt_cache(self._model)
-        self._cached_tokens = []
-        return 0
-
-    def _keep_prompt_in_cache(self, tokens: list[int]) -> None:
-        """After a generation keep exactly the prompt in the cache (drop generated tokens)."""
-        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
-
-        cache = self._cache
-        if not cache or not can_trim_prompt_cache(cache):
-            self._drop_cache()
-            return
-        extra = int(cache[0].offset) - len(tokens)
-        if extra < 0:
-            self._drop_cache()
-            return
-        trim_prompt_cache(cache, extra)
-        self._cached_tokens = list(tokens)
 
     def reset_cache(self) -> None:
         """Forget the prompt cache: the next generation evaluates its whole prompt."""
         with self._lock:
-            self._drop_cache()
-
-    def _drop_cache(self) -> None:
-        self._cache = None
-        self._cached_tokens = []
+            self._prompts.drop()
 
     # ------------------------------------------------------------------ close
 
-    def _check_open(self) -> None:
-        check_open(not self._closed, self._folder.name)
+    def _is_open(self) -> bool:
+        return not self._closed
+
+    @property
+    def _model_name(self) -> str:
+        return self._folder.name
+
+    @property
+    def _larger_context(self) -> str:
+        return "n_ctx in config.toml"
 
     def close(self) -> None:
         """Free the model and its cache; later calls raise GenerationError."""
         with self._lock:
             if not self._closed:
                 self._closed = True
-                self._drop_cache()
+                self._prompts.drop()
                 self._adapters.clear()
                 self._model = None
                 self._mx.clear_cache()

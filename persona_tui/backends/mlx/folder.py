@@ -1,8 +1,8 @@
-"""An MLX model folder, read without mlx: what it must hold, and what a session records.
+"""An MLX model folder, read without mlx: its config.json, and what a session records.
 
-The folder is checked before mlx-lm sees the path, because mlx-lm downloads any path that
-does not exist: persona-tui never downloads, so a typo must fail here with what is missing.
-The ModelInfo names the weights by their sha256 (one digest for all weight files).
+What the folder must hold is checked by `backends.detect.check_mlx_folder` (the one MLX
+folder rule, with no engine import) before mlx-lm sees the path. The ModelInfo names the
+weights by their sha256 (one digest for all weight files).
 """
 
 from __future__ import annotations
@@ -18,41 +18,6 @@ from persona_tui.backend_names import MLX
 from persona_tui.backends.common import installed_version, template_sha256
 from persona_tui.errors import ModelLoadError
 from persona_tui.values import ModelInfo
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
-
-
-def weight_files(folder: Path) -> list[Path]:
-    """The safetensors files mlx-lm loads from `folder` (`model*.safetensors`), sorted."""
-    return sorted(folder.glob("model*.safetensors"))
-
-
-def check_mlx_folder(path: Path) -> list[Path]:
-    """Check that `path` is a complete local MLX model folder; return its weight files.
-
-    Raises ModelLoadError naming what is missing, so a typo is never taken for a hub id.
-    """
-    if not path.exists():
-        raise ModelLoadError(
-            f"MLX model folder {path} does not exist (persona-tui never downloads models: "
-            "download or convert the model first, then pass its local folder)"
-        )
-    if not path.is_dir():
-        raise ModelLoadError(
-            f"{path} is a file, but the MLX backend needs a model folder "
-            "(config.json, model*.safetensors and tokenizer files)"
-        )
-    missing: list[str] = []
-    if not (path / "config.json").is_file():
-        missing.append("config.json")
-    weights = weight_files(path)
-    if not weights:
-        missing.append("model*.safetensors weights")
-    if not any((path / name).is_file() for name in TOKENIZER_FILES):
-        missing.append("tokenizer files (tokenizer.json or tokenizer.model)")
-    if missing:
-        raise ModelLoadError(f"MLX model folder {path} is incomplete: missing {', '.join(missing)}")
-    return weights
 
 
 def read_model_config(folder: Path) -> dict[str, Any]:
