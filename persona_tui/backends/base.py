@@ -251,7 +251,7 @@ class BatchedGeneration(Protocol):
 
     On a CPU a decode step is bound by reading the weights; N sequences per step read
     them once for N tokens. Results depend on which sequences share a batch (the engine
-    rounds differently with the batch shape), so callers fix the requests and the width
+    rounds differently with the batch shape), so callers fix the requests and the batch
     from the plan (run/plan.batch_groups).
     """
 
@@ -264,9 +264,9 @@ class BatchedGeneration(Protocol):
         self,
         requests: Sequence[GenerationRequest],
         cancel: threading.Event | None = None,
-        width: int | None = None,
+        batch: int | None = None,
     ) -> Generator[BatchEvent, None, None]:
-        """Decode one sequence per request, `width` at a time (None: all together); events
+        """Decode one sequence per request, `batch` at a time (None: all together); events
         as text arrives.
 
         The requests share `sampling` and `stop`; each has its own prompt and seed. They
@@ -274,7 +274,7 @@ class BatchedGeneration(Protocol):
         ends with one `BatchDone` (the same result as
         `generate` would describe: stop string, end token, max_tokens, or "cancelled"
         within a token of `cancel`; requests not started by then end "cancelled" without
-        starting), while the others go on. The same requests and width give the same texts
+        starting), while the others go on. The same requests and batch give the same texts
         whatever ran before. Close the iterator (or exhaust it) to release the
         model. Raises PromptTooLongError, before anything is evaluated, when the batch
         does not fit the context.

@@ -196,15 +196,15 @@ def check_prompt_size(
         )
 
 
-def check_batch(requests: Sequence[Any], width: int, most: int, too_many: str) -> None:
+def check_batch(requests: Sequence[Any], batch: int, most: int, too_many: str) -> None:
     """Refuse a batch (`GenerationRequest`s) whose requests differ in sampling or stop
     strings, or that decodes more than `most` at once (`too_many` says so, naming the
     limit), or fewer than one."""
     first = requests[0]
     if any(r.sampling != first.sampling or r.stop != first.stop for r in requests):
         raise GenerationError("a batch's requests must share sampling and stop strings")
-    if not 1 <= width <= most:
-        raise GenerationError(f"{too_many}, not {width}")
+    if not 1 <= batch <= most:
+        raise GenerationError(f"{too_many}, not {batch}")
 
 
 def cancelled_batch(prompts: Sequence[Sequence[int]], started: float) -> Iterator[BatchDone]:

@@ -23,7 +23,7 @@ from persona_tui.backends.base import (
     GenerationResult,
 )
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend
-from persona_tui.backends.llamacpp.batched import group_width, shared_end
+from persona_tui.backends.llamacpp.batched import group_batch, shared_end
 from persona_tui.backends.llamacpp.load import MAX_SEQUENCES, plain_llama
 from persona_tui.backends.llamacpp.sampling import RepeatPenalty, logits_row, sampler_chain
 from persona_tui.values import SamplingParams
@@ -276,7 +276,7 @@ def test_a_batch_larger_than_the_context_decodes_as_many_at_once_as_fit(tiny_ggu
             in_flight += isinstance(event, BatchStarted) - isinstance(event, BatchDone)
             most = max(most, in_flight)
         tokens = small._tokenize(PROMPT)
-        assert most == group_width([tokens] * 12, len(tokens), 12, 40, 256)[0] == 5
+        assert most == group_batch([tokens] * 12, len(tokens), 12, 40, 256)[0] == 5
         assert texts(decode(small, many)[0]) == texts(results)
     finally:
         small.close()
@@ -284,13 +284,13 @@ def test_a_batch_larger_than_the_context_decodes_as_many_at_once_as_fit(tiny_ggu
 
 def test_the_width_that_fits_is_chosen_from_the_prompts_alone() -> None:
     prompt = list(range(20))
-    assert group_width([prompt] * 4, 20, 4, 10, 1000) == (4, True)
+    assert group_batch([prompt] * 4, 20, 4, 10, 1000) == (4, True)
     # 20 shared, then 1 + 10 per sequence (each evaluates at least its last token): 2 fit
     # in 50 cells; 3 would not, nor the holder beside them.
-    assert group_width([prompt] * 4, 20, 4, 10, 50) == (2, True)
-    assert group_width([prompt] * 4, 20, 4, 10, 52) == (2, True)
-    assert group_width([prompt] * 4, 20, 4, 10, 42)[0] == 2
-    assert group_width([prompt] * 4, 20, 8, 10, 1000) == (4, True), "no wider than the batch"
+    assert group_batch([prompt] * 4, 20, 4, 10, 50) == (2, True)
+    assert group_batch([prompt] * 4, 20, 4, 10, 52) == (2, True)
+    assert group_batch([prompt] * 4, 20, 4, 10, 42)[0] == 2
+    assert group_batch([prompt] * 4, 20, 8, 10, 1000) == (4, True), "no wider than the batch"
     different = [[*prompt, 1, 2], [*prompt, 3], [*prompt, 4, 5, 6]]
     assert shared_end(different) == 20
     assert shared_end([prompt, prompt]) == 20

@@ -20,7 +20,7 @@ from persona_tui.backends.llamacpp.batched import (
     Decoding,
     GroupPlan,
     decode_group,
-    group_width,
+    group_batch,
     shared_end,
 )
 from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix
@@ -63,9 +63,9 @@ class LlamaBatchRunner(LocalBackend):
         self,
         requests: Sequence[GenerationRequest],
         cancel: threading.Event | None = None,
-        width: int | None = None,
+        batch: int | None = None,
     ) -> Generator[BatchEvent, None, None]:
-        """Decode one sequence per request, `width` at a time (see
+        """Decode one sequence per request, `batch` at a time (see
         backends.base.BatchedGeneration and batched.py's `decode_group`).
 
         The part of the prompts all requests share is evaluated once, in sequence 0 and
@@ -77,10 +77,10 @@ class LlamaBatchRunner(LocalBackend):
         if not requests:
             return
         first = requests[0]
-        width = len(requests) if width is None else width
+        batch = len(requests) if batch is None else batch
         check_batch(
             requests,
-            width,
+            batch,
             MAX_SEQUENCES,
             f"a batch decodes 1 to {MAX_SEQUENCES} sequences at once",
         )
@@ -97,7 +97,7 @@ class LlamaBatchRunner(LocalBackend):
             with engine_failures(
                 lambda exc: f"llama.cpp failed while generating: {exc}", self._after_batch_failure
             ):
-                yield from self._batch_locked(requests, prompts, split, width, cancel)
+                yield from self._batch_locked(requests, prompts, split, batch, cancel)
 
     def _after_batch_failure(self) -> None:
         self._llama.reset()
@@ -108,7 +108,7 @@ class LlamaBatchRunner(LocalBackend):
         requests: list[GenerationRequest],
         prompts: list[list[int]],
         split: int,
-        width: int,
+        batch: int,
         cancel: threading.Event | None,
     ) -> Generator[BatchEvent, None, None]:
         """Evaluate the shared part of the prompts in sequence 0, then decode the group."""
@@ -118,7 +118,7 @@ class LlamaBatchRunner(LocalBackend):
         ends = batch_ends(len(prompts[0]), EVAL_BLOCK, split)
         shared = shared_end(prompts)
         sampling = requests[0].sampling
-        width, hold = group_width(prompts, shared, width, sampling.max_tokens, self._n_ctx)
+        batch, hold = group_batch(prompts, shared, batch, sampling.max_tokens, self._n_ctx)
         llama = self._llama
         memory = llama_cpp.llama_get_memory(llama.ctx)
         head = prompts[0][:shared]
@@ -137,7 +137,7 @@ class LlamaBatchRunner(LocalBackend):
                 self._plan = ()
             engine = Decoding(llama, self._piece, self._is_end)
             seeds = [r.seed for r in requests]
-            plan = GroupPlan(prompts, seeds, shared, width, hold, sampling, requests[0].stop)
+            plan = GroupPlan(prompts, seeds, shared, batch, hold, sampling, requests[0].stop)
             yield from decode_group(engine, plan, cancel, started, shared - keep)
         finally:
             # Keep the shared prompt in sequence 0 for the next call; the group dropped

@@ -3,7 +3,7 @@
 On a CPU a single-sequence decode step is bound by reading the weights; a batch of N
 sequences reads them once for N tokens. `LlamaCppBackend.generate_batch` evaluates the
 prompt the requests share in sequence 0 (reusing the KV cache as `generate` does); then
-`decode_group` decodes up to `width` of them at once, each in its own sequence: it gets
+`decode_group` decodes up to `batch` of them at once, each in its own sequence: it gets
 the shared cells (`llama_memory_seq_cp`, no copy in a unified cache), evaluates its own
 rest of the prompt (a probe's text, later turns of a multi-turn probe) or copies it from
 the request before with the same prompt, and samples from its own sampler chain, seeded
@@ -11,7 +11,7 @@ from its own seed, until it ends. A sequence that ends leaves the batch and the 
 request waiting takes its place, so the batch stays full while requests wait.
 
 llama.cpp rounds differently with the batch shape, so a sequence's text depends on which
-sequences share its steps (not on what ran before): callers fix the requests and width
+sequences share its steps (not on what ran before): callers fix the requests and batch
 from the plan alone (run/plan.batch_groups). The sampler chain is llama-cpp-python's own
 for `generate` (penalties over the last 64 sampled tokens, top-k, typical 1.0, top-p,
 min-p, temperature, a seeded draw; greedy at temperature 0), so `--batch` changes how
@@ -59,12 +59,12 @@ def shared_end(prompts: Sequence[Sequence[int]]) -> int:
     return min(common, min(len(tokens) for tokens in prompts) - 1)
 
 
-def group_width(
-    prompts: Sequence[Sequence[int]], shared: int, width: int, max_tokens: int, n_ctx: int
+def group_batch(
+    prompts: Sequence[Sequence[int]], shared: int, batch: int, max_tokens: int, n_ctx: int
 ) -> tuple[int, bool]:
     """(how many sequences to decode at once, whether a holder may keep a prompt's rest).
 
-    `width`, or fewer when that many would not fit the context: the shared prompt once,
+    `batch`, or fewer when that many would not fit the context: the shared prompt once,
     and per sequence its own rest of the prompt and max_tokens (a sequence's cells are
     freed when another takes its place); the holder needs one more rest. A function of
     the prompts alone, so the texts stay reproducible. One sequence always fits (its
@@ -72,8 +72,8 @@ def group_width(
     """
     rest = max(len(tokens) - shared for tokens in prompts) + 1
     per_sequence = rest + max_tokens
-    width = max(1, min(width, len(prompts), (n_ctx - shared) // per_sequence))
-    return width, shared + rest + width * per_sequence <= n_ctx
+    batch = max(1, min(batch, len(prompts), (n_ctx - shared) // per_sequence))
+    return batch, shared + rest + batch * per_sequence <= n_ctx
 
 
 @dataclass
@@ -129,14 +129,14 @@ def _decode(llama_cpp: Any, ctx: Any, batch: Any, rows: Sequence[Any], what: str
 
 @dataclass(frozen=True)
 class GroupPlan:
-    """What `decode_group` decodes: one sequence per prompt (each with its seed), `width` at
+    """What `decode_group` decodes: one sequence per prompt (each with its seed), `batch` at
     a time, after the `shared` tokens every prompt starts with (in sequence 0); `hold`:
-    whether the context has room for the holder (`group_width`)."""
+    whether the context has room for the holder (`group_batch`)."""
 
     prompts: Sequence[Sequence[int]]
     seeds: Sequence[int]
     shared: int
-    width: int
+    batch: int
     hold: bool
     sampling: SamplingParams
     stop: Sequence[str]
@@ -156,8 +156,8 @@ class _Group:
         self.n_batch = max(1, int(engine.llama.n_batch))
         self.prompts = [list(tokens) for tokens in plan.prompts]
         self.shared = plan.shared
-        self.width = width = plan.width
-        self.holder = width + 1 if plan.hold else 0  # 0: no holder
+        self.batch = batch = plan.batch
+        self.holder = batch + 1 if plan.hold else 0  # 0: no holder
         self.held: list[int] | None = None  # the prompt whose rest the holder keeps
         self.sampling = plan.sampling
         self.seeds = plan.seeds
@@ -165,11 +165,11 @@ class _Group:
         self.started = started
         self.live: dict[int, _Sequence] = {}  # slot (llama.cpp sequence id) -> sequence
         self.used: set[int] = set()  # slots whose cells are still in the cache
-        self.batch = llama_cpp.llama_batch_init(max(self.n_batch, width), 0, width + 1)
+        self.llama_batch = llama_cpp.llama_batch_init(max(self.n_batch, batch), 0, batch + 1)
 
     def close(self) -> None:
         llama_cpp = self.llama_cpp
-        llama_cpp.llama_batch_free(self.batch)
+        llama_cpp.llama_batch_free(self.llama_batch)
         for seq in self.live.values():
             if seq.sampler is not None:
                 llama_cpp.llama_sampler_free(seq.sampler)
@@ -235,7 +235,7 @@ class _Group:
             self.held = None
         for begin in range(0, len(before.rows), self.n_batch):
             chunk = before.rows[begin : begin + self.n_batch]
-            _decode(llama_cpp, self.ctx, self.batch, chunk, "evaluating prompts")
+            _decode(llama_cpp, self.ctx, self.llama_batch, chunk, "evaluating prompts")
         self._account(sequences, new, 1, evaluated_shared if first else 0)
         self.step(new_slots={slot for slot, _ in new})
 
@@ -252,7 +252,7 @@ class _Group:
                 seq.row = final.add(seq.tokens[-1], seq.position, (slot,), True)
                 seq.position += 1
         if final.rows:
-            _decode(self.llama_cpp, self.ctx, self.batch, final.rows, "decoding a batch")
+            _decode(self.llama_cpp, self.ctx, self.llama_batch, final.rows, "decoding a batch")
 
     def _sequence(self, index: int, started: float) -> _Sequence:
         tokens = self.prompts[index]
@@ -286,20 +286,20 @@ def decode_group(
     started: float,
     evaluated_shared: int,
 ) -> Generator[BatchEvent, None, None]:
-    """Sample one sequence per prompt, at most `width` at a time, until each ends.
+    """Sample one sequence per prompt, at most `batch` at a time, until each ends.
 
     Llama.cpp sequence 0 holds the prompts' shared part (`shared` tokens), evaluated just
     before (its last logits are the last row when every prompt is exactly that part).
-    Sequences 1..width are the slots: the requests take them in order, and as one ends
+    Sequences 1..batch are the slots: the requests take them in order, and as one ends
     the next request waiting takes its slot (its cells are dropped then), so the batch
     stays full while requests wait. Each new sequence copies the shared cells, evaluates
-    the rest of its prompt (or copies it from the holder, sequence width + 1, when the
+    the rest of its prompt (or copies it from the holder, sequence batch + 1, when the
     request before had the same prompt) and its last prompt token joins the next step.
-    Everything here depends on the prompts, seeds and width alone, so the same group
+    Everything here depends on the prompts, seeds and batch alone, so the same group
     gives the same texts whatever ran before.
     """
     group = _Group(engine, plan, started)
-    prompts, width, max_tokens = plan.prompts, plan.width, plan.sampling.max_tokens
+    prompts, batch, max_tokens = plan.prompts, plan.batch, plan.sampling.max_tokens
     waiting = deque(range(len(prompts)))
     first = True
     try:
@@ -311,7 +311,7 @@ def decode_group(
                     result = cancelled_before_start(started, prompt_tokens=len(prompts[index]))
                     yield BatchDone(index, result)
             else:
-                free = [slot for slot in range(1, width + 1) if slot not in group.live]
+                free = [slot for slot in range(1, batch + 1) if slot not in group.live]
                 while waiting and len(new) < len(free):
                     index = waiting.popleft()
                     new.append((free[len(new)], index))

@@ -51,9 +51,9 @@ class MlxBatchRunner(LocalBackend):
         self,
         requests: Sequence[GenerationRequest],
         cancel: threading.Event | None = None,
-        width: int | None = None,
+        batch: int | None = None,
     ) -> Generator[BatchEvent, None, None]:
-        """Decode one sequence per request, in consecutive batches of `width` (None: all
+        """Decode one sequence per request, in consecutive batches of `batch` (None: all
         together; see backends.base.BatchedGeneration and backends/mlx/batched.py).
 
         The part of each batch's prompts they all share is evaluated once, in the prompt
@@ -64,15 +64,15 @@ class MlxBatchRunner(LocalBackend):
         requests = list(requests)
         if not requests:
             return
-        width = len(requests) if width is None else width
+        batch = len(requests) if batch is None else batch
         check_batch(
             requests,
-            width,
+            batch,
             self._max_batch,
             f"this MLX backend decodes at most {self._max_batch} sequences together",
         )
-        for begin in range(0, len(requests), width):
-            events = self._one_batch(requests[begin : begin + width], cancel)
+        for begin in range(0, len(requests), batch):
+            events = self._one_batch(requests[begin : begin + batch], cancel)
             with contextlib.closing(events):
                 for event in events:
                     yield replace(event, index=event.index + begin)
