@@ -63,6 +63,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     """Train, probe, report; exit 0 when done, 130 when interrupted (run it again)."""
     from rich.console import Console
 
+    from persona_tui.backends.detect import is_mlx_model
     from persona_tui.cli.train import (
         TrainReporter,
         quiet_libraries,
@@ -90,8 +91,6 @@ def cmd_study(args: argparse.Namespace) -> int:
         )
     _check_probe_options(args, scenario)
     model_path = training_model_path(args.model, load_config())
-    from persona_tui.backends.detect import is_mlx_model
-
     if not is_mlx_model(model_path):  # a GGUF: torch + peft (an MLX folder needs only mlx-lm)
         require_training()  # the one-line install hint before any slow work
     quiet_libraries()

@@ -258,6 +258,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Train the study; exit 0 when every adapter is done, 130 when interrupted."""
     from rich.console import Console
 
+    from persona_tui.backends.detect import is_mlx_model
     from persona_tui.models.config import load_config
     from persona_tui.run.adapters import default_output
     from persona_tui.scenario.catalog import resolve_scenario
@@ -269,8 +270,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     params = training_params(args)
     scenario = load_scenario(resolve_scenario(args.scenario))
     model_path = training_model_path(args.model, load_config())
-    from persona_tui.backends.detect import is_mlx_model
-
     if not is_mlx_model(model_path):  # a GGUF: torch + peft (an MLX folder needs only mlx-lm)
         require_training()  # the one-line install hint before any slow work
     quiet_libraries()
