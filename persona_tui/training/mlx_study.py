@@ -97,7 +97,7 @@ class MlxStudy:
 
     @property
     def base_model(self) -> dict[str, str]:
-        return {"path": str(self.folder), "sha256": self.base_sha256, "backend": "mlx"}
+        return {"path": str(self.folder), "sha256": self.base_sha256, "backend": MLX}
 
     def adapter(self, folder: Path) -> Path:
         return folder / MLX_FOLDER
