@@ -312,6 +312,9 @@ def test_adapter_dialog(
         await wait_for(pilot, lambda: bool(dialog.choices))
         field = dialog.query_one("#adapter-plays", Input)
         field.value = "/nowhere/plays"
+        # A steady cursor: blinking, it hid every 0.5 s, so the picture depended on how
+        # long the check and the screenshot's own pauses took (a 0.6 s pause failed it).
+        field.cursor_blink = False
         field.focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: not dialog.checking)
