@@ -31,7 +31,7 @@ from persona_tui.ui.options_pass import (
     OptionsPassStarted,
     run_options_pass,
 )
-from tests.functional.conftest import one_thread_loader, wait_for, workers_done
+from tests.functional.conftest import one_thread_loader, wait_for
 from tests.functional.fake_backend import ScriptedBackend
 from tests.scenario_text import OPTIONS_SCENARIO
 
@@ -92,7 +92,7 @@ def test_the_option_pass_scores_every_cell_and_shows_progress(
         app = PassHost(scenario, backend, store, threading.Event())
         async with app.run_test(size=(100, 10), message_hook=hook) as pilot:
             await wait_for(pilot, lambda: bool(app.finished))
-            await workers_done(pilot)
+            await app.workers.wait_for_complete()
             await pilot.pause()
             panel = app.query_one(OptionsPassPanel)
             assert panel.state == "complete" and panel.display
