@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,6 +10,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.worker import WorkerCancelled
 
 from persona_tui.backends.base import Backend
 from persona_tui.models.config import Config
@@ -78,6 +80,21 @@ async def wait_for(pilot: Pilot[Any], predicate: Callable[[], bool], timeout: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {predicate}")
         await pilot.pause(0.02)
+
+
+async def workers_done(pilot: Pilot[Any]) -> None:
+    """Wait until the app's workers have ended, those started meanwhile included.
+
+    Like `app.workers.wait_for_complete()` (a worker that failed fails the test), except
+    that a worker cancelled meanwhile is no error: an exclusive worker is cancelled by the
+    next one of its group (Home's adapter check as the highlight moves), and whether that
+    happened during the wait depended on timing (WorkerCancelled, seen under load).
+    """
+    while workers := [w for w in pilot.app.workers if not w.is_finished]:
+        ends = await asyncio.gather(*(w.wait() for w in workers), return_exceptions=True)
+        for end in ends:
+            if isinstance(end, BaseException) and not isinstance(end, WorkerCancelled):
+                raise end
 
 
 def sessions_in(home: Path) -> list[Path]:

@@ -20,7 +20,7 @@ from persona_tui._util.hashing import sha256_file
 from persona_tui.ui.screens.adapters import AdapterDialog
 from persona_tui.ui.screens.home import HomeScreen
 from persona_tui.ui.screens.run import RunScreen
-from tests.functional.conftest import wait_for
+from tests.functional.conftest import wait_for, workers_done
 from tests.scenario_text import TRAINING_STUDY
 
 
@@ -52,7 +52,7 @@ async def open_home_on_study(pilot: Any) -> HomeScreen:
     index = next(i for i, s in enumerate(home.scenarios) if s.id == "tiny-finetune")
     home.query_one("#scenario-list", OptionList).highlighted = index
     await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+    await workers_done(pilot)
     await pilot.pause()
     return home
 
@@ -99,7 +99,7 @@ def test_home_p_chooses_a_folder_per_condition(
             await pilot.press("enter")
             await wait_for(pilot, lambda: app.screen is home)
             assert home.adapters == {"tiny-finetune": {"learns": chosen.parent}}
-            await app.workers.wait_for_complete()
+            await workers_done(pilot)
             await pilot.pause()
             text = home_text(home)
             digest = sha256_file(chosen)[:12]
@@ -242,7 +242,7 @@ def test_after_training_p_probes_exactly_the_trained_adapters(
             assert dict(run.request.adapters) == adapters
             assert run.request.model == str(screen.model_path)
             assert screen not in app.screen_stack
-            await app.workers.wait_for_complete()  # the fake adapters cannot load: an error
+            await workers_done(pilot)  # the fake adapters cannot load: an error
             await pilot.pause()
 
     asyncio.run(scenario())

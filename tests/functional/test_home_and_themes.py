@@ -7,7 +7,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from textual.command import CommandPalette
+from textual.command import CommandList, CommandPalette
+from textual.screen import Screen
 
 from persona_tui.models.config import Config
 from persona_tui.session.store import load_session
@@ -90,6 +91,13 @@ def test_session_browser_filters_shows_record_compares_and_deletes(
     asyncio.run(scenario())
 
 
+def palette_shows(palette: Screen[Any], prompt: str) -> bool:
+    """Whether the command palette is done searching and highlights the command `prompt`."""
+    searching = any(w.node is palette and not w.is_finished for w in palette.app.workers)
+    option = palette.query_one(CommandList).highlighted_option
+    return not searching and option is not None and prompt in str(option.prompt)
+
+
 def test_theme_switch_from_palette_is_saved(make_app: Any, ui_home: Path) -> None:
     config_file = ui_home / "config.toml"
 
@@ -99,8 +107,12 @@ def test_theme_switch_from_palette_is_saved(make_app: Any, ui_home: Path) -> Non
             assert app.theme == "persona-dark"
             await pilot.press("ctrl+p")
             await wait_for(pilot, lambda: isinstance(app.screen, CommandPalette))
+            palette = app.screen
             await pilot.press(*"persona-light")
-            await pilot.pause(0.3)
+            # The palette searches in a worker, started again at each key: enter picks the
+            # highlighted match only once that search shows it (a fixed pause was not
+            # always enough on a loaded machine: enter then did nothing).
+            await wait_for(pilot, lambda: palette_shows(palette, "Theme: persona-light"))
             await pilot.press("enter")
             await wait_for(pilot, lambda: app.theme == "persona-light")
         assert tomllib.loads(config_file.read_text())["theme"] == "persona-light"

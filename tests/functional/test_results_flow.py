@@ -26,7 +26,7 @@ from tests.analysis_sessions import (
     labelled_study,
     write_session,
 )
-from tests.functional.conftest import wait_for
+from tests.functional.conftest import wait_for, workers_done
 
 RULES = """
 [[rules]]
@@ -259,7 +259,7 @@ def test_loading_state_newest_request_wins_and_resize_redraws(
             await pilot.press("l", "l")
             await wait_for(pilot, lambda: not screen.computing)
             late.set()
-            await app.workers.wait_for_complete()
+            await workers_done(pilot)
             await pilot.pause()
             assert screen.query_state.label == "cruel"
             assert "Rate of 'cruel'" in shown(screen, "summary")

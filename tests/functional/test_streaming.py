@@ -14,6 +14,7 @@ from rich.cells import cell_len
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.geometry import Region
+from textual.pilot import Pilot
 from textual.widget import Widget
 
 from persona_tui.run.events import RunFinished, TextChunk
@@ -144,6 +145,14 @@ def shown_rows(view: StreamView) -> list[str]:
     return [strip.text.rstrip() for strip in view.render_lines(region)]
 
 
+async def follow_due(pilot: Pilot[Any], view: StreamView) -> None:
+    """Let the view's pending follow run: its timer fires (at most `follow_interval` after
+    the last one), then a refresh applies the scroll. A fixed pause was not always enough:
+    on a fast machine the last rows came less than an interval after the previous follow,
+    on a loaded one the timer or the refresh ran after the pause."""
+    await wait_for(pilot, lambda: view.scroll_y == view.max_scroll_y)
+
+
 def test_append_work_is_proportional_to_the_appended_text() -> None:
     """After a long text, an append re-wraps one row plus the new text and lays nothing out."""
 
@@ -151,6 +160,11 @@ def test_append_work_is_proportional_to_the_appended_text() -> None:
         app = ViewApp()
         async with app.run_test(size=(40, 12)) as pilot:
             view = app.query_one(StreamView)
+            # Follow at every append, in the step of the append that needs it. Paced (the
+            # default), a follow's timer could fire in the pause after another append, and
+            # its repaint of the view land in a second frame after that append's rows: one
+            # row over `height`, depending on timing (the pacing has its own test below).
+            view.follow_interval = 0
             await pilot.pause()
             width = view.scrollable_content_region.width
             height = view.scrollable_content_region.height
@@ -206,6 +220,7 @@ def test_long_text_stays_correct_after_many_appends_and_a_resize() -> None:
                     await pilot.pause()
             view.end()
             await pilot.pause(view.follow_interval + 0.1)  # the last follow is due by then
+            await follow_due(pilot, view)
             expected = sanitize_for_display(text)
             assert view.text == expected
             assert view.rows == full_rows(expected.replace("\t", "    "), 49)
@@ -221,6 +236,7 @@ def test_long_text_stays_correct_after_many_appends_and_a_resize() -> None:
             assert all(cell_len(row) <= width for row in shown_rows(view))
             view.append(" and after")
             await pilot.pause(view.follow_interval + 0.1)
+            await follow_due(pilot, view)
             assert view.scroll_y == view.max_scroll_y
             assert view.text == expected + " and after"
             assert view.rows == full_rows(view.text.replace("\t", "    "), width)
@@ -256,13 +272,20 @@ def test_following_a_fast_stream_scrolls_at_most_every_interval() -> None:
             view = app.query_one(StreamView)
             view.follow_interval = 0.2
             await pilot.pause()
+            # Count only the follows of the stream: the first layout already followed the
+            # (empty) end, at most 0.2 s before `started`; counting that one too let a
+            # window that happened to end right after a follow exceed the bound by one.
+            before = view.work.follows
             started = time.monotonic()
             for index in range(60):  # a new row every append, 100 appends a second
                 view.append(f"row {index}\n")
                 await pilot.pause(0.01)
             elapsed = time.monotonic() - started
-            assert view.work.follows <= elapsed / 0.2 + 1
+            # Textual's timers sleep 0.5 ms less than asked (textual._time.sleep), so two
+            # follows are at least 0.2 - 0.0005 s apart.
+            assert view.work.follows - before <= elapsed / (0.2 - 0.0005) + 1
             await pilot.pause(0.3)
+            await follow_due(pilot, view)
             assert view.scroll_y == view.max_scroll_y  # the end is in view once due
             assert shown_rows(view)[-2:] == ["row 59", ""]
             view.scroll_home(animate=False, immediate=True)  # the reader scrolls up: stay there
@@ -386,6 +409,7 @@ def test_one_stream_trials_lay_out_nothing_and_restyle_nothing(
                     column.append_text(probe, sample, 0, f"word{step} ")
                     await pilot.pause()
                 pane = column.panes[0]
+                await follow_due(pilot, pane)  # the last rows may wait for their follow
                 assert pane.max_scroll_y > 0 and pane.scroll_y == pane.max_scroll_y
                 column.finish_trial(probe, sample, "the whole answer", "stop")
                 await pilot.pause()

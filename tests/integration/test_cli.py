@@ -102,9 +102,20 @@ def test_user_errors_exit_2_without_traceback(tmp_path: Path, home: Path, tiny_g
 
 
 def start_run_until_saved(
-    scenario: Path, model: Path, out: Path, home: Path, trials: int
+    scenario: Path,
+    model: Path,
+    out: Path,
+    home: Path,
+    trials: int,
+    inside_groups_of: int | None = None,
 ) -> subprocess.Popen[str]:
-    """Start `persona-tui run` in a subprocess and return once `trials` trials are saved."""
+    """Start `persona-tui run` in a subprocess and return once `trials` trials are saved.
+
+    With `inside_groups_of`, return the run stopped (SIGSTOP) at a moment when the saved
+    trials end inside a group of that many trials: the run goes on between two looks at
+    its session, so where a signal lands is chosen here, not raced (on a loaded machine
+    the first look can come after whole groups were saved).
+    """
     env = {**os.environ, "PERSONA_TUI_HOME": str(home)}
     command = [sys.executable, "-m", "persona_tui", "run", str(scenario)]
     process = subprocess.Popen(
@@ -114,13 +125,27 @@ def start_run_until_saved(
         text=True,
         env=env,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if out.exists() and len(load_session(out).trials) >= trials:  # saves are atomic
-            return process
-        time.sleep(0.005)
+    deadline = time.monotonic() + 120  # an upper bound for a hung run, not a pace
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if out.exists():  # saves are atomic: the file always parses
+                if inside_groups_of is None:
+                    if len(load_session(out).trials) >= trials:
+                        return process
+                else:
+                    process.send_signal(signal.SIGSTOP)  # its session stays as read now
+                    saved = len(load_session(out).trials)
+                    if saved >= trials and saved % inside_groups_of:
+                        return process
+                    process.send_signal(signal.SIGCONT)
+            time.sleep(0.005)
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
     process.kill()
-    raise AssertionError(f"the run did not save {trials} trials within 60 s")
+    process.wait()
+    raise AssertionError(f"the run did not save {trials} trials within 120 s (or it ended)")
 
 
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(
@@ -137,7 +162,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(
     assert done.returncode == 0, done.stderr
 
     victim = tmp_path / "victim.toml"
-    process = start_run_until_saved(scenario, tiny_gguf, victim, home, trials=3)
+    process = start_run_until_saved(scenario, tiny_gguf, victim, home, 3, inside_groups_of=24)
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed = load_session(victim)  # parses: every save was atomic

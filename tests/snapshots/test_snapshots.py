@@ -16,14 +16,14 @@ from persona_tui.backends.base import Backend
 from persona_tui.errors import ModelLoadError
 from persona_tui.models.config import Config
 from persona_tui.ui.screens.run import RunScreen
-from tests.functional.conftest import wait_for
+from tests.functional.conftest import wait_for, workers_done
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
 
 async def settle(pilot: Pilot[Any]) -> None:
     await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+    await workers_done(pilot)
     await pilot.pause()
 
 
@@ -312,6 +312,9 @@ def test_adapter_dialog(
         await wait_for(pilot, lambda: bool(dialog.choices))
         field = dialog.query_one("#adapter-plays", Input)
         field.value = "/nowhere/plays"
+        # A steady cursor: blinking, it hid every 0.5 s, so the picture depended on how
+        # long the check and the screenshot's own pauses took (a 0.6 s pause failed it).
+        field.cursor_blink = False
         field.focus()
         await pilot.press("enter")
         await wait_for(pilot, lambda: not dialog.checking)
