@@ -60,8 +60,8 @@ def finish_run(
     leaves the session `interrupted` (resumable) and raises.
     """
     control = control or RunControl()
-    if not sample and not score:
-        raise PersonaError("--no-sample and --no-score leave nothing to do; drop one of them")
+    if not sample and not score:  # the CLI refuses the flags before opening the run
+        raise ValueError("finish_run with sample and score both False has nothing to do")
     store, backend = run.store, run.backend
     score = score and bool(option_cells(run.scenario, store.session.header.plan))
     if score and not can_score_options(backend):
@@ -75,8 +75,10 @@ def finish_run(
         counter = _FailureCounter(on_event)
         status = Runner(run.scenario, backend, store).run(counter, control, parallel=parallel)
         failed = counter.failed
-    if score and not control.cancelled.is_set() and not _score(run, on_event, control):
-        status = "interrupted"
+    if score and not control.cancelled.is_set():
+        scored_all = _score(run, on_event, control)
+        if not scored_all:
+            status = "interrupted"
     cancelled = control.cancelled.is_set()
     saved = status
     if status == "complete" or cancelled:
