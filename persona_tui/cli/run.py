@@ -51,6 +51,19 @@ from persona_tui.scenario.catalog import resolve_scenario
 from persona_tui.scenario.parse import load_scenario
 
 
+def progress_bar(console: Console) -> Progress:
+    """A terminal bar for a pass: what it is on, done/total, its rate, elapsed and left."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
 class ProgressReporter:
     """Turns a run's events into rich progress bars (TTY) or plain lines (pipes, CI): the
     trials, then the option pass."""
@@ -67,15 +80,7 @@ class ProgressReporter:
         if isinstance(event, RunStarted):
             self.clock = time.perf_counter()
             if self.console.is_terminal:
-                self.progress = Progress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TextColumn("{task.fields[rate]}"),
-                    TimeElapsedColumn(),
-                    TimeRemainingColumn(),
-                    console=self.console,
-                )
+                self.progress = progress_bar(self.console)
                 self.progress.start()
                 self.task = self.progress.add_task(
                     "trials", total=event.total, completed=event.done, rate=""
@@ -139,15 +144,7 @@ class OptionsReporter:
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         if console.is_terminal:
-            self.progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                console=console,
-            )
+            self.progress = progress_bar(console)
             self.progress.start()
             self.task = self.progress.add_task("options", total=total, completed=done, rate="")
         else:
