@@ -43,7 +43,7 @@ from persona_tui.session.model import (
 from persona_tui.session.store import load_session
 from persona_tui.values import ModelInfo, SamplingParams
 
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 def cache_folder() -> Path:
@@ -130,6 +130,7 @@ def _encode(key: list[Any], session: Session, judge_file: JudgeFile) -> dict[str
                 c.prompt,
                 c.prompt_tokens,
                 c.seconds,
+                c.batch,
                 [
                     [o.id, o.label, o.text, o.logprob, o.n_tokens, list(o.token_logprobs)]
                     for o in c.options
@@ -208,7 +209,8 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
             prompt=row[2],
             prompt_tokens=row[3],
             seconds=row[4],
-            options=tuple(OptionScore(o[0], o[1], o[2], o[3], o[4], tuple(o[5])) for o in row[5]),
+            batch=row[5],
+            options=tuple(OptionScore(o[0], o[1], o[2], o[3], o[4], tuple(o[5])) for o in row[6]),
         )
         for row in data["option_cells"]
     ]

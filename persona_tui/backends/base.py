@@ -151,15 +151,17 @@ class LogprobScope(Protocol):
         log-probabilities of the token after it."""
         ...
 
-    def sequence(self, tokens: Sequence[int]) -> list[float]:
-        """The log-probability of each of `tokens` as a continuation of the evaluated prompt.
+    def sequences(self, continuations: Sequence[Sequence[int]], rows: int) -> list[list[float]]:
+        """The log-probability of each token of each continuation of the evaluated prompt.
 
-        After `evaluate(prompt_tokens)`: the first value is read from the row `evaluate`
-        returned; the tokens are then decoded in one batch right after the prompt (logits at
-        every position, log-softmax only of the rows needed), and forgotten afterwards, so
-        the next call starts from the same prompt state (deeper `step` decodes are forgotten
-        too). The batch plan depends on (prompt, tokens) alone: a value never depends on
-        what was scored before. Raises PromptTooLongError when they do not fit the context.
+        After `evaluate(prompt_tokens)`: each continuation's first value is read from the
+        row `evaluate` returned; the rest come from decoding the continuations together
+        after the prompt (at most `rows` tokens per decode; an engine lays them out as
+        backends/continuations.py does), and they are forgotten afterwards, so the prompt's
+        state is unchanged (deeper `step` decodes are forgotten too). The batches depend on
+        (prompt, the set of continuations, rows) alone: a value never depends on their
+        order or on what was scored before. Raises PromptTooLongError when they do not fit
+        the context.
         """
         ...
 

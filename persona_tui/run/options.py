@@ -23,7 +23,7 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from persona_tui.backends.base import (
@@ -49,6 +49,10 @@ OPTIONS_UNSUPPORTED = (
 
 ProgressCallback = Callable[[OptionsProgress], None]
 
+# The most tokens one decode of a probe's options holds (recorded in new sessions as
+# `[plan] option_batch`): the options of a probe go in one decode up to this size.
+OPTION_BATCH = 512
+
 
 def option_cells(scenario: Scenario, plan: Plan) -> list[tuple[str, str]]:
     """The (condition, probe) cells a plan scores: its probes that have options."""
@@ -67,14 +71,14 @@ class _Scorer(Protocol):
         """Take the prompt the next options follow; its size in tokens."""
         ...
 
-    def option(self, text: str) -> list[float]:
-        """The log-probability of each token of `text` after the prompt."""
+    def options(self, texts: Sequence[str]) -> list[list[float]]:
+        """The log-probability of each token of each text after the prompt."""
         ...
 
 
 class _EngineScorer:
-    """Token ids from the engine: the prompt evaluated once (reusing the KV cache), each
-    option decoded after it in one batch (`LogprobScope.sequence`)."""
+    """Token ids from the engine: the prompt evaluated once (reusing the KV cache), a
+    probe's options decoded together after it (`LogprobScope.sequences`)."""
 
     def __init__(self, scope: LogprobScope) -> None:
         self._scope = scope
@@ -86,8 +90,10 @@ class _EngineScorer:
         self._scope.evaluate(self._tokens)
         return len(self._tokens)
 
-    def option(self, text: str) -> list[float]:
-        return self._scope.sequence(self._scope.continuation(self._prompt, self._tokens, text))
+    def options(self, texts: Sequence[str]) -> list[list[float]]:
+        scope = self._scope
+        tokens = [scope.continuation(self._prompt, self._tokens, text) for text in texts]
+        return scope.sequences(tokens, OPTION_BATCH)
 
 
 class _ServerScorer:
@@ -102,8 +108,8 @@ class _ServerScorer:
         self._prompt = prompt
         return self._count(prompt)
 
-    def option(self, text: str) -> list[float]:
-        return self._backend.continuation_logprobs(self._prompt, text)
+    def options(self, texts: Sequence[str]) -> list[list[float]]:
+        return [self._backend.continuation_logprobs(self._prompt, text) for text in texts]
 
 
 @contextlib.contextmanager
@@ -190,22 +196,19 @@ def _score_cell(
         return None
     clock = time.perf_counter()
     prompt_tokens = scorer.prompt(prompt)
-    scores: list[OptionScore] = []
-    for option in scenario.probe(spec.probe).options:
-        if cancel is not None and cancel.is_set():
-            return None
-        text = scored_text(mode, option)
-        values = scorer.option(text)
-        scores.append(
-            OptionScore(
-                id=option.id,
-                label=option.label,
-                text=text,
-                logprob=math.fsum(values),
-                n_tokens=len(values),
-                token_logprobs=tuple(values),
-            )
+    options = scenario.probe(spec.probe).options
+    texts = [scored_text(mode, option) for option in options]
+    scores = [
+        OptionScore(
+            id=option.id,
+            label=option.label,
+            text=text,
+            logprob=math.fsum(values),
+            n_tokens=len(values),
+            token_logprobs=tuple(values),
         )
+        for option, text, values in zip(options, texts, scorer.options(texts), strict=True)
+    ]
     return OptionCell(
         condition=spec.condition,
         probe=spec.probe,
@@ -213,4 +216,5 @@ def _score_cell(
         prompt_tokens=prompt_tokens,
         seconds=round(time.perf_counter() - clock, 4),
         options=tuple(scores),
+        batch=OPTION_BATCH,
     )

@@ -99,6 +99,10 @@ class OptionCell:
     prompt_tokens: int
     seconds: float
     options: tuple[OptionScore, ...] = ()
+    # How the options were decoded (their values depend on it, like a trial's on `batch`):
+    # the most tokens per decode of the probe's options, laid out together as in
+    # backends/continuations.py; 0: each option alone with its last token (sessions before).
+    batch: int = 0
 
 
 @dataclass(frozen=True)

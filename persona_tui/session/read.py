@@ -91,7 +91,15 @@ _TRIAL_KEYS = (
     "annotations",
 )
 _ANNOTATION_KEYS = ("annotator", "time", "label", "scores", "note", "blind_seed")
-_OPTION_CELL_KEYS = ("condition", "probe", "prompt", "prompt_tokens", "seconds", "options")
+_OPTION_CELL_KEYS = (
+    "condition",
+    "probe",
+    "prompt",
+    "prompt_tokens",
+    "seconds",
+    "batch",
+    "options",
+)
 _OPTION_KEYS = ("id", "label", "text", "logprob", "n_tokens", "token_logprobs")
 
 
@@ -265,6 +273,8 @@ def _read_option_cell(t: TableReader) -> OptionCell:
         prompt_tokens=int_at(t, "prompt_tokens"),
         seconds=float_at(t, "seconds"),
         options=tuple(options),
+        # Cells before options were decoded together: each option alone (0).
+        batch=int_at(t, "batch") if t.has("batch") else 0,
     )
 
 

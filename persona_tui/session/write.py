@@ -213,6 +213,7 @@ def render_option_cell(cell: OptionCell) -> str:
         f"prompt = {_render_str(cell.prompt, w + ' prompt')}\n",
         f"prompt_tokens = {_render_int(cell.prompt_tokens, w + ' prompt_tokens', 0)}\n",
         f"seconds = {_render_float(cell.seconds, w + ' seconds')}\n",
+        f"batch = {_render_int(cell.batch, w + ' batch', 0)}\n",
     ]
     for option in cell.options:
         ow = f"{w} option {option.id}"

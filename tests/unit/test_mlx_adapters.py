@@ -129,7 +129,8 @@ def outputs(backend: MlxBackend) -> dict[str, Any]:
     with backend.logprob_scope() as scope:
         tokens = scope.tokenize(PROMPT)
         row = scope.evaluate(tokens).copy()
-        option = scope.sequence(scope.continuation(PROMPT, tokens, " you are the bully."))
+        continuation = scope.continuation(PROMPT, tokens, " you are the bully.")
+        option = scope.sequences([continuation], 512)[0]
     return {
         "greedy": greedy.text,
         "sampled": sampled.text,

@@ -15,7 +15,7 @@ from persona_tui.backends.llamacpp.backend import EVAL_BLOCK, LlamaCppBackend
 from persona_tui.errors import ScenarioError, SessionError
 from persona_tui.run.events import OptionsProgress
 from persona_tui.run.lifecycle import create_session
-from persona_tui.run.options import score_options
+from persona_tui.run.options import OPTION_BATCH, score_options
 from persona_tui.run.plan import RunOptions
 from persona_tui.run.runner import Runner
 from persona_tui.scenario.model import Option, Scenario
@@ -197,17 +197,24 @@ def test_duplicate_option_cell_is_refused(tmp_path: Path) -> None:
 TOLERANCE = 1e-3  # nats per token
 
 
-def teacher_forced(model: Path, prompt: str, text: str, n_ctx: int) -> list[float]:
-    """Independently: llama-cpp-python with logits_all, the log-softmax of the rows before
-    each of the text's tokens.
+def teacher_forced(model: Path, prompt: str, texts: list[str], n_ctx: int) -> list[list[float]]:
+    """Independently: llama-cpp-python's own logits for each text after `prompt`, in the
+    batches the engine's plan uses, with a float64 log-softmax of each row.
 
-    The batches are those the engine's plan uses (the prompt in blocks of EVAL_BLOCK, then
-    the option in one): llama.cpp's quantized CPU kernels round by tiles of the batch, and
-    on the demo model (Q4_K) another batch shape moves a value by up to 0.1 nats.
+    The prompt is evaluated in blocks of EVAL_BLOCK; then every text (in sorted order of its
+    tokens) is its own sequence sharing the prompt's cells, all in one batch, each without
+    its last token. llama.cpp's quantized CPU kernels round by tiles of the batch, and on
+    the demo model (Q4_K) another layout moves a value by up to 0.25 nats (bench/bench_parity.py).
     """
+    import llama_cpp
     import numpy as np
 
     from persona_tui.backends.llamacpp.load import plain_llama
+
+    def log_softmax(row: object) -> object:
+        row = np.asarray(row, dtype=np.float64)
+        top = row.max()
+        return row - (top + np.log(np.exp(row - top).sum()))
 
     # Plain llama_cpp.Llama, with llama.cpp's extra buffer types (repacking, AMX) chosen as
     # the backend chooses them: off on AMX builds, where they crash; on elsewhere, where
@@ -216,15 +223,37 @@ def teacher_forced(model: Path, prompt: str, text: str, n_ctx: int) -> list[floa
     try:
         bos = bool(ref._model.add_bos_token())
         prompt_ids = ref.tokenize(prompt.encode(), add_bos=bos, special=True)
-        full = ref.tokenize((prompt + text).encode(), add_bos=bos, special=True)
-        assert full[: len(prompt_ids)] == prompt_ids
+        tokens = []
+        for text in texts:
+            full = ref.tokenize((prompt + text).encode(), add_bos=bos, special=True)
+            assert full[: len(prompt_ids)] == prompt_ids
+            tokens.append(full[len(prompt_ids) :])
         for start in range(0, len(prompt_ids), EVAL_BLOCK):
             ref.eval(prompt_ids[start : start + EVAL_BLOCK])
-        ref.eval(full[len(prompt_ids) :])
-        rows = np.asarray(ref.scores[len(prompt_ids) - 1 : len(full) - 1], dtype=np.float64)
-        top = rows.max(axis=1, keepdims=True)
-        logsm = rows - (top + np.log(np.exp(rows - top).sum(axis=1, keepdims=True)))
-        return [float(logsm[i, t]) for i, t in enumerate(full[len(prompt_ids) :])]
+        first = log_softmax(ref.scores[len(prompt_ids) - 1])
+        order = sorted(range(len(texts)), key=lambda i: tokens[i])
+        rows = [(i, j) for i in order for j in range(len(tokens[i]) - 1)]
+        memory = llama_cpp.llama_get_memory(ref.ctx)
+        for i in order:
+            llama_cpp.llama_memory_seq_cp(memory, 0, 1 + order.index(i), -1, -1)
+        batch = llama_cpp.llama_batch_init(max(1, len(rows)), 0, 1)
+        batch.n_tokens = len(rows)
+        for k, (i, j) in enumerate(rows):
+            batch.token[k] = tokens[i][j]
+            batch.pos[k] = len(prompt_ids) + j
+            batch.n_seq_id[k] = 1
+            batch.seq_id[k][0] = 1 + order.index(i)
+            batch.logits[k] = True
+        if rows:
+            assert llama_cpp.llama_decode(ref.ctx, batch) == 0
+        values = [[float(first[t[0]])] for t in tokens]
+        for k, (i, j) in enumerate(rows):
+            logits = np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(ref.ctx, k), shape=(ref.n_vocab(),)
+            )
+            values[i].append(float(log_softmax(logits)[tokens[i][j + 1]]))
+        llama_cpp.llama_batch_free(batch)
+        return values
     finally:
         ref.close()
 
@@ -250,8 +279,11 @@ def values(session: Session) -> dict[tuple[str, str, str], tuple[float, ...]]:
 def check_against_reference(session: Session, model: Path, n_ctx: int) -> None:
     assert session.option_cells
     for cell in session.option_cells:
-        for option in cell.options:
-            expected = teacher_forced(model, cell.prompt, option.text, n_ctx)
+        assert cell.batch == OPTION_BATCH
+        texts = [option.text for option in cell.options]
+        for option, expected in zip(
+            cell.options, teacher_forced(model, cell.prompt, texts, n_ctx), strict=True
+        ):
             assert option.n_tokens == len(expected) == len(option.token_logprobs) > 0
             for ours, theirs in zip(option.token_logprobs, expected, strict=True):
                 assert abs(ours - theirs) <= TOLERANCE

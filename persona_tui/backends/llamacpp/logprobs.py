@@ -15,20 +15,24 @@ rubric's text before the answer), and the previous scored prompt's KV cells are 
 a batch end both plans share, so the logits do not depend on what was scored before (the
 CPU kernels round differently with the batch shape).
 
-`sequence` scores a whole continuation (an answer option) after the evaluated prompt: its
-tokens are decoded in one `llama_batch` with logits at every position but the last (the
-low-level API, so only those rows are computed and read, never `logits_all`), and their KV
-cells are removed afterwards, so every option starts from the same prompt state and its
-batch depends on (prompt, option) alone.
+`sequences` scores the answer options of a probe after the evaluated prompt, all in one
+decode (backends/continuations.py: each option its own sequence sharing the prompt's KV
+cells, logits only at the rows read). A row's log-sum-exp
+is taken in float32 with a float64 sum: the 262,144-logit rows of the demo model made the
+float64 log-softmax cost as much as the decode. The options' KV cells are removed
+afterwards, so every probe starts from the same prompt state and its batch depends on the
+set of (prompt, options) alone.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from persona_tui.backends.common import continuation_tokens, log_softmax
+from persona_tui.backends.continuations import ContinuationLayout, Row
 from persona_tui.backends.llamacpp.batching import batch_ends, reusable_prefix
 from persona_tui.errors import GenerationError, PromptTooLongError
 
@@ -148,63 +152,90 @@ class LlamaLogprobScope:
         pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, index)
         return log_softmax(np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)))
 
-    def sequence(self, tokens: Sequence[int]) -> list[float]:
-        """The log-probability of each of `tokens` after the evaluated prompt and the
-        tokens before it; the prompt's state is unchanged afterwards."""
-        if self._prompt_row is None:
-            raise GenerationError("sequence() needs a prompt: call evaluate() first")
-        tokens = list(tokens)
-        if not tokens:
-            return []
-        n_ctx = int(self.llama.n_ctx())
-        if self.base + len(tokens) > n_ctx:
-            raise PromptTooLongError(
-                f"the prompt ({self.base} tokens) and an option of {len(tokens)} tokens do not "
-                f"fit the model's context of {n_ctx} tokens; use a larger n_ctx or shorter "
-                "framings or options"
-            )
-        values = [float(self._prompt_row[tokens[0]])]
-        self._forget_after(self.base)
-        try:
-            values += self._decode_rows(tokens)
-        finally:
-            self._forget_after(self.base)
-        return values
+    def sequences(self, continuations: Sequence[Sequence[int]], rows: int) -> list[list[float]]:
+        """The log-probability of each token of each continuation after the evaluated prompt.
 
-    def _decode_rows(self, tokens: list[int]) -> list[float]:
-        """Decode `tokens` right after the prompt, in batches of the context's batch size
-        (one for any answer option), with logits at every position; the log-probability of
-        each token after the first from the row before it.
-
-        The last token is decoded too, though its row is not read: the CPU kernels round by
-        tiles of the batch, so a batch of exactly the option's tokens gives what evaluating
-        prompt and option as two batches does (measured: dropping it moves values by up to
-        0.1 nats on a Q4_K model).
+        All of them are decoded together (backends/continuations.py: each its own sequence
+        sharing the prompt's KV cells, decodes of at most `rows` tokens, logits only at the
+        rows read); their cells are removed afterwards, so the prompt's state is unchanged.
+        The batches depend on the set of continuations alone.
         """
         import llama_cpp
 
-        size = max(1, int(self.llama.n_batch))
-        values: list[float] = []
-        batch = llama_cpp.llama_batch_init(min(size, len(tokens)), 0, 1)
+        if self._prompt_row is None:
+            raise GenerationError("sequences() needs a prompt: call evaluate() first")
+        layout = ContinuationLayout(
+            continuations,
+            rows=max(1, min(rows, int(self.llama.n_batch))),
+            # Sequence 0 holds the prompt; the others are free while scoring.
+            sequences=max(1, int(self.llama.context_params.n_seq_max) - 1),
+        )
+        n_ctx = int(self.llama.n_ctx())
+        longest = max((len(c) for c in layout.continuations), default=0)
+        if self.base + max(longest, layout.largest_group) > n_ctx:
+            raise PromptTooLongError(
+                f"the prompt ({self.base} tokens) and its answer options "
+                f"({layout.largest_group} tokens to decode together, the longest option "
+                f"{longest}) do not fit the model's context of {n_ctx} tokens; use a larger "
+                "n_ctx or shorter framings or options"
+            )
+        values = [[float(self._prompt_row[c[0]])] if c else [] for c in layout.continuations]
+        memory = llama_cpp.llama_get_memory(self.llama.ctx)
+        self._forget_after(self.base)
+        for group in layout.groups:
+            sequence_of = {member: slot + 1 for slot, member in enumerate(group.members)}
+            for slot in sequence_of.values():
+                llama_cpp.llama_memory_seq_cp(memory, 0, slot, -1, -1)
+            try:
+                for decode in group.decodes:
+                    self._decode(decode, sequence_of, layout.continuations, values)
+            finally:
+                for slot in sequence_of.values():
+                    llama_cpp.llama_memory_seq_rm(memory, slot, -1, -1)
+                self._forget_after(self.base)
+        return values
+
+    def _decode(
+        self,
+        rows: Sequence[Row],
+        sequence_of: dict[int, int],
+        continuations: Sequence[Sequence[int]],
+        values: list[list[float]],
+    ) -> None:
+        """Decode `rows` in one batch; append each row's value (the log-probability of the
+        continuation's next token) to its continuation's values."""
+        import llama_cpp
+
+        batch = llama_cpp.llama_batch_init(len(rows), 0, 1)
         try:
-            for start in range(0, len(tokens), size):
-                chunk = tokens[start : start + size]
-                batch.n_tokens = len(chunk)
-                for i, token in enumerate(chunk):
-                    batch.token[i] = token
-                    batch.pos[i] = self.base + start + i
-                    batch.n_seq_id[i] = 1
-                    batch.seq_id[i][0] = 0
-                    batch.logits[i] = start + i + 1 < len(tokens)
-                code = llama_cpp.llama_decode(self.llama.ctx, batch)
-                if code != 0:
-                    raise RuntimeError(f"llama_decode returned {code}")
-                rows = min(len(chunk), len(tokens) - 1 - start)
-                values += [float(self.logprobs(i)[tokens[start + i + 1]]) for i in range(rows)]
-                self._decodes += len(chunk)
+            batch.n_tokens = len(rows)
+            for i, row in enumerate(rows):
+                batch.token[i] = row.token
+                batch.pos[i] = self.base + row.depth
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = sequence_of[row.member]
+                batch.logits[i] = True
+            code = llama_cpp.llama_decode(self.llama.ctx, batch)
+            if code != 0:
+                raise RuntimeError(f"llama_decode returned {code}")
         finally:
             llama_cpp.llama_batch_free(batch)
-        return values
+        for i, row in enumerate(rows):
+            values[row.member].append(self._logprob_at(i, continuations[row.member][row.depth + 1]))
+        self._decodes += len(rows)
+
+    def _logprob_at(self, index: int, token: int) -> float:
+        """The log-probability of `token` in batch row `index`: the row's log-sum-exp in
+        float32 with a float64 sum (a float64 copy of each 262,144-logit row of the demo
+        model cost as much as decoding it)."""
+        import llama_cpp
+        import numpy as np
+
+        pointer = llama_cpp.llama_get_logits_ith(self.llama.ctx, index)
+        row = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+        top = float(row.max())
+        total = float(np.exp(row - np.float32(top)).sum(dtype=np.float64))
+        return float(row[token]) - top - math.log(total)
 
     def _forget_after(self, position: int) -> None:
         """Remove every KV cell from `position` on (the prompt before it stays)."""

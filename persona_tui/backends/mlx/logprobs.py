@@ -2,7 +2,7 @@
 
 `evaluate` runs the prompt through the model into a fresh prompt cache, in chunks whose
 sizes depend on the prompt alone, and reads the last position's logits; `step` decodes one
-token from the cached prompt (trimming deeper decodes), and `sequence` runs a whole
+token from the cached prompt (trimming deeper decodes), and `sequences` runs each
 continuation (an answer option) in one forward pass after the prompt, reads the rows it
 needs and trims the cache back to the prompt. A fresh cache per prompt means a value never
 depends on what was scored or generated before. Log-softmax is taken in float64 with
@@ -133,13 +133,20 @@ class MlxLogprobScope:
         self._decodes += 1
         return log_softmax(np.array(logits[-1]))
 
-    def sequence(self, tokens: Sequence[int]) -> list[float]:
-        """The log-probability of each of `tokens` after the evaluated prompt and the
-        tokens before it, from one forward pass; the prompt's state is unchanged after."""
+    def sequences(self, continuations: Sequence[Sequence[int]], rows: int) -> list[list[float]]:
+        """The log-probability of each token of each continuation after the evaluated
+        prompt: one forward pass per continuation, from the prompt's cache, trimmed back
+        after each. (Not decoded together as on llama.cpp: MLX runs on a Linux CPU here,
+        where it is not a speed target, and a padded batch would need the prompt's cache
+        copied per option; not measured.)"""
+        del rows  # one continuation per pass
+        return [self._sequence(tokens) for tokens in continuations]
+
+    def _sequence(self, tokens: Sequence[int]) -> list[float]:
         import numpy as np
 
         if self._prompt_row is None:
-            raise GenerationError("sequence() needs a prompt: call evaluate() first")
+            raise GenerationError("sequences() needs a prompt: call evaluate() first")
         tokens = list(tokens)
         if not tokens:
             return []
