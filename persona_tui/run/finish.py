@@ -35,7 +35,7 @@ from persona_tui.session.model import SessionStatus
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How a run ended: "complete" when all this call did is done (the file says
+    """How a run ended: "complete" when all this call set out to do is done (the file says
     "interrupted" while the session's passes skipped by `sample=False` or `score=False`
     are left), whether it was cancelled, and how many trials failed in this call (each
     reported as `TrialFailed`)."""
