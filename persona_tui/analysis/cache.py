@@ -180,6 +180,8 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
             seed=h["plan"]["seed"],
             prompt_mode=h["plan"]["prompt_mode"],
             stop=tuple(h["plan"]["stop"]),
+            sample=h["plan"]["sample"],
+            score=h["plan"]["score"],
         ),
         app_version=h["app_version"],
         chat_template=h["chat_template"],

@@ -71,7 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, help="session file to write (default: the sessions folder)"
     )
     run.add_argument(
-        "--resume", type=Path, metavar="SESSION", help="continue an interrupted session"
+        "--resume",
+        type=Path,
+        metavar="SESSION",
+        help="continue an interrupted session, with its own plan and model (and its choice "
+        "to sample and to score, unless --sample, --no-score, ... change it)",
     )
     run.add_argument(
         "--parallel",
@@ -96,14 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
         "train's output folder for this scenario and model)",
     )
     run.add_argument(
-        "--no-score",
-        action="store_true",
-        help="skip scoring the probes' answer options (likelihood probes)",
+        "--score",
+        action=argparse.BooleanOptionalAction,
+        help="--no-score skips scoring the probes' answer options (likelihood probes); "
+        "recorded in the session, so a resume keeps it (--score turns it back on)",
     )
     run.add_argument(
-        "--no-sample",
-        action="store_true",
-        help="skip sampling: only score the probes' answer options",
+        "--sample",
+        action=argparse.BooleanOptionalAction,
+        help="--no-sample skips sampling: only score the probes' answer options; recorded "
+        "in the session, so a resume keeps it (--sample turns it back on)",
     )
     run.set_defaults(func=_cmd_run)
 

@@ -6,7 +6,9 @@ session is left `interrupted`, ready for `--resume`.
 
 After sampling, the answer options of the scenario's probes are scored (likelihood probes,
 run/options.py), each (condition, probe) cell saved as it is done; `--no-score` skips
-that pass and `--no-sample` skips sampling. `--resume` completes both.
+that pass and `--no-sample` skips sampling. The session records that choice, so
+`--resume` completes what the run chose to do (`--score`, `--sample` turn a pass back on,
+`--no-score`, `--no-sample` off, and the new choice is recorded).
 """
 
 from __future__ import annotations
@@ -215,6 +217,8 @@ def run_request(args: argparse.Namespace) -> RunRequest:
             conditions=args.conditions,
             probes=args.probes,
             batch=args.batch,
+            sample=args.sample,
+            score=args.score,
         ),
         out=args.out,
         adapters=parse_adapters_option(args.adapters) if args.adapters else {},
@@ -223,20 +227,13 @@ def run_request(args: argparse.Namespace) -> RunRequest:
 
 def run_headless(args: argparse.Namespace) -> int:
     """Run (or resume) a session; exit 0 complete, 1 trials failed, 130 interrupted."""
-    if args.no_sample and args.no_score:
+    if args.sample is False and args.score is False:
         raise PersonaError("--no-sample and --no-score leave nothing to do; drop one of them")
     console = Console(stderr=True)
     reporter = ProgressReporter(console)
     control = RunControl()
     with open_run(run_request(args), reporter) as run, cancel_on_signals(control):
-        outcome = finish_run(
-            run,
-            reporter,
-            control,
-            sample=not args.no_sample,
-            score=not args.no_score,
-            parallel=args.parallel,
-        )
+        outcome = finish_run(run, reporter, control, parallel=args.parallel)
         path = run.store.session.path
     print(path)
     if outcome.status == "complete":

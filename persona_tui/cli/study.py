@@ -49,9 +49,17 @@ def add_study_command(subparsers: Any) -> None:
     study.add_argument("--max-tokens", type=int, help="maximum tokens per sampled response")
     study.add_argument("--probes", type=lambda v: [p for p in v.split(",") if p], help="a,b,...")
     study.add_argument(
-        "--no-sample", action="store_true", help="skip sampling: only the likelihood probes"
+        "--sample",
+        action=argparse.BooleanOptionalAction,
+        help="--no-sample skips sampling: only the likelihood probes (recorded in the "
+        "session: carrying on keeps it, --sample turns it back on)",
     )
-    study.add_argument("--no-score", action="store_true", help="skip the likelihood probes")
+    study.add_argument(
+        "--score",
+        action=argparse.BooleanOptionalAction,
+        help="--no-score skips the likelihood probes (recorded in the session: carrying on "
+        "keeps it, --score turns it back on)",
+    )
     study.set_defaults(func=cmd_study)
 
 
@@ -80,7 +88,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from persona_tui.training.locate import training_model_path
     from persona_tui.training.study import train_study
 
-    if args.no_sample and args.no_score:
+    if args.sample is False and args.score is False:
         raise PersonaError("--no-sample and --no-score leave nothing to probe; drop one of them")
     params = training_params(args)
     scenario = load_scenario(resolve_scenario(args.scenario))
@@ -182,16 +190,20 @@ def _probe(
         model=str(model_path),
         # The engine the adapters were trained for: mlx-lm's on an MLX folder, else llama.cpp.
         backend=detect_backend(str(model_path)),
-        options=RunOptions(samples=args.samples, max_tokens=args.max_tokens, probes=args.probes),
+        options=RunOptions(
+            samples=args.samples,
+            max_tokens=args.max_tokens,
+            probes=args.probes,
+            sample=args.sample,
+            score=args.score,
+        ),
         out=session_path,
         adapters={} if resume else adapters,
     )
     reporter = ProgressReporter(console)
     control = RunControl()
     with open_run(request, reporter) as run, cancel_on_signals(control):
-        outcome = finish_run(
-            run, reporter, control, sample=not args.no_sample, score=not args.no_score
-        )
+        outcome = finish_run(run, reporter, control)
         path = run.store.session.path
     if outcome.cancelled:
         return path, "interrupted"

@@ -217,6 +217,7 @@ def stop_on_signals(cancel: threading.Event) -> Iterator[None]:
 
 
 def resume_command(args: argparse.Namespace, out: Path, command: str = "train") -> str:
+    """The command that carries on where `args` stopped: the same options, folder `out`."""
     parts = ["persona-tui", command, args.scenario]
     if args.model:
         parts += ["--model", args.model]
@@ -230,12 +231,19 @@ def resume_command(args: argparse.Namespace, out: Path, command: str = "train") 
         "max_steps",
         "checkpoint_every",
         "threads",
+        "samples",  # study's probing options from here on
+        "max_tokens",
     ):
-        value = getattr(args, name)
+        value = getattr(args, name, None)
         if value is not None:
             parts += [f"--{name.replace('_', '-')}", str(value)]
-    if getattr(args, "conditions", None):
-        parts += ["--conditions", ",".join(args.conditions)]
+    for name in ("conditions", "probes"):
+        if getattr(args, name, None):
+            parts += [f"--{name}", ",".join(getattr(args, name))]
+    for name in ("sample", "score"):  # study's choice of passes (a session records it too)
+        choice = getattr(args, name, None)
+        if choice is not None:
+            parts.append(f"--{name}" if choice else f"--no-{name}")
     return shlex.join(parts)
 
 

@@ -5,6 +5,9 @@ an `OpenRun` (run/lifecycle.py): it samples the trials still to do (run/runner.p
 scores the answer options still to do (run/options.py), reporting both through the same
 events (run/events.py), and leaves the session `complete`, or `interrupted` with what is
 left to do, so that a resume picks it up. Called again after a cancel, it resumes in place.
+What it does is what the session records (`[plan]`'s `sample` and `score`, chosen when the
+run was opened), so the CLI, the study and the app cannot disagree; a pass the session
+chose not to run is not left to do.
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from persona_tui.session.model import SessionStatus
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How a run ended: "complete" when all it was asked to do is done (the file says
-    "interrupted" while trials skipped by `sample=False` are left), whether it was
-    cancelled, and how many trials failed in this call (each reported as `TrialFailed`)."""
+    """How a run ended: "complete" when all this call set out to do is done (the file says
+    "interrupted" while the session's passes skipped by `sample=False` or `score=False`
+    are left), whether it was cancelled, and how many trials failed in this call (each
+    reported as `TrialFailed`)."""
 
     status: SessionStatus
     cancelled: bool
@@ -50,20 +54,25 @@ def finish_run(
     score: bool = True,
     parallel: int = 1,
 ) -> RunOutcome:
-    """Sample the unfinished trials (unless `sample` is False), then score the unscored
-    answer options (unless `score` is False, or the scenario has none), in the calling
-    thread; the session is saved as each trial and cell finishes.
+    """Sample the unfinished trials, then score the unscored answer options (unless the
+    scenario has none), in the calling thread, each if the session records that the run
+    does it (`[plan]`); the session is saved as each trial and cell finishes.
 
-    A backend that cannot score options is reported (`OptionsFinished` with a note) and
-    sampling goes on; with `sample` False that is an error, since nothing would be done.
-    The options are scored unless the run was cancelled; a failure of the option pass
-    leaves the session `interrupted` (resumable) and raises.
+    `sample` or `score` False leaves that pass out of this call only (the session still
+    has it to do, so the file says "interrupted"); to change what the session does, open
+    the run with `RunOptions.sample`/`score`. A backend that cannot score options is
+    reported (`OptionsFinished` with a note) and sampling goes on; without sampling that
+    is an error, since nothing would be done. The options are scored unless the run was
+    cancelled; a failure of the option pass leaves the session `interrupted` (resumable)
+    and raises.
     """
     control = control or RunControl()
     if not sample and not score:  # the CLI refuses the flags before opening the run
         raise ValueError("finish_run with sample and score both False has nothing to do")
     store, backend = run.store, run.backend
-    score = score and bool(option_cells(run.scenario, store.session.header.plan))
+    plan = store.session.header.plan
+    sample = sample and plan.sample
+    score = score and plan.score and bool(option_cells(run.scenario, plan))
     if score and not can_score_options(backend):
         if not sample:
             raise PersonaError(OPTIONS_UNSUPPORTED)
@@ -82,12 +91,22 @@ def finish_run(
     cancelled = control.cancelled.is_set()
     saved = status
     if status == "complete" or cancelled:
-        # The file says what is left to do: trials (skipped by --no-sample) or options.
-        unsampled = len(store.session.trials) < store.session.header.plan.total
-        saved = "interrupted" if unsampled else status
+        saved = "interrupted" if _left_to_do(run) else status
     if saved != store.session.header.status:
         store.set_status(saved)
     return RunOutcome(status, cancelled, failed)
+
+
+def _left_to_do(run: OpenRun) -> bool:
+    """Whether the session still lacks a trial or an option cell it chose to have (a
+    backend that cannot score options leaves none to do)."""
+    session = run.store.session
+    plan = session.header.plan
+    if plan.sample and len(session.trials) < plan.total:
+        return True
+    if not plan.score or not can_score_options(run.backend):
+        return False
+    return len(session.option_cells) < len(option_cells(run.scenario, plan))
 
 
 def _score(run: OpenRun, on_event: EventCallback, control: RunControl) -> bool:

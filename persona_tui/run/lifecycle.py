@@ -23,7 +23,7 @@ from persona_tui.models.config import Config, load_config
 from persona_tui.models.load import load_model
 from persona_tui.run.adapters import check_adapters_load, check_same_adapters, study_adapters
 from persona_tui.run.events import EventCallback, ModelLoaded, ModelLoading, SessionOpened
-from persona_tui.run.plan import RunOptions, make_plan
+from persona_tui.run.plan import RunOptions, make_plan, run_choices
 from persona_tui.run.prompts import resolve_mode
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.as_run import scenario_as_run
@@ -47,6 +47,8 @@ class RunRequest:
     backend: str = AUTO  # or the engine to load the model with
     threads: int | None = None
     repack: str | None = None
+    # A new run's plan; a resume takes only `sample` and `score` (its choice to sample and
+    # to score, recorded in the session; None keeps the recorded one).
     options: RunOptions = field(default_factory=RunOptions)
     out: Path | None = None  # the new session's file (None: the sessions folder)
     # A training study's adapters by condition (a condition folder or the adapter); the
@@ -110,7 +112,9 @@ def open_run(
         return backend
 
     if request.resume is not None:
-        scenario, store, backend = resume_session(request.resume, load, request.model)
+        scenario, store, backend = resume_session(
+            request.resume, load, request.model, choices=request.options
+        )
     else:
         if request.scenario is None:
             raise PersonaError(
@@ -193,16 +197,23 @@ def open_session(path: Path) -> tuple[Scenario, SessionStore]:
 
 
 def resume_session(
-    path: Path, load: Callable[[str], Backend], model: str | None = None
+    path: Path,
+    load: Callable[[str], Backend],
+    model: str | None = None,
+    *,
+    choices: RunOptions | None = None,
 ) -> tuple[Scenario, SessionStore, Backend]:
     """Lock a session to resume it and load its model: the recorded file, or `model`.
 
     A model or an adapter whose hash differs from the recorded one is refused (the
-    recorded adapters are loaded again, from their recorded paths). On any failure nothing
-    stays locked or loaded.
+    recorded adapters are loaded again, from their recorded paths). The run keeps the
+    session's choice to sample and to score (`[plan]`), but for what `choices` set
+    (`--score`, `--no-sample`, ...), which is recorded once all is checked. On any failure
+    nothing stays locked or loaded, and the file is unchanged.
     """
     scenario, store = open_session(path)
     try:
+        sample, score = run_choices(choices or RunOptions(), store.session.header.plan)
         backend = load(model or store.session.header.model.path)
     except BaseException:
         store.close()
@@ -211,6 +222,9 @@ def resume_session(
         check_same_model(store, backend)
         check_same_adapters(store.session.header)
         check_adapters_load(backend, store.session.header.adapters)
+        plan = store.session.header.plan
+        if (sample, score) != (plan.sample, plan.score):
+            store.set_choices(sample=sample, score=score)
     except BaseException:
         backend.close()
         store.close()

@@ -53,6 +53,32 @@ class RunOptions:
     # Sequences decoded at once (None: as many as a cell has samples, as many as the
     # backend takes; 1: one by one).
     batch: int | None = None
+    # Sample the trials, score the answer options (`--sample`/`--no-sample`,
+    # `--score`/`--no-score`). None: a new run does it, a resume keeps the session's choice.
+    sample: bool | None = None
+    score: bool | None = None
+
+
+def run_choices(options: RunOptions, recorded: Plan | None = None) -> tuple[bool, bool]:
+    """Whether the run samples the trials and scores the answer options: what `options`
+    say, else what the session `recorded` (a resume), else both (a new run).
+
+    PersonaError when that leaves nothing to do.
+    """
+    sample = options.sample if options.sample is not None else (recorded is None or recorded.sample)
+    score = options.score if options.score is not None else (recorded is None or recorded.score)
+    if sample or score:
+        return sample, score
+    if options.sample is False and options.score is False:
+        raise PersonaError("--no-sample and --no-score leave nothing to do; drop one of them")
+    if options.score is False:  # the session does not sample
+        given, recorded_choice, undo = "--no-score", "samples no trials (--no-sample)", "--sample"
+    else:  # the session does not score
+        given, recorded_choice, undo = "--no-sample", "scores no options (--no-score)", "--score"
+    raise PersonaError(
+        f"this session {recorded_choice}, so {given} leaves it nothing to do; "
+        f"add {undo} to change its choice"
+    )
 
 
 def _select(kind: str, wanted: Sequence[str] | None, available: Sequence[str]) -> tuple[str, ...]:
@@ -91,6 +117,7 @@ def make_plan(
     samples), at most what the backend takes and what fits its context, in groups of
     `batch_cells` cells. Recorded in the session as `[plan]` and `[sampling]`.
     """
+    do_sample, do_score = run_choices(options)
     sampling = effective_sampling(scenario, options)
     samples = scenario.sampling.samples if options.samples is None else options.samples
     if samples < 1:
@@ -121,6 +148,8 @@ def make_plan(
         stop=stop_strings(mode),
         batch=batch,
         batch_cells=group_cells(batch, samples, len(probes)),
+        sample=do_sample,
+        score=do_score,
     )
     return plan, sampling
 

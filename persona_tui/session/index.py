@@ -15,7 +15,7 @@ from typing import Any
 
 from persona_tui import paths
 from persona_tui.errors import PersonaError, SessionError, SessionLockedError
-from persona_tui.session.model import Session, Trial
+from persona_tui.session.model import Plan, Session, Trial
 from persona_tui.session.store import load_session, lock_path_for, session_lock
 
 SIDECAR_SUFFIX = ".judge.toml"
@@ -125,6 +125,15 @@ def resolve_session(ref: str | Path) -> Path:
 # ---------------------------------------------------------------------------- the record
 
 
+def passes(plan: Plan) -> str:
+    """What the run was asked to do, in words: a pass it chose not to run is not missing."""
+    if not plan.score:
+        return "sampling (answer options not scored: --no-score)"
+    if not plan.sample:
+        return "answer option scoring (trials not sampled: --no-sample)"
+    return "sampling · answer option scoring"
+
+
 def reproducibility_record(session: Session) -> str:
     """What a reader needs to reproduce the session: model, scenario, sampling, seeds."""
     h = session.header
@@ -134,6 +143,7 @@ def reproducibility_record(session: Session) -> str:
         f"session        {h.id}",
         f"file           {session.path}",
         f"status         {h.status} ({len(session.trials)}/{h.plan.total} trials)",
+        f"passes         {passes(h.plan)}",
         f"created        {h.created} · persona-tui {h.app_version}",
         "",
         f"scenario       {h.scenario_id} ({h.scenario_path})",
@@ -196,6 +206,8 @@ def reproducibility_data(session: Session) -> dict[str, Any]:
             "conditions": list(h.plan.conditions),
             "probes": list(h.plan.probes),
             "stop": list(h.plan.stop),
+            "sample": h.plan.sample,
+            "score": h.plan.score,
         },
         "trial_seeds": [
             {"condition": t.condition, "probe": t.probe, "sample": t.sample, "seed": t.seed}

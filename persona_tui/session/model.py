@@ -107,7 +107,8 @@ class OptionCell:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the run covers: the selected conditions and probes, samples per cell, and seed."""
+    """What the run covers: the selected conditions and probes, samples per cell, and seed,
+    and which passes it was asked to run (sampling, option scoring)."""
 
     conditions: tuple[str, ...]
     probes: tuple[str, ...]
@@ -121,6 +122,11 @@ class Plan:
     # depend on both, like on eval_block.
     batch: int = 1
     batch_cells: int = 0
+    # What the run was asked to do (`--no-sample`, `--no-score`; a resume keeps it unless
+    # told otherwise): sample the trials, score the answer options. Never both False.
+    # Sessions before these fields did both.
+    sample: bool = True
+    score: bool = True
 
     @property
     def total(self) -> int:

@@ -19,6 +19,7 @@ from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui.errors import SessionError
 from persona_tui.session.fields import (
     any_int_at,
+    bool_at,
     choice_at,
     dataclass_at,
     float_at,
@@ -73,6 +74,8 @@ _PLAN_KEYS = (
     "stop",
     "batch",
     "batch_cells",
+    "sample",
+    "score",
 )
 _SCENARIO_KEYS = ("source", "chat_template")
 _TRIAL_KEYS = (
@@ -178,7 +181,12 @@ def parse_session(data: bytes, file: Path) -> Session:
         batch=int_at(plan_t, "batch", minimum=1) if plan_t.has("batch") else 1,
         # Sessions before groups spanning cells batched each cell's samples alone (0).
         batch_cells=int_at(plan_t, "batch_cells") if plan_t.has("batch_cells") else 0,
+        # Sessions before these fields sampled and scored.
+        sample=bool_at(plan_t, "sample") if plan_t.has("sample") else True,
+        score=bool_at(plan_t, "score") if plan_t.has("score") else True,
     )
+    if not plan.sample and not plan.score:
+        plan_t.report("score", "sample and score are both false: the run would do nothing")
     scen = table_at(top, "scenario", _SCENARIO_KEYS)
     header = SessionHeader(
         id=str_at(sess, "id"),

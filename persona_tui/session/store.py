@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -241,9 +241,21 @@ class SessionStore:
         """Record the run's status ("running", "complete", "interrupted") and save."""
         if status not in STATUSES:
             raise SessionError(f"invalid session status {status!r}; expected one of {STATUSES}")
+        self._save_header(lambda header: dataclasses.replace(header, status=status))
+
+    def set_choices(self, *, sample: bool, score: bool) -> None:
+        """Record what the run does from now on (`[plan]`'s `sample` and `score`) and save:
+        a resume told `--score`, `--no-sample`, ... changes the session's choice."""
+        self._save_header(
+            lambda header: dataclasses.replace(
+                header, plan=dataclasses.replace(header.plan, sample=sample, score=score)
+            )
+        )
+
+    def _save_header(self, change: Callable[[SessionHeader], SessionHeader]) -> None:
         with self._mutex:
             self._check_open()
-            header = dataclasses.replace(self._header, status=status)
+            header = change(self._header)
             header_chunk = render_header(header).encode("utf-8")
             self._write(
                 [header_chunk, *self._chunks.values(), *self._cell_chunks.values()],

@@ -115,6 +115,16 @@ def _render_dataclass_table(obj: object, where: str) -> tuple[list[str], dict[st
     return lines, maps
 
 
+def _render_choices(sample: object, score: object) -> list[str]:
+    """`[plan]`'s `sample` and `score`: what the run does; both false would do nothing."""
+    if sample is False and score is False:
+        raise SessionError("plan.sample and plan.score are both false: the run would do nothing")
+    return [
+        f"sample = {_render_bool(sample, 'plan.sample')}\n",
+        f"score = {_render_bool(score, 'plan.score')}\n",
+    ]
+
+
 def render_header(header: SessionHeader) -> str:
     """Everything before the first `[[trials]]`: format_version, session, model, ...,
     scenario, and the adapters of a training study."""
@@ -149,6 +159,7 @@ def render_header(header: SessionHeader) -> str:
         f"stop = {_render_str_array(plan.stop, 'plan.stop')}\n",
         f"batch = {_render_int(plan.batch, 'plan.batch', 1)}\n",
         f"batch_cells = {_render_int(plan.batch_cells, 'plan.batch_cells', 0)}\n",
+        *_render_choices(plan.sample, plan.score),
         "\n[scenario]\n",
         f"source = {s(header.scenario_source, 'scenario.source')}\n",
     ]

@@ -242,3 +242,54 @@ def test_bad_model_file_shows_error_and_app_stays_alive(
         assert sessions_in(ui_home) == []
 
     asyncio.run(scenario())
+
+
+def test_the_app_resumes_a_session_with_its_choice_not_to_score(
+    make_app: Any, ui_home: Path, tmp_path: Path, tiny_model: Path
+) -> None:
+    """A session started with `persona-tui run --no-score` and stopped: the app's resume
+    samples the rest and scores no options (the session's choice, `[plan].score`)."""
+    from persona_tui.models.config import Config
+    from persona_tui.run.events import RunEvent, TrialFinished
+    from persona_tui.run.finish import finish_run
+    from persona_tui.run.lifecycle import RunRequest, open_run
+    from persona_tui.run.plan import RunOptions
+    from persona_tui.run.runner import RunControl
+    from persona_tui.ui.options_pass import OptionsPassPanel
+    from tests.functional.conftest import one_thread_loader
+    from tests.scenario_text import OPTIONS_SCENARIO
+
+    path = tmp_path / "no-score.toml"
+    request = RunRequest(
+        config=Config(),
+        scenario=parse_scenario(OPTIONS_SCENARIO, "options.toml"),
+        model=str(tiny_model),
+        options=RunOptions(samples=1, max_tokens=4, score=False),
+        out=path,
+    )
+    control = RunControl()
+
+    def stop_after_a_trial(event: RunEvent) -> None:
+        if isinstance(event, TrialFinished):
+            control.cancel()
+
+    with open_run(request, stop_after_a_trial, one_thread_loader) as run:
+        finish_run(run, stop_after_a_trial, control)
+    assert load_session(path).header.status == "interrupted"
+
+    async def scenario() -> None:
+        app = make_app()
+        async with app.run_test(size=(100, 30)) as pilot:
+            app.start_run(None, None, resume=path)  # as Home's and the session browser's r
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+            screen = app.screen
+            assert isinstance(screen, RunScreen)
+            await wait_for(pilot, lambda: screen.finished_status == "complete", timeout=120)
+            await app.workers.wait_for_complete()
+            await pilot.pause()
+            assert screen.query_one(OptionsPassPanel).state == "idle"  # no pass started
+
+    asyncio.run(scenario())
+    session = load_session(path)
+    assert len(session.trials) == 6 and session.option_cells == []
+    assert session.header.status == "complete" and session.header.plan.score is False

@@ -206,7 +206,7 @@ def test_sigint_leaves_session_interrupted_and_resumable(
 
 
 def test_run_scores_options_after_sampling_and_resume_completes_them(
-    tmp_path: Path, home: Path, tiny_gguf: Path
+    tmp_path: Path, home: Path, tiny_gguf: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tests.scenario_text import OPTIONS_SCENARIO
 
@@ -249,18 +249,21 @@ def test_run_scores_options_after_sampling_and_resume_completes_them(
     assert result.returncode == 0, result.stderr
     assert "Likelihood probes" in result.stdout and "too few" in result.stdout
 
-    # Options only, then sampling on resume; the values equal those of the full run.
+    # Options only (recorded: a resume keeps it), then sampling on a resume told --sample;
+    # the values equal those of the full run.
     only = tmp_path / "only.toml"
     result = cli("run", str(scenario), *args, "--no-sample", "--out", str(only), home=home)
     assert result.returncode == 0, result.stderr
     first = load_session(only)
-    assert first.trials == [] and first.header.status == "interrupted"
-    expected = {(c.condition, c.probe): c.options for c in session.option_cells}
-    assert {(c.condition, c.probe): c.options for c in first.option_cells} == expected
-    result = cli("run", "--resume", str(only), home=home)
+    assert first.trials == [] and first.header.status == "complete"
+    assert first.header.plan.sample is False
+    expected = {(c.condition, c.probe): c.options for c in first.option_cells}
+    assert {(c.condition, c.probe): c.options for c in session.option_cells} == expected
+    result = cli("run", "--resume", str(only), "--sample", home=home)
     assert result.returncode == 0, result.stderr
     resumed = load_session(only)
     assert resumed.header.status == "complete" and len(resumed.trials) == 6
+    assert resumed.header.plan.sample is True
     assert {t.key: t.response for t in resumed.trials} == {
         t.key: t.response for t in session.trials
     }
@@ -269,8 +272,13 @@ def test_run_scores_options_after_sampling_and_resume_completes_them(
     result = cli("run", str(scenario), *args, "--no-score", "--out", str(skipped), home=home)
     assert result.returncode == 0, result.stderr
     assert load_session(skipped).option_cells == []
-    result = cli("run", "--resume", str(skipped), home=home)  # resume scores what is missing
+    assert main(["run", "--resume", str(skipped), "--no-sample"]) == 2  # nothing left to do
+    assert "scores no options (--no-score), so --no-sample" in capsys.readouterr().err
+    result = cli("run", "--resume", str(skipped), home=home)  # keeps --no-score
     assert result.returncode == 0, result.stderr
-    assert {
-        (c.condition, c.probe): c.options for c in load_session(skipped).option_cells
-    } == expected
+    assert "options" not in result.stderr and load_session(skipped).option_cells == []
+    result = cli("run", "--resume", str(skipped), "--score", home=home)
+    assert result.returncode == 0, result.stderr
+    rescored = load_session(skipped)
+    assert rescored.header.plan.score is True
+    assert {(c.condition, c.probe): c.options for c in rescored.option_cells} == expected

@@ -371,6 +371,36 @@ def test_study_trains_probes_and_reports(
     assert again.out == captured.out
 
 
+def test_study_carries_on_with_its_choice_to_score(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`study --no-score` is recorded in the session: run again, it still scores nothing
+    (as `run --resume` does); `--score` turns the likelihood probes back on."""
+    from persona_tui.cli.main import build_parser, main
+    from persona_tui.cli.train import resume_command
+
+    scenario_file = tmp_path / "tiny-finetune.toml"
+    scenario_file.write_text(options_study_text(), encoding="utf-8")
+    out = tmp_path / "study"
+    argv = ["study", str(scenario_file), "--model", str(trained[0]), "-o", str(out)]
+    argv += ["--max-steps", "2", "--batch-size", "2", "--threads", "1", "--samples", "1"]
+    carry_on = resume_command(build_parser().parse_args([*argv, "--no-score"]), out, "study")
+    assert carry_on.endswith("--samples 1 --no-score")  # what an interrupted study prints
+    assert main([*argv, "--no-score"]) == 0
+    assert "options complete" not in capsys.readouterr().err
+    first = read_session_file(out / "session.toml")
+    assert len(first.trials) == 6 and first.option_cells == []
+    assert first.header.plan.score is False and first.header.status == "complete"
+    assert main(argv) == 0  # carrying on keeps the session's choice
+    assert "options complete" not in capsys.readouterr().err
+    assert read_session_file(out / "session.toml").option_cells == []
+    assert main([*argv, "--score"]) == 0
+    assert "options complete: 6/6" in capsys.readouterr().err
+    scored = read_session_file(out / "session.toml")
+    assert len(scored.option_cells) == 6 and scored.header.plan.score is True
+    assert scored.trials == first.trials
+
+
 def test_study_checks_its_probing_options_before_training(
     model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

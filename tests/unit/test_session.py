@@ -287,6 +287,45 @@ def test_adapters_are_written_per_condition_and_read_back(session_path: Path) ->
         load_session(session_path)
 
 
+def test_the_run_s_choices_round_trip_and_old_sessions_did_both(session_path: Path) -> None:
+    """`[plan]`'s `sample` and `score` (`--no-sample`, `--no-score`) are always written; a
+    session from before them has neither and did both."""
+    plan = dataclasses.replace(make_header().plan, score=False)
+    SessionStore.create(session_path, make_header(plan=plan)).close()
+    text = session_path.read_text("utf-8")
+    assert "\nbatch_cells = 0\nsample = true\nscore = false\n" in text
+    assert load_session(session_path).header.plan == plan
+    with SessionStore.open(session_path) as store:
+        store.set_choices(sample=False, score=True)
+    reread = load_session(session_path).header.plan
+    assert (reread.sample, reread.score) == (False, True)
+
+    session_path.write_text(text.replace("sample = true\nscore = false\n", ""), "utf-8")
+    old = load_session(session_path).header.plan
+    assert (old.sample, old.score) == (True, True)
+
+
+def test_a_run_that_would_do_nothing_is_neither_written_nor_read(session_path: Path) -> None:
+    nothing = dataclasses.replace(make_header().plan, sample=False, score=False)
+    with pytest.raises(SessionError, match=r"plan\.sample and plan\.score are both false"):
+        SessionStore.create(session_path, make_header(plan=nothing))
+    assert not session_path.exists()
+    SessionStore.create(session_path, make_header()).close()
+    with SessionStore.open(session_path) as store, pytest.raises(SessionError, match="nothing"):
+        store.set_choices(sample=False, score=False)
+    text = session_path.read_text("utf-8")
+    assert "sample = true\nscore = true\n" in text  # the refused change left the file as it was
+    session_path.write_text(text.replace("sample = true", "sample = false"), "utf-8")
+    session_path.write_text(
+        session_path.read_text("utf-8").replace("score = true", "score = false"), "utf-8"
+    )
+    with pytest.raises(SessionError, match=r"plan\.score: sample and score are both false"):
+        load_session(session_path)
+    session_path.write_text(text.replace("score = true", 'score = "no"'), "utf-8")
+    with pytest.raises(SessionError, match=r"plan\.score: expected true or false"):
+        load_session(session_path)
+
+
 @pytest.mark.parametrize("text", TRICKY)
 def test_tricky_text_reads_back_identical_everywhere(session_path: Path, text: str) -> None:
     model = dataclasses.replace(make_header().model, name=text, extra={text: text, "k": text})

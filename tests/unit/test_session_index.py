@@ -118,6 +118,21 @@ def test_cli_sessions_record_prints_the_apps_record(capsys: pytest.CaptureFixtur
     ]
 
 
+def test_the_record_says_which_passes_the_run_chose() -> None:
+    """A pass the session chose not to run (`--no-score`) is said so, not left missing."""
+    first, _ = _two_sessions()
+    session = load_session(first)
+    assert "\npasses         sampling · answer option scoring\n" in reproducibility_record(session)
+    plan = replace(session.header.plan, score=False)
+    no_score = replace(session, header=replace(session.header, plan=plan))
+    record = reproducibility_record(no_score)
+    assert "\npasses         sampling (answer options not scored: --no-score)\n" in record
+    assert reproducibility_data(no_score)["plan"]["score"] is False
+    plan = replace(session.header.plan, sample=False)
+    no_sample = replace(session, header=replace(session.header, plan=plan))
+    assert "(trials not sampled: --no-sample)" in reproducibility_record(no_sample)
+
+
 def test_cli_sessions_record_of_a_missing_session(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sessions", "--record", "nope"]) == 2
     assert "nope: no such session file" in capsys.readouterr().err
