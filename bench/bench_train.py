@@ -6,7 +6,8 @@ Builds a synthetic training study whose examples have about `--prompt` prompt to
 over its two framings: 40 and 29 on the demo model), opens it as `persona-tui train` does
 (tokenized by the GGUF's vocabulary, float32 weights, LoRA of `--rank`), and then runs
 `--rounds` rounds; each round times `--steps` optimizer steps of each path in turn
-(alternated, so a busy neighbour slows all of them alike), after one warm-up step per path:
+(alternated, so a busy neighbour slows all of them alike), after one warm-up step per path
+(fp32 paths on one model, bf16 on another whose frozen weights are bf16, as training makes it):
 
     full-fp32   every position's logits, float32 (the code before issue 21)
     fp32        the output projection on the loss positions only, float32
@@ -56,8 +57,11 @@ def _study(examples: int, prompt_words: int, completion_words: int) -> str:
     )
 
 
-def _lora(torch: Any, study: Any, params: Any) -> tuple[Any, Any]:
+def _lora(torch: Any, study: Any, params: Any, precision: str = "fp32") -> tuple[Any, Any]:
+    """A fresh LoRA model and its optimizer, as `train_lora` makes them (training/lora.py)."""
     import peft
+
+    from persona_tui.training.torch_compute import frozen_weights_in_bf16
 
     torch.manual_seed(1)
     config = peft.LoraConfig(
@@ -69,6 +73,8 @@ def _lora(torch: Any, study: Any, params: Any) -> tuple[Any, Any]:
         task_type="CAUSAL_LM",
     )
     model = peft.get_peft_model(study._load_base(), config)
+    if precision == "bf16":
+        frozen_weights_in_bf16(torch, model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     return model, torch.optim.AdamW(trainable, lr=params.lr, weight_decay=0.0)
 
@@ -124,7 +130,9 @@ def main() -> None:
     study = open_torch_study(scenario, model_path, scenario.conditions, params, 1, print)
     data = study.datasets[0]
     loading = time.perf_counter() - started
-    model, optimizer = _lora(torch, study, params)
+    models = {p: _lora(torch, study, params, PATHS[p][0]) for p in {"fp32", "bf16"} & set(paths)}
+    if "full-fp32" in paths:
+        models["full-fp32"] = models.get("fp32") or _lora(torch, study, params)
     batches = [
         [data.train[i] for i in batch_indices(len(data.train), s, args.batch_size, 1)]
         for s in range(args.steps)
@@ -133,12 +141,12 @@ def main() -> None:
     completion = sum(len(e.completion) for batch in batches for e in batch)
     rates: dict[str, list[float]] = {p: [] for p in paths}
     for path in paths:  # warm-up
-        _step(torch, model, optimizer, batches[0], path)
+        _step(torch, *models[path], batches[0], path)
     for _ in range(args.rounds):
         for path in paths:
             began = time.perf_counter()
             for batch in batches:
-                _step(torch, model, optimizer, batch, path)
+                _step(torch, *models[path], batch, path)
             rates[path].append(tokens / (time.perf_counter() - began))
 
     print(
@@ -160,18 +168,18 @@ def main() -> None:
             f"{median / base:.2f}"
         )
     if args.profile:
-        _profile(torch, model, optimizer, batches[0], paths)
+        _profile(torch, models, batches[0], paths)
     if args.loss_steps:
         _loss_curves(torch, study, params, data, args)
 
 
-def _profile(torch: Any, model: Any, optimizer: Any, batch: Any, paths: list[str]) -> None:
+def _profile(torch: Any, models: dict[str, Any], batch: Any, paths: list[str]) -> None:
     """torch.profiler's operators by their own CPU time, one step of each path."""
     from torch.profiler import ProfilerActivity, profile, record_function
 
     for path in paths:
         with profile(activities=[ProfilerActivity.CPU]) as prof, record_function(path):
-            _step(torch, model, optimizer, batch, path)
+            _step(torch, *models[path], batch, path)
         print(f"--- one step, {path}")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
 
@@ -181,7 +189,7 @@ def _loss_curves(torch: Any, study: Any, params: Any, data: Any, args: Any) -> N
     from persona_tui.training.loop import batch_indices
 
     for path in ("fp32", "bf16"):
-        model, optimizer = _lora(torch, study, params)
+        model, optimizer = _lora(torch, study, params, path)
         losses = [
             _step(
                 torch,
