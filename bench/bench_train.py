@@ -14,11 +14,13 @@ over its two framings: 40 and 29 on the demo model), opens it as `persona-tui tr
     bf16        the same under bfloat16 autocast of the matrix products
 
 It prints each path's median tokens/s (prompt + completion tokens, pads excluded) and its
-ratio to full-fp32, and which path `--precision auto` takes on this CPU. `--loss-steps N`
-then trains N steps from the same LoRA initialisation in fp32 and in bf16 and prints both
-loss curves (the adapter's quality in bf16 against fp32); `--profile` prints torch.profiler's
-operator table for one step of each path. The float32 weights are
-converted once and cached under a temporary PERSONA_TUI_HOME unless `--home` names one.
+ratio to full-fp32, the same per CPU-second of this process (less moved by other processes
+on a busy machine than the wall clock, though they still share its caches), and which path
+`--precision auto` takes on this CPU. `--loss-steps N` then trains N steps from the same
+LoRA initialisation in fp32 and in bf16 and prints both loss curves (the adapter's quality
+in bf16 against fp32); `--profile` prints torch.profiler's operator table for one step of
+each path. The float32 weights are converted once and cached under a temporary
+PERSONA_TUI_HOME unless `--home` names one.
 
     python bench/bench_train.py [--model PATH|demo] [--rounds 3] [--steps 2]
                                 [--batch-size 4] [--prompt 40] [--completion 29]
@@ -140,14 +142,16 @@ def main() -> None:
     tokens = sum(len(e.ids) for batch in batches for e in batch)
     completion = sum(len(e.completion) for batch in batches for e in batch)
     rates: dict[str, list[float]] = {p: [] for p in paths}
+    cpu_rates: dict[str, list[float]] = {p: [] for p in paths}
     for path in paths:  # warm-up
         _step(torch, *models[path], batches[0], path)
     for _ in range(args.rounds):
         for path in paths:
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.process_time()
             for batch in batches:
                 _step(torch, *models[path], batch, path)
             rates[path].append(tokens / (time.perf_counter() - began))
+            cpu_rates[path].append(tokens / (time.process_time() - began_cpu))
 
     print(
         f"model {model_path.name}, torch {torch.__version__}, {torch.get_num_threads()} "
@@ -160,12 +164,14 @@ def main() -> None:
         f"{args.steps} steps per path, alternated; loading {loading:.1f}s"
     )
     base = statistics.median(rates[paths[0]])
+    cpu_base = statistics.median(cpu_rates[paths[0]])
     for path in paths:
         median = statistics.median(rates[path])
+        cpu = statistics.median(cpu_rates[path])
         each = ", ".join(f"{r:.0f}" for r in rates[path])
         print(
             f"{path:>10}: {median:7.1f} tokens/s median ({each}); ratio to {paths[0]} "
-            f"{median / base:.2f}"
+            f"{median / base:.2f}; per CPU-second {cpu:.1f} (ratio {cpu / cpu_base:.2f})"
         )
     if args.profile:
         _profile(torch, models, batches[0], paths)
