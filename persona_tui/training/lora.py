@@ -173,7 +173,7 @@ def _read_checkpoint(torch: Any, path: Path, fingerprint: str) -> dict[str, Any]
     if state.get("version") != _CHECKPOINT_VERSION or state.get("fingerprint") != fingerprint:
         raise TrainingError(
             f"the checkpoint {path} is from other data or settings (rank, lr, batch size, "
-            "seed, model); train with those again to resume it, or delete "
+            "seed, precision, model); train with those again to resume it, or delete "
             f"{path.parent} (or choose another -o folder) to start over"
         )
     return state

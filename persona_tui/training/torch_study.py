@@ -40,8 +40,9 @@ from persona_tui.training.torch_compute import bf16_units, resolve_precision
 
 PRECISION_DETAIL = {
     "fp32": "float32 throughout",
-    "bf16": "bfloat16 autocast of the matrix products; float32 weights, LoRA matrices, "
-    "optimizer state and loss",
+    "bf16": "bfloat16 autocast of the matrix products (the frozen weights rounded to "
+    "bfloat16 once, as autocast would); float32 LoRA matrices, optimizer state, embeddings, "
+    "norms and loss",
 }
 
 
