@@ -116,14 +116,18 @@ def test_bench_train(tiny_gguf: Path, tmp_path: Path) -> None:
         "2",
         "--batch-size",
         "2",
-        "--tokens",
-        "20",
+        "--prompt",
+        "12",
+        "--completion",
+        "8",
+        "--rounds",
+        "1",
         "--threads",
         "1",
         "--home",
         str(tmp_path),
     )
-    assert "tokens/s" in out
+    assert "tokens/s" in out and "ratio to full-fp32" in out
 
 
 def test_bench_mlx_batch() -> None:

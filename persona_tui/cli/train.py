@@ -63,6 +63,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         "--checkpoint-every", type=int, help="checkpoint and held-out loss every N steps (10)"
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16"),
+        help="torch's numeric path: bf16 autocast of the matrix products or fp32 "
+        "(auto: bf16 where the CPU has bfloat16 matrix units, AMX or AVX512-BF16; else fp32)",
+    )
 
 
 def training_params(args: argparse.Namespace) -> Any:
@@ -86,6 +92,7 @@ def training_params(args: argparse.Namespace) -> Any:
         max_steps=args.max_steps,
         checkpoint_every=args.checkpoint_every or defaults.checkpoint_every,
         threads=args.threads,
+        precision=args.precision or defaults.precision,
     )
 
 
@@ -231,6 +238,7 @@ def resume_command(args: argparse.Namespace, out: Path, command: str = "train") 
         "max_steps",
         "checkpoint_every",
         "threads",
+        "precision",
         "samples",  # study's probing options from here on
         "max_tokens",
     ):

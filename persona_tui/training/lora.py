@@ -3,8 +3,9 @@
 Determinism: the LoRA initialisation follows `torch.manual_seed(seed)`, the order of the
 examples in epoch E is `random.Random(f"{seed}:{E}")`'s shuffle (so it depends on the step
 alone, and a resumed run takes the same batches), dropout is off, and torch runs on a fixed
-number of threads: the same data, seed and threads give the same adapter bytes on the same
-machine.
+number of threads: the same data, seed, threads and precision give the same adapter bytes
+on the same machine. The loss and the precision (fp32, or bf16 autocast of the matrix
+products) are training/torch_compute.py's.
 
 Checkpoints (`checkpoint/state.pt`: the LoRA weights, the optimizer state, the loss rows,
 the seconds so far, and a fingerprint of the data and settings) are written atomically
@@ -33,10 +34,14 @@ from persona_tui.training.loop import run_training_loop
 from persona_tui.training.loop import total_steps as total_steps
 from persona_tui.training.params import TrainingEvent, TrainingParams
 from persona_tui.training.record import CHECKPOINT_FOLDER
+from persona_tui.training.torch_compute import (
+    completion_loss,
+    frozen_weights_in_bf16,
+    resolve_precision,
+)
 
 CHECKPOINT_FILE = "state.pt"
 _CHECKPOINT_VERSION = 1
-IGNORE = -100
 
 
 def train_lora(
@@ -67,10 +72,22 @@ def train_lora(
         task_type="CAUSAL_LM",
     )
     model = peft.get_peft_model(base, config)
+    precision = resolve_precision(torch, params.precision)
+    if precision == "bf16":  # the frozen weights as autocast casts them, made once
+        frozen_weights_in_bf16(torch, model)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=0.0)
     checkpoint = folder / CHECKPOINT_FOLDER / CHECKPOINT_FILE
-    engine = _TorchEngine(torch, peft, model, optimizer, params.batch_size, checkpoint, fingerprint)
+    engine = _TorchEngine(
+        torch,
+        peft,
+        model,
+        optimizer,
+        params.batch_size,
+        checkpoint,
+        fingerprint,
+        precision,
+    )
     total = total_steps(len(data.train), params)
     outcome = TrainOutcome(completed=False, steps=0, total_steps=total, model=model)
     return run_training_loop(data, engine, params, seed, on_event, cancel, outcome)
@@ -87,17 +104,18 @@ class _TorchEngine:
     batch_size: int
     checkpoint: Path
     fingerprint: str
+    precision: str
 
     def train_step(self, batch: Sequence[TokenizedExample]) -> float:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_value = _batch_loss(self.torch, self.model, batch)
+        loss_value = completion_loss(self.torch, self.model, batch, self.precision)
         loss_value.backward()
         self.optimizer.step()
         return float(loss_value.detach())
 
     def heldout_loss(self, examples: Sequence[TokenizedExample]) -> float:
-        return heldout_loss(self.torch, self.model, examples, self.batch_size)
+        return heldout_loss(self.torch, self.model, examples, self.batch_size, self.precision)
 
     def load_checkpoint(self, outcome: TrainOutcome) -> bool:
         state = _read_checkpoint(self.torch, self.checkpoint, self.fingerprint)
@@ -123,28 +141,12 @@ class _TorchEngine:
         return self.checkpoint
 
 
-def _batch_loss(torch: Any, model: Any, batch: Sequence[TokenizedExample]) -> Any:
-    """Mean cross-entropy over the batch's completion tokens (right-padded, pads ignored)."""
-    width = max(len(e.ids) for e in batch)
-    ids = torch.zeros((len(batch), width), dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-    for row, example in enumerate(batch):
-        sequence = torch.tensor(example.ids, dtype=torch.long)
-        ids[row, : len(sequence)] = sequence
-        mask[row, : len(sequence)] = 1
-        labels[row, len(example.prompt) : len(sequence)] = sequence[len(example.prompt) :]
-    logits = model(input_ids=ids, attention_mask=mask).logits
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]),
-        labels[:, 1:].reshape(-1),
-        ignore_index=IGNORE,
-        reduction="mean",
-    )
-
-
 def heldout_loss(
-    torch: Any, model: Any, examples: Sequence[TokenizedExample], batch_size: int
+    torch: Any,
+    model: Any,
+    examples: Sequence[TokenizedExample],
+    batch_size: int,
+    precision: str = "fp32",
 ) -> float:
     """Mean cross-entropy per completion token over the held-out examples."""
     model.eval()
@@ -154,7 +156,7 @@ def heldout_loss(
         for start in range(0, len(examples), batch_size):
             batch = examples[start : start + batch_size]
             tokens = sum(len(e.completion) for e in batch)
-            total += float(_batch_loss(torch, model, batch)) * tokens
+            total += float(completion_loss(torch, model, batch, precision)) * tokens
             count += tokens
     return total / max(count, 1)
 
@@ -171,7 +173,7 @@ def _read_checkpoint(torch: Any, path: Path, fingerprint: str) -> dict[str, Any]
     if state.get("version") != _CHECKPOINT_VERSION or state.get("fingerprint") != fingerprint:
         raise TrainingError(
             f"the checkpoint {path} is from other data or settings (rank, lr, batch size, "
-            "seed, model); train with those again to resume it, or delete "
+            "seed, precision, model); train with those again to resume it, or delete "
             f"{path.parent} (or choose another -o folder) to start over"
         )
     return state

@@ -54,6 +54,10 @@ _MLX_KEYS = {
 }
 
 
+# mlx-lm architectures whose Model.__call__ is `head(self.model(inputs))` and nothing else
+# (no soft-capping or logit scale): the ones the projection skip may take apart.
+_PLAIN_HEADS = frozenset({"llama", "mistral", "qwen2", "qwen3", "gemma3_text"})
+
 MlxTrainOutcome = TrainOutcome  # the MLX path's outcome (no `model`: it trains one given)
 
 
@@ -99,20 +103,45 @@ def add_lora(model: Any, params: TrainingParams, seed: int) -> dict[str, Any]:
     return config
 
 
-def batch_loss(model: Any, batch: Sequence[TokenizedExample]) -> Any:
-    """Mean cross-entropy over the batch's completion tokens (right-padded, pads ignored)."""
+def output_head(model: Any) -> tuple[Any, Any] | None:
+    """(body, output projection) of an mlx-lm model whose logits are exactly the projection
+    of its body's last hidden state (the `_PLAIN_HEADS` architectures: their own `lm_head`,
+    or the tied embedding's `as_linear`); None for any other (the full-logits path)."""
+    if getattr(model, "model_type", None) not in _PLAIN_HEADS or not hasattr(model, "model"):
+        return None
+    if "lm_head" in model:
+        return model.model, model.lm_head
+    return model.model, model.model.embed_tokens.as_linear
+
+
+def batch_loss(model: Any, batch: Sequence[TokenizedExample], *, full_logits: bool = False) -> Any:
+    """Mean cross-entropy over the batch's completion tokens (right-padded, pads ignored).
+
+    As on the torch path (training/torch_compute.py) the output projection runs only on
+    the positions whose next token carries loss, gathered from the body's hidden states;
+    `full_logits=True` (and an architecture outside `_PLAIN_HEADS`) projects every position.
+    """
     import mlx.core as mx
     import mlx.nn as nn
 
     width = max(len(e.ids) for e in batch)
     ids = mx.array([list(e.ids) + [0] * (width - len(e.ids)) for e in batch])
-    positions = mx.arange(1, width)[None]  # the position of each target token
-    starts = mx.array([[len(e.prompt)] for e in batch])
-    ends = mx.array([[len(e.ids)] for e in batch])
-    mask = mx.logical_and(positions >= starts, positions < ends)
-    logits = model(ids[:, :-1]).astype(mx.float32)
-    losses = nn.losses.cross_entropy(logits, ids[:, 1:]) * mask
-    return losses.sum() / mask.sum()
+    parts = None if full_logits else output_head(model)
+    if parts is None:
+        positions = mx.arange(1, width)[None]  # the position of each target token
+        starts = mx.array([[len(e.prompt)] for e in batch])
+        ends = mx.array([[len(e.ids)] for e in batch])
+        mask = mx.logical_and(positions >= starts, positions < ends)
+        logits = model(ids[:, :-1]).astype(mx.float32)
+        losses = nn.losses.cross_entropy(logits, ids[:, 1:]) * mask
+        return losses.sum() / mask.sum()
+    body, head = parts
+    rows = [r for r, e in enumerate(batch) for _ in range(len(e.prompt) - 1, len(e.ids) - 1)]
+    cols = [p for e in batch for p in range(len(e.prompt) - 1, len(e.ids) - 1)]
+    targets = mx.array([t for e in batch for t in e.completion])
+    hidden = body(ids[:, :-1])[mx.array(rows), mx.array(cols)]
+    logits = head(hidden).astype(mx.float32)
+    return nn.losses.cross_entropy(logits, targets).mean()
 
 
 def heldout_loss(model: Any, examples: Sequence[TokenizedExample], batch_size: int) -> float:

@@ -23,7 +23,10 @@ class TrainingParams:
     """What a fine-tune is trained with; every field goes into the training record.
 
     `threads` None: torch's default for this machine (recorded). The same data, seed and
-    threads give the same adapter bytes on the same machine.
+    threads give the same adapter bytes on the same machine. `precision` (torch only):
+    "fp32", "bf16" (autocast of the matrix products; weights and optimizer state stay
+    float32) or "auto" (bf16 where the CPU has bfloat16 matrix units, training/torch_compute.py);
+    the study resolves "auto" before it fingerprints a condition.
     """
 
     epochs: int = 1
@@ -36,11 +39,14 @@ class TrainingParams:
     threads: int | None = None
     targets: tuple[str, ...] = DEFAULT_TARGETS
     max_tokens: int = 1024  # longest example (prompt + completion) in tokens
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
 
     def fingerprint_fields(self) -> dict[str, object]:
         """The fields a checkpoint must share to be resumed (not epochs/max_steps: they
-        only say how far to go)."""
-        return {
+        only say how far to go). The precision only when it is bf16 (resolved from "auto"
+        by the torch study), so the adapters and checkpoints made before it was a setting
+        (fp32), and MLX's (which keeps its model's dtype), still match."""
+        fields: dict[str, object] = {
             "rank": self.rank,
             "alpha": self.alpha,
             "lr": self.lr,
@@ -48,6 +54,9 @@ class TrainingParams:
             "targets": list(self.targets),
             "max_tokens": self.max_tokens,
         }
+        if self.precision == "bf16":
+            fields["precision"] = self.precision
+        return fields
 
 
 @dataclass(frozen=True)

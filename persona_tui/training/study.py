@@ -3,10 +3,11 @@
 `train_study(scenario, model_path, out_dir, params, on_event, cancel)` is the one entry
 point for the CLI (`persona-tui train`, `persona-tui study`) and the app's Training screen.
 It holds the output folder's lock, opens the engine the model asks for (a GGUF: torch + peft
-on its float32 weights, training/torch_study.py; an MLX model folder: mlx-lm's LoRA,
-training/mlx_study.py), which tokenizes the chosen conditions with the model's own tokenizer,
-and runs the one study loop here: each condition in turn is skipped when its record matches
-the data and settings, else trained (resuming a checkpoint when there is one), and leaves
+on its float32 weights, "auto" precision resolved for this CPU, training/torch_study.py; an
+MLX model folder: mlx-lm's LoRA, training/mlx_study.py), which tokenizes the chosen
+conditions with the model's own tokenizer, and runs the one study loop here: each condition
+in turn is skipped when its record matches the data and settings, else trained (resuming a
+checkpoint when there is one), and leaves
 
     out_dir/<condition>/<adapter>       the engine's adapter (`adapter.gguf` + `peft/`,
                                         or the mlx-lm folder `mlx/`)
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from persona_tui.backends.detect import is_mlx_model
+from persona_tui.errors import TrainingError
 from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.training.conditions import (
     StudyResult,
@@ -56,7 +58,7 @@ from persona_tui.training.record import (
     write_loss_csv,
     write_record,
 )
-from persona_tui.training.torch_study import open_torch_study
+from persona_tui.training.torch_study import open_torch_study, torch_precision
 
 OnEvent = Callable[[TrainingEvent], None]
 
@@ -144,9 +146,15 @@ def train_study(
     with output_folder_lock(Path(out_dir)):
         open_engine: EngineOpener
         if is_mlx_model(model_path):  # an MLX model folder: mlx-lm's LoRA
+            if params.precision != "auto":
+                raise TrainingError(
+                    f"precision {params.precision!r} is a setting of torch training (a GGUF); "
+                    "MLX trains in its model's own dtype: leave precision at auto"
+                )
             open_engine = open_mlx_study
         else:  # a GGUF: torch + peft, whose libraries are checked before anything else
             require_training()
+            params = torch_precision(params)
             open_engine = open_torch_study
         seed = training_set(scenario).seed
         chosen = chosen_conditions(scenario, conditions)

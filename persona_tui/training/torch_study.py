@@ -8,7 +8,9 @@ training/hf.py). Each condition trains a fresh copy of them (training/lora.py) a
     <condition>/adapter.gguf   the llama.cpp LoRA adapter (training/convert.py)
     <condition>/peft/          the PEFT adapter
 
-and a training record naming torch's threads and CPU capability.
+and a training record naming torch's threads and CPU capability, and the numeric precision
+it trained in (`[hyperparameters] precision`, `[adapter] trained_precision`: "fp32", or
+"bf16" autocast of the matrix products; `[machine] cpu_bf16_units`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 import platform
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,20 @@ from persona_tui.training.loop import TrainOutcome
 from persona_tui.training.lora import train_lora
 from persona_tui.training.params import TrainingEvent, TrainingParams, TrainingPhase
 from persona_tui.training.record import ADAPTER_FILE, PEFT_FOLDER, TrainingRecord
+from persona_tui.training.torch_compute import bf16_units, resolve_precision
+
+PRECISION_DETAIL = {
+    "fp32": "float32 throughout",
+    "bf16": "bfloat16 autocast of the matrix products (the frozen weights rounded to "
+    "bfloat16 once, as autocast would); float32 LoRA matrices, optimizer state, embeddings, "
+    "norms and loss",
+}
+
+
+def torch_precision(params: TrainingParams) -> TrainingParams:
+    """`params` with "auto" precision resolved for this CPU (training/torch_compute.py):
+    what a condition is fingerprinted and trained with."""
+    return replace(params, precision=resolve_precision(require("torch"), params.precision))
 
 
 def open_torch_study(
@@ -161,6 +177,7 @@ class TorchStudy:
         self, data: ConditionData, outcome: TrainOutcome, adapter: Path, fingerprint: str
     ) -> TrainingRecord:
         torch = require("torch")
+        precision = resolve_precision(torch, self.params.precision)
         return TrainingRecord(
             **record_fields(self.scenario, data, fingerprint, outcome),
             base_model={
@@ -173,12 +190,15 @@ class TorchStudy:
                 **hyperparameter_fields(self.params, self.seed),
                 "checkpoint_every": self.params.checkpoint_every,
                 "loss": "mean cross-entropy over completion tokens",
+                "precision": precision,
+                "precision_detail": PRECISION_DETAIL[precision],
             },
             adapter={
                 "file": ADAPTER_FILE,
                 "sha256": hashlib.sha256(adapter.read_bytes()).hexdigest(),
                 "peft": PEFT_FOLDER,
                 "qk_rows_permuted": self.permute,
+                "trained_precision": precision,
             },
             libraries={**library_versions(), "persona-tui": __version__},
             machine={
@@ -186,5 +206,6 @@ class TorchStudy:
                 "machine": platform.machine(),
                 "torch_threads": int(torch.get_num_threads()),
                 "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+                "cpu_bf16_units": bf16_units(torch) or "none",
             },
         )

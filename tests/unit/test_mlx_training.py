@@ -179,3 +179,42 @@ def test_train_command_on_an_mlx_folder(
     assert "plays: complete (2/2 steps" in captured.err
     assert (out / "plays" / "mlx" / MLX_ADAPTER_FILE).is_file()
     assert not (out / "learns").exists()
+
+
+def test_the_loss_on_completion_positions_only_equals_the_full_logits_loss(
+    folder: Path, scenario: Scenario
+) -> None:
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx_lm
+
+    from persona_tui.training.mlx_lora import add_lora, batch_loss, output_head
+    from persona_tui.training.mlx_study import open_mlx_study
+
+    study = open_mlx_study(
+        scenario, folder, list(scenario.training_conditions), PARAMS, 5, lambda e: None
+    )
+    learns, plays = study.datasets
+    batch = [learns.train[0], plays.train[1], learns.train[2]]
+    model: Any = mlx_lm.load(str(folder))[0]
+    add_lora(model, PARAMS, 5)
+    for _, module in model.named_modules():
+        if hasattr(module, "lora_b"):
+            module.lora_b = mx.random.normal(module.lora_b.shape, key=mx.random.key(1)) * 0.05
+    assert output_head(model) is not None
+    full, full_grads = nn.value_and_grad(model, lambda m, b: batch_loss(m, b, full_logits=True))(
+        model, batch
+    )
+    skip, skip_grads = nn.value_and_grad(model, batch_loss)(model, batch)
+    assert abs(full.item() - skip.item()) < 1e-5 * abs(full.item())
+    from mlx.utils import tree_flatten
+
+    for (name, a), (_, b) in zip(tree_flatten(full_grads), tree_flatten(skip_grads), strict=True):
+        assert mx.allclose(a, b, rtol=1e-4, atol=1e-6).item(), name
+
+
+def test_precision_is_a_torch_setting(folder: Path, scenario: Scenario, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    with pytest.raises(TrainingError, match="MLX trains in its model's own dtype"):
+        train_study(scenario, folder, tmp_path / "out", replace(PARAMS, precision="bf16"))
