@@ -29,6 +29,7 @@ import argparse
 import ctypes
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from bench_machine import machine_summary
@@ -65,6 +66,7 @@ class Tensor(ctypes.Structure):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="GGUF (default: the demo model)")
     parser.add_argument("--rows", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=3)
@@ -102,7 +104,7 @@ def main() -> None:
             params.cb_eval = hook
             self.__dict__["_params"] = params
 
-    path = demo_model_path()
+    path = args.model or demo_model_path()
     repack = choose_repack("auto", system_info()).enabled
     llm = Hooked(
         model_path=str(path),
@@ -188,7 +190,7 @@ def main() -> None:
     }
     per_row = 1e3 / args.rows
     print(machine_summary())
-    print(f"demo model, {args.threads} threads, {args.rows} rows after {n - args.rows} tokens")
+    print(f"{path.name}, {args.threads} threads, {args.rows} rows after {n - args.rows} tokens")
     print(f"llama.cpp decode with logits:      {full * per_row:6.2f} ms/row")
     print(f"llama.cpp decode without the projection: {body * per_row:6.2f} ms/row")
     print(f"llama.cpp projection:              {(full - body) * per_row:6.2f} ms/row")

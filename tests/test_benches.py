@@ -97,12 +97,19 @@ def test_bench_options(tiny_gguf: Path) -> None:
         str(tiny_gguf),
         "--probes",
         "2",
-        "--options",
-        "2",
+        "--rounds",
+        "1",
         "--threads",
         "1",
     )
-    assert "options/s" in out and "ratio" in out
+    assert "options/s" in out and "ratio" in out and "layouts apart" in out
+
+
+def test_bench_projection(tiny_gguf: Path) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("gguf")
+    out = _run("bench_projection.py", "--model", str(tiny_gguf), "--rows", "8", "--repeat", "1")
+    assert "llama.cpp projection" in out and "worst" in out
 
 
 def test_bench_train(tiny_gguf: Path, tmp_path: Path) -> None:
