@@ -4,6 +4,8 @@ A probe option's token needs one row of the output projection (262,144 × 640 on
 model, its Q8_0 `token_embd` tied as the output). This bench decodes `--rows` tokens of
 one sequence after a prompt on the demo model and compares, per row:
 
+- llama.cpp's decode with logits at every row, on a plain context and on one with the
+  eval callback installed (which the hidden states need);
 - llama.cpp's own projection: the decode with logits at every row minus the decode
   stopped just before the projection (llama.cpp's eval callback returns false after the
   final norm's output `result_norm`, which ends the graph there);
@@ -62,6 +64,32 @@ class Tensor(ctypes.Structure):
         ("data", ctypes.c_void_p),
         ("name", ctypes.c_char * 64),
     ]
+
+
+def plain_decode(path: Path, tokens: list[int], rows: int, threads: int, repeat: int) -> float:
+    """Median seconds of the same decode on a context without an eval callback."""
+    import llama_cpp
+
+    from persona_tui.backends.llamacpp.load import plain_llama
+
+    llm = plain_llama(path, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+    times = []
+    try:
+        for _ in range(repeat):
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
+            batch = llama_cpp.llama_batch_init(len(tokens), 0, 1)
+            batch.n_tokens = len(tokens)
+            for i, token in enumerate(tokens):
+                batch.token[i], batch.pos[i] = token, i
+                batch.n_seq_id[i], batch.seq_id[i][0] = 1, 0
+                batch.logits[i] = i >= len(tokens) - rows
+            clock = time.perf_counter()
+            assert llama_cpp.llama_decode(llm.ctx, batch) == 0
+            times.append(time.perf_counter() - clock)
+            llama_cpp.llama_batch_free(batch)
+    finally:
+        llm.close()
+    return statistics.median(times)
 
 
 def main() -> None:
@@ -135,6 +163,7 @@ def main() -> None:
         return seconds
 
     full = statistics.median(decode(False) for _ in range(args.repeat))
+    plain = plain_decode(path, tokens, args.rows, args.threads, args.repeat)
     vocab = int(llm.n_vocab())
     logits = np.array(
         [
@@ -191,6 +220,7 @@ def main() -> None:
     per_row = 1e3 / args.rows
     print(machine_summary())
     print(f"{path.name}, {args.threads} threads, {args.rows} rows after {n - args.rows} tokens")
+    print(f"llama.cpp decode with logits, no eval callback: {plain * per_row:6.2f} ms/row")
     print(f"llama.cpp decode with logits:      {full * per_row:6.2f} ms/row")
     print(f"llama.cpp decode without the projection: {body * per_row:6.2f} ms/row")
     print(f"llama.cpp projection:              {(full - body) * per_row:6.2f} ms/row")
