@@ -6,12 +6,10 @@ their events reach this screen as messages (see `run_bridge`), and it updates th
 The screen owns the open run (model and session) while it is open, so a cancelled run can
 be resumed in place.
 
-The keys follow the run's phase (`phase`: opening, sampling, options, stopped): while the
-option pass scores, Results, Annotate and Compare open on what is done (the sampled trials,
-the cells scored so far) on top of this screen, whose worker goes on; the session store is
-shared (thread-safe), so an annotation is saved at once whatever becomes of the pass, and
-Results follows the pass through `cells_saved` (a `Signal` of `PassState`). The footer
-and the command palette offer only the keys that work now (`check_action`).
+The keys follow the run's `phase`: while the option pass scores, Results, Annotate and
+Compare open on what is done on top of this screen, whose worker goes on (the store is
+thread-safe: an annotation is saved at once whatever becomes of the pass); Results follows
+the pass through `cells_saved`. The footer and the palette offer the keys that work now.
 """
 
 from __future__ import annotations
@@ -143,19 +141,14 @@ class RunScreen(Screen[None]):
     def _set_phase(self, phase: Phase) -> None:
         self.phase = phase
         self.refresh_bindings()  # the footer and the palette offer the keys of the phase
-        if phase == "options" and self._flush_timer is None:
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+            self._flush_timer = None
+        if phase == "options" and self._bridge is not None:
             # A cell's progress held back by the bridge (it came soon after the previous)
             # goes out within 0.1 s, not with the next cell (a slow one, an adapter's load).
             # Not while sampling: the text's own interval is tuned (run_bridge).
-            self._flush_timer = self.set_interval(OPTIONS_FLUSH, self._flush_progress)
-        elif phase != "options" and self._flush_timer is not None:
-            self._flush_timer.stop()
-            self._flush_timer = None
-
-    def _flush_progress(self) -> None:
-        bridge = self._bridge
-        if bridge is not None:
-            bridge.flush()
+            self._flush_timer = self.set_interval(OPTIONS_FLUSH, self._bridge.flush)
 
     # The worker ---------------------------------------------------------------------
 
@@ -393,8 +386,10 @@ class RunScreen(Screen[None]):
             stopped = not self.running and store is not None
             return stopped and self.finished_status != "complete"
         if action in ("annotate", "compare", "results"):
-            readable = not self.running or self.phase == "options"
-            return readable and store is not None and bool(store.session.trials)
+            if store is None or (self.running and self.phase != "options"):
+                return False
+            # Trials counted from the events: the store's lock may be held by a save.
+            return self.query_one(RunHeader).stats.done > 0
         return True
 
     def action_toggle_pause(self) -> None:
