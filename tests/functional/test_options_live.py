@@ -193,7 +193,9 @@ def test_annotations_made_during_the_pass_are_kept(
 
             if ending == "cancelled":
                 await pilot.press("escape")
-                assert app.screen is screen
+                assert app.screen is screen  # back: the pass still going, its keys offered
+                assert panel.state == "scoring" and screen.running
+                await wait_for(pilot, lambda: footer_keys(screen) == DURING_OPTIONS)
                 await pilot.press("c")
                 cell_gate.open.set()
                 await wait_for(pilot, lambda: not screen.running, timeout=30)
