@@ -16,7 +16,9 @@ from persona_tui.backends.base import Backend
 from persona_tui.models.config import Config
 from persona_tui.models.load import load_model
 from persona_tui.models.refs import ModelRef
+from persona_tui.session.store import SessionStore
 from persona_tui.ui.app import PersonaApp, create_app
+from tests.functional.gate import Gate, gated
 from tests.scenario_text import SMALL_SCENARIO
 
 
@@ -118,3 +120,14 @@ def finished_session(ui_home: Path, tiny_model: Path) -> Path:
     finally:
         backend.close()
     return store.path
+
+
+@pytest.fixture
+def cell_gate(monkeypatch: pytest.MonkeyPatch) -> Iterator[Gate]:
+    """Every option cell's save waits for the test's `allow` (tests/functional/gate.py)."""
+    gate = Gate()
+    monkeypatch.setattr(
+        SessionStore, "save_option_cell", gated(gate, SessionStore.save_option_cell)
+    )
+    yield gate
+    gate.open.set()  # never leave the worker waiting

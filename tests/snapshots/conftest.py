@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.functional.conftest import (  # noqa: F401 - fixtures re-exported for pytest
+    cell_gate,
     finished_session,
     make_app,
     tiny_model,

@@ -17,6 +17,7 @@ from persona_tui.errors import ModelLoadError
 from persona_tui.models.config import Config
 from persona_tui.ui.screens.run import RunScreen
 from tests.functional.conftest import wait_for, workers_done
+from tests.functional.gate import Gate
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 
@@ -68,6 +69,37 @@ def test_run_batched(
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=finish)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_run_options_pass(
+    snap_compare: Any, make_app: Any, ui_home: Path, cell_gate: Gate, size: tuple[int, int]
+) -> None:
+    """During the option pass: 2 of 4 cells scored at 10 s a cell, so 20 s left; the keys
+    that work while it scores (Results, Annotate) in the footer."""
+    from persona_tui.ui.options_pass import OptionsPassPanel
+    from tests.functional.conftest import TickClock
+    from tests.scenario_text import OPTIONS_SCENARIO
+
+    path = ui_home / "config" / "scenarios" / "small-options.toml"
+    path.write_text(OPTIONS_SCENARIO, encoding="utf-8")
+    clock = TickClock()  # moves only when the test moves it
+    app = make_app(scenario="small-options", clock=clock)
+
+    async def two_cells_scored(pilot: Pilot[Any]) -> None:
+        await wait_for(pilot, lambda: isinstance(pilot.app.screen, RunScreen))
+        screen = pilot.app.screen
+        assert isinstance(screen, RunScreen)
+        await wait_for(pilot, lambda: screen.phase == "options", timeout=60)
+        cell_gate.also = screen.control.cancelled  # the app's exit cancels the pass
+        panel = screen.query_one(OptionsPassPanel)
+        for done in (1, 2):
+            clock.now += 10
+            cell_gate.allow()
+            await wait_for(pilot, lambda done=done: panel.done == done)  # type: ignore[misc]
+        await pilot.pause()
+
+    assert snap_compare(app, terminal_size=size, run_before=two_cells_scored)
 
 
 @pytest.mark.parametrize("size", SIZES)

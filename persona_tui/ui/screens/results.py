@@ -7,11 +7,16 @@ verdicts, the power line and a chart; without options it stays hidden. It blocks
 (reading sessions, statistics), so it runs in a thread worker while the screen shows a
 loading state; what a user can fix (no labels yet, the `analysis` extra missing) comes
 back as a message shown on the screen.
+Opened while a run's option pass goes on (`live`: the Run screen's signal and where the pass
+is), it says how far the pass is and computes again as cells are saved: at most once every
+`LIVE_REFRESH` seconds, one computation at a time, without the loading overlay (the figures
+change in place, no flicker), and once more when the pass ends.
 Everything shown is inert text: condition labels come from scenario files.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,6 +28,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import ScrollableContainer
 from textual.screen import Screen
+from textual.signal import Signal
 from textual.timer import Timer
 from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
@@ -31,12 +37,16 @@ from persona_tui.analysis.labels import SOURCES, Source
 from persona_tui.analysis.options import OptionsAnalysis, interval_nats, nats
 from persona_tui.analysis.results import ResultsView
 from persona_tui.analysis.summary import Analysis, Contrast
+from persona_tui.ui.options_pass import PassState
 from persona_tui.ui.text import inert
 
 INSTALL_COMMAND = "pip install 'persona-tui[analysis]'"
 VERDICT_STYLE = {"difference": "bold", "too few": "italic", "no clear difference": ""}
 OPTION_VERDICT_STYLE = {"higher": "bold", "lower": "bold", "too few": "italic"}
 T = TypeVar("T")
+# While an option pass saves cells: seconds between two computations of the results (each
+# reads the session and bootstraps, on the CPU the pass is using).
+LIVE_REFRESH = 2.0
 
 
 @dataclass(frozen=True)
@@ -188,7 +198,13 @@ class ResultsScreen(Screen[None]):
         Binding("escape,q", "back", "Back"),
     ]
 
-    def __init__(self, paths: Sequence[Path], title: str = "") -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        title: str = "",
+        *,
+        live: tuple[Signal[PassState], PassState] | None = None,
+    ) -> None:
         super().__init__()
         self.paths = tuple(paths)
         self.title_text = title or (
@@ -201,6 +217,12 @@ class ResultsScreen(Screen[None]):
         self.labels: tuple[str, ...] = ()
         self._generation = 0
         self._resize_timer: Timer | None = None
+        # The option pass going on in the session (None: the sessions are not being run).
+        self._live_signal = live[0] if live is not None else None
+        self.pass_state: PassState | None = live[1] if live is not None else None
+        self._stale = False  # cells were saved since the last computation started
+        self._computed_at = 0.0  # when the last computation started (time.monotonic)
+        self._live_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield Static("", id="results-bar")
@@ -214,6 +236,8 @@ class ResultsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#results-body").focus()
+        if self._live_signal is not None:
+            self._live_signal.subscribe(self, self._cells_saved)
         self._update_bar()
         # After the first layout, so the chart fits the screen's actual width.
         self.call_after_refresh(self._first_compute)
@@ -230,13 +254,41 @@ class ResultsScreen(Screen[None]):
 
     def action_recompute(self) -> None:
         """Compute the report again (the session files may have changed)."""
+        self._start_compute(quiet=False)
+
+    def _start_compute(self, *, quiet: bool) -> None:
+        """Compute in a worker; `quiet` keeps what is shown until the new figures replace it."""
         width, height = self._chart_size()
         self.query_state = replace(self.query_state, width=width, height=height)
         self._generation += 1
         self.computing = True
-        self.query_one("#results-body").loading = True
-        self._update_bar()
+        self._stale = False
+        self._computed_at = time.monotonic()
+        if not quiet:
+            self.query_one("#results-body").loading = True
+            self._update_bar()
         self._compute(self._generation, self.query_state)
+
+    # Following an option pass --------------------------------------------------------
+
+    def _cells_saved(self, state: PassState) -> None:
+        """The Run screen saved a cell (or the pass ended): compute again, throttled."""
+        self.pass_state = state
+        self._stale = True
+        self._update_bar()
+        self._refresh_soon()
+
+    def _refresh_soon(self) -> None:
+        if not self._stale or self.computing or self._live_timer is not None:
+            return  # nothing new, or a computation runs (it calls again when it ends)
+        wait = max(0.0, self._computed_at + LIVE_REFRESH - time.monotonic())
+        self._live_timer = self.set_timer(wait, self._live_refresh)
+
+    def _live_refresh(self) -> None:
+        self._live_timer = None
+        if self.computing:
+            return
+        self._start_compute(quiet=True)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="results")
     def _compute(self, generation: int, query: ResultsQuery) -> None:
@@ -270,6 +322,7 @@ class ResultsScreen(Screen[None]):
         self._show_options(view)
         self._update_bar()
         self.refresh_bindings()
+        self._refresh_soon()  # cells saved while this computed
 
     def _show_options(self, view: ResultsView) -> None:
         """The likelihood-probe section: shown only when the sessions scored options."""
@@ -318,8 +371,15 @@ class ResultsScreen(Screen[None]):
         if label:
             text.append("  label: ")
             text.append_text(inert(label, "bold"))
-        if self.computing:
+        if self.computing and self.query_one("#results-body").loading:
             text.append("  · computing…", "italic")
+        state = self.pass_state
+        if state is not None:
+            text.append(f"  options: {state.done}/{state.total} cells", "bold")
+            if state.running:
+                text.append(" · scoring, shown as they come", "italic")
+            elif state.done < state.total:
+                text.append(" · the pass stopped", "italic")
         self.query_one("#results-bar", Static).update(text)
 
     # Actions ----------------------------------------------------------------------------

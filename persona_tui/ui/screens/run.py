@@ -5,6 +5,11 @@ The worker opens the run and finishes it with the core's two calls (`run.lifecyc
 their events reach this screen as messages (see `run_bridge`), and it updates the widgets.
 The screen owns the open run (model and session) while it is open, so a cancelled run can
 be resumed in place.
+
+The keys follow the run's `phase`: while the option pass scores, Results, Annotate and
+Compare open on what is done on top of this screen, whose worker goes on (the store is
+thread-safe: an annotation is saved at once whatever becomes of the pass); Results follows
+the pass through `cells_saved`. The footer and the palette offer the keys that work now.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from rich.text import Text
 from textual import getters, on, work
@@ -20,6 +25,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
+from textual.signal import Signal
+from textual.timer import Timer
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
@@ -45,7 +52,8 @@ from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import Trial, TrialKey
 from persona_tui.session.store import SessionStore
 from persona_tui.ui.app_base import PersonaAppBase
-from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel
+from persona_tui.ui.eta import MIN_DONE
+from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel, PassState
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import ConditionColumn
@@ -53,6 +61,10 @@ from persona_tui.ui.widgets.run_header import RunHeader
 from persona_tui.ui.widgets.side_by_side import SideBySide
 
 __all__ = ["RunRequest", "RunScreen"]
+
+OPTIONS_FLUSH = 0.1  # seconds: how often the option pass's held-back progress is posted
+
+Phase = Literal["opening", "sampling", "options", "stopped"]
 
 
 @dataclass
@@ -88,8 +100,13 @@ class RunScreen(Screen[None]):
         self.opened: OpenRun | None = None  # the run, once open (kept to resume in place)
         self.scenario: Scenario | None = request.scenario
         self.running = False
+        self.phase: Phase = "opening"
         self.finished_status = ""
+        self.plan_batch = 1  # trials decoded at once: the sampling estimate waits for them
+        self.cells_saved: Signal[PassState] = Signal(self, "cells-saved")
         self._worker: Worker[None] | None = None
+        self._bridge: RunBridge | None = None  # the running worker's
+        self._flush_timer: Timer | None = None
         self._closing = False
         self._worker_active = False
         self._lifecycle = threading.Lock()
@@ -103,7 +120,7 @@ class RunScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         title = self.scenario.title if self.scenario else f"resume {self.request.resume}"
         yield RunHeader(title, clock=self.app_clock)
-        yield OptionsPassPanel()
+        yield OptionsPassPanel(clock=self.app_clock)
         yield Static("", id="run-message")
         yield SideBySide(id="columns")
         yield Footer(compact=True)
@@ -113,17 +130,35 @@ class RunScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self.query_one("#columns").display = False
-        self.set_interval(1.0, self.query_one(RunHeader).refresh_figures)
+        self.set_interval(1.0, self._tick)
         self.start_worker()
+
+    def _tick(self) -> None:
+        """Once a second: the clocks of the header and of the option pass."""
+        self.query_one(RunHeader).refresh_figures()
+        self.query_one(OptionsPassPanel).refresh_figures()
+
+    def _set_phase(self, phase: Phase) -> None:
+        self.phase = phase
+        self.refresh_bindings()  # the footer and the palette offer the keys of the phase
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+            self._flush_timer = None
+        if phase == "options" and self._bridge is not None:
+            # A cell's progress held back by the bridge (it came soon after the previous)
+            # goes out within 0.1 s, not with the next cell (a slow one, an adapter's load).
+            # Not while sampling: the text's own interval is tuned (run_bridge).
+            self._flush_timer = self.set_interval(OPTIONS_FLUSH, self._bridge.flush)
 
     # The worker ---------------------------------------------------------------------
 
     def start_worker(self) -> None:
         self.running = True
         self.finished_status = ""
-        self.refresh_bindings()
+        self._set_phase("opening")
         self._worker_active = True
-        self._worker = self._run_in_thread(self.control)
+        self._bridge = RunBridge(self.post_message)
+        self._worker = self._run_in_thread(self.control, self._bridge)
 
     @property
     def store(self) -> SessionStore | None:
@@ -131,8 +166,7 @@ class RunScreen(Screen[None]):
         return self.opened.store if self.opened is not None else None
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="run")
-    def _run_in_thread(self, control: RunControl) -> None:
-        bridge = RunBridge(self.post_message)
+    def _run_in_thread(self, control: RunControl, bridge: RunBridge) -> None:
         try:
             if self.opened is None:
                 request = self.request
@@ -156,16 +190,27 @@ class RunScreen(Screen[None]):
             self._show_error(f"unexpected error: {event.worker.error!r}")
         if event.state in (WorkerState.SUCCESS, WorkerState.ERROR, WorkerState.CANCELLED):
             self.running = False
-            self.refresh_bindings()
+            self._set_phase("stopped")
 
     # Messages from the worker ---------------------------------------------------------
 
     @on(OptionsPassFinished)
     def _options_finished(self, message: OptionsPassFinished) -> None:
+        header = self.query_one(RunHeader)
         if not message.complete:
             self.finished_status = "interrupted"
-            self.query_one(RunHeader).set_state("options cancelled · r resumes")
-            self.refresh_bindings()
+            header.set_state("options cancelled · r resumes")
+        elif message.event.summary is not None:
+            header.set_state("complete")
+        self.refresh_bindings()
+
+    def _options_event(self, event: OptionsStarted | OptionsProgress | OptionsFinished) -> None:
+        panel = self.query_one(OptionsPassPanel)
+        panel.show(event)
+        if isinstance(event, OptionsStarted):
+            self.query_one(RunHeader).set_state("scoring answer options")
+            self._set_phase("options")
+        self.cells_saved.publish(panel.pass_state)
 
     def _model_loading(self, event: ModelLoading) -> None:
         header = self.query_one(RunHeader)
@@ -204,9 +249,11 @@ class RunScreen(Screen[None]):
                 column = self._column(condition)
                 if column is not None:
                     column.restore(trial.probe, trial.sample, trial.response, done[condition])
+        self.plan_batch = event.header.plan.batch
         header = self.query_one(RunHeader)
         header.model_name = event.header.model.name
         header.set_state("paused" if self.control.paused else "running")
+        self.refresh_bindings()  # the run is open: it can be paused and cancelled
 
     def _column(self, condition: str) -> ConditionColumn | None:
         return self._columns.get(condition)
@@ -247,15 +294,15 @@ class RunScreen(Screen[None]):
             await self._session_opened(event)
             return
         if isinstance(event, OptionsStarted | OptionsProgress | OptionsFinished):
-            self.query_one(OptionsPassPanel).show(event)
+            self._options_event(event)
             return
         header = self.query_one(RunHeader)
         stats = header.stats
         now = self.app_clock()
         if isinstance(event, RunStarted):
-            stats.total, stats.done, stats.done_at_start = event.total, event.done, event.done
-            stats.started_at, stats.stopped_at = now, None
+            stats.start(now, event.done, event.total, max(MIN_DONE, self.plan_batch))
             header.set_state("paused" if self.control.paused else "running")
+            self._set_phase("sampling")
         elif isinstance(event, TrialStarted):
             self._trial_started(event.spec.key, now)
             column = self._column(event.spec.condition)
@@ -264,7 +311,7 @@ class RunScreen(Screen[None]):
                 self._mark_active(column)
         elif isinstance(event, TrialFinished):
             trial = event.trial
-            stats.done = event.done
+            stats.finished(now, event.done)
             stats.tokens += trial.completion_tokens
             self._trial_ended(trial.key, now)
             column = self._column(trial.condition)
@@ -281,7 +328,7 @@ class RunScreen(Screen[None]):
             self.notify(inert(event.error).plain, title="Trial failed", severity="warning")
         elif isinstance(event, RunFinished):
             self._in_flight.clear()  # cancelled trials: neither their time nor tokens count
-            stats.stopped_at = now
+            stats.stop(now)
             self.finished_status = event.status
             state = "complete" if event.status == "complete" else "cancelled · r resumes"
             if event.failed:
@@ -327,13 +374,22 @@ class RunScreen(Screen[None]):
     # Actions --------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("toggle_pause", "cancel_run"):
-            return self.running and self.store is not None
+        """The keys of the phase: pause while sampling (the option pass does not pause),
+        cancel while running, resume when stopped short, and the session's screens when
+        the run is stopped or only scoring options (its trials are all sampled then)."""
+        store = self.store
+        if action == "toggle_pause":
+            return self.running and store is not None and self.phase == "sampling"
+        if action == "cancel_run":
+            return self.running and store is not None
         if action == "resume_run":
-            stopped = not self.running and self.store is not None
+            stopped = not self.running and store is not None
             return stopped and self.finished_status != "complete"
         if action in ("annotate", "compare", "results"):
-            return not self.running and self.store is not None and bool(self.store.session.trials)
+            if store is None or (self.running and self.phase != "options"):
+                return False
+            # Trials counted from the events: the store's lock may be held by a save.
+            return self.query_one(RunHeader).stats.done > 0
         return True
 
     def action_toggle_pause(self) -> None:
@@ -370,7 +426,11 @@ class RunScreen(Screen[None]):
         from persona_tui.ui.screens.results import ResultsScreen
 
         if self.store is not None:
-            self.app.push_screen(ResultsScreen([self.store.path]))
+            # While the pass scores, Results follows it (refreshed as cells are saved).
+            scoring = self.running and self.phase == "options"
+            panel = self.query_one(OptionsPassPanel)
+            live = (self.cells_saved, panel.pass_state) if scoring else None
+            self.app.push_screen(ResultsScreen([self.store.path], live=live))
 
     async def action_back(self) -> None:
         await self.shutdown()

@@ -9,38 +9,23 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
+from persona_tui.ui.eta import PassEta
 from persona_tui.ui.text import duration, inert
 
 
 @dataclass
-class RunStats:
-    """Progress figures of the run in this screen (resumed trials count as done)."""
+class RunStats(PassEta):
+    """Progress figures of the sampling pass in this screen (resumed trials count as done;
+    the time left by `PassEta`'s rule, the one the option pass's panel uses)."""
 
-    total: int = 0
-    done: int = 0
-    done_at_start: int = 0
     tokens: int = 0
     generating_seconds: float = 0.0
-    started_at: float | None = None
-    stopped_at: float | None = None
-
-    def elapsed(self, now: float) -> float | None:
-        if self.started_at is None:
-            return None
-        return (self.stopped_at if self.stopped_at is not None else now) - self.started_at
 
     @property
     def tokens_per_second(self) -> float | None:
         if self.generating_seconds <= 0 or not self.tokens:
             return None
         return self.tokens / self.generating_seconds
-
-    def remaining(self, now: float) -> float | None:
-        finished_here = self.done - self.done_at_start
-        elapsed = self.elapsed(now)
-        if not finished_here or elapsed is None or self.stopped_at is not None:
-            return None
-        return elapsed / finished_here * (self.total - self.done)
 
 
 class RunHeader(Vertical):
