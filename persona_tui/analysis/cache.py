@@ -32,6 +32,7 @@ from persona_tui.scoring.judgements import (
     sidecar_path,
 )
 from persona_tui.session.model import (
+    AdapterRecord,
     Annotation,
     OptionCell,
     OptionScore,
@@ -180,11 +181,14 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
             seed=h["plan"]["seed"],
             prompt_mode=h["plan"]["prompt_mode"],
             stop=tuple(h["plan"]["stop"]),
+            batch=h["plan"]["batch"],
+            batch_cells=h["plan"]["batch_cells"],
             sample=h["plan"]["sample"],
             score=h["plan"]["score"],
         ),
         app_version=h["app_version"],
         chat_template=h["chat_template"],
+        adapters=tuple(AdapterRecord(**a) for a in h["adapters"]),
     )
     trials = [
         Trial(

@@ -23,6 +23,7 @@ bootstrap and the sign-flip test are `analysis.stats`'s (numpy, imported lazily:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,6 +79,9 @@ class OptionContrast:
     verdict: Verdict
     sentence: str  # the verdict in words, e.g. "no difference shown: +0.4 nats [−1.6, 2.4]"
     explanation: str = ""
+    # Its conditions that ran with a LoRA adapter: one training run each, whose noise
+    # between runs the probe interval does not contain (said in `explanation` too).
+    single_runs: tuple[str, ...] = ()
 
     @property
     def half_width(self) -> float | None:
@@ -271,19 +275,26 @@ def analyze_options(
                 bootstrap_mean_interval(values, resamples),
             )
         )
+    trained = {c for s in dataset.sessions for c in s.adapter_conditions}
     contrasts = []
     for i, earlier in enumerate(conditions):
         for later in conditions[i + 1 :]:
-            contrasts.append(
-                _contrast(
-                    later.id,
-                    earlier.id,
-                    by_condition[later.id],
-                    by_condition[earlier.id],
-                    probes,
-                    resamples,
-                )
+            contrast = _contrast(
+                later.id,
+                earlier.id,
+                by_condition[later.id],
+                by_condition[earlier.id],
+                probes,
+                resamples,
             )
+            runs = [c for c in (later.id, earlier.id) if c in trained]
+            if runs:
+                contrast = dataclasses.replace(
+                    contrast,
+                    explanation=_one_run(contrast.explanation, runs),
+                    single_runs=tuple(runs),
+                )
+            contrasts.append(contrast)
     if len(conditions) < 2:
         notes.append("only one condition has options scored: there is nothing to contrast")
     tokens = _tokens(dataset, [label_a, label_b, *(u for u in used if u not in (label_a, label_b))])
@@ -373,6 +384,20 @@ def _verdict(
             "; the bootstrap interval and the permutation test disagree, so no claim is made"
         )
     return "no difference shown", f"no difference shown: {estimate}", explanation
+
+
+def one_run_note(conditions: Sequence[str]) -> str:
+    """Adapter conditions are single training runs: what their intervals leave out."""
+    if len(conditions) > 1:
+        runs = f"{' and '.join(conditions)} are one training run each (one LoRA adapter)"
+    else:
+        runs = f"{conditions[0]} is one training run (one LoRA adapter)"
+    return f"{runs}: the interval covers the probes, not the noise between training runs"
+
+
+def _one_run(explanation: str, conditions: Sequence[str]) -> str:
+    note = one_run_note(conditions)
+    return f"{explanation}; {note}" if explanation else note
 
 
 def _half(interval: Interval) -> float:

@@ -121,6 +121,8 @@ class SessionSummary:
     status: str
     trials: int
     planned: int
+    # Conditions that ran with a LoRA adapter (a training study): each is one training run.
+    adapter_conditions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -289,6 +291,7 @@ class _Builder:
                 status=header.status,
                 trials=len(session.trials),
                 planned=header.plan.total,
+                adapter_conditions=tuple(header.adapter_paths()),
             )
         )
 

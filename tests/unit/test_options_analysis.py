@@ -308,3 +308,47 @@ def test_option_cells_survive_the_analysis_cache() -> None:
     rows = dataset_of([decoded]).options
     assert rows == dataset_of([session]).options
     assert rows[0].prompt == "<prompt baseline q1>\nAssistant:"
+
+
+def test_an_adapter_condition_is_named_one_training_run_beside_its_verdicts() -> None:
+    import dataclasses
+
+    from persona_tui.analysis.cache import _decode, _encode
+    from persona_tui.scoring.judgements import JudgeFile
+    from persona_tui.session.model import AdapterRecord
+
+    values = {
+        c: [float(i) * k - 3.0 for i in range(8)]
+        for k, c in enumerate(("baseline", "framed", "extra"))
+    }
+    plain = options_session(cells_from(values))
+    adapter = AdapterRecord("framed", "/adapters/framed/adapter.gguf", "ab" * 32, 1024)
+    trained = dataclasses.replace(
+        plain, header=dataclasses.replace(plain.header, adapters=(adapter,))
+    )
+    blob = json.loads(
+        json.dumps(_encode(["key"], trained, JudgeFile.of(trained.header.id, {}, ())))
+    )
+    cached, _ = _decode(blob, trained.path)
+    assert cached.header.adapters == trained.header.adapters
+    for session in (trained, cached):
+        result = analyze_options(dataset_of([session]))
+        notes = {(c.condition, c.reference): c.explanation for c in result.contrasts}
+        one_run = "is one training run (one LoRA adapter): the interval covers the probes"
+        assert one_run in notes[("framed", "baseline")]
+        assert one_run in notes[("extra", "framed")]
+        assert "training run" not in notes[("extra", "baseline")]
+        runs = {(c.condition, c.reference): c.single_runs for c in result.contrasts}
+        assert runs == {
+            ("framed", "baseline"): ("framed",),
+            ("extra", "baseline"): (),
+            ("extra", "framed"): ("framed",),
+        }
+    untouched = analyze_options(dataset_of([plain]))
+    assert all("training run" not in c.explanation for c in untouched.contrasts)
+    # The Results screen says it under the contrasts it concerns.
+    from persona_tui.ui.screens.results import options_text
+
+    shown = options_text(analyze_options(dataset_of([trained]))).plain
+    assert shown.count("framed is one training run (one LoRA adapter)") == 2
+    assert "training run" not in options_text(untouched).plain

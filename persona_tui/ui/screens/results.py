@@ -34,7 +34,7 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from persona_tui.analysis.labels import SOURCES, Source
-from persona_tui.analysis.options import OptionsAnalysis, interval_nats, nats
+from persona_tui.analysis.options import OptionsAnalysis, interval_nats, nats, one_run_note
 from persona_tui.analysis.results import ResultsView
 from persona_tui.analysis.summary import Analysis, Contrast
 from persona_tui.ui.options_pass import PassState
@@ -171,6 +171,10 @@ def options_text(options: OptionsAnalysis) -> Text:
         if x.p_value is not None:
             text.append(", p < 0.001" if x.p_value < 0.001 else f", p = {x.p_value:.3f}")
         text.append("\n")
+        if x.single_runs:
+            text.append("    ")
+            text.append_text(inert(one_run_note(x.single_runs), "dim"))
+            text.append("\n")
     if options.contrasts:
         text.append("  ")
         text.append_text(inert(options.power_line, "dim"))
