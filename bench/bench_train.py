@@ -63,22 +63,11 @@ def _lora(torch: Any, study: Any, params: Any, precision: str = "fp32") -> tuple
     """A fresh LoRA model and its optimizer, as `train_lora` makes them (training/lora.py)."""
     import peft
 
-    from persona_tui.training.torch_compute import frozen_weights_in_bf16
+    from persona_tui.training.lora import lora_model
 
     torch.manual_seed(1)
-    config = peft.LoraConfig(
-        r=params.rank,
-        lora_alpha=params.alpha,
-        target_modules=list(params.targets),
-        lora_dropout=0.0,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = peft.get_peft_model(study._load_base(), config)
-    if precision == "bf16":
-        frozen_weights_in_bf16(torch, model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return model, torch.optim.AdamW(trainable, lr=params.lr, weight_decay=0.0)
+    model, optimizer = lora_model(torch, peft, study._load_base(), params, precision)
+    return model, optimizer
 
 
 def _step(torch: Any, model: Any, optimizer: Any, batch: Any, path: str) -> float:

@@ -44,6 +44,26 @@ CHECKPOINT_FILE = "state.pt"
 _CHECKPOINT_VERSION = 1
 
 
+def lora_model(
+    torch: Any, peft: Any, base: Any, params: TrainingParams, precision: str
+) -> tuple[Any, Any]:
+    """The LoRA model on `base` and its optimizer (the frozen weights made bf16 once when
+    `precision` is bf16, as autocast would cast them at each step)."""
+    config = peft.LoraConfig(
+        r=params.rank,
+        lora_alpha=params.alpha,
+        target_modules=list(params.targets),
+        lora_dropout=0.0,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    model = peft.get_peft_model(base, config)
+    if precision == "bf16":
+        frozen_weights_in_bf16(torch, model)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return model, torch.optim.AdamW(trainable, lr=params.lr, weight_decay=0.0)
+
+
 def train_lora(
     data: ConditionData,
     load_base: Callable[[], Any],
@@ -62,21 +82,8 @@ def train_lora(
     if params.threads is not None:
         torch.set_num_threads(params.threads)
     torch.manual_seed(seed)
-    base = load_base()
-    config = peft.LoraConfig(
-        r=params.rank,
-        lora_alpha=params.alpha,
-        target_modules=list(params.targets),
-        lora_dropout=0.0,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = peft.get_peft_model(base, config)
     precision = resolve_precision(torch, params.precision)
-    if precision == "bf16":  # the frozen weights as autocast casts them, made once
-        frozen_weights_in_bf16(torch, model)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=params.lr, weight_decay=0.0)
+    model, optimizer = lora_model(torch, peft, load_base(), params, precision)
     checkpoint = folder / CHECKPOINT_FOLDER / CHECKPOINT_FILE
     engine = _TorchEngine(
         torch,
