@@ -15,9 +15,10 @@ decode instead (backends.base.LogprobScope.sequences):
   before). Groups hold at most `sequences` continuations; a group's rows are split into
   decodes of at most `rows` tokens, in order, so a token is decoded after those before it.
 
-llama.cpp's CPU kernels round by tiles of the batch, so a token's value depends on the
-layout it was decoded in (up to 0.25 nats per token on the demo model: docs/benchmarks.md,
-bench/bench_parity.py): the layout is recorded with each option cell (`batch`).
+llama.cpp's CPU kernels round by the batch's shape, so a token's value depends on the
+layout it was decoded in (on the demo model up to 0.69 nats per token against one option
+per decode: bench/bench_options.py, docs/backends.md): the layout is recorded with each
+option cell (`batch`).
 """
 
 from __future__ import annotations
@@ -73,11 +74,6 @@ class ContinuationLayout:
         ]
         decodes = tuple(tuple(rows[start : start + size]) for start in range(0, len(rows), size))
         return Group(members, decodes)
-
-    @property
-    def decoded_tokens(self) -> int:
-        """Tokens decoded for all continuations."""
-        return sum(group.rows for group in self.groups)
 
     @property
     def largest_group(self) -> int:

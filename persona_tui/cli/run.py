@@ -31,7 +31,6 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from persona_tui.errors import PersonaError
 from persona_tui.models.config import load_config
 from persona_tui.run.adapters import parse_adapters_option
 from persona_tui.run.events import (
@@ -47,7 +46,7 @@ from persona_tui.run.events import (
 )
 from persona_tui.run.finish import finish_run
 from persona_tui.run.lifecycle import RunRequest, open_run
-from persona_tui.run.plan import RunOptions
+from persona_tui.run.plan import RunOptions, run_choices
 from persona_tui.run.runner import RunControl
 from persona_tui.scenario.catalog import resolve_scenario
 from persona_tui.scenario.parse import load_scenario
@@ -227,8 +226,7 @@ def run_request(args: argparse.Namespace) -> RunRequest:
 
 def run_headless(args: argparse.Namespace) -> int:
     """Run (or resume) a session; exit 0 complete, 1 trials failed, 130 interrupted."""
-    if args.sample is False and args.score is False:
-        raise PersonaError("--no-sample and --no-score leave nothing to do; drop one of them")
+    run_choices(RunOptions(sample=args.sample, score=args.score))  # refused before loading
     console = Console(stderr=True)
     reporter = ProgressReporter(console)
     control = RunControl()

@@ -82,14 +82,14 @@ def cmd_study(args: argparse.Namespace) -> int:
     from persona_tui.errors import PersonaError
     from persona_tui.models.config import load_config
     from persona_tui.run.adapters import default_output
+    from persona_tui.run.plan import RunOptions, run_choices
     from persona_tui.scenario.catalog import resolve_scenario
     from persona_tui.scenario.parse import load_scenario
     from persona_tui.training.deps import require_training
     from persona_tui.training.locate import training_model_path
     from persona_tui.training.study import train_study
 
-    if args.sample is False and args.score is False:
-        raise PersonaError("--no-sample and --no-score leave nothing to probe; drop one of them")
+    run_choices(RunOptions(sample=args.sample, score=args.score))  # refused before training
     params = training_params(args)
     scenario = load_scenario(resolve_scenario(args.scenario))
     if scenario.training is None:

@@ -35,10 +35,8 @@ from persona_tui.session.model import SessionStatus
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """How a run ended: "complete" when all this call set out to do is done (the file says
-    "interrupted" while the session's passes skipped by `sample=False` or `score=False`
-    are left), whether it was cancelled, and how many trials failed in this call (each
-    reported as `TrialFailed`)."""
+    """How a run ended: "complete" when all the session chose to do is done, whether it was
+    cancelled, and how many trials failed in this call (each reported as `TrialFailed`)."""
 
     status: SessionStatus
     cancelled: bool
@@ -50,29 +48,24 @@ def finish_run(
     on_event: EventCallback,
     control: RunControl | None = None,
     *,
-    sample: bool = True,
-    score: bool = True,
     parallel: int = 1,
 ) -> RunOutcome:
     """Sample the unfinished trials, then score the unscored answer options (unless the
     scenario has none), in the calling thread, each if the session records that the run
     does it (`[plan]`); the session is saved as each trial and cell finishes.
 
-    `sample` or `score` False leaves that pass out of this call only (the session still
-    has it to do, so the file says "interrupted"); to change what the session does, open
-    the run with `RunOptions.sample`/`score`. A backend that cannot score options is
+    To change what the session does, open the run with `RunOptions.sample`/`score`
+    (run/plan.run_choices never leaves both off). A backend that cannot score options is
     reported (`OptionsFinished` with a note) and sampling goes on; without sampling that
     is an error, since nothing would be done. The options are scored unless the run was
     cancelled; a failure of the option pass leaves the session `interrupted` (resumable)
     and raises.
     """
     control = control or RunControl()
-    if not sample and not score:  # the CLI refuses the flags before opening the run
-        raise ValueError("finish_run with sample and score both False has nothing to do")
     store, backend = run.store, run.backend
     plan = store.session.header.plan
-    sample = sample and plan.sample
-    score = score and plan.score and bool(option_cells(run.scenario, plan))
+    sample = plan.sample
+    score = plan.score and bool(option_cells(run.scenario, plan))
     if score and not can_score_options(backend):
         if not sample:
             raise PersonaError(OPTIONS_UNSUPPORTED)

@@ -2,13 +2,14 @@
 
 For every (condition, probe) cell of a session's plan whose probe has options, the prompt
 is built exactly as the runner builds that trial's prompt (`run.prompts.first_turn_prompt`)
-and evaluated once; each option is then scored as a continuation of it in one batch
-(`LogprobScope.sequence`), so an option costs only its own tokens. On an OpenAI-compatible
+and evaluated once; the probe's options are then scored as continuations of it, decoded
+together (`LogprobScope.sequences`, laid out by backends/continuations.py), so an option
+costs only its own tokens. On an OpenAI-compatible
 server that echoes prompt log-probabilities (`ContinuationLogprobs`), each option is one
 request for prompt + option. The cells run in the runner's prefix-reusing order (a training
 study's cells grouped by LoRA adapter, each adapter applied once and its cells scored under
 it), each is saved to the session as soon as it is done, and a cancel stops between
-options (an unfinished cell is not saved). Values do not depend on the order or on what ran
+cells. Values do not depend on the order or on what ran
 before (the engines guarantee it; tests/unit/test_options.py).
 
 The text scored follows the prompt as the model would write it: in transcript mode after
@@ -49,8 +50,8 @@ OPTIONS_UNSUPPORTED = (
 
 ProgressCallback = Callable[[OptionsProgress], None]
 
-# The most tokens one decode of a probe's options holds (recorded in new sessions as
-# `[plan] option_batch`): the options of a probe go in one decode up to this size.
+# The most tokens one decode of a probe's options holds (recorded with each option cell as
+# `batch`): the options of a probe go in one decode up to this size.
 OPTION_BATCH = 512
 
 
@@ -171,9 +172,9 @@ def score_options(
             backend.use_adapter(adapter)
         with _scoring(backend) as scorer:
             for spec in group:
-                cell = _score_cell(scenario, mode, scorer, spec, prompts[spec.key], cancel)
-                if cell is None:
-                    break  # cancelled between options: the unfinished cell is not saved
+                if cancel is not None and cancel.is_set():
+                    break
+                cell = _score_cell(scenario, mode, scorer, spec, prompts[spec.key])
                 store.save_option_cell(cell)
                 scored += 1
                 finished += 1
@@ -189,11 +190,8 @@ def _score_cell(
     scorer: _Scorer,
     spec: TrialSpec,
     prompt: str,
-    cancel: threading.Event | None,
-) -> OptionCell | None:
-    """Score one cell's options after its prompt; None when cancelled before the end."""
-    if cancel is not None and cancel.is_set():
-        return None
+) -> OptionCell:
+    """Score one cell's options after its prompt."""
     clock = time.perf_counter()
     prompt_tokens = scorer.prompt(prompt)
     options = scenario.probe(spec.probe).options

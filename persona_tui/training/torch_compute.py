@@ -11,8 +11,9 @@ loss as it was (to float rounding: the same rows, multiplied in other blocks).
 tests and `bench/bench_train.py` to compare against.
 
 Precision (`resolve_precision`): "fp32" runs everything in float32; "bf16" runs the model's
-matrix products under torch's CPU autocast in bfloat16, while the weights (the frozen base
-and the LoRA matrices), their gradients and the optimizer state stay float32 and the loss
+matrix products under torch's CPU autocast in bfloat16: the frozen base weights are
+rounded to bfloat16 once (`frozen_weights_in_bf16`: what autocast would do at every step),
+while the LoRA matrices, their gradients and the optimizer state stay float32 and the loss
 is taken on float32 logits. "auto" is bf16 where the CPU has bfloat16 matrix units (AMX
 tiles, or AVX512-BF16 dot products), else fp32; what ran is recorded in training.toml. On
 the same CPU path and threads the same seed gives the same adapter bytes in either.

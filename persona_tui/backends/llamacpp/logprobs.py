@@ -17,9 +17,9 @@ CPU kernels round differently with the batch shape).
 
 `sequences` scores the answer options of a probe after the evaluated prompt, all in one
 decode (backends/continuations.py: each option its own sequence sharing the prompt's KV
-cells, logits only at the rows read). A row's log-sum-exp
-is taken in float32 with a float64 sum: the 262,144-logit rows of the demo model made the
-float64 log-softmax cost as much as the decode. The options' KV cells are removed
+cells, logits only at the rows read). A row's log-sum-exp is taken in float32 with a
+float64 sum: a float64 log-softmax of the demo model's 262,144-logit rows cost as much as
+the decode. The options' KV cells are removed
 afterwards, so every probe starts from the same prompt state and its batch depends on the
 set of (prompt, options) alone.
 """
