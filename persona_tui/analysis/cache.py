@@ -44,7 +44,7 @@ from persona_tui.session.model import (
 from persona_tui.session.store import load_session
 from persona_tui.values import ModelInfo, SamplingParams
 
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 
 
 def cache_folder() -> Path:
@@ -121,6 +121,7 @@ def _encode(key: list[Any], session: Session, judge_file: JudgeFile) -> dict[str
                     [a.annotator, a.time, a.label, a.scores, a.note, a.blind_seed]
                     for a in t.annotations
                 ],
+                t.replicate,
             ]
             for t in session.trials
         ],
@@ -136,6 +137,7 @@ def _encode(key: list[Any], session: Session, judge_file: JudgeFile) -> dict[str
                     [o.id, o.label, o.text, o.logprob, o.n_tokens, list(o.token_logprobs)]
                     for o in c.options
                 ],
+                c.replicate,
             ]
             for c in session.option_cells
         ],
@@ -185,6 +187,8 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
             batch_cells=h["plan"]["batch_cells"],
             sample=h["plan"]["sample"],
             score=h["plan"]["score"],
+            replicates=h["plan"]["replicates"],
+            replicated=tuple(h["plan"]["replicated"]),
         ),
         app_version=h["app_version"],
         chat_template=h["chat_template"],
@@ -205,6 +209,7 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
             seconds=row[9],
             turn_responses=tuple(row[10]),
             annotations=tuple(Annotation(a[0], a[1], a[2], a[3], a[4], a[5]) for a in row[11]),
+            replicate=row[12],
         )
         for row in data["trials"]
     ]
@@ -217,6 +222,7 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
             seconds=row[4],
             batch=row[5],
             options=tuple(OptionScore(o[0], o[1], o[2], o[3], o[4], tuple(o[5])) for o in row[6]),
+            replicate=row[7],
         )
         for row in data["option_cells"]
     ]

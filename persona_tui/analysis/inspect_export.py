@@ -41,7 +41,7 @@ from persona_tui.errors import PersonaError
 from persona_tui.scenario.model import Scenario
 from persona_tui.scoring.judgements import JudgeFile, Judgement
 from persona_tui.session.index import reproducibility_data
-from persona_tui.session.model import OptionCell, Session, Trial
+from persona_tui.session.model import OptionCell, Session, Trial, TrialKey
 
 if TYPE_CHECKING:
     from inspect_ai.log import EvalLog, EvalSample
@@ -131,7 +131,7 @@ def _condition_log(
     cells: dict[str, OptionCell],
     names: dict[str, str],
     labels: list[str],
-    judged: dict[tuple[tuple[str, str, int], str], Judgement],
+    judged: dict[tuple[TrialKey, str], Judgement],
 ) -> EvalLog:
     from inspect_ai.log import EvalLog, EvalStats, recompute_metrics
 

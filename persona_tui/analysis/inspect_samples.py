@@ -20,7 +20,7 @@ from persona_tui.analysis.inspect_common import human_scores, judge_score_name
 from persona_tui.run.prompts import conversation
 from persona_tui.scenario.model import Scenario
 from persona_tui.scoring.judgements import Judgement
-from persona_tui.session.model import Annotation, OptionCell, Session, Trial
+from persona_tui.session.model import Annotation, OptionCell, Session, Trial, TrialKey
 
 if TYPE_CHECKING:
     from inspect_ai.log import EvalSample
@@ -46,7 +46,7 @@ def eval_sample(
     cell: OptionCell | None,
     names: dict[str, str],
     labels: list[str],
-    judged: dict[tuple[tuple[str, str, int], str], Judgement],
+    judged: dict[tuple[TrialKey, str], Judgement],
 ) -> EvalSample:
     """`trial` as one Inspect sample (id = probe, epoch = sample + 1), with its scores."""
     from inspect_ai.log import EvalSample
@@ -72,9 +72,8 @@ def eval_sample(
     if cell is not None:
         metadata["options"] = option_cell_data(cell)
     scores = dict(_human_scores(trial.annotations, names, labels))
-    key = (trial.condition, trial.probe, trial.sample)
     for (trial_key, rubric), judgement in judged.items():
-        if trial_key == key:
+        if trial_key == trial.key:
             scores[judge_score_name(rubric)] = _judge_score(judgement)
     return EvalSample(
         id=trial.probe,

@@ -21,7 +21,14 @@ from persona_tui.scenario.model import Label, Scale, Scenario
 from persona_tui.scenario.rules import RuleSet, merge_rules, parse_rules
 from persona_tui.scoring.judgements import JudgeFile
 from persona_tui.session.as_run import scenario_as_run, scenario_copy_name
-from persona_tui.session.model import Annotation, OptionCell, OptionScore, Session, Trial
+from persona_tui.session.model import (
+    Annotation,
+    OptionCell,
+    OptionScore,
+    Session,
+    Trial,
+    TrialKey,
+)
 
 
 @dataclass(frozen=True)
@@ -243,7 +250,7 @@ class _Builder:
             rules = merge_rules([self.rules, _scenario_rules(session)])
         for rule_label in rules.labels:
             self.rule_labels.setdefault(rule_label, None)
-        judged: dict[tuple[str, str, int], dict[str, JudgeScore]] = {}
+        judged: dict[TrialKey, dict[str, JudgeScore]] = {}
         latest = judge_file.latest()
         used = {rubric for _, rubric in latest}
         for rubric_info in judge_file.rubrics.values():  # rubric order: first judged first
@@ -258,7 +265,7 @@ class _Builder:
         for trial in session.trials:
             self.conditions.setdefault(trial.condition, trial.condition)
             self.probes.setdefault(trial.probe, "")
-            judge = judged.get((trial.condition, trial.probe, trial.sample), {})
+            judge = judged.get(trial.key, {})
             match = rules.classify(trial.response) if rules else None
             trial_fields = _trial_fields(trial, self.conditions, self.probes)
             common = {
@@ -291,7 +298,7 @@ class _Builder:
                 status=header.status,
                 trials=len(session.trials),
                 planned=header.plan.total,
-                adapter_conditions=tuple(header.adapter_paths()),
+                adapter_conditions=tuple(dict.fromkeys(a.condition for a in header.adapters)),
             )
         )
 

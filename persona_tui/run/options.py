@@ -55,10 +55,11 @@ ProgressCallback = Callable[[OptionsProgress], None]
 OPTION_BATCH = 512
 
 
-def option_cells(scenario: Scenario, plan: Plan) -> list[tuple[str, str]]:
-    """The (condition, probe) cells a plan scores: its probes that have options."""
+def option_cells(scenario: Scenario, plan: Plan) -> list[tuple[str, str, int]]:
+    """The (condition, probe, replicate) cells a plan scores: its probes that have options,
+    under each arm (each replicate of a replicated condition)."""
     probes = [p for p in plan.probes if scenario.probe(p).options]
-    return [(condition, probe) for condition in plan.conditions for probe in probes]
+    return [(condition, probe, replicate) for condition, replicate in plan.arms for probe in probes]
 
 
 def can_score_options(backend: object) -> bool:
@@ -143,7 +144,7 @@ def score_options(
     """
     plan = store.session.header.plan
     cells = option_cells(scenario, plan)
-    done = {(cell.condition, cell.probe) for cell in store.session.option_cells}
+    done = {(cell.condition, cell.probe, cell.replicate) for cell in store.session.option_cells}
     pending = [cell for cell in cells if cell not in done]
     finished = len(cells) - len(pending)
     if not pending:
@@ -151,7 +152,9 @@ def score_options(
     if not can_score_options(backend):
         raise PersonaError(OPTIONS_UNSUPPORTED)
     mode = plan.prompt_mode
-    specs = [TrialSpec(condition, probe, 0, 0) for condition, probe in pending]
+    specs = [
+        TrialSpec(condition, probe, 0, 0, replicate) for condition, probe, replicate in pending
+    ]
     prompts = {
         spec.key: first_turn_prompt(scenario, mode, backend, spec.condition, spec.probe)
         for spec in specs
@@ -165,7 +168,7 @@ def score_options(
     scored = 0
     ordered = order_for_prefix_reuse(specs, prompts, adapters)
     # One adapter at a time (a scoring scope holds the model, so it is applied between).
-    for adapter, group in itertools.groupby(ordered, key=lambda s: adapters.get(s.condition)):
+    for adapter, group in itertools.groupby(ordered, key=lambda s: adapters.get(s.arm)):
         if cancel is not None and cancel.is_set():
             break
         if isinstance(backend, LoraAdapters):
@@ -215,4 +218,5 @@ def _score_cell(
         seconds=round(time.perf_counter() - clock, 4),
         options=tuple(scores),
         batch=OPTION_BATCH,
+        replicate=spec.replicate,
     )

@@ -14,7 +14,7 @@ from persona_tui.backends.base import Backend, BatchedGeneration
 from persona_tui.errors import PersonaError
 from persona_tui.run.prompts import ResolvedMode, first_turn_prompt, stop_strings
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import Plan, TrialKey
+from persona_tui.session.model import Arm, Plan, TrialKey
 from persona_tui.values import SamplingParams
 
 
@@ -34,10 +34,15 @@ class TrialSpec:
     probe: str
     sample: int
     seed: int
+    replicate: int = 0  # the training run whose adapter answers (session/model.py Arm)
 
     @property
     def key(self) -> TrialKey:
-        return TrialKey(self.condition, self.probe, self.sample)
+        return TrialKey(self.condition, self.probe, self.sample, self.replicate)
+
+    @property
+    def arm(self) -> Arm:
+        return Arm(self.condition, self.replicate)
 
 
 @dataclass(frozen=True)
@@ -220,10 +225,11 @@ def group_cells(batch: int, samples: int, probes: int) -> int:
 
 
 def plan_trials(plan: Plan) -> list[TrialSpec]:
-    """All trials of a plan in identity order (condition, probe, sample)."""
+    """All trials of a plan in identity order (condition, replicate, probe, sample). The
+    replicates of a condition share its seeds (matched, as the conditions are)."""
     return [
-        TrialSpec(c, p, s, trial_seed(plan.seed, c, p, s))
-        for c in plan.conditions
+        TrialSpec(c, p, s, trial_seed(plan.seed, c, p, s), r)
+        for c, r in plan.arms
         for p in plan.probes
         for s in range(plan.samples)
     ]
@@ -232,7 +238,7 @@ def plan_trials(plan: Plan) -> list[TrialSpec]:
 def order_for_prefix_reuse(
     specs: Sequence[TrialSpec],
     prompts: Mapping[TrialKey, str],
-    adapters: Mapping[str, str] | None = None,
+    adapters: Mapping[Arm, str] | None = None,
 ) -> list[TrialSpec]:
     """Order trials so that neighbours share the longest prompt prefix.
 
@@ -240,17 +246,17 @@ def order_for_prefix_reuse(
     leading text with, so one condition's framing and demonstrations are evaluated once
     and then served from the engine's prefix cache for each of its probes.
 
-    With `adapters` (condition -> LoRA adapter file, a training study), the trials of each
+    With `adapters` (arm -> LoRA adapter file, a training study), the trials of each
     adapter come together first (those without one, then each adapter in the order its
-    conditions come in `specs`), so each adapter is applied once; the prefix order holds
+    arms come in `specs`), so each adapter is applied once; the prefix order holds
     within each group. The conditions of a training study share their prompts exactly,
     so without this the adapters would alternate from one trial to the next.
     """
     adapters = adapters or {}
     rank: dict[str | None, int] = {None: 0}
     for spec in specs:
-        rank.setdefault(adapters.get(spec.condition), len(rank))
-    return sorted(specs, key=lambda s: (rank[adapters.get(s.condition)], prompts[s.key], s.sample))
+        rank.setdefault(adapters.get(spec.arm), len(rank))
+    return sorted(specs, key=lambda s: (rank[adapters.get(s.arm)], prompts[s.key], s.sample))
 
 
 def batch_groups(plan: Plan) -> list[tuple[TrialSpec, ...]]:
@@ -269,7 +275,7 @@ def batch_groups(plan: Plan) -> list[tuple[TrialSpec, ...]]:
     if plan.batch_cells == 0:
         size = plan.batch
         return [tuple(cell[i : i + size]) for cell in cells for i in range(0, len(cell), size)]
-    per_condition = len(plan.probes)
+    per_condition = len(plan.probes)  # per arm: a replicate's cells are its own group
     groups: list[tuple[TrialSpec, ...]] = []
     for first in range(0, len(cells), per_condition):
         condition = cells[first : first + per_condition]

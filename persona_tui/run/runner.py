@@ -37,7 +37,7 @@ from persona_tui.run.events import (
 from persona_tui.run.plan import TrialSpec, batch_groups, order_for_prefix_reuse, plan_trials
 from persona_tui.run.prompts import conversation, first_turn_prompt, framing_chars, render_prompt
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import SessionStatus, Trial
+from persona_tui.session.model import Arm, SessionStatus, Trial
 from persona_tui.session.store import SessionStore
 
 # What running one trial gives: the trial (None when cancelled) and the prompt tokens the
@@ -88,16 +88,16 @@ class Runner:
         header = store.session.header
         self.plan = header.plan
         self.sampling = header.sampling
-        # condition -> its LoRA adapter file (a training study); the others run without.
+        # arm -> its LoRA adapter file (a training study); the others run without.
         self.adapters = header.adapter_paths()
         self._adapter_applied = False  # whether `_adapter` is known to be on the backend
         self._adapter: str | None = None
 
-    def use_adapter_of(self, condition: str) -> None:
-        """Apply the LoRA adapter of `condition` (none when it has none), if not applied."""
+    def use_adapter_of(self, arm: Arm) -> None:
+        """Apply the LoRA adapter of `arm` (none when it has none), if not applied."""
         if not isinstance(self.backend, LoraAdapters):
             return  # run() refuses a session with adapters on such a backend
-        path = self.adapters.get(condition)
+        path = self.adapters.get(arm)
         if self._adapter_applied and path == self._adapter:
             return
         self._adapter_applied = False
@@ -271,7 +271,7 @@ class Runner:
         the group's composition (and its texts) stay those of an unpaused run.
         """
         assert isinstance(self.backend, BatchedGeneration)
-        self.use_adapter_of(group[0].condition)
+        self.use_adapter_of(group[0].arm)
         condition = self.scenario.condition(group[0].condition)
         probes = [self.scenario.probe(spec.probe) for spec in group]
         started = [""] * len(group)
@@ -329,7 +329,7 @@ class Runner:
     def _run_trial(
         self, spec: TrialSpec, on_event: EventCallback, control: RunControl
     ) -> tuple[Trial | None, int]:
-        self.use_adapter_of(spec.condition)
+        self.use_adapter_of(spec.arm)
         probe = self.scenario.probe(spec.probe)
         condition = self.scenario.condition(spec.condition)
         started = _now()
@@ -378,4 +378,5 @@ def _trial(
         started=started,
         seconds=round(sum(r.seconds for r in results), 4),
         turn_responses=tuple(r.text for r in results[:-1]),
+        replicate=spec.replicate,
     )

@@ -233,7 +233,9 @@ def judge_session(
         skipped = 0
         for rubric in rubrics:
             done = set() if force else judge_file.done(rubric.sha256, info.sha256)
-            for trial in sorted(session.trials, key=lambda t: (t.probe, t.condition, t.sample)):
+            for trial in sorted(
+                session.trials, key=lambda t: (t.probe, t.condition, t.replicate, t.sample)
+            ):
                 if trial.key in done:
                     skipped += 1
                 else:
@@ -259,6 +261,7 @@ def judge_session(
                 score=outcome.score,
                 p_numbers=outcome.p_numbers,
                 time=datetime.now(UTC).isoformat(timespec="seconds"),
+                replicate=trial.replicate,
             )
             judge_file.add(rubric, judgement)
             judged += 1

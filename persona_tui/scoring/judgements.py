@@ -48,8 +48,7 @@ from persona_tui.session.index import sidecar_path as sidecar_path
 from persona_tui.session.model import TrialKey
 
 JUDGE_FORMAT_VERSION = 1
-TrialTuple = tuple[str, str, int]  # (condition, probe, sample)
-Identity = tuple[str, str, int, str, str]  # a trial, the rubric text's and the model's sha256
+Identity = tuple[TrialKey, str, str]  # a trial, the rubric text's and the model's sha256
 
 
 def text_sha256(text: str) -> str:
@@ -88,15 +87,16 @@ class Judgement:
     score: float | None  # None when p_numbers was below the threshold
     p_numbers: float
     time: str
+    replicate: int = 0  # the trial's (session/model.py Trial.replicate)
 
     @property
     def key(self) -> TrialKey:
-        return TrialKey(self.condition, self.probe, self.sample)
+        return TrialKey(self.condition, self.probe, self.sample, self.replicate)
 
     @property
     def identity(self) -> Identity:
         """Judging the same trial with the same rubric text and model replaces the score."""
-        return (self.condition, self.probe, self.sample, self.rubric_sha256, self.judge_sha256)
+        return (self.key, self.rubric_sha256, self.judge_sha256)
 
 
 @dataclass
@@ -137,12 +137,11 @@ class JudgeFile:
             if j.rubric_sha256 == rubric_sha256 and j.judge_sha256 == judge_sha256
         }
 
-    def latest(self) -> dict[tuple[TrialTuple, str], Judgement]:
+    def latest(self) -> dict[tuple[TrialKey, str], Judgement]:
         """The latest judgement per trial and rubric id (what exports and reports use)."""
-        out: dict[tuple[TrialTuple, str], Judgement] = {}
+        out: dict[tuple[TrialKey, str], Judgement] = {}
         for judgement in sorted(self.judgements, key=lambda j: j.time):
-            trial = (judgement.condition, judgement.probe, judgement.sample)
-            out[(trial, judgement.rubric)] = judgement
+            out[(judgement.key, judgement.rubric)] = judgement
         return out
 
 
@@ -155,6 +154,8 @@ _BATCH_KEYS = (
     "method",
 )
 ROW_COLUMNS = ("condition", "probe", "sample", "score", "p_numbers", "time")
+# The rows of a batch judging a replicated training study's trials add their replicate.
+REPLICATE_COLUMNS = (*ROW_COLUMNS, "replicate")
 
 
 def _batch_key(j: Judgement) -> tuple[str, ...]:
@@ -190,12 +191,14 @@ def render_judge_file(judge_file: JudgeFile) -> str:
         out += [
             f"{name} = {render_string(value)}" for name, value in zip(_BATCH_KEYS, key, strict=True)
         ]
-        out.append("columns = [" + ", ".join(f'"{c}"' for c in ROW_COLUMNS) + "]")
+        replicated = any(j.replicate for j in rows)
+        columns = REPLICATE_COLUMNS if replicated else ROW_COLUMNS
+        out.append("columns = [" + ", ".join(f'"{c}"' for c in columns) + "]")
         out.append("rows = [")
         out += [
             f"  [{render_string(j.condition)}, {render_string(j.probe)}, {j.sample}, "
             f"{_float(math.nan if j.score is None else j.score)}, {_float(j.p_numbers)}, "
-            f"{render_string(j.time)}],"
+            f"{render_string(j.time)}{f', {j.replicate}' if replicated else ''}],"
             for j in rows
         ]
         out += ["]", ""]
@@ -243,6 +246,7 @@ _ROW_TYPES: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("a number", (int, float)),  # score (nan: no score)
     ("a number", (int, float)),  # p_numbers
     ("a string", (str,)),  # time
+    ("an integer", (int,)),  # replicate (REPLICATE_COLUMNS only)
 )
 
 
@@ -275,21 +279,23 @@ def _rows(top: TableReader) -> Iterator[Judgement]:
             _string(batch, name) for name in _BATCH_KEYS
         )
         columns = batch.value("columns", "an array of column names", (list,))
-        if columns is not None and tuple(columns) != ROW_COLUMNS:
+        names = ROW_COLUMNS if columns is None else tuple(columns)
+        if names not in (ROW_COLUMNS, REPLICATE_COLUMNS):
             batch.report("columns", f"unexpected columns {columns!r}")
         rows = batch.value("rows", "an array of rows", (list,), required=True) or []
         for index, row in enumerate(rows):
             if not isinstance(row, list):
                 batch.wrong_type(("rows", index), "an array (one row)", row)
                 continue
-            if len(row) != len(ROW_COLUMNS):
-                expected = f"{len(ROW_COLUMNS)} values ({', '.join(ROW_COLUMNS)})"
+            if len(row) != len(names):
+                expected = f"{len(names)} values ({', '.join(names)})"
                 batch.report(("rows", index), f"expected {expected}, got {len(row)}")
                 continue
-            for column, (value, (expected, kinds)) in enumerate(zip(row, _ROW_TYPES, strict=True)):
+            types = _ROW_TYPES[: len(names)]
+            for column, (value, (expected, kinds)) in enumerate(zip(row, types, strict=True)):
                 if isinstance(value, bool) or not isinstance(value, kinds):
                     batch.wrong_type(("rows", index, column), expected, value)
-            condition, probe, sample, score, p_numbers, time = row
+            condition, probe, sample, score, p_numbers, time = row[:6]
             yield Judgement(
                 condition=condition,
                 probe=probe,
@@ -303,4 +309,5 @@ def _rows(top: TableReader) -> Iterator[Judgement]:
                 score=None if math.isnan(score) else float(score),
                 p_numbers=float(p_numbers),
                 time=time,
+                replicate=row[6] if len(row) > 6 else 0,
             )

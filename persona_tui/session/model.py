@@ -12,7 +12,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from persona_tui.values import FinishReason, ModelInfo, SamplingParams
 
@@ -42,6 +42,20 @@ class Annotation:
     blind_seed: int | None = None  # None = not blind; else the blind-mode shuffle seed
 
 
+class Arm(NamedTuple):
+    """What answered a trial: a condition, and for an adapter condition of a replicated
+    training study the training run (replicate 1..N) whose adapter was loaded; 0 when the
+    condition has one unnumbered run (no adapter, or sessions before replicates)."""
+
+    condition: str
+    replicate: int = 0
+
+    @property
+    def name(self) -> str:
+        """ "learns r2" for a replicate, the condition id otherwise (how the CLI names it)."""
+        return f"{self.condition} r{self.replicate}" if self.replicate else self.condition
+
+
 @dataclass(frozen=True)
 class TrialKey:
     """A trial's identity within a session."""
@@ -49,6 +63,7 @@ class TrialKey:
     condition: str
     probe: str
     sample: int
+    replicate: int = 0  # the training run of an adapter condition (1..N); 0: one, unnumbered
 
 
 @dataclass(frozen=True)
@@ -67,10 +82,17 @@ class Trial:
     # Earlier answers of a multi-turn probe, in order (they also appear inside `prompt`).
     turn_responses: tuple[str, ...] = ()
     annotations: tuple[Annotation, ...] = ()
+    # The training run (replicate k of N) whose adapter answered; 0 for a condition without
+    # replicates (the untouched model, an in-context scenario, sessions before replicates).
+    replicate: int = 0
 
     @property
     def key(self) -> TrialKey:
-        return TrialKey(self.condition, self.probe, self.sample)
+        return TrialKey(self.condition, self.probe, self.sample, self.replicate)
+
+    @property
+    def arm(self) -> Arm:
+        return Arm(self.condition, self.replicate)
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,11 @@ class OptionCell:
     # the most tokens per decode of the probe's options, laid out together as in
     # backends/continuations.py; 0: each option alone with its last token (sessions before).
     batch: int = 0
+    replicate: int = 0  # as Trial.replicate
+
+    @property
+    def arm(self) -> Arm:
+        return Arm(self.condition, self.replicate)
 
 
 @dataclass(frozen=True)
@@ -127,10 +154,25 @@ class Plan:
     # Sessions before these fields did both.
     sample: bool = True
     score: bool = True
+    # A replicated training study: the conditions in `replicated` (those with adapters) run
+    # once per training run, replicates 1..`replicates`, each with its own adapter; the
+    # others once (replicate 0). 0: no replicates (sessions before them, other scenarios).
+    replicates: int = 0
+    replicated: tuple[str, ...] = ()
+
+    @property
+    def arms(self) -> tuple[Arm, ...]:
+        """What runs each probe, in plan order: each condition, a replicated one once per
+        replicate."""
+        return tuple(
+            Arm(c, r)
+            for c in self.conditions
+            for r in (range(1, self.replicates + 1) if c in self.replicated else (0,))
+        )
 
     @property
     def total(self) -> int:
-        return len(self.conditions) * len(self.probes) * self.samples
+        return len(self.arms) * len(self.probes) * self.samples
 
 
 @dataclass(frozen=True)
@@ -154,6 +196,13 @@ class AdapterRecord:
     # An mlx-lm folder's adapter_config.json (its rank, scale, layers and projections change
     # the model as the weights do); "" for a GGUF, whose settings are inside the file.
     config_sha256: str = ""
+    # The training run: replicate k (1..N) of a replicated study; 0: the condition's one
+    # adapter (sessions before replicates).
+    replicate: int = 0
+
+    @property
+    def arm(self) -> Arm:
+        return Arm(self.condition, self.replicate)
 
 
 @dataclass(frozen=True)
@@ -172,13 +221,14 @@ class SessionHeader:
     plan: Plan
     app_version: str
     chat_template: str | None = None  # the template used in chat mode, None in transcript mode
-    # The LoRA adapter of each training condition of a training study, in plan order; a
-    # condition without one ran on the untouched model.
+    # The LoRA adapter of each training condition of a training study (of each replicate of
+    # it, in a replicated study), in plan order; a condition without one ran on the
+    # untouched model.
     adapters: tuple[AdapterRecord, ...] = ()
 
-    def adapter_paths(self) -> dict[str, str]:
-        """condition -> the adapter file it runs with (conditions without one are absent)."""
-        return {a.condition: a.path for a in self.adapters}
+    def adapter_paths(self) -> dict[Arm, str]:
+        """arm -> the adapter file it runs with (arms without one are absent)."""
+        return {a.arm: a.path for a in self.adapters}
 
 
 @dataclass

@@ -35,14 +35,16 @@ from persona_tui.session.model import (
     FORMAT_VERSION,
     AdapterRecord,
     Annotation,
+    Arm,
     OptionCell,
     OptionScore,
     Plan,
     Session,
     SessionHeader,
     Trial,
+    TrialKey,
 )
-from persona_tui.session.schema import FINISH_REASONS, PROMPT_MODES, STATUSES
+from persona_tui.session.schema import FINISH_REASONS, PROMPT_MODES, STATUSES, adapter_key
 from persona_tui.values import ModelInfo, SamplingParams
 
 _TOP_KEYS = (
@@ -76,6 +78,8 @@ _PLAN_KEYS = (
     "batch_cells",
     "sample",
     "score",
+    "replicates",
+    "replicated",
 )
 _SCENARIO_KEYS = ("source", "chat_template")
 _TRIAL_KEYS = (
@@ -92,6 +96,7 @@ _TRIAL_KEYS = (
     "seconds",
     "turn_responses",
     "annotations",
+    "replicate",
 )
 _ANNOTATION_KEYS = ("annotator", "time", "label", "scores", "note", "blind_seed")
 _OPTION_CELL_KEYS = (
@@ -102,6 +107,7 @@ _OPTION_CELL_KEYS = (
     "seconds",
     "batch",
     "options",
+    "replicate",
 )
 _OPTION_KEYS = ("id", "label", "text", "logprob", "n_tokens", "token_logprobs")
 
@@ -184,7 +190,15 @@ def parse_session(data: bytes, file: Path) -> Session:
         # Sessions before these fields sampled and scored.
         sample=bool_at(plan_t, "sample") if plan_t.has("sample") else True,
         score=bool_at(plan_t, "score") if plan_t.has("score") else True,
+        # Sessions before replicated training studies: none.
+        replicates=int_at(plan_t, "replicates") if plan_t.has("replicates") else 0,
+        replicated=str_tuple_at(plan_t, "replicated") if plan_t.has("replicated") else (),
     )
+    for name in plan.replicated:
+        if name not in plan.conditions:
+            plan_t.report("replicated", f"{name!r} is not one of plan.conditions")
+    if plan.replicated and not plan.replicates:
+        plan_t.report("replicated", "names conditions, but there is no plan.replicates")
     if not plan.sample and not plan.score:
         plan_t.report("score", "sample and score are both false: the run would do nothing")
     scen = table_at(top, "scenario", _SCENARIO_KEYS)
@@ -205,49 +219,72 @@ def parse_session(data: bytes, file: Path) -> Session:
     )
 
     trials = [_read_trial(t) for t in top.each_table("trials", _TRIAL_KEYS)]
-    seen: dict[tuple[str, str, int], int] = {}
+    seen: dict[TrialKey, int] = {}
+    arms = set(plan.arms)
     for n, trial in enumerate(trials):
-        first = seen.setdefault((trial.condition, trial.probe, trial.sample), n)
+        first = seen.setdefault(trial.key, n)
         if first != n:
             problems.add(
                 ("trials", n),
                 f"duplicate of trials[{first}] (condition {trial.condition!r}, "
-                f"probe {trial.probe!r}, sample {trial.sample}); each trial may appear once",
+                f"probe {trial.probe!r}, sample {trial.sample}{_replicate(trial.replicate)}); "
+                "each trial may appear once",
             )
+        if trial.condition in plan.conditions and trial.arm not in arms:
+            problems.add(("trials", n, "replicate"), _not_an_arm(plan, trial.arm))
     cells = [
         _read_option_cell(t)
         for t in top.each_table(
             "option_cells", _OPTION_CELL_KEYS, expected="an array of tables ([[option_cells]])"
         )
     ]
-    seen_cells: dict[tuple[str, str], int] = {}
+    seen_cells: dict[tuple[str, str, int], int] = {}
     for n, cell in enumerate(cells):
-        first = seen_cells.setdefault((cell.condition, cell.probe), n)
+        first = seen_cells.setdefault((cell.condition, cell.probe, cell.replicate), n)
         if first != n:
             problems.add(
                 ("option_cells", n),
                 f"duplicate of option_cells[{first}] (condition {cell.condition!r}, "
-                f"probe {cell.probe!r}); each cell may appear once",
+                f"probe {cell.probe!r}{_replicate(cell.replicate)}); each cell may appear once",
             )
+        if cell.condition in plan.conditions and cell.arm not in arms:
+            problems.add(("option_cells", n, "replicate"), _not_an_arm(plan, cell.arm))
     return Session(header=header, trials=trials, path=file, option_cells=cells)
 
 
+def _replicate(replicate: int) -> str:
+    return f", replicate {replicate}" if replicate else ""
+
+
+def _not_an_arm(plan: Plan, arm: Arm) -> str:
+    if arm.condition in plan.replicated:
+        return f"must be 1..{plan.replicates} (condition {arm.condition!r} is replicated)"
+    return f"must be 0: condition {arm.condition!r} has no replicates in this plan"
+
+
 def _read_adapters(top: TableReader, plan: Plan) -> tuple[AdapterRecord, ...]:
-    """`[adapters.<condition>]`: one per training condition of the plan, in plan order."""
+    """`[adapters.<condition>]` (`[adapters."<condition>/<k>"]` for replicate k): one per
+    adapter arm of the plan, in plan order."""
     table = top.table_at("adapters", None)
     if table is None:
         return ()
-    for condition in table.table:
+    found: dict[Arm, AdapterRecord] = {}
+    for key in table.table:
+        condition, slash, _ = key.partition("/")
         if condition not in plan.conditions:
             table.report(
-                condition,
-                f"not a condition of this session's plan ({', '.join(plan.conditions)})",
+                key, f"not a condition of this session's plan ({', '.join(plan.conditions)})"
             )
-    return tuple(
-        dataclass_at(AdapterRecord, table, condition, given={"condition": condition})
-        for condition in plan.conditions
-        if condition in table.table
-    )
+            continue
+        record = dataclass_at(AdapterRecord, table, key, given={"condition": condition})
+        if adapter_key(condition, record.replicate) != key:
+            table.report(
+                (key, "replicate"),
+                f"is {record.replicate}, but the table's name says {key!r}"
+                + ("" if slash else " (a replicate's table is named CONDITION/K)"),
+            )
+        found[record.arm] = record
+    return tuple(found[arm] for arm in plan.arms if arm in found)
 
 
 def _read_option(t: TableReader) -> OptionScore:
@@ -283,6 +320,7 @@ def _read_option_cell(t: TableReader) -> OptionCell:
         options=tuple(options),
         # Cells before options were decoded together: each option alone (0).
         batch=int_at(t, "batch") if t.has("batch") else 0,
+        replicate=int_at(t, "replicate") if t.has("replicate") else 0,
     )
 
 
@@ -316,6 +354,7 @@ def _read_trial(t: TableReader) -> Trial:
         seconds=float_at(t, "seconds"),
         turn_responses=str_tuple_at(t, "turn_responses") if t.has("turn_responses") else (),
         annotations=tuple(annotations),
+        replicate=int_at(t, "replicate") if t.has("replicate") else 0,
     )
 
 

@@ -24,3 +24,9 @@ def optional_base(type_name: str) -> str | None:
         parts.remove("None")
         return parts[0]
     return None
+
+
+def adapter_key(condition: str, replicate: int) -> str:
+    """The key of an adapter's table in `[adapters]`: the condition, "learns/2" for the
+    replicate 2 of a replicated study (its table also holds `replicate = 2`)."""
+    return f"{condition}/{replicate}" if replicate else condition

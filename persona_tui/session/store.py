@@ -110,12 +110,13 @@ class SessionStore:
         for trial in trials:
             self._trials[trial.key] = trial
             self._chunks[trial.key] = render_trial(trial).encode("utf-8")
-        # Scored option cells by (condition, probe), written after the trials.
-        self._cells: dict[tuple[str, str], OptionCell] = {}
-        self._cell_chunks: dict[tuple[str, str], bytes] = {}
+        # Scored option cells by (condition, probe, replicate), written after the trials.
+        self._cells: dict[tuple[str, str, int], OptionCell] = {}
+        self._cell_chunks: dict[tuple[str, str, int], bytes] = {}
         for cell in option_cells or ():
-            self._cells[cell.condition, cell.probe] = cell
-            self._cell_chunks[cell.condition, cell.probe] = render_option_cell(cell).encode("utf-8")
+            key = (cell.condition, cell.probe, cell.replicate)
+            self._cells[key] = cell
+            self._cell_chunks[key] = render_option_cell(cell).encode("utf-8")
 
     @classmethod
     def create(cls, path: Path, header: SessionHeader) -> SessionStore:
@@ -191,10 +192,11 @@ class SessionStore:
             self._chunks[key] = chunk
 
     def save_option_cell(self, cell: OptionCell) -> None:
-        """Add a scored (condition, probe) cell of options, or replace the one it repeats."""
+        """Add a scored (condition, probe, replicate) cell of options, or replace the one
+        it repeats."""
         with self._mutex:
             self._check_open()
-            key = (cell.condition, cell.probe)
+            key = (cell.condition, cell.probe, cell.replicate)
             chunk = render_option_cell(cell).encode("utf-8")
             others = [c for k, c in self._cell_chunks.items() if k != key]
             self._write(

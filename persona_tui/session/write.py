@@ -24,6 +24,7 @@ from persona_tui.session.schema import (
     INT64_BOUND,
     PROMPT_MODES,
     STATUSES,
+    adapter_key,
     optional_base,
 )
 
@@ -115,6 +116,16 @@ def _render_dataclass_table(obj: object, where: str) -> tuple[list[str], dict[st
     return lines, maps
 
 
+def _render_replicates(replicates: int, replicated: tuple[str, ...]) -> list[str]:
+    """`[plan]`'s `replicates` and `replicated` (0 and []: no replicated training study)."""
+    if replicated and not replicates:
+        raise SessionError("plan.replicated names conditions but plan.replicates is 0")
+    return [
+        f"replicates = {_render_int(replicates, 'plan.replicates', 0)}\n",
+        f"replicated = {_render_str_array(replicated, 'plan.replicated')}\n",
+    ]
+
+
 def _render_choices(sample: object, score: object) -> list[str]:
     """`[plan]`'s `sample` and `score`: what the run does; both false would do nothing."""
     if sample is False and score is False:
@@ -160,13 +171,14 @@ def render_header(header: SessionHeader) -> str:
         f"batch = {_render_int(plan.batch, 'plan.batch', 1)}\n",
         f"batch_cells = {_render_int(plan.batch_cells, 'plan.batch_cells', 0)}\n",
         *_render_choices(plan.sample, plan.score),
+        *_render_replicates(plan.replicates, plan.replicated),
         "\n[scenario]\n",
         f"source = {s(header.scenario_source, 'scenario.source')}\n",
     ]
     if header.chat_template is not None:
         out.append(f"chat_template = {s(header.chat_template, 'scenario.chat_template')}\n")
     for adapter in header.adapters:
-        key = f"adapters.{render_key(adapter.condition)}"
+        key = f"adapters.{render_key(adapter_key(adapter.condition, adapter.replicate))}"
         lines, maps = _render_dataclass_table(adapter, key)
         out.append(f"\n[{key}]\n")
         out += [line for line in lines if not line.startswith("condition = ")]
@@ -177,7 +189,9 @@ def render_header(header: SessionHeader) -> str:
 
 def render_trial(trial: Trial) -> str:
     """One `[[trials]]` block with its `[[trials.annotations]]`, starting with a blank line."""
-    w = f"trial {trial.condition}/{trial.probe}/{trial.sample}"
+    w = f"trial {trial.condition}/{trial.probe}/{trial.sample}" + (
+        f" replicate {trial.replicate}" if trial.replicate else ""
+    )
     i = _render_int
     out = [
         "\n[[trials]]\n",
@@ -194,6 +208,7 @@ def render_trial(trial: Trial) -> str:
         f"started = {_render_str(trial.started, w + ' started')}\n",
         f"seconds = {_render_float(trial.seconds, w + ' seconds')}\n",
         f"turn_responses = {_render_str_array(trial.turn_responses, w + ' turn_responses')}\n",
+        f"replicate = {i(trial.replicate, w + ' replicate', 0)}\n",
     ]
     for n, a in enumerate(trial.annotations):
         aw = f"{w} annotation {n}"
@@ -216,7 +231,9 @@ def _render_float_array(values: tuple[float, ...], where: str) -> str:
 
 def render_option_cell(cell: OptionCell) -> str:
     """One `[[option_cells]]` block with its `[[option_cells.options]]`, after a blank line."""
-    w = f"option cell {cell.condition}/{cell.probe}"
+    w = f"option cell {cell.condition}/{cell.probe}" + (
+        f" replicate {cell.replicate}" if cell.replicate else ""
+    )
     out = [
         "\n[[option_cells]]\n",
         f"condition = {_render_str(cell.condition, w + ' condition')}\n",
@@ -225,6 +242,7 @@ def render_option_cell(cell: OptionCell) -> str:
         f"prompt_tokens = {_render_int(cell.prompt_tokens, w + ' prompt_tokens', 0)}\n",
         f"seconds = {_render_float(cell.seconds, w + ' seconds')}\n",
         f"batch = {_render_int(cell.batch, w + ' batch', 0)}\n",
+        f"replicate = {_render_int(cell.replicate, w + ' replicate', 0)}\n",
     ]
     for option in cell.options:
         ow = f"{w} option {option.id}"

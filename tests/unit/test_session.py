@@ -25,7 +25,9 @@ from persona_tui._util.toml_text import render_string
 from persona_tui.errors import SessionError, SessionLockedError
 from persona_tui.session.model import (
     AdapterRecord,
+    Arm,
     Annotation,
+    OptionCell,
     Plan,
     Session,
     SessionHeader,
@@ -281,9 +283,48 @@ def test_adapters_are_written_per_condition_and_read_back(session_path: Path) ->
     text = session_path.read_text("utf-8")
     assert "\n[adapters.bully]\npath = " in text and "[adapters.bully.hyperparameters]" in text
     assert load_session(session_path).header == header
-    assert header.adapter_paths() == {"bully": "/adapters/bully/adapter.gguf"}
+    assert header.adapter_paths() == {Arm("bully"): "/adapters/bully/adapter.gguf"}
     session_path.write_text(text.replace("[adapters.bully", "[adapters.bullies"), "utf-8")
     with pytest.raises(SessionError, match=r"adapters\.bullies: not a condition of this session"):
+        load_session(session_path)
+
+
+def test_a_replicated_study_records_each_run_s_adapter_trials_and_cells(
+    session_path: Path,
+) -> None:
+    """A replicated training study: `[plan]` says which conditions run once per training
+    run, each replicate's adapter has its table (`[adapters."bully/2"]`), and every trial and
+    option cell says which run answered; a replicate outside the plan is refused."""
+    plan = dataclasses.replace(make_header().plan, replicates=2, replicated=("bully",))
+    assert plan.arms == (Arm("baseline"), Arm("bully", 1), Arm("bully", 2))
+    assert plan.total == 3 * len(plan.probes) * plan.samples
+    adapters = tuple(
+        AdapterRecord(
+            condition="bully",
+            path=f"/adapters/bully/replicate-{k}/adapter.gguf",
+            sha256=f"{k}" * 64,
+            size_bytes=7177,
+            replicate=k,
+        )
+        for k in (1, 2)
+    )
+    header = make_header(plan=plan, adapters=adapters)
+    trials = [make_trial(), make_trial("bully", replicate=1), make_trial("bully", replicate=2)]
+    cell = OptionCell("bully", "wish", "prompt", 3, 0.1, (), 512, replicate=2)
+    with SessionStore.create(session_path, header) as store:
+        for trial in trials:
+            store.save_trial(trial)
+        store.save_option_cell(cell)
+    text = session_path.read_text("utf-8")
+    assert '\n[adapters."bully/2"]\n' in text and "\nreplicates = 2\n" in text
+    session = load_session(session_path)
+    assert session.header == header and session.trials == trials
+    assert session.option_cells == [cell]
+    assert session.header.adapter_paths()[Arm("bully", 2)].endswith("replicate-2/adapter.gguf")
+    assert len({t.key for t in session.trials}) == 3  # the replicate is part of the key
+    bad = text.replace("replicate = 2\n\n[[option_cells", "replicate = 3\n\n[[option_cells")
+    session_path.write_text(bad, "utf-8")
+    with pytest.raises(SessionError, match=r"replicate: must be 1\.\.2"):
         load_session(session_path)
 
 
