@@ -25,8 +25,8 @@ from persona_tui._util.toml_text import render_string
 from persona_tui.errors import SessionError, SessionLockedError
 from persona_tui.session.model import (
     AdapterRecord,
-    Arm,
     Annotation,
+    Arm,
     OptionCell,
     Plan,
     Session,
