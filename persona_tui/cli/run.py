@@ -92,7 +92,7 @@ class ProgressReporter:
             if self.progress is not None and self.task is not None:
                 spec = event.spec
                 self.progress.update(
-                    self.task, description=f"{spec.condition} · {spec.probe} #{spec.sample}"
+                    self.task, description=f"{spec.arm.name} · {spec.probe} #{spec.sample}"
                 )
         elif isinstance(event, TrialFinished):
             self.tokens += event.trial.completion_tokens
@@ -102,7 +102,7 @@ class ProgressReporter:
             else:
                 t = event.trial
                 self.console.print(
-                    f"[{event.done}/{event.total}] {t.condition} · {t.probe} #{t.sample}: "
+                    f"[{event.done}/{event.total}] {t.arm.name} · {t.probe} #{t.sample}: "
                     f"{t.completion_tokens} tokens in {t.seconds:.2f}s ({t.finish_reason})",
                     markup=False,
                     highlight=False,
@@ -110,7 +110,7 @@ class ProgressReporter:
         elif isinstance(event, TrialFailed):
             spec = event.spec
             self.console.print(
-                f"trial {spec.condition} · {spec.probe} #{spec.sample} failed: {event.error}",
+                f"trial {spec.arm.name} · {spec.probe} #{spec.sample} failed: {event.error}",
                 markup=False,
                 highlight=False,
             )
@@ -159,12 +159,12 @@ class OptionsReporter:
             self.progress.update(
                 self.task,
                 completed=event.done,
-                description=f"{cell.condition} · {cell.probe}",
+                description=f"{cell.arm.name} · {cell.probe}",
                 rate=f"{rate:.1f} options/s",
             )
         else:
             self.console.print(
-                f"[{event.done}/{event.total}] options {cell.condition} · {cell.probe}: "
+                f"[{event.done}/{event.total}] options {cell.arm.name} · {cell.probe}: "
                 f"{len(cell.options)} options in {cell.seconds:.2f}s",
                 markup=False,
                 highlight=False,

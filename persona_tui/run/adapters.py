@@ -1,17 +1,20 @@
 """The LoRA adapters a run may load: found, checked once, recorded, checked again on resume.
 
-`persona-tui train` leaves each condition's adapter in DIR/<condition>/ beside its
+`persona-tui train` leaves each training run's adapter in DIR/<condition>/replicate-<k>/
+(`replicate_folder`; k = 1..N, N the study's `[training] replicates`) beside its
 training.toml: `adapter.gguf` (llama.cpp) when trained on a GGUF, the mlx-lm adapter
 folder `mlx/` (adapters.safetensors + adapter_config.json) when trained on an MLX folder.
-A run of the study probes each training condition with its adapter (the others run on the
-untouched model). `study_adapters` finds them, from `--adapters learns=DIR,...` (a
-condition folder, or the adapter itself) or else from `train`'s default output folder for
-the scenario and model (`default_output`), checks each against its training record and the
-loaded model's engine, and returns the `AdapterRecord`s the session header records;
-`check_adapters_load` loads each once before anything runs, and `check_same_adapters`
-refuses to resume a session whose adapter files changed. Which file is which engine's is
-data (backends/adapter_files.py), so both engines go through the same code. These are the
-only adapter rules: the CLI, `study` and the app reach them through `run.lifecycle`.
+A run of the study probes each training condition with each of its replicates' adapters
+(the others run on the untouched model). `study_adapters` finds them, from `--adapters
+learns=DIR,...` (a condition folder with replicates, or one adapter: a replicate folder,
+a folder of the layout before replicates, or the adapter itself: one training run) or else
+from `train`'s default output folder for the scenario and model (`default_output`), checks
+each against its training record and the loaded model's engine, and returns the
+`AdapterRecord`s the session header records; `check_adapters_load` loads each once before
+anything runs, and `check_same_adapters` refuses to resume a session whose adapter files
+changed. Which file is which engine's is data (backends/adapter_files.py), so both engines
+go through the same code. These are the only adapter rules: the CLI, `study` and the app
+reach them through `run.lifecycle`; training writes where `replicate_folder` says.
 
 No heavy imports: this runs for every run of a training study.
 """
@@ -73,11 +76,15 @@ def study_adapters(
     conditions: Sequence[str] | None = None,
     folder: Path | None = None,
     backend: str | None = None,
+    replicates: int | None = None,
 ) -> tuple[AdapterRecord, ...]:
-    """The adapter of each training condition among `conditions` (None: all), in scenario
-    order: the one `given` names, else the one in `folder` (None: `train`'s default output
-    folder for this scenario and model). The adapters are the kind `backend` applies (None:
-    as training decides, an MLX folder when `model_path` is a folder, else a GGUF).
+    """The adapters of each training condition among `conditions` (None: all), in scenario
+    order, each condition's replicates 1..`replicates` (None: the scenario's `[training]
+    replicates`): the condition folder `given` names, else the one in `folder` (None:
+    `train`'s default output folder for this scenario and model). A condition whose folder
+    holds one adapter (named by --adapters, or trained before replicates) is one training
+    run (replicate 0). The adapters are the kind `backend` applies (None: as training
+    decides, an MLX folder when `model_path` is a folder, else a GGUF).
 
     Raises PersonaError when one is missing (run `persona-tui train` first) or incomplete,
     is the other engine's kind, a name is not a training condition, the scenario is not a
@@ -92,6 +99,9 @@ def study_adapters(
                 "[training] table), so none of its conditions has an adapter"
             )
         return ()
+    count = scenario.training.replicates if replicates is None else replicates
+    if count < 1:
+        raise PersonaError(f"--replicates must be at least 1, got {count}")
     others = {c.id for c in scenario.conditions} - set(training)
     for name in given:
         if name not in training:
@@ -114,19 +124,51 @@ def study_adapters(
     for condition in wanted:
         named = condition in given
         where = given[condition] if named else default / condition
-        adapter = _find_adapter(kind, where, condition, named)
-        if adapter is None:
-            missing.append(condition)
+        found = _condition_adapters(kind, where, condition, named, count)
+        if isinstance(found, str):
+            missing.append(found)
             continue
-        records.append(adapter_record(condition, adapter, model_sha256))
+        records += [adapter_record(condition, a, model_sha256, k) for k, a in found]
     if missing:
         raise PersonaError(
-            f"scenario {scenario.id!r} is a training study: condition(s) {', '.join(missing)} "
-            f"are probed with their LoRA adapters, and there are none in {default}. Train them "
-            f"first: persona-tui train {scenario.id} --model {model_path} (or name trained "
-            "ones with --adapters CONDITION=DIR)"
+            f"scenario {scenario.id!r} is a training study: {'; '.join(missing)}. Train "
+            f"them first: persona-tui train {scenario.id} --model {model_path} "
+            f"--replicates {count} (or name trained ones with --adapters CONDITION=DIR)"
         )
     return tuple(records)
+
+
+REPLICATE_PREFIX = "replicate-"
+
+
+def replicate_folder(condition_folder: Path, replicate: int) -> Path:
+    """Where training run `replicate` (1..N) of a condition keeps its adapter, loss curve,
+    training record and checkpoint: CONDITION_FOLDER/replicate-<k>."""
+    if replicate < 1:
+        raise ValueError(f"replicates are numbered from 1, got {replicate}")
+    return condition_folder / f"{REPLICATE_PREFIX}{replicate}"
+
+
+def _condition_adapters(
+    kind: AdapterFormat, where: Path, condition: str, named: bool, count: int
+) -> list[tuple[int, Path]] | str:
+    """The (replicate, adapter) pairs of a condition folder: replicates 1..count when it
+    holds replicate folders, else its one adapter (replicate 0); a sentence saying what is
+    missing when the folder has not been trained (nor named by --adapters)."""
+    runs = [replicate_folder(where, k) for k in range(1, count + 1)]
+    if not any(r.is_dir() for r in runs):
+        one = _find_adapter(kind, where, condition, named)
+        if one is not None:
+            return [(0, one)]
+        return f"{condition!r} has no adapter in {where}"
+    found = [(k, _find_adapter(kind, r, condition, False)) for k, r in enumerate(runs, 1)]
+    absent = [str(k) for k, adapter in found if adapter is None]
+    if absent:
+        return (
+            f"{condition!r} is probed with {count} training runs, and replicate(s) "
+            f"{', '.join(absent)} of them have no adapter in {where}"
+        )
+    return [(k, adapter) for k, adapter in found if adapter is not None]
 
 
 def default_output(scenario_id: str, model_path: Path) -> Path:
@@ -176,8 +218,11 @@ def _find_adapter(kind: AdapterFormat, where: Path, condition: str, named: bool)
     return found.absolute()
 
 
-def adapter_record(condition: str, adapter: Path, model_sha256: str) -> AdapterRecord:
-    """What a session records of `adapter` for `condition`: a GGUF file, or an mlx-lm
+def adapter_record(
+    condition: str, adapter: Path, model_sha256: str, replicate: int = 0
+) -> AdapterRecord:
+    """What a session records of `adapter` for `condition` (training run `replicate`, 0:
+    the condition's one adapter): a GGUF file, or an mlx-lm
     adapter folder, whose sha256 and size are those of its adapters.safetensors (the
     weights; its adapter_config.json is hashed as `config_sha256`), with the training.toml
     beside it (in the condition folder; an adapter without one is recorded without
@@ -198,6 +243,13 @@ def adapter_record(condition: str, adapter: Path, model_sha256: str) -> AdapterR
         except DataFileError as error:
             raise PersonaError(f"{record_path}: not a readable training record: {error}") from None
         _check_record(facts, record_path, condition, adapter, sha256, model_sha256)
+        trained_as = _table(facts, "replicate").get("index")
+        if replicate and isinstance(trained_as, int) and trained_as != replicate:
+            raise PersonaError(
+                f"{adapter} is in the folder of replicate {replicate} of {condition!r}, but "
+                f"its training record ({record_path}) says replicate {trained_as}; train it "
+                "again or put it back where it was trained"
+            )
     base = _table(facts, "base_model")
     data = _table(facts, "data")
     result = _table(facts, "result")
@@ -214,6 +266,7 @@ def adapter_record(condition: str, adapter: Path, model_sha256: str) -> AdapterR
         hyperparameters={k: _text(hyper[k]) for k in _HYPERPARAMETERS if k in hyper},
         training_sha256=hashlib.sha256(text.encode()).hexdigest() if text is not None else "",
         training_record=text or "",
+        replicate=replicate,
     )
 
 

@@ -23,7 +23,7 @@ from persona_tui.models.config import Config, load_config
 from persona_tui.models.load import load_model
 from persona_tui.run.adapters import check_adapters_load, check_same_adapters, study_adapters
 from persona_tui.run.events import EventCallback, ModelLoaded, ModelLoading, SessionOpened
-from persona_tui.run.plan import RunOptions, make_plan, run_choices
+from persona_tui.run.plan import RunOptions, make_plan, run_choices, selected_conditions
 from persona_tui.run.prompts import resolve_mode
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.as_run import scenario_as_run
@@ -54,6 +54,8 @@ class RunRequest:
     # A training study's adapters by condition (a condition folder or the adapter); the
     # ones not named come from `persona-tui train`'s default folder (run/adapters.py).
     adapters: Mapping[str, Path] = field(default_factory=dict)
+    # Training runs per training condition (`--replicates`); None: the scenario's.
+    replicates: int | None = None
 
 
 class OpenRun:
@@ -124,7 +126,12 @@ def open_run(
         backend = load(request.model or config.default_model)
         try:
             store = create_session(
-                scenario, backend, request.options, request.out, request.adapters
+                scenario,
+                backend,
+                request.options,
+                request.out,
+                request.adapters,
+                replicates=request.replicates,
             )
         except BaseException:
             backend.close()
@@ -142,26 +149,31 @@ def create_session(
     adapters: Mapping[str, Path] | None = None,
     *,
     adapters_folder: Path | None = None,
+    replicates: int | None = None,
 ) -> SessionStore:
     """Start a new session file for running `scenario` on `backend`.
 
     The plan is made once (run/plan.py). A training study's training conditions in it are
     probed with their LoRA adapters: those `adapters` names, the others from
-    `adapters_folder` (None: `persona-tui train`'s default folder), found and checked by
-    run/adapters.py and each loaded once here, so a bad file fails before anything runs.
+    `adapters_folder` (None: `persona-tui train`'s default folder), each condition's
+    `replicates` training runs (None: the scenario's), found and checked by run/adapters.py
+    and each loaded once here, so a bad file fails before anything runs.
     """
     mode = resolve_mode(scenario.prompt_mode, backend, scenario.id)
-    plan, sampling = make_plan(scenario, options, mode, backend)
     info = backend.info
-    chosen = study_adapters(
+    found = study_adapters(
         scenario,
         Path(info.path),
         info.sha256,
         adapters,
-        plan.conditions,
+        selected_conditions(scenario, options),
         adapters_folder,
         backend=info.backend,
+        replicates=replicates,
     )
+    plan, sampling = make_plan(scenario, options, mode, backend, found)
+    by_arm = {a.arm: a for a in found}
+    chosen = tuple(by_arm[arm] for arm in plan.arms if arm in by_arm)
     check_adapters_load(backend, chosen)
     now = datetime.now(UTC)
     session_id = new_session_id(scenario.id, now)

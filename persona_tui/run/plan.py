@@ -14,7 +14,7 @@ from persona_tui.backends.base import Backend, BatchedGeneration
 from persona_tui.errors import PersonaError
 from persona_tui.run.prompts import ResolvedMode, first_turn_prompt, stop_strings
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import Arm, Plan, TrialKey
+from persona_tui.session.model import AdapterRecord, Arm, Plan, TrialKey
 from persona_tui.values import SamplingParams
 
 
@@ -112,15 +112,22 @@ def effective_sampling(scenario: Scenario, options: RunOptions) -> SamplingParam
 
 
 def make_plan(
-    scenario: Scenario, options: RunOptions, mode: ResolvedMode, backend: Backend | None = None
+    scenario: Scenario,
+    options: RunOptions,
+    mode: ResolvedMode,
+    backend: Backend | None = None,
+    adapters: Sequence[AdapterRecord] = (),
 ) -> tuple[Plan, SamplingParams]:
     """The plan of a run and its sampling parameters, computed once from everything that
-    bounds them: the scenario, the options, and the backend (None: one sequence at a time).
+    bounds them: the scenario, the options, the backend (None: one sequence at a time) and
+    the adapters a training study probes (run/adapters.py `study_adapters`).
 
     What to run: selected conditions and probes, samples per cell, seed, prompt mode, and
     `batch`, how many sequences are decoded at once: `options.batch` (None: a cell's
     samples), at most what the backend takes and what fits its context, in groups of
-    `batch_cells` cells. Recorded in the session as `[plan]` and `[sampling]`.
+    `batch_cells` cells; in a replicated training study, which conditions run once per
+    training run (those whose adapters are replicates 1..N). Recorded in the session as
+    `[plan]` and `[sampling]`.
     """
     do_sample, do_score = run_choices(options)
     sampling = effective_sampling(scenario, options)
@@ -129,7 +136,7 @@ def make_plan(
         raise PersonaError("--samples must be at least 1")
     most = backend.max_batch if isinstance(backend, BatchedGeneration) else 1
     batch = batch_size(options.batch, samples, most)
-    conditions = _select("condition", options.conditions, [c.id for c in scenario.conditions])
+    conditions = selected_conditions(scenario, options)
     probes = _select("probe", options.probes, [p.id for p in scenario.probes])
     seed = scenario.sampling.seed if options.seed is None else options.seed
     if seed < 0:
@@ -155,8 +162,15 @@ def make_plan(
         batch_cells=group_cells(batch, samples, len(probes)),
         sample=do_sample,
         score=do_score,
+        replicates=max((a.replicate for a in adapters), default=0),
+        replicated=tuple(dict.fromkeys(a.condition for a in adapters if a.replicate)),
     )
     return plan, sampling
+
+
+def selected_conditions(scenario: Scenario, options: RunOptions) -> tuple[str, ...]:
+    """The conditions a run covers, in plan order (`--conditions`, else the scenario's)."""
+    return _select("condition", options.conditions, [c.id for c in scenario.conditions])
 
 
 def batch_size(batch: int | None, samples: int, most: int) -> int:

@@ -1,9 +1,10 @@
 """Which adapter each training condition of a study will be probed with (the app's view).
 
 `adapters.study_adapters` stops at the first problem, as the CLI must; the app shows every
-training condition at once: where its adapter comes from (a folder the user chose, or
-`persona-tui train`'s default folder), its trained steps and sha256, or why it cannot be
-used (the same sentence `persona-tui run --adapters` prints) or that it is missing.
+training condition at once: where its adapters (one per training run) come from (a folder
+the user chose, or `persona-tui train`'s default folder), its trained steps and sha256, or
+why it cannot be used (the same sentence `persona-tui run --adapters` prints) or that it
+is missing.
 
 It hashes files (the model, each adapter): call it from a worker thread, not the UI's.
 """
@@ -17,7 +18,12 @@ from pathlib import Path
 from persona_tui._util.hashing import sha256_file
 from persona_tui.backends.detect import is_mlx_model
 from persona_tui.errors import PersonaError
-from persona_tui.run.adapters import adapter_kind, default_output, study_adapters
+from persona_tui.run.adapters import (
+    adapter_kind,
+    default_output,
+    replicate_folder,
+    study_adapters,
+)
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import AdapterRecord
 
@@ -26,13 +32,19 @@ MISSING = "missing: train first"
 
 @dataclass(frozen=True)
 class AdapterChoice:
-    """One training condition's adapter: `record` when usable, else `problem`."""
+    """One training condition's adapters (one per training run): `records` when usable,
+    else `problem`."""
 
     condition: str
     path: Path  # what was chosen, or the default condition folder
     chosen: bool  # named by the user rather than the default folder
-    record: AdapterRecord | None = None
+    records: tuple[AdapterRecord, ...] = ()
     problem: str = ""
+
+    @property
+    def record(self) -> AdapterRecord | None:
+        """The first training run's adapter (None when not usable)."""
+        return self.records[0] if self.records else None
 
     @property
     def missing(self) -> bool:
@@ -44,6 +56,8 @@ class AdapterChoice:
         if self.record is None:
             return self.problem
         steps = f"{self.record.steps} steps" if self.record.steps else "steps not recorded"
+        if len(self.records) > 1:
+            return f"{self.path} · {len(self.records)} training runs · {steps} each"
         return f"{self.record.path} · {steps} · sha256 {self.record.sha256[:12]}"
 
 
@@ -73,20 +87,23 @@ def check_adapter(
     default = default_adapter_folders(scenario, model_path).get(condition)
     if chosen is None:
         kind = adapter_kind(None, Path(model_path))
-        if default is None or kind.locate(default) is None:
+        trained = default is not None and (
+            kind.locate(default) is not None or replicate_folder(default, 1).is_dir()
+        )
+        if default is None or not trained:
             return AdapterChoice(condition, default or Path(condition), False, problem=MISSING)
         where, given = default, False
     else:
         where, given = Path(chosen).expanduser(), True
     try:
-        (record,) = study_adapters(
+        records = study_adapters(
             scenario, Path(model_path), base_sha256, {condition: where}, [condition]
         )
     except PersonaError as error:
         return AdapterChoice(condition, where, given, problem=str(error))
-    except ValueError:  # not exactly one record: `condition` is not a training condition
+    if not records:  # `condition` is not a training condition
         return AdapterChoice(condition, where, given, problem=f"{condition!r}: no adapter")
-    return AdapterChoice(condition, where, given, record)
+    return AdapterChoice(condition, where, given, records)
 
 
 def adapter_choices(

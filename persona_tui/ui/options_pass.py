@@ -98,7 +98,7 @@ class OptionsPassPanel(Vertical):
         elif isinstance(event, OptionsProgress):
             self.eta.total = event.total
             self.eta.finished(now, event.done)
-            self._cell = f"{event.cell.condition} × {event.cell.probe}"
+            self._cell = f"{event.cell.arm.name} × {event.cell.probe}"
             self.query_one(ProgressBar).update(total=event.total, progress=event.done)
             self.refresh_figures()
         else:

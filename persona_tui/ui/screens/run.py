@@ -49,7 +49,7 @@ from persona_tui.run.finish import finish_run
 from persona_tui.run.lifecycle import ModelLoader, OpenRun, RunRequest, open_run
 from persona_tui.run.runner import RunControl
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import Trial, TrialKey
+from persona_tui.session.model import Arm, Trial, TrialKey
 from persona_tui.session.store import SessionStore
 from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.eta import MIN_DONE
@@ -110,7 +110,7 @@ class RunScreen(Screen[None]):
         self._closing = False
         self._worker_active = False
         self._lifecycle = threading.Lock()
-        self._columns: dict[str, ConditionColumn] = {}
+        self._columns: dict[Arm, ConditionColumn] = {}
         self._in_flight: set[TrialKey] = set()
         self._active_column: ConditionColumn | None = None  # where the run works now
         self._mark = 0.0  # when generating time was last counted
@@ -233,30 +233,35 @@ class RunScreen(Screen[None]):
         if not columns.children:
             plan = event.header.plan
             per_column = len(plan.probes) * plan.samples
-            conditions = [event.scenario.condition(c) for c in plan.conditions]
+            # One column per arm: a replicated study's condition once per training run.
             # Awaited, so the columns exist before the next message (a trial start) arrives.
             await columns.mount_all(
-                ConditionColumn(event.scenario, c, per_column, plan.batch) for c in conditions
+                ConditionColumn(
+                    event.scenario, event.scenario.condition(c), per_column, plan.batch, r
+                )
+                for c, r in plan.arms
             )
             columns.fit()
-            self._columns = {c.condition.id: c for c in columns.query(ConditionColumn)}
-            last: dict[str, Trial] = {}
-            done: dict[str, int] = {}
+            self._columns = {
+                Arm(c.condition.id, c.replicate): c for c in columns.query(ConditionColumn)
+            }
+            last: dict[Arm, Trial] = {}
+            done: dict[Arm, int] = {}
             for trial in event.finished:
-                last[trial.condition] = trial
-                done[trial.condition] = done.get(trial.condition, 0) + 1
-            for condition, trial in last.items():
-                column = self._column(condition)
+                last[trial.arm] = trial
+                done[trial.arm] = done.get(trial.arm, 0) + 1
+            for arm, trial in last.items():
+                column = self._column(arm)
                 if column is not None:
-                    column.restore(trial.probe, trial.sample, trial.response, done[condition])
+                    column.restore(trial.probe, trial.sample, trial.response, done[arm])
         self.plan_batch = event.header.plan.batch
         header = self.query_one(RunHeader)
         header.model_name = event.header.model.name
         header.set_state("paused" if self.control.paused else "running")
         self.refresh_bindings()  # the run is open: it can be paused and cancelled
 
-    def _column(self, condition: str) -> ConditionColumn | None:
-        return self._columns.get(condition)
+    def _column(self, arm: Arm) -> ConditionColumn | None:
+        return self._columns.get(arm)
 
     @on(RunFailed)
     def _run_failed(self, message: RunFailed) -> None:
@@ -277,7 +282,7 @@ class RunScreen(Screen[None]):
     def _text_batch(self, message: TextBatch) -> None:
         for part in message.parts:
             spec = part.spec
-            column = self._columns.get(spec.condition)
+            column = self._columns.get(spec.arm)
             if column is not None:
                 column.append_text(spec.probe, spec.sample, part.turn, part.text)
 
@@ -305,7 +310,7 @@ class RunScreen(Screen[None]):
             self._set_phase("sampling")
         elif isinstance(event, TrialStarted):
             self._trial_started(event.spec.key, now)
-            column = self._column(event.spec.condition)
+            column = self._column(event.spec.arm)
             if column is not None:
                 column.start_trial(event.spec.probe, event.spec.sample)
                 self._mark_active(column)
@@ -314,7 +319,7 @@ class RunScreen(Screen[None]):
             stats.finished(now, event.done)
             stats.tokens += trial.completion_tokens
             self._trial_ended(trial.key, now)
-            column = self._column(trial.condition)
+            column = self._column(trial.arm)
             if column is not None:
                 column.finish_trial(trial.probe, trial.sample, trial.response, trial.finish_reason)
             if self.control.paused:
@@ -322,7 +327,7 @@ class RunScreen(Screen[None]):
             header.refresh_figures()
         elif isinstance(event, TrialFailed):
             self._trial_ended(event.spec.key, now)
-            column = self._column(event.spec.condition)
+            column = self._column(event.spec.arm)
             if column is not None:
                 column.fail_trial(event.spec.probe, event.spec.sample, event.error)
             self.notify(inert(event.error).plain, title="Trial failed", severity="warning")

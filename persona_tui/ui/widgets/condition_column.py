@@ -122,15 +122,22 @@ class ConditionColumn(Vertical):
     """
 
     def __init__(
-        self, scenario: Scenario, condition: Condition, planned: int, panes: int = 1
+        self,
+        scenario: Scenario,
+        condition: Condition,
+        planned: int,
+        panes: int = 1,
+        replicate: int = 0,
     ) -> None:
         """`panes`: the trials the run decodes at once (the plan's batch), each shown in a
         pane made now: mounting panes while the run streams would lay the screen out
-        again, a burst of UI-thread work that slows generation on two cores."""
+        again, a burst of UI-thread work that slows generation on two cores. `replicate`:
+        the training run of a replicated study this column shows (0: none)."""
         super().__init__(
-            id=f"column-{condition.id}",
+            id=f"column-{condition.id}" + (f"-r{replicate}" if replicate else ""),
             classes="condition-column" + (" -several" if panes > 1 else ""),
         )
+        self.replicate = replicate
         self._pane_count = max(1, panes)
         self.scenario = scenario
         self.condition = condition
@@ -143,7 +150,10 @@ class ConditionColumn(Vertical):
         self._probe_shown = ""  # the probe named in the probe line
 
     def compose(self) -> ComposeResult:
-        yield Static(inert(self.condition.label or self.condition.id), classes="column-title")
+        title = self.condition.label or self.condition.id
+        if self.replicate:
+            title += f" · run {self.replicate}"
+        yield Static(inert(title), classes="column-title")
         yield Static(inert(framing_summary(self.condition)), classes="column-framing")
         yield ProbeLine(Text("waiting", style="italic"), classes="column-probe")
         with VerticalScroll(classes="column-body", can_focus=False):
