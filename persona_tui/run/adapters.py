@@ -115,20 +115,27 @@ def study_adapters(
                 f"--adapters: {name!r} is not a training condition of {scenario.id!r}"
                 f"{untouched};{hint or ''} its training conditions are: {', '.join(training)}"
             )
-    # In the order of `conditions` (the plan's), so the session lists them as it runs them.
-    wanted = training if conditions is None else [c for c in conditions if c in training]
+    # In the order of `conditions` (the plan's), so the session lists them as it runs them;
+    # a condition a test framing derives carries the adapters of the one it comes from.
+    adapter_of = {c.id: c.adapter_condition for c in scenario.conditions if c.adapter_condition}
+    wanted = [c for c in (conditions or adapter_of) if c in adapter_of]
     default = folder if folder is not None else default_output(scenario.id, Path(model_path))
     kind = adapter_kind(backend, Path(model_path))
     records: list[AdapterRecord] = []
     missing: list[str] = []
+    found_for: dict[str, list[tuple[int, Path]] | str] = {}
     for condition in wanted:
-        named = condition in given
-        where = given[condition] if named else default / condition
-        found = _condition_adapters(kind, where, condition, named, count)
+        source = adapter_of[condition]
+        if source not in found_for:
+            named = source in given
+            where = given[source] if named else default / source
+            found_for[source] = _condition_adapters(kind, where, source, named, count)
+        found = found_for[source]
         if isinstance(found, str):
-            missing.append(found)
+            if condition == source:
+                missing.append(found)
             continue
-        records += [adapter_record(condition, a, model_sha256, k) for k, a in found]
+        records += [adapter_record(condition, a, model_sha256, k, source) for k, a in found]
     if missing:
         raise PersonaError(
             f"scenario {scenario.id!r} is a training study: {'; '.join(missing)}. Train "
@@ -219,10 +226,15 @@ def _find_adapter(kind: AdapterFormat, where: Path, condition: str, named: bool)
 
 
 def adapter_record(
-    condition: str, adapter: Path, model_sha256: str, replicate: int = 0
+    condition: str,
+    adapter: Path,
+    model_sha256: str,
+    replicate: int = 0,
+    trained_for: str | None = None,
 ) -> AdapterRecord:
     """What a session records of `adapter` for `condition` (training run `replicate`, 0:
-    the condition's one adapter): a GGUF file, or an mlx-lm
+    the condition's one adapter; trained for the condition `trained_for`, None: the same,
+    another for a condition a test framing derives): a GGUF file, or an mlx-lm
     adapter folder, whose sha256 and size are those of its adapters.safetensors (the
     weights; its adapter_config.json is hashed as `config_sha256`), with the training.toml
     beside it (in the condition folder; an adapter without one is recorded without
@@ -242,7 +254,7 @@ def adapter_record(
             facts = loads_toml(text, record_path)
         except DataFileError as error:
             raise PersonaError(f"{record_path}: not a readable training record: {error}") from None
-        _check_record(facts, record_path, condition, adapter, sha256, model_sha256)
+        _check_record(facts, record_path, trained_for or condition, adapter, sha256, model_sha256)
         trained_as = _table(facts, "replicate").get("index")
         if replicate and isinstance(trained_as, int) and trained_as != replicate:
             raise PersonaError(

@@ -44,7 +44,8 @@ def stop_strings(mode: ResolvedMode) -> tuple[str, ...]:
 def conversation(
     condition: Condition, user_turns: Sequence[str], answers: Sequence[str]
 ) -> list[ChatMessage]:
-    """Messages for the next model turn: framing, demonstrations, then the probe so far.
+    """Messages for the next model turn: framing, demonstrations, then the probe so far
+    (each probe turn put as the condition puts it: as written, unless a test framing).
 
     `answers` are the model's earlier answers to `user_turns[:-1]`.
     """
@@ -57,9 +58,9 @@ def conversation(
         messages.append(ChatMessage("user", shot.user))
         messages.append(ChatMessage("assistant", shot.assistant))
     for user, answer in zip(user_turns, answers, strict=False):
-        messages.append(ChatMessage("user", user))
+        messages.append(ChatMessage("user", condition.user_turn(user)))
         messages.append(ChatMessage("assistant", answer.strip()))
-    messages.append(ChatMessage("user", user_turns[-1]))
+    messages.append(ChatMessage("user", condition.user_turn(user_turns[-1])))
     return messages
 
 

@@ -115,6 +115,38 @@ class Condition:
     shots: tuple[Shot, ...] = ()
     note: str = ""
     training: TrainingFraming | None = None
+    # A condition a test framing derives (scenario/test_framings.py): every probe turn is
+    # put as `user` says ({user}: the turn's text), the model carries the adapters of the
+    # training condition `adapter_of` ("" none: the untouched model), `test_framing` names
+    # the framing and `source` the condition it was derived from.
+    user: str = USER_PLACEHOLDER
+    adapter_of: str = ""
+    test_framing: str = ""
+    source: str = ""
+
+    @property
+    def adapter_condition(self) -> str | None:
+        """The training condition whose adapters answer this condition's probes (itself
+        when it is one), None for the untouched model."""
+        if self.training is not None:
+            return self.id
+        return self.adapter_of or None
+
+    def user_turn(self, text: str) -> str:
+        """A probe turn as this condition puts it (as written, unless a test framing)."""
+        return self.user.replace(USER_PLACEHOLDER, text)
+
+
+@dataclass(frozen=True)
+class TestFraming:
+    """A framing applied at probe time only (`[[test_framings]]`): every condition of a
+    study is also probed with its probe turns put as `user` says, after `system`. Does a
+    framing seen in training act as a trigger when it comes back?"""
+
+    id: str
+    label: str
+    system: str = ""
+    user: str = USER_PLACEHOLDER
 
 
 @dataclass(frozen=True)
@@ -197,6 +229,9 @@ class Scenario:
         default_factory=RuleSet
     )  # automatic first-pass labelling rules (`[[rules]]`)
     training: TrainingSet | None = None  # `[training]`: a training study (LoRA per framing)
+    # `[[test_framings]]`; `conditions` holds, after the written ones, each written
+    # condition under each test framing (scenario/test_framings.py).
+    test_framings: tuple[TestFraming, ...] = ()
 
     def condition(self, condition_id: str) -> Condition:
         return next(c for c in self.conditions if c.id == condition_id)

@@ -28,6 +28,7 @@ from persona_tui.scenario.model import (
     Study,
 )
 from persona_tui.scenario.rules import read_rules
+from persona_tui.scenario.test_framings import framed_conditions, read_test_framings
 from persona_tui.scenario.training import check_training, read_framing, read_training
 from persona_tui.values import SamplingParams
 
@@ -43,6 +44,7 @@ _TOP_KEYS = (
     "annotation",
     "rules",
     "training",
+    "test_framings",
 )
 _STUDY_KEYS = ("title", "url", "citation")
 _SAMPLING_KEYS = (
@@ -99,6 +101,7 @@ def parse_scenario(
         base_dir = Path.cwd() if source_path == "<string>" else Path(source_path).parent
     training = read_training(top, lines, base_dir, read_examples=read_training_examples)
     check_training(top, condition_readers, conditions, probe_readers, probes, training)
+    test_framings = read_test_framings(top, conditions)
     problems.raise_if_any(ScenarioError)
     return Scenario(
         id=scenario_id,
@@ -107,7 +110,7 @@ def parse_scenario(
         study=study,
         prompt_mode=prompt_mode,
         sampling=sampling,
-        conditions=conditions,
+        conditions=framed_conditions(conditions, test_framings),
         probes=probes,
         annotation=annotation,
         source=text,
@@ -115,6 +118,7 @@ def parse_scenario(
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         rules=rules,
         training=training,
+        test_framings=test_framings,
     )
 
 

@@ -186,7 +186,7 @@ def finish_study(
 ) -> StudyResult:
     """Write study.toml (the scenario, the base model, which condition has which adapter,
     under `adapter_key`) and return the study's result."""
-    base_ids = tuple(c.id for c in scenario.conditions if c.training is None)
+    base_ids = tuple(c.id for c in scenario.conditions if c.adapter_condition is None)
     write_study(
         out_dir,
         {
