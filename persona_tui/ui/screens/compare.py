@@ -69,11 +69,12 @@ class CompareScreen(Screen[None]):
         probe_id = self.probes[self.index]
         trials = sorted(
             (t for t in self.session.trials if t.condition == condition_id and t.probe == probe_id),
-            key=lambda t: t.sample,
+            key=lambda t: (t.replicate, t.sample),
         )
         body = Text()
-        for trial in trials:
-            body.append(f"#{trial.sample + 1} ", style="bold reverse")
+        for trial in trials:  # a replicated condition's training runs one after another
+            run = f" run {trial.replicate}" if trial.replicate else ""
+            body.append(f"#{trial.sample + 1}{run} ", style="bold reverse")
             body.append(f" {trial.completion_tokens} tokens · {trial.finish_reason}\n", "dim")
             body.append_text(inert(trial.response.strip()))
             body.append("\n\n")
