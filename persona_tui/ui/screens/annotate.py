@@ -193,6 +193,8 @@ class AnnotateScreen(Screen[None]):
         condition = self.scenario.condition(trial.condition)
         text = Text("condition: ", style="bold")
         text.append_text(inert(condition.label or condition.id))
+        if trial.replicate:
+            text.append(f" · training run {trial.replicate}")
         if condition.note:
             text.append(" · ")
             text.append_text(inert(condition.note))
