@@ -19,7 +19,7 @@ from persona_tui.analysis.labels import (
     label_trials,
     latest_by_annotator,
 )
-from persona_tui.analysis.records import ConditionInfo, Dataset
+from persona_tui.analysis.records import ConditionInfo, Dataset, TrialId
 from persona_tui.analysis.stats import (
     ALPHA,
     MIN_PROBES,
@@ -335,7 +335,7 @@ def _agreements(
     human: Labelling | None = None,
 ) -> list[Agreement]:
     out: list[Agreement] = []
-    by_trial: dict[tuple[str, str, str, int], dict[str, str]] = {}
+    by_trial: dict[TrialId, dict[str, str]] = {}
     for tid, rows in dataset.by_trial.items():
         latest = latest_by_annotator(rows)
         labels = {name: r.label for name, r in latest.items() if r.label}
@@ -376,7 +376,7 @@ def _agreements(
     if human is None:
         human = label_trials(dataset, "human", annotator)
     human_bad = {t.trial: t.label in bad for t in human.trials if t.label is not None}
-    machines: list[tuple[str, dict[tuple[str, str, str, int], bool]]] = []
+    machines: list[tuple[str, dict[TrialId, bool]]] = []
     rule = judge_rule or JudgeRule()
     if all(r in dataset.rubrics for r in rule.rubrics):
         judged = label_trials(dataset, "judge", judge_rule=rule)
