@@ -229,7 +229,11 @@ def _verdict(
     if excludes_zero and significant:
         direction = "higher" if difference > 0 else "lower"
         sentence = f"{direction} under {condition} than {reference}: {estimate}"
-        return direction, sentence, (f"{limit}: the claim rests on the interval" if limit else "")
+        return (
+            direction,
+            sentence,
+            (f"{limit}: the claim rests on the interval, which includes the runs" if limit else ""),
+        )
     explanation = f"this contrast resolves differences of about ±{nats(_half(interval) or 0)} nats"
     if excludes_zero != significant:
         explanation += (
