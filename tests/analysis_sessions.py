@@ -302,3 +302,18 @@ def _cells_in_order(cells: dict[tuple[str, int, str], Sequence[OptionSpec]]) -> 
         (cell,) = options_session({(condition, probe): options}).option_cells
         out.append(cell)
     return out
+
+
+def write_replicated(path: Path, session: Session) -> Path:
+    """Write a Session built in memory (e.g. `replicated_options_session`) as a session
+    file through the SessionStore, its option cells as a scoring pass saves them."""
+    import dataclasses
+
+    header = dataclasses.replace(session.header, id=session.header.id)
+    store = SessionStore.create(path, header)
+    try:
+        for cell in session.option_cells:
+            store.save_option_cell(cell)
+    finally:
+        store.close()
+    return path
