@@ -172,6 +172,9 @@ def analyze(
         )
     if not labelled:
         notes.append(f"no labelled trials ({labelling.description})")
+    pooled = replicate_note(dataset)
+    if pooled:
+        notes.append(pooled)
     return Analysis(
         source=labelling.source,
         source_description=labelling.description,
@@ -213,6 +216,23 @@ class _Counts:
         k = sum(self.cells[(condition, p, label)] for p in self.probes)
         n = sum(self.totals[(condition, p)] for p in self.probes)
         return k, n
+
+
+def replicate_note(dataset: Dataset) -> str:
+    """Rates and scale means pool a replicated condition's training runs: say so."""
+    runs: dict[str, set[int]] = {}
+    for record in dataset.records:
+        if record.replicate:
+            runs.setdefault(record.condition, set()).add(record.replicate)
+    if not runs:
+        return ""
+    named = ", ".join(f"{c} ({len(r)} training runs)" for c, r in runs.items())
+    return (
+        f"labels, scales and judge scores pool the training runs of {named}: each run's "
+        "trials count as trials of the condition, and the intervals resample probes, not "
+        "runs, so the noise between training runs is not in them (the likelihood probes' "
+        "intervals include it)"
+    )
 
 
 def _rates(counts: _Counts, conditions: Sequence[str], labels: Sequence[str]) -> tuple[Rate, ...]:

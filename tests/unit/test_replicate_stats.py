@@ -235,3 +235,54 @@ def test_spread() -> None:
     one = spread([2.0])
     assert one is not None and one.sd is None
     assert spread([]) is None
+
+
+def test_labels_pool_a_conditions_training_runs_and_say_so() -> None:
+    import dataclasses
+
+    from persona_tui.analysis.summary import analyze
+    from persona_tui.session.model import Trial
+    from tests.analysis_sessions import annotation
+
+    cells = arm_cells(
+        {("baseline", 0): [0.0] * 5, ("framed", 1): [1.0] * 5, ("framed", 2): [1.0] * 5}
+    )
+    session = replicated_options_session(cells, ["framed"])
+    trials = [
+        Trial(
+            c,
+            p,
+            0,
+            1,
+            "<prompt>",
+            "answer",
+            "stop",
+            3,
+            2,
+            "2026-01-01T00:00:01+00:00",
+            0.1,
+            annotations=(annotation("alice", "cruel" if c == "framed" else "ok"),),
+            replicate=r,
+        )
+        for c, r, p in cells
+    ]
+    dataset = dataset_of([dataclasses.replace(session, trials=trials)])
+    assert sorted({(r.condition, r.replicate) for r in dataset.records}) == [
+        ("baseline", 0),
+        ("framed", 1),
+        ("framed", 2),
+    ]
+    assert len(dataset.by_trial) == 15  # the runs' trials of one probe and sample stay apart
+    result = analyze(dataset)
+    rate = result.rate("framed", "cruel")
+    assert rate is not None and (rate.k, rate.n) == (10, 10)
+    assert any("pool the training runs of framed (2 training runs)" in n for n in result.notes)
+    plain = dataset_of(
+        [
+            dataclasses.replace(
+                session,
+                trials=[dataclasses.replace(t, replicate=0) for t in trials if t.replicate < 2],
+            )
+        ]
+    )
+    assert not any("training runs" in n for n in analyze(plain).notes)
