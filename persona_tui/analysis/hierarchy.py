@@ -34,6 +34,7 @@ from persona_tui.analysis.stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, CONF
 OPTIONS_SEED = 20_240_603
 REPLICATES_SEED = 20_240_604
 _BLOCK = 2_000  # resamples computed together: bounds memory at block × probes × options
+_KEEP_LIMIT = 4_000_000  # per-run log-odds kept per condition up to this many (32 MB)
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,11 @@ class Design:
 
     units: Mapping[str, tuple[int, ...]]  # condition -> replicate numbers, in order
     cells: Mapping[tuple[str, int, str], Cell]  # (condition, replicate, probe)
+    option_counts: Mapping[str, tuple[int, int]]  # probe -> options of A and of B
 
-    def options(self, condition: str, probe: str) -> tuple[int, int]:
+    def options(self, probe: str) -> tuple[int, int]:
         """How many options of A and of B `probe` has (the same under every arm)."""
-        cell = self.cells[(condition, self.units[condition][0], probe)]
-        return len(cell.a), len(cell.b)
+        return self.option_counts[probe]
 
 
 @dataclass(frozen=True)
@@ -86,41 +87,93 @@ def hierarchical_interval(
 
     None with fewer than 2 probes, where resampling probes says nothing.
     """
-    n = len(probes)
-    if n < 2 or not 1 <= len(conditions) <= 2:
-        return None
-    np = require("numpy", "the bootstrap")
-    picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(resamples, n))
-    counts = [design.options(conditions[0], p) for p in probes]
-    k_a = np.array([c[0] for c in counts], dtype=np.int64)
-    k_b = np.array([c[1] for c in counts], dtype=np.int64)
-    options_rng = np.random.default_rng(OPTIONS_SEED)
-    u_a = options_rng.random((resamples, n, int(k_a.max())))
-    u_b = options_rng.random((resamples, n, int(k_b.max())))
-    draws = {c: _replicate_draws(np, design, c, resamples, levels.replicates) for c in conditions}
-    values = {c: _values(np, design, c, probes) for c in conditions}
-    stats = []
-    for start in range(0, resamples, _BLOCK):
-        rows = slice(start, min(start + _BLOCK, resamples))
-        block = picks[rows]
-        idx_a, mask_a = _option_draws(np, u_a[rows], k_a[block], levels.options)
-        idx_b, mask_b = _option_draws(np, u_b[rows], k_b[block], levels.options)
-        bars = []
-        for c in conditions:
-            va, vb = values[c]
-            per_run = np.stack(
-                [
-                    _lme(np, va[r][block[..., None], idx_a], mask_a, k_a[block])
-                    - _lme(np, vb[r][block[..., None], idx_b], mask_b, k_b[block])
-                    for r in range(len(va))
-                ]
-            )  # (runs, block, probes)
-            bars.append(_mean_of_drawn_runs(np, per_run, draws[c][rows]))
-        statistic = bars[0] - bars[1] if len(bars) == 2 else bars[0]
-        stats.append(statistic.mean(axis=1))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(np.concatenate(stats), [tail, 100 - tail])
-    return Interval(float(low), float(high))
+    return Resampler(design, probes, levels.options, resamples).interval(
+        conditions, levels.replicates, confidence
+    )
+
+
+class Resampler:
+    """The bootstrap draws of one probe set (probes, and options when `options` is on),
+    and each condition's per-run log-odds under them: computed once per condition and kept
+    while small (so every contrast and mean over these probes shares them), else computed
+    again block by block."""
+
+    def __init__(
+        self,
+        design: Design,
+        probes: Sequence[str],
+        options: bool = True,
+        resamples: int = BOOTSTRAP_RESAMPLES,
+    ) -> None:
+        self.design, self.probes, self.options, self.resamples = design, probes, options, resamples
+        n = len(probes)
+        if n < 2:
+            return
+        np = self.np = require("numpy", "the bootstrap")
+        self.picks = np.random.default_rng(BOOTSTRAP_SEED).integers(0, n, size=(resamples, n))
+        counts = [design.options(p) for p in probes]
+        self.k_a = np.array([c[0] for c in counts], dtype=np.int64)
+        self.k_b = np.array([c[1] for c in counts], dtype=np.int64)
+        options_rng = np.random.default_rng(OPTIONS_SEED)
+        self.u_a = options_rng.random((resamples, n, int(self.k_a.max())))
+        self.u_b = options_rng.random((resamples, n, int(self.k_b.max())))
+        self._kept: dict[str, Any] = {}
+
+    def interval(
+        self, conditions: Sequence[str], replicates: bool = True, confidence: float = CONFIDENCE
+    ) -> Interval | None:
+        """The interval of one condition's mean or of a contrast (A, B), runs resampled
+        when `replicates` (and the condition has several)."""
+        if len(self.probes) < 2 or not 1 <= len(conditions) <= 2:
+            return None
+        np = self.np
+        draws = {
+            c: _replicate_draws(np, self.design, c, self.resamples, replicates) for c in conditions
+        }
+        stats = []
+        for start in range(0, self.resamples, _BLOCK):
+            rows = slice(start, min(start + _BLOCK, self.resamples))
+            bars = [
+                _mean_of_drawn_runs(np, self._per_run(c, rows), draws[c][rows]) for c in conditions
+            ]
+            statistic = bars[0] - bars[1] if len(bars) == 2 else bars[0]
+            stats.append(statistic.mean(axis=1))
+        tail = (1 - confidence) / 2 * 100
+        low, high = np.percentile(np.concatenate(stats), [tail, 100 - tail])
+        return Interval(float(low), float(high))
+
+    def _per_run(self, condition: str, rows: slice) -> Any:
+        """(runs, rows, probes): each run's log-odds under the resamples `rows`."""
+        kept = self._kept.get(condition)
+        if kept is not None:
+            return kept[:, rows]
+        runs = len(self.design.units[condition])
+        if runs * self.resamples * len(self.probes) > _KEEP_LIMIT:
+            return self._compute(condition, rows)
+        whole = self.np.concatenate(
+            [
+                self._compute(condition, slice(s, min(s + _BLOCK, self.resamples)))
+                for s in range(0, self.resamples, _BLOCK)
+            ],
+            axis=1,
+        )
+        self._kept[condition] = whole
+        return whole[:, rows]
+
+    def _compute(self, condition: str, rows: slice) -> Any:
+        np = self.np
+        block = self.picks[rows]
+        k_a, k_b = self.k_a[block], self.k_b[block]
+        idx_a, mask_a = _option_draws(np, self.u_a[rows], k_a, self.options)
+        idx_b, mask_b = _option_draws(np, self.u_b[rows], k_b, self.options)
+        va, vb = _values(np, self.design, condition, self.probes)
+        return np.stack(
+            [
+                _lme(np, va[r][block[..., None], idx_a], mask_a, k_a)
+                - _lme(np, vb[r][block[..., None], idx_b], mask_b, k_b)
+                for r in range(len(va))
+            ]
+        )
 
 
 def _values(np: Any, design: Design, condition: str, probes: Sequence[str]) -> tuple[Any, Any]:
@@ -149,12 +202,13 @@ def _replicate_draws(np: Any, design: Design, condition: str, resamples: int, on
     return np.broadcast_to(np.arange(runs), (resamples, runs))
 
 
-def _option_draws(np: Any, uniforms: Any, k: Any, on: bool) -> tuple[Any, Any]:
+def _option_draws(np: Any, uniforms: Any, k: Any, on: bool) -> tuple[Any, Any | None]:
     """Option positions for each drawn probe (k of them, with replacement, or each once)
     and the mask of the positions in use (a probe with fewer options than the widest)."""
     width = uniforms.shape[-1]
     positions = np.arange(width)
-    mask = positions < k[..., None]
+    # Every probe with the widest number of options: no position is masked out.
+    mask = None if bool((k == width).all()) else positions < k[..., None]
     if on:
         drawn = (uniforms * k[..., None]).astype(np.int64)
     else:
@@ -163,7 +217,11 @@ def _option_draws(np: Any, uniforms: Any, k: Any, on: bool) -> tuple[Any, Any]:
 
 
 def _lme(np: Any, values: Any, mask: Any, k: Any) -> Any:
-    """log-mean-exp over the last axis's masked-in values (k of them)."""
+    """log-mean-exp over the last axis's masked-in values (k of them; mask None: all)."""
+    if mask is None:
+        top = values.max(axis=-1)
+        shift = np.where(np.isfinite(top), top, 0.0)
+        return shift + np.log(np.exp(values - shift[..., None]).sum(axis=-1) / k)
     top = np.where(mask, values, -np.inf).max(axis=-1)
     shift = np.where(np.isfinite(top), top, 0.0)
     total = np.where(mask, np.exp(values - shift[..., None]), 0.0).sum(axis=-1)

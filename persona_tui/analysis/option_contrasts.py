@@ -13,14 +13,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from persona_tui.analysis.hierarchy import (
-    ALL_LEVELS,
-    PROBES_AND_OPTIONS,
-    Design,
-    hierarchical_interval,
-)
+from persona_tui.analysis.hierarchy import Design, Resampler
 from persona_tui.analysis.replicates import ReplicateTest, Spread, replicate_test, spread
 from persona_tui.analysis.stats import (
     ALPHA,
@@ -85,15 +80,25 @@ def _half(interval: Interval | None) -> float | None:
     return None if interval is None else (interval.high - interval.low) / 2
 
 
-@dataclass(frozen=True)
+@dataclass
 class ContrastInput:
     """What a contrast needs from the analysis: the design, the point log-odds per run and
-    probe, which conditions are fixed (no training), and which were trained."""
+    probe, the conditions that were trained; and the bootstrap of each probe set, shared
+    by every contrast and mean over it."""
 
     design: Design
     log_odds: Mapping[tuple[str, int, str], float]  # (condition, replicate, probe)
     trained: frozenset[str]  # conditions that ran with LoRA adapters
     resamples: int
+    _resamplers: dict[tuple[str, ...], Resampler] = field(default_factory=dict)
+
+    def resampler(self, probes: Sequence[str]) -> Resampler:
+        """The (kept) bootstrap draws over `probes`, options resampled."""
+        key = tuple(probes)
+        found = self._resamplers.get(key)
+        if found is None:
+            found = self._resamplers[key] = Resampler(self.design, key, True, self.resamples)
+        return found
 
 
 def contrast(
@@ -112,8 +117,9 @@ def contrast(
     n = len(differences)
     difference = math.fsum(differences) / n if n else None
     pair = (condition, reference)
-    full = hierarchical_interval(design, pair, probes, ALL_LEVELS, data.resamples)
-    with_options = hierarchical_interval(design, pair, probes, PROBES_AND_OPTIONS, data.resamples)
+    resampler = data.resampler(probes)
+    full = resampler.interval(pair, replicates=True)
+    with_options = resampler.interval(pair, replicates=False)
     probe_only = bootstrap_mean_interval(differences, data.resamples)
     permutation = sign_flip_p(differences)
     p_value, exact = permutation if permutation is not None else (None, False)
@@ -136,7 +142,7 @@ def contrast(
         ((condition, len(runs_a)), (reference, len(runs_b))),
         data.trained,
         n,
-        [design.options(condition, p) for p in probes],
+        [design.options(p) for p in probes],
     )
     verdict, sentence, explanation = _verdict(
         condition, reference, n, difference, full, p_value, unit, run_test

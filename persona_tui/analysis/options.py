@@ -28,7 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from persona_tui.analysis.hierarchy import Cell, Design, hierarchical_interval
+from persona_tui.analysis.hierarchy import Cell, Design
 from persona_tui.analysis.option_contrasts import (
     ContrastInput,
     OptionContrast,
@@ -284,6 +284,8 @@ def analyze_options(
             first = first_arm[(c.id, p)]
             value = math.fsum(log_odds[(c.id, r, p)] for r in runs) / len(runs)
             per_probe.append(ProbeLogOdds(c.id, p, value, first.options_a, first.options_b))
+    trained = frozenset(c for s in dataset.sessions for c in s.adapter_conditions)
+    data = ContrastInput(design, log_odds, trained, resamples)
     means = []
     for c in conditions:
         runs, own = units[c.id], complete[c.id]
@@ -294,13 +296,11 @@ def analyze_options(
                 c.label,
                 len(own),
                 math.fsum(run_means) / len(run_means) if run_means else None,
-                hierarchical_interval(design, (c.id,), own, resamples=resamples),
+                data.resampler(own).interval((c.id,)),
                 len(runs),
                 spread(run_means) if len(run_means) > 1 else None,
             )
         )
-    trained = frozenset(c for s in dataset.sessions for c in s.adapter_conditions)
-    data = ContrastInput(design, log_odds, trained, resamples)
     contrasts = []
     for i, earlier in enumerate(conditions):
         for later in conditions[i + 1 :]:
@@ -367,6 +367,7 @@ def _design(
     for condition, replicate, probe in options_of:
         by_probe.setdefault(probe, []).append((condition, replicate))
     cells: dict[tuple[str, int, str], Cell] = {}
+    counts: dict[str, tuple[int, int]] = {}
     ragged = 0
     for probe, arms in by_probe.items():
         scored = [options_of[(c, r, probe)] for c, r in arms]
@@ -389,7 +390,8 @@ def _design(
                 cells[(c, r, probe)] = Cell(
                     (log_mean_exp([x for _, x in a]),), (log_mean_exp([x for _, x in b]),)
                 )
-    return Design(units, cells), ragged
+            counts[probe] = (len(cells[(c, r, probe)].a), len(cells[(c, r, probe)].b))
+    return Design(units, cells, counts), ragged
 
 
 def _tokens(dataset: Dataset, labels: Sequence[str]) -> tuple[LabelTokens, ...]:

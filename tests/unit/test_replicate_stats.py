@@ -132,21 +132,22 @@ def test_equal_options_leave_out_nothing_and_differing_options_widen() -> None:
 
 
 def _interval(session, probes, levels):  # type: ignore[no-untyped-def]
-    """The hierarchical interval of framed − baseline at `levels`, from a fresh design."""
+    """The hierarchical interval of framed − baseline at `levels`, on the design the
+    analysis of `session` builds."""
     from persona_tui.analysis import options as options_module
 
     captured = {}
-    original = options_module.hierarchical_interval
+    original = options_module.ContrastInput
 
-    def spy(design, conditions, probes_, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(design, *args, **kwargs):  # type: ignore[no-untyped-def]
         captured["design"] = design
-        return original(design, conditions, probes_, *args, **kwargs)
+        return original(design, *args, **kwargs)
 
-    options_module.hierarchical_interval = spy  # type: ignore[assignment]
+    options_module.ContrastInput = spy  # type: ignore[assignment,misc]
     try:
         analyze_options(dataset_of([session]))
     finally:
-        options_module.hierarchical_interval = original
+        options_module.ContrastInput = original  # type: ignore[misc]
     return hierarchical_interval(captured["design"], ("framed", "baseline"), probes, levels)
 
 
@@ -286,3 +287,12 @@ def test_labels_pool_a_conditions_training_runs_and_say_so() -> None:
         ]
     )
     assert not any("training runs" in n for n in analyze(plain).notes)
+
+
+def test_kept_and_recomputed_draws_give_the_same_intervals(monkeypatch: pytest.MonkeyPatch) -> None:
+    from persona_tui.analysis import hierarchy
+
+    kept = study({"framed": [0.2, 1.0, 1.8], "other": [0.0, 0.3, -0.3]})
+    monkeypatch.setattr(hierarchy, "_KEEP_LIMIT", 0)  # every interval computes its own blocks
+    again = study({"framed": [0.2, 1.0, 1.8], "other": [0.0, 0.3, -0.3]})
+    assert again.contrasts == kept.contrasts and again.means == kept.means
