@@ -431,3 +431,39 @@ def test_a_replicated_study_gives_one_log_per_training_run(tmp_path: Path) -> No
     written = tmp_path / "r2.eval"
     write_log(logs[2], written)
     assert read_eval_log(str(written)).samples[0].metadata["replicate"] == 2  # type: ignore[index]
+
+
+def test_training_run_logs_import_as_conditions_of_their_own(tmp_path: Path) -> None:
+    from persona_tui.analysis.inspect_export import session_eval_logs, write_log
+    from persona_tui.session.model import Trial
+    from tests.analysis_sessions import replicated_options_session
+
+    options = [("kind", "ok", -2.0, 2), ("mean", "cruel", -1.0, 1)]
+    cells = {("framed", 1, "p1"): options, ("framed", 2, "p1"): options}
+    session = replicated_options_session(cells, ["framed"])
+    trials = [
+        Trial(
+            c,
+            "p1",
+            0,
+            7,
+            "<p>",
+            f"r{r}",
+            "stop",
+            3,
+            2,
+            "2026-01-01T00:00:01+00:00",
+            0.1,
+            replicate=r,
+        )
+        for c, r, _ in cells
+    ]
+    logs = session_eval_logs(dataclasses.replace(session, trials=trials), JudgeFile.of("x", {}, ()))
+    paths = []
+    for index, log in enumerate(logs):
+        write_log(log, tmp_path / f"{index}.eval")
+        paths.append(tmp_path / f"{index}.eval")
+    imported = import_inspect_logs(paths, output=tmp_path / "back.toml")
+    back = load_session(imported.path)
+    assert back.header.plan.conditions == ("framed-r1", "framed-r2")
+    assert [t.response for t in back.trials] == ["r1", "r2"]
