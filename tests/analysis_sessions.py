@@ -259,3 +259,61 @@ def attach_options(
         with SessionStore.open(path) as store:
             for cell in options_session(cells).option_cells:
                 store.save_option_cell(cell)
+
+
+def replicated_options_session(
+    cells: dict[tuple[str, int, str], Sequence[OptionSpec]],
+    replicated: Sequence[str],
+    session_id: str = "2026-01-01T0000-framing-study-0001",
+    scenario: str = STUDY_SCENARIO,
+) -> Session:
+    """A training-study Session: `cells[(condition, replicate, probe)]`, the conditions in
+    `replicated` trained (an adapter per replicate; replicate 0 means one unnumbered run)."""
+    import dataclasses
+
+    from persona_tui.session.model import AdapterRecord
+
+    flat = {(c, p): v for (c, _, p), v in cells.items()}
+    base = options_session(flat, session_id=session_id, scenario=scenario)
+    replicates = max((r for _, r, _ in cells), default=0)
+    arms = list(dict.fromkeys((c, r) for c, r, _ in cells))
+    adapters = tuple(
+        AdapterRecord(c, f"/adapters/{c}/r{r}/adapter.gguf", f"{r:02d}" * 32, 1024, replicate=r)
+        for c, r in arms
+        if c in replicated
+    )
+    plan = dataclasses.replace(
+        base.header.plan,
+        replicates=replicates,
+        replicated=tuple(c for c in base.header.plan.conditions if c in replicated and replicates),
+    )
+    header = dataclasses.replace(base.header, plan=plan, adapters=adapters)
+    option_cells = [
+        dataclasses.replace(cell, replicate=r)
+        for cell, (_, r, _) in zip(_cells_in_order(cells), cells, strict=True)
+    ]
+    return dataclasses.replace(base, header=header, option_cells=option_cells)
+
+
+def _cells_in_order(cells: dict[tuple[str, int, str], Sequence[OptionSpec]]) -> list[OptionCell]:
+    """One OptionCell per (condition, replicate, probe), in the order of `cells`."""
+    out = []
+    for (condition, _, probe), options in cells.items():
+        (cell,) = options_session({(condition, probe): options}).option_cells
+        out.append(cell)
+    return out
+
+
+def write_replicated(path: Path, session: Session) -> Path:
+    """Write a Session built in memory (e.g. `replicated_options_session`) as a session
+    file through the SessionStore, its option cells as a scoring pass saves them."""
+    import dataclasses
+
+    header = dataclasses.replace(session.header, id=session.header.id)
+    store = SessionStore.create(path, header)
+    try:
+        for cell in session.option_cells:
+            store.save_option_cell(cell)
+    finally:
+        store.close()
+    return path

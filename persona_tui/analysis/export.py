@@ -1,5 +1,6 @@
-"""Tidy exports: one row per trial per annotation (the trials table), or one row per
-condition × probe × scored answer option (the options table), as CSV or JSON Lines.
+"""Tidy exports: one row per trial per annotation (the trials table), or one row per arm
+(condition, training run) × probe × scored answer option (the options table), as CSV or
+JSON Lines.
 
 Columns are documented in docs/export-format.md. The CSV is RFC 4180 style (comma,
 double-quote quoting, header row, UTF-8 without BOM) so pandas (`read_csv`) and R
@@ -46,6 +47,7 @@ FIXED_LEADING: tuple[str, ...] = (
     "backend_version",
     "condition",
     "condition_label",
+    "replicate",
     "probe",
     "probe_text",
     "sample",
@@ -123,6 +125,7 @@ OPTION_COLUMNS: tuple[Column[OptionRow], ...] = (
     _option_attr("model_name"),
     _option_attr("model_sha256"),
     _option_attr("condition"),
+    _option_attr("replicate"),
     _option_attr("probe"),
     _option_attr("option"),
     _option_attr("label"),

@@ -1,7 +1,9 @@
 """Sessions as Inspect AI logs (`.eval`), written through Inspect's own Python API.
 
-One log per condition of a session (task = scenario id, `task_args.condition`, run_id =
-session id), one sample per probe, epoch = sample index + 1; human annotations, judge scores
+One log per arm of a session: per condition, and in a replicated training study per training
+run of it ("learns r2": `task_args.replicate`, the file `<session>_learns-r2.eval`), so
+samples never collide (task = scenario id, `task_args.condition`, run_id = session id), one
+sample per probe, epoch = sample index + 1; human annotations, judge scores
 and the reproducibility record come along; Inspect recomputes the metrics from the scorer
 definitions in the log header. Sessions imported from Inspect logs (`inspect_import`) go back
 instead as a copy of each original log with the annotations added by `edit_score`, the
@@ -41,7 +43,7 @@ from persona_tui.errors import PersonaError
 from persona_tui.scenario.model import Scenario
 from persona_tui.scoring.judgements import JudgeFile, Judgement
 from persona_tui.session.index import reproducibility_data
-from persona_tui.session.model import OptionCell, Session, Trial, TrialKey
+from persona_tui.session.model import Arm, OptionCell, Session, Trial, TrialKey
 
 if TYPE_CHECKING:
     from inspect_ai.log import EvalLog, EvalSample
@@ -74,19 +76,18 @@ def export_inspect(
 
 
 def session_eval_logs(session: Session, judge_file: JudgeFile) -> list[EvalLog]:
-    """The Inspect logs of a session, one per condition (in plan order), metrics computed."""
+    """The Inspect logs of a session, one per arm (condition, training run; in plan order),
+    metrics computed."""
     require_inspect(PURPOSE)
     scenario = scenario_or_none(session)
     names = annotator_names(a.annotator for t in session.trials for a in t.annotations)
     labels = label_ids(session, scenario)
     judged = judge_file.latest()
     logs = []
-    for condition in _conditions(session):
-        trials = [t for t in session.trials if t.condition == condition]
-        cells = {c.probe: c for c in session.option_cells if c.condition == condition}
-        logs.append(
-            _condition_log(session, scenario, condition, trials, cells, names, labels, judged)
-        )
+    for arm in _arms(session):
+        trials = [t for t in session.trials if t.arm == arm]
+        cells = {c.probe: c for c in session.option_cells if c.arm == arm}
+        logs.append(_arm_log(session, scenario, arm, trials, cells, names, labels, judged))
     return logs
 
 
@@ -96,10 +97,11 @@ def session_eval_logs(session: Session, judge_file: JudgeFile) -> list[EvalLog]:
 def _export_session(session: Session, judge_file: JudgeFile, out_dir: Path) -> list[ExportedLog]:
     written = []
     for log in session_eval_logs(session, judge_file):
-        condition = str(log.eval.task_args["condition"])
-        target = out_dir / f"{_file_stem(session.header.id)}_{_file_stem(condition)}.eval"
+        arm = Arm(str(log.eval.task_args["condition"]), int(log.eval.task_args.get("replicate", 0)))
+        stem = _file_stem(arm.condition) + (f"-r{arm.replicate}" if arm.replicate else "")
+        target = out_dir / f"{_file_stem(session.header.id)}_{stem}.eval"
         write_log(log, target)
-        written.append(ExportedLog(target, session.header.id, condition, len(log.samples or [])))
+        written.append(ExportedLog(target, session.header.id, arm.name, len(log.samples or [])))
     return written
 
 
@@ -107,12 +109,12 @@ def _file_stem(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip(".") or "log"
 
 
-def _conditions(session: Session) -> list[str]:
-    seen = dict.fromkeys(session.header.plan.conditions)
+def _arms(session: Session) -> list[Arm]:
+    seen = dict.fromkeys(session.header.plan.arms)
     for trial in session.trials:
-        seen.setdefault(trial.condition)
+        seen.setdefault(trial.arm)
     for cell in session.option_cells:
-        seen.setdefault(cell.condition)
+        seen.setdefault(cell.arm)
     return list(seen)
 
 
@@ -123,10 +125,10 @@ def _probe_order(session: Session) -> dict[str, int]:
     return {probe: index for index, probe in enumerate(order)}
 
 
-def _condition_log(
+def _arm_log(
     session: Session,
     scenario: Scenario | None,
-    condition: str,
+    arm: Arm,
     trials: list[Trial],
     cells: dict[str, OptionCell],
     names: dict[str, str],
@@ -148,7 +150,7 @@ def _condition_log(
     ends = [trial_end(t) for t in trials]
     log = EvalLog(
         status="success" if header.status == "complete" else "started",
-        eval=_spec(session, scenario, condition, samples, unsampled),
+        eval=_spec(session, scenario, arm, samples, unsampled),
         stats=EvalStats(
             started_at=header.created,
             completed_at=max(ends) if ends and header.status == "complete" else "",
@@ -163,7 +165,7 @@ def _condition_log(
 def _spec(
     session: Session,
     scenario: Scenario | None,
-    condition: str,
+    arm: Arm,
     samples: list[EvalSample],
     unsampled_cells: list[dict[str, Any]],
 ) -> Any:
@@ -173,6 +175,7 @@ def _spec(
     header = session.header
     model = header.model
     sampling = header.sampling
+    condition = arm.condition
     label = condition
     if scenario is not None and any(c.id == condition for c in scenario.conditions):
         label = scenario.condition(condition).label or condition
@@ -187,6 +190,9 @@ def _spec(
         "condition_label": label,
         "blind_note": "Blind annotation does not survive an export: each log is one condition.",
     }
+    # A training run of a replicated study (its own log: the runs' samples share ids).
+    run: dict[str, Any] = {"replicate": arm.replicate} if arm.replicate else {}
+    metadata.update(run)
     if unsampled_cells:
         metadata["option_cells"] = unsampled_cells  # likelihood probes without a trial
     probes = list(_probe_order(session))
@@ -195,7 +201,7 @@ def _spec(
     # definitions as data and let pydantic build them (the documented log schema).
     typed_elsewhere: dict[str, Any] = {"scorers": scorers} if scorers else {}
     return EvalSpec(
-        eval_id=short_id("eval", header.id, condition),
+        eval_id=short_id("eval", header.id, condition, *([str(arm.replicate)] if run else [])),
         run_id=header.id,
         created=header.created,
         task=header.scenario_id,
@@ -203,8 +209,9 @@ def _spec(
         task_version=0,
         task_file=header.scenario_path,
         task_display_name=scenario.title if scenario else header.scenario_id,
-        task_description=f"{header.scenario_id} · {label}",
-        task_args={"condition": condition},
+        task_description=f"{header.scenario_id} · {label}"
+        + (f" · training run {arm.replicate}" if run else ""),
+        task_args={"condition": condition, **run},
         task_attribs={"condition_label": label},
         tags=["persona-tui"],
         dataset=EvalDataset(

@@ -90,6 +90,8 @@ def import_inspect_logs(
         except Exception as error:  # Inspect raises many kinds for a file it cannot read
             raise PersonaError(f"{path}: not an Inspect log Inspect can read ({error})") from None
         wanted = str(log.eval.task_args.get("condition") or log.eval.task or path.stem)
+        if log.eval.task_args.get("replicate"):  # a training run's log: its own condition
+            wanted += f"-r{log.eval.task_args['replicate']}"
         condition = unique(condition_ids, slug(wanted, "log"))
         read.append(_Log(path, log, condition, file_sha256(path)))
     sid = slug(scenario_id or read[0].log.eval.task or "inspect", "inspect")

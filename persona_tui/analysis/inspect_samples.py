@@ -63,6 +63,7 @@ def eval_sample(
         "prompt_mode": header.plan.prompt_mode,
         "finish_reason": trial.finish_reason,
         "condition": trial.condition,
+        "replicate": trial.replicate,
         "probe": trial.probe,
         "sample": trial.sample,
         "started": trial.started,
@@ -99,7 +100,14 @@ def eval_sample(
         completed_at=trial_end(trial),
         total_time=trial.seconds,
         working_time=trial.seconds,
-        uuid=short_id("sample", header.id, trial.condition, trial.probe, str(trial.sample)),
+        uuid=short_id(
+            "sample",
+            header.id,
+            trial.condition,
+            trial.probe,
+            str(trial.sample),
+            *([str(trial.replicate)] if trial.replicate else []),
+        ),
     )
 
 

@@ -24,7 +24,7 @@ from persona_tui.scenario.model import Label
 
 Source = Literal["human", "rules", "judge"]
 SOURCES: tuple[Source, ...] = ("human", "rules", "judge")
-TrialId = tuple[str, str, str, int]
+TrialId = tuple[str, str, str, int, int]  # (session, condition, probe, sample, replicate)
 
 _OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,

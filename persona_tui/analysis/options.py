@@ -1,94 +1,88 @@
 """Likelihood probes: how much more likely one label's answers become under each framing.
 
-Sessions hold, per condition × probe, the log-probability of every scored answer option
-(`Dataset.options`, from `Session.option_cells`). From them:
+Sessions hold, per arm (condition, and in a replicated training study its training run) ×
+probe, the log-probability of every scored answer option (`Dataset.options`, from
+`Session.option_cells`). From them:
 
-- per probe and condition, the **log-odds** of label A against label B:
+- per arm and probe, the **log-odds** of label A against label B:
   `LME(logprobs of A's options) − LME(logprobs of B's options)`, LME the log-mean-exp
   (the log of the mean probability), so a label with more options is not favoured;
-- per condition, the mean log-odds over probes, with a probe-bootstrap 95% interval;
-- for every pair of conditions, the **paired contrast** over the probes scored under both:
-  the mean of the per-probe differences, a probe-bootstrap 95% interval (10,000 seeded
-  resamples of probes), a two-sided **sign-flip permutation** p-value (all 2^n sign
-  patterns when 2^n ≤ 100,000, else 100,000 seeded random flips) and a verdict in words;
-- the interval half-width this number of probes resolves (the power of the study), and
-  the mean token count of each label's options (so length cannot silently explain a
-  contrast).
+- per condition, the mean log-odds over its runs and probes, with a 95% interval from the
+  hierarchical bootstrap (probes, training runs, options: `analysis.hierarchy`) and the
+  spread between its runs (`analysis.replicates`);
+- for every pair of conditions, the **paired contrast** over the probes scored under both
+  (`analysis.option_contrasts`): intervals by level, a probe-level sign-flip p, a run-level
+  permutation test, a verdict in words that names the unit;
+- the interval half-width the design resolves (the power of the study), and the mean token
+  count of each label's options (so length cannot silently explain a contrast).
 
-Several sessions are pooled by probe: an option scored in several sessions (repeated runs
-of a scenario) contributes the mean of its log-probabilities. Pure computation; the
-bootstrap and the sign-flip test are `analysis.stats`'s (numpy, imported lazily: the
-`analysis` extra). See docs/analysis.md, "Likelihood probes".
+Several sessions are pooled by arm and probe: an option scored in several sessions
+(repeated runs of a scenario) contributes the mean of its log-probabilities. Pure
+computation (numpy imported lazily: the `analysis` extra). See docs/analysis.md,
+"Likelihood probes".
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from persona_tui.analysis.records import ConditionInfo, Dataset
-from persona_tui.analysis.stats import (
-    ALPHA,
-    BOOTSTRAP_RESAMPLES,
-    MIN_PROBES_SIGN_FLIP,
-    Interval,
-    bootstrap_mean_interval,
-    sign_flip_p,
+from persona_tui.analysis.hierarchy import Cell, Design
+from persona_tui.analysis.option_contrasts import (
+    ContrastInput,
+    OptionContrast,
+    Verdict,
+    contrast,
+    interval_nats,
+    nats,
+    one_run_note,
 )
+from persona_tui.analysis.records import ConditionInfo, Dataset, OptionRow
+from persona_tui.analysis.replicates import Spread, spread
+from persona_tui.analysis.stats import BOOTSTRAP_RESAMPLES, Interval
 from persona_tui.errors import PersonaError
 
-Verdict = str  # "higher", "lower", "no difference shown", "too few"
+__all__ = [
+    "ConditionLogOdds",
+    "LabelTokens",
+    "OptionContrast",
+    "OptionsAnalysis",
+    "ProbeLogOdds",
+    "Verdict",
+    "analyze_options",
+    "interval_nats",
+    "log_mean_exp",
+    "nats",
+    "one_run_note",
+]
 
 
 @dataclass(frozen=True)
 class ProbeLogOdds:
-    """log-odds(A vs B) of one probe under one condition, and how many options entered."""
+    """log-odds(A vs B) of one probe under one condition (the mean over its training runs;
+    in `OptionsAnalysis.per_arm`, of one run), and how many options entered."""
 
     condition: str
     probe: str
     log_odds: float
     options_a: int
     options_b: int
+    replicate: int = 0  # per_arm: the training run; per_probe: 0
 
 
 @dataclass(frozen=True)
 class ConditionLogOdds:
-    """A condition's mean log-odds over its probes, with a probe-bootstrap interval."""
+    """A condition's mean log-odds over its runs and probes, with the hierarchical interval
+    and the spread of its runs' means (None for one run)."""
 
     condition: str
     label: str  # the framing's label from the scenario
     probes: int
     mean: float | None
-    interval: Interval | None
-
-
-@dataclass(frozen=True)
-class OptionContrast:
-    """`condition` − `reference` in log-odds, paired over the probes scored under both."""
-
-    condition: str
-    reference: str
-    probes: int
-    difference: float | None  # mean over probes of the per-probe differences, in nats
-    interval: Interval | None  # probe bootstrap, 95%
-    p_value: float | None  # two-sided sign-flip permutation test
-    exact: bool  # p from every sign pattern (True) or from RANDOM_FLIPS random ones
-    higher: int  # probes where the log-odds are higher under `condition`
-    verdict: Verdict
-    sentence: str  # the verdict in words, e.g. "no difference shown: +0.4 nats [−1.6, 2.4]"
-    explanation: str = ""
-    # Its conditions that ran with a LoRA adapter: one training run each, whose noise
-    # between runs the probe interval does not contain (said in `explanation` too).
-    single_runs: tuple[str, ...] = ()
-
-    @property
-    def half_width(self) -> float | None:
-        """Half the interval's width: the smallest difference this contrast can resolve."""
-        if self.interval is None:
-            return None
-        return (self.interval.high - self.interval.low) / 2
+    interval: Interval | None  # probes, training runs and options resampled
+    runs: int = 1  # training runs (replicates); 1 for a condition without them
+    run_spread: Spread | None = None  # of the runs' mean log-odds over the probes
 
 
 @dataclass(frozen=True)
@@ -108,15 +102,21 @@ class OptionsAnalysis:
     sessions: tuple[str, ...]
     conditions: tuple[ConditionInfo, ...]
     probes: tuple[str, ...]  # probes with a log-odds under at least one condition
-    per_probe: tuple[ProbeLogOdds, ...]
+    per_probe: tuple[ProbeLogOdds, ...]  # per condition (mean over its runs) and probe
     means: tuple[ConditionLogOdds, ...]
     contrasts: tuple[OptionContrast, ...]
     tokens: tuple[LabelTokens, ...]  # every label options use, A and B first
     notes: tuple[str, ...] = ()
+    per_arm: tuple[ProbeLogOdds, ...] = ()  # per training run and probe
 
     @property
     def title(self) -> str:
         return f"log-odds of '{self.label_a}' vs '{self.label_b}'"
+
+    @property
+    def replicated(self) -> bool:
+        """Whether a condition has several training runs."""
+        return any(m.runs > 1 for m in self.means)
 
     def log_odds(self, condition: str, probe: str) -> float | None:
         return next(
@@ -137,25 +137,15 @@ class OptionsAnalysis:
     def power_line(self) -> str:
         """The power of the study in words (what a "no difference shown" means)."""
         resolvable = self.resolvable
+        widest = max(self.contrasts, key=lambda c: c.half_width or 0.0, default=None)
         n = max((c.probes for c in self.contrasts), default=len(self.probes))
-        if resolvable is None:
+        if resolvable is None or widest is None:
             return f"with {n} probe(s) this study cannot resolve differences between framings"
         return (
-            f"with {n} probes this study resolves differences of about ±{nats(resolvable)} nats "
-            "(the widest half-width of the 95% intervals); a smaller true difference would "
-            "read as 'no difference shown'"
+            f"with {widest.unit or f'{n} probes'} this study resolves differences of about "
+            f"±{nats(resolvable)} nats (the widest half-width of the 95% intervals); a smaller "
+            "true difference would read as 'no difference shown'"
         )
-
-
-def nats(value: float, signed: bool = False) -> str:
-    """A number of nats in the verdicts' style: one decimal, a true minus sign."""
-    rounded = round(value, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
-    text = f"{rounded:+.1f}" if signed else f"{rounded:.1f}"
-    return text.replace("-", "−")
-
-
-def interval_nats(interval: Interval) -> str:
-    return f"[{nats(interval.low)}, {nats(interval.high)}]"
 
 
 def log_mean_exp(values: Sequence[float]) -> float:
@@ -214,89 +204,115 @@ def analyze_options(
             )
 
     # Pool sessions: each option's log-probability averaged over the sessions that scored it.
-    pooled: dict[tuple[str, str], dict[tuple[str, str], list[float]]] = {}
+    pooled: dict[tuple[str, int, str], dict[tuple[str, str], list[float]]] = {}
     for row in rows:
-        cell = pooled.setdefault((row.condition, row.probe), {})
+        cell = pooled.setdefault((row.condition, row.replicate, row.probe), {})
         cell.setdefault((row.option, row.label), []).append(row.logprob)
-    spread = max(
-        (max(v) - min(v) for cell in pooled.values() for v in cell.values() if len(v) > 1),
-        default=0.0,
-    )
-    if spread > 1e-6:
-        notes.append(
-            "an option's log-probability differs between sessions (by up to "
-            f"{spread:.3g} nats): each option's values were averaged before the log-mean-exp"
-        )
-    models = sorted({r.model_sha256 for r in rows})
-    if len(models) > 1:
-        names = ", ".join(sorted({r.model_name for r in rows}))
-        notes.append(f"options scored by different models ({names}) are pooled by probe")
+    notes += _pooling_notes(rows, pooled)
 
-    per_probe: list[ProbeLogOdds] = []
-    skipped = 0
     condition_ids = [c.id for c in dataset.conditions]
     probe_ids = [p.id for p in dataset.probes]
-    for condition in condition_ids:
+    arms = sorted(
+        {(c, r) for c, r, _ in pooled},
+        key=lambda arm: (condition_ids.index(arm[0]) if arm[0] in condition_ids else 0, arm[1]),
+    )
+    per_arm: list[ProbeLogOdds] = []
+    options_of: dict[tuple[str, int, str], tuple[list[tuple[str, float]], list[tuple[str, float]]]]
+    options_of = {}
+    skipped = 0
+    for condition, replicate in arms:
         for probe in probe_ids:
-            scored = pooled.get((condition, probe))
+            scored = pooled.get((condition, replicate, probe))
             if scored is None:
                 continue
-            a = [math.fsum(v) / len(v) for (_, lab), v in scored.items() if lab == label_a]
-            b = [math.fsum(v) / len(v) for (_, lab), v in scored.items() if lab == label_b]
-            if not a or not b:
-                skipped += 1
-                continue
-            value = log_mean_exp(a) - log_mean_exp(b)
+            a = [(o, math.fsum(v) / len(v)) for (o, lab), v in scored.items() if lab == label_a]
+            b = [(o, math.fsum(v) / len(v)) for (o, lab), v in scored.items() if lab == label_b]
+            value = (
+                log_mean_exp([x for _, x in a]) - log_mean_exp([x for _, x in b])
+                if a and b
+                else math.nan
+            )
             if not math.isfinite(value):
                 skipped += 1
                 continue
-            per_probe.append(ProbeLogOdds(condition, probe, value, len(a), len(b)))
+            options_of[(condition, replicate, probe)] = (a, b)
+            per_arm.append(ProbeLogOdds(condition, probe, value, len(a), len(b), replicate))
     if skipped:
         notes.append(
             f"{skipped} condition × probe cell(s) left out: no options of '{label_a}' or of "
             f"'{label_b}', or a probability of 0"
         )
-    by_condition: dict[str, dict[str, float]] = {}
-    for x in per_probe:
-        by_condition.setdefault(x.condition, {})[x.probe] = x.log_odds
-    conditions = tuple(c for c in dataset.conditions if c.id in by_condition)
-    present = {x.probe for x in per_probe}
+    log_odds = {(x.condition, x.replicate, x.probe): x.log_odds for x in per_arm}
+    scored_arms = {(c, r) for c, r, _ in log_odds}
+    units: dict[str, tuple[int, ...]] = {}
+    for condition, replicate in arms:
+        if (condition, replicate) in scored_arms:
+            units[condition] = (*units.get(condition, ()), replicate)
+    conditions = tuple(c for c in dataset.conditions if c.id in units)
+    present = {x.probe for x in per_arm}
     probes = tuple(p for p in probe_ids if p in present)
-
+    # A condition's probes: those every one of its runs scored.
+    complete = {
+        c.id: [p for p in probes if all((c.id, r, p) in log_odds for r in units[c.id])]
+        for c in conditions
+    }
+    partial = sum(
+        1
+        for c in conditions
+        for p in probes
+        if p not in complete[c.id]
+        if any((c.id, r, p) in log_odds for r in units[c.id])
+    )
+    if partial:
+        notes.append(
+            f"{partial} condition × probe cell(s) left out: not scored under every training "
+            "run of the condition"
+        )
+    design, ragged = _design(units, options_of)
+    if ragged:
+        notes.append(
+            f"{ragged} probe(s) do not have the same options under every condition and run: "
+            "their options are not resampled (the interval's options level skips them)"
+        )
+    first_arm: dict[tuple[str, str], ProbeLogOdds] = {}
+    for x in per_arm:
+        first_arm.setdefault((x.condition, x.probe), x)
+    per_probe = []
+    for c in conditions:
+        runs = units[c.id]
+        for p in complete[c.id]:
+            first = first_arm[(c.id, p)]
+            value = math.fsum(log_odds[(c.id, r, p)] for r in runs) / len(runs)
+            per_probe.append(ProbeLogOdds(c.id, p, value, first.options_a, first.options_b))
+    trained = frozenset(c for s in dataset.sessions for c in s.adapter_conditions)
+    data = ContrastInput(design, log_odds, trained, resamples)
     means = []
     for c in conditions:
-        values = [by_condition[c.id][p] for p in probes if p in by_condition[c.id]]
+        runs, own = units[c.id], complete[c.id]
+        run_means = [math.fsum(log_odds[(c.id, r, p)] for p in own) / len(own) for r in runs if own]
         means.append(
             ConditionLogOdds(
                 c.id,
                 c.label,
-                len(values),
-                math.fsum(values) / len(values) if values else None,
-                bootstrap_mean_interval(values, resamples),
+                len(own),
+                math.fsum(run_means) / len(run_means) if run_means else None,
+                data.resampler(own).interval((c.id,)),
+                len(runs),
+                spread(run_means) if len(run_means) > 1 else None,
             )
         )
-    trained = {c for s in dataset.sessions for c in s.adapter_conditions}
     contrasts = []
     for i, earlier in enumerate(conditions):
         for later in conditions[i + 1 :]:
-            contrast = _contrast(
-                later.id,
-                earlier.id,
-                by_condition[later.id],
-                by_condition[earlier.id],
-                probes,
-                resamples,
-            )
-            runs = [c for c in (later.id, earlier.id) if c in trained]
-            if runs:
-                contrast = dataclasses.replace(
-                    contrast,
-                    explanation=_one_run(contrast.explanation, runs),
-                    single_runs=tuple(runs),
-                )
-            contrasts.append(contrast)
+            shared = [p for p in complete[later.id] if p in complete[earlier.id]]
+            contrasts.append(contrast(data, later.id, earlier.id, shared))
     if len(conditions) < 2:
         notes.append("only one condition has options scored: there is nothing to contrast")
+    if any(len(runs) > 1 for runs in units.values()):
+        notes.append(
+            "a replicated condition's log-odds are the mean over its training runs; its "
+            "interval resamples the runs too (docs/analysis.md)"
+        )
     tokens = _tokens(dataset, [label_a, label_b, *(u for u in used if u not in (label_a, label_b))])
     length_note = _length_note(tokens, label_a, label_b)
     if length_note:
@@ -313,95 +329,69 @@ def analyze_options(
         contrasts=tuple(contrasts),
         tokens=tokens,
         notes=tuple(notes),
+        per_arm=tuple(per_arm),
     )
 
 
-def _contrast(
-    condition: str,
-    reference: str,
-    values: dict[str, float],
-    reference_values: dict[str, float],
-    probes: Sequence[str],
-    resamples: int,
-) -> OptionContrast:
-    shared = [p for p in probes if p in values and p in reference_values]
-    differences = [values[p] - reference_values[p] for p in shared]
-    n = len(differences)
-    difference = math.fsum(differences) / n if n else None
-    interval = bootstrap_mean_interval(differences, resamples)
-    permutation = sign_flip_p(differences)
-    p_value, exact = permutation if permutation is not None else (None, False)
-    higher = sum(1 for d in differences if d > 0)
-    verdict, sentence, explanation = _verdict(
-        condition, reference, n, difference, interval, p_value
+def _pooling_notes(
+    rows: Sequence[OptionRow],
+    pooled: dict[tuple[str, int, str], dict[tuple[str, str], list[float]]],
+) -> list[str]:
+    notes = []
+    spread_ = max(
+        (max(v) - min(v) for cell in pooled.values() for v in cell.values() if len(v) > 1),
+        default=0.0,
     )
-    return OptionContrast(
-        condition,
-        reference,
-        n,
-        difference,
-        interval,
-        p_value,
-        exact,
-        higher,
-        verdict,
-        sentence,
-        explanation,
-    )
-
-
-def _verdict(
-    condition: str,
-    reference: str,
-    n: int,
-    difference: float | None,
-    interval: Interval | None,
-    p_value: float | None,
-) -> tuple[Verdict, str, str]:
-    """(verdict, sentence, explanation): a claim only when interval and test agree."""
-    if difference is None or interval is None or n < 2:
-        return (
-            "too few",
-            f"too few probes for a claim: {n} scored under both",
-            "the probe bootstrap needs at least 2 probes scored under both conditions",
+    if spread_ > 1e-6:
+        notes.append(
+            "an option's log-probability differs between sessions (by up to "
+            f"{spread_:.3g} nats): each option's values were averaged before the log-mean-exp"
         )
-    estimate = f"{nats(difference, signed=True)} nats {interval_nats(interval)}"
-    if n < MIN_PROBES_SIGN_FLIP:
-        return (
-            "too few",
-            f"too few probes for a claim: {estimate}",
-            f"with {n} probes a sign-flip test cannot reach p < {ALPHA} "
-            f"(it needs at least {MIN_PROBES_SIGN_FLIP})",
+    models = sorted({r.model_sha256 for r in rows})
+    if len(models) > 1:
+        names = ", ".join(sorted({r.model_name for r in rows}))
+        notes.append(f"options scored by different models ({names}) are pooled by probe")
+    return notes
+
+
+Scored = tuple[list[tuple[str, float]], list[tuple[str, float]]]
+
+
+def _design(
+    units: dict[str, tuple[int, ...]], options_of: dict[tuple[str, int, str], Scored]
+) -> tuple[Design, int]:
+    """The bootstrap's cells, options in one order per probe; and how many probes are
+    ragged (options differ between arms, or a probability of 0): each arm's cell there is
+    its LME alone, so the options level leaves the probe as it is."""
+    by_probe: dict[str, list[tuple[str, int]]] = {}
+    for condition, replicate, probe in options_of:
+        by_probe.setdefault(probe, []).append((condition, replicate))
+    cells: dict[tuple[str, int, str], Cell] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    ragged = 0
+    for probe, arms in by_probe.items():
+        scored = [options_of[(c, r, probe)] for c, r in arms]
+        order_a = sorted({o for a, _ in scored for o, _ in a})
+        order_b = sorted({o for _, b in scored for o, _ in b})
+        aligned = all(
+            sorted(o for o, _ in a) == order_a
+            and sorted(o for o, _ in b) == order_b
+            and all(math.isfinite(x) for _, x in (*a, *b))
+            for a, b in scored
         )
-    excludes_zero = interval.low > 0 or interval.high < 0
-    significant = p_value is not None and p_value < ALPHA
-    if excludes_zero and significant:
-        direction = "higher" if difference > 0 else "lower"
-        return direction, f"{direction} under {condition} than {reference}: {estimate}", ""
-    explanation = f"this contrast resolves differences of about ±{nats(_half(interval))} nats"
-    if excludes_zero != significant:
-        explanation += (
-            "; the bootstrap interval and the permutation test disagree, so no claim is made"
-        )
-    return "no difference shown", f"no difference shown: {estimate}", explanation
-
-
-def one_run_note(conditions: Sequence[str]) -> str:
-    """Adapter conditions are single training runs: what their intervals leave out."""
-    if len(conditions) > 1:
-        runs = f"{' and '.join(conditions)} are one training run each (one LoRA adapter)"
-    else:
-        runs = f"{conditions[0]} is one training run (one LoRA adapter)"
-    return f"{runs}: the interval covers the probes, not the noise between training runs"
-
-
-def _one_run(explanation: str, conditions: Sequence[str]) -> str:
-    note = one_run_note(conditions)
-    return f"{explanation}; {note}" if explanation else note
-
-
-def _half(interval: Interval) -> float:
-    return (interval.high - interval.low) / 2
+        ragged += not aligned
+        for (c, r), (a, b) in zip(arms, scored, strict=True):
+            if aligned:
+                da, db = dict(a), dict(b)
+                cells[(c, r, probe)] = Cell(
+                    tuple(da[o] for o in order_a), tuple(db[o] for o in order_b)
+                )
+            else:
+                cells[(c, r, probe)] = Cell(
+                    (log_mean_exp([x for _, x in a]),), (log_mean_exp([x for _, x in b]),)
+                )
+            counts[probe] = (len(cells[(c, r, probe)].a), len(cells[(c, r, probe)].b))
+    return Design(units, cells, counts), ragged
 
 
 def _tokens(dataset: Dataset, labels: Sequence[str]) -> tuple[LabelTokens, ...]:

@@ -30,6 +30,9 @@ from persona_tui.session.model import (
     TrialKey,
 )
 
+# A trial across merged sessions: (session, condition, probe, sample, replicate).
+TrialId = tuple[str, str, str, int, int]
+
 
 @dataclass(frozen=True)
 class JudgeScore:
@@ -79,6 +82,8 @@ class Record:
     rule_label: str = ""
     rule_match: str = ""
     blind_seed: int | None = None  # the annotation's blind-mode shuffle seed; None: not blind
+    # The training run (replicate 1..N) of a replicated adapter condition; 0 otherwise.
+    replicate: int = 0
 
     @property
     def blind(self) -> bool | None:
@@ -88,9 +93,10 @@ class Record:
         return self.blind_seed is not None
 
     @property
-    def trial_id(self) -> tuple[str, str, str, int]:
-        """Identifies the trial across merged sessions: (session, condition, probe, sample)."""
-        return (self.session_id, self.condition, self.probe, self.sample)
+    def trial_id(self) -> TrialId:
+        """Identifies the trial across merged sessions: (session, condition, probe, sample,
+        replicate)."""
+        return (self.session_id, self.condition, self.probe, self.sample, self.replicate)
 
 
 @dataclass(frozen=True)
@@ -111,6 +117,7 @@ class OptionRow:
     n_tokens: int
     prompt_tokens: int
     prompt: str  # exactly the text the option was scored after
+    replicate: int = 0  # the training run of a replicated adapter condition; 0 otherwise
 
     @property
     def mean_logprob(self) -> float:
@@ -168,11 +175,11 @@ class Dataset:
         return tuple(dict.fromkeys(r.annotator for r in self.records if r.annotator))
 
     @functools.cached_property
-    def by_trial(self) -> dict[tuple[str, str, str, int], list[Record]]:
-        """The records grouped by trial (session, condition, probe, sample), in order."""
-        grouped: dict[tuple[str, str, str, int], list[Record]] = {}
+    def by_trial(self) -> dict[TrialId, list[Record]]:
+        """The records grouped by trial (session, condition, probe, sample, replicate)."""
+        grouped: dict[TrialId, list[Record]] = {}
         for record in self.records:
-            key = (record.session_id, record.condition, record.probe, record.sample)
+            key = record.trial_id
             rows = grouped.get(key)
             if rows is None:
                 grouped[key] = [record]
@@ -356,6 +363,7 @@ def _option_row(session: Session, cell: OptionCell, option: OptionScore) -> Opti
         n_tokens=option.n_tokens,
         prompt_tokens=cell.prompt_tokens,
         prompt=cell.prompt,
+        replicate=cell.replicate,
     )
 
 
@@ -400,6 +408,7 @@ def _trial_fields(
         "probe": trial.probe,
         "probe_text": probes.get(trial.probe, ""),
         "sample": trial.sample,
+        "replicate": trial.replicate,
         "seed": trial.seed,
         "prompt_tokens": trial.prompt_tokens,
         "completion_tokens": trial.completion_tokens,

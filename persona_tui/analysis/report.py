@@ -2,7 +2,8 @@
 
 The report is built once as titled tables (`Section`), then written in the chosen format,
 so the three formats always say the same thing. Sessions with scored answer options get
-the likelihood-probe sections too (`option_sections`, from an `OptionsAnalysis`).
+the likelihood-probe sections too (`report_options.option_sections`, from an
+`OptionsAnalysis`).
 """
 
 from __future__ import annotations
@@ -165,96 +166,6 @@ def sections(analysis: Analysis) -> list[Section]:
     return out
 
 
-def option_sections(options: OptionsAnalysis) -> list[Section]:
-    """The likelihood-probe tables: log-odds by condition, per probe, contrasts, lengths."""
-    o = options
-    a, b = o.label_a, o.label_b
-    out = [
-        Section(
-            f"Likelihood probes: {o.title} by condition "
-            "(mean over probes, in nats; 95% probe-bootstrap interval)",
-            ("condition", "framing", "probes", "mean log-odds", "95% interval"),
-            tuple(
-                (
-                    m.condition,
-                    m.label,
-                    str(m.probes),
-                    number(m.mean),
-                    "—" if m.interval is None else f"[{m.interval.low:.2f}, {m.interval.high:.2f}]",
-                )
-                for m in o.means
-            ),
-            (
-                f"per probe: log-odds = log-mean-exp of the log-probabilities of the '{a}' "
-                f"options − that of the '{b}' options; above 0 the model puts more "
-                f"probability on the '{a}' answers ("
-                + ("labels chosen with --labels" if o.labels_given else "default labels")
-                + ")",
-            ),
-        ),
-        Section(
-            f"Likelihood probes: {o.title} per probe",
-            ("probe", *(c.id for c in o.conditions)),
-            tuple(
-                (
-                    probe,
-                    *(
-                        "—" if (v := o.log_odds(c.id, probe)) is None else f"{v:.2f}"
-                        for c in o.conditions
-                    ),
-                )
-                for probe in o.probes
-            ),
-        ),
-    ]
-    if o.contrasts:
-        out.append(
-            Section(
-                "Likelihood probes: framing contrasts in log-odds (paired over probes; 95% "
-                "probe-bootstrap interval; two-sided sign-flip permutation p)",
-                ("condition", "against", "probes", "difference", "95% interval", "p", "higher on"),
-                tuple(
-                    (
-                        x.condition,
-                        x.reference,
-                        str(x.probes),
-                        "—" if x.difference is None else f"{x.difference:+.2f}",
-                        "—"
-                        if x.interval is None
-                        else f"[{x.interval.low:+.2f}, {x.interval.high:+.2f}]",
-                        p_text(x.p_value) + ("" if x.exact or x.p_value is None else " (random)"),
-                        f"{x.higher}/{x.probes}",
-                    )
-                    for x in o.contrasts
-                ),
-                (
-                    *(
-                        f"{x.condition} vs {x.reference}: {x.sentence}"
-                        + (f"; {x.explanation}" if x.explanation else "")
-                        for x in o.contrasts
-                    ),
-                    _options_conclusion(o),
-                ),
-            )
-        )
-    out.append(
-        Section(
-            "Likelihood probes: option length by label",
-            ("label", "options", "mean tokens"),
-            tuple((t.label, str(t.options), f"{t.mean_tokens:.1f}") for t in o.tokens),
-            o.notes,
-        )
-    )
-    return out
-
-
-def _options_conclusion(o: OptionsAnalysis) -> str:
-    claims = [x for x in o.contrasts if x.verdict in ("higher", "lower")]
-    if claims:
-        return f"{len(claims)} of {len(o.contrasts)} contrasts show a difference; " + o.power_line
-    return f"no framing changed the {o.title} detectably: {o.power_line}"
-
-
 def render(
     analysis: Analysis | None,
     fmt: ReportFormat = "text",
@@ -271,6 +182,8 @@ def render(
                     (("sessions", ", ".join(options.sessions)), ("trials", "none sampled")),
                 )
             )
+        from persona_tui.analysis.report_options import option_sections  # it uses Section
+
         extra = option_sections(options)
         notes = [i for i, section in enumerate(parts) if section.title == "Notes"]
         at = notes[0] if notes else len(parts)

@@ -19,7 +19,7 @@ from persona_tui.analysis.labels import (
     label_trials,
     latest_by_annotator,
 )
-from persona_tui.analysis.records import ConditionInfo, Dataset
+from persona_tui.analysis.records import ConditionInfo, Dataset, TrialId
 from persona_tui.analysis.stats import (
     ALPHA,
     MIN_PROBES,
@@ -172,6 +172,9 @@ def analyze(
         )
     if not labelled:
         notes.append(f"no labelled trials ({labelling.description})")
+    pooled = replicate_note(dataset)
+    if pooled:
+        notes.append(pooled)
     return Analysis(
         source=labelling.source,
         source_description=labelling.description,
@@ -213,6 +216,23 @@ class _Counts:
         k = sum(self.cells[(condition, p, label)] for p in self.probes)
         n = sum(self.totals[(condition, p)] for p in self.probes)
         return k, n
+
+
+def replicate_note(dataset: Dataset) -> str:
+    """Rates and scale means pool a replicated condition's training runs: say so."""
+    runs: dict[str, set[int]] = {}
+    for record in dataset.records:
+        if record.replicate:
+            runs.setdefault(record.condition, set()).add(record.replicate)
+    if not runs:
+        return ""
+    named = ", ".join(f"{c} ({len(r)} training runs)" for c, r in runs.items())
+    return (
+        f"labels, scales and judge scores pool the training runs of {named}: each run's "
+        "trials count as trials of the condition, and the intervals resample probes, not "
+        "runs, so the noise between training runs is not in them (the likelihood probes' "
+        "intervals include it)"
+    )
 
 
 def _rates(counts: _Counts, conditions: Sequence[str], labels: Sequence[str]) -> tuple[Rate, ...]:
@@ -335,7 +355,7 @@ def _agreements(
     human: Labelling | None = None,
 ) -> list[Agreement]:
     out: list[Agreement] = []
-    by_trial: dict[tuple[str, str, str, int], dict[str, str]] = {}
+    by_trial: dict[TrialId, dict[str, str]] = {}
     for tid, rows in dataset.by_trial.items():
         latest = latest_by_annotator(rows)
         labels = {name: r.label for name, r in latest.items() if r.label}
@@ -376,7 +396,7 @@ def _agreements(
     if human is None:
         human = label_trials(dataset, "human", annotator)
     human_bad = {t.trial: t.label in bad for t in human.trials if t.label is not None}
-    machines: list[tuple[str, dict[tuple[str, str, str, int], bool]]] = []
+    machines: list[tuple[str, dict[TrialId, bool]]] = []
     rule = judge_rule or JudgeRule()
     if all(r in dataset.rubrics for r in rule.rubrics):
         judged = label_trials(dataset, "judge", judge_rule=rule)

@@ -287,7 +287,10 @@ def test_likelihood_probes_get_their_own_section(make_app: Any, ui_home: Path) -
             section = shown(screen, "options")
             assert "Likelihood probes: log-odds of 'cruel' vs 'ok'" in section
             assert "framed vs baseline: higher under framed than baseline: +1." in section
-            assert "with 12 probes this study resolves differences of about ±" in section
+            assert (
+                "with 12 probes × 4 options this study resolves differences of about ±" in section
+            )
+            assert "interval half-width: ± probes" in section and "+ runs" not in section
             assert "Mean tokens per option: cruel 8.0 · ok 8.0" in section
             assert "· probe, ◆ mean" in shown(screen, "options-chart")
             assert "→ difference" in shown(screen, "summary")  # the trials' results stay
@@ -298,5 +301,41 @@ def test_likelihood_probes_get_their_own_section(make_app: Any, ui_home: Path) -
             assert not plain.query_one("#results-options").display
             assert not plain.query_one("#results-options-chart").display
             assert "Likelihood" not in shown(plain, "report")
+
+    asyncio.run(scenario())
+
+
+def test_a_replicated_study_shows_runs_spread_and_the_run_level_test(
+    make_app: Any, ui_home: Path
+) -> None:
+    from tests.analysis_sessions import replicated_options_session, write_replicated
+    from tests.unit.test_replicate_stats import arm_cells
+
+    values = {
+        ("baseline", 0): [-4.0 + 0.3 * i for i in range(8)],
+        **{
+            ("framed", k): [-3.0 + shift + 0.3 * i for i in range(8)]
+            for k, shift in ((1, -0.4), (2, 0.0), (3, 0.4))
+        },
+    }
+    path = write_replicated(
+        ui_home / "replicated.toml",
+        replicated_options_session(arm_cells(values), ["framed"]),
+    )
+
+    async def scenario() -> None:
+        app = make_app()
+        async with app.run_test(size=(120, 40)) as pilot:
+            await pilot.pause()
+            app.push_screen(ResultsScreen([path]))
+            screen = await results_ready(pilot)
+            section = shown(screen, "options")
+            assert "95% bootstrap of probes, training runs, options" in section
+            assert "3 runs SD 0.4 (−2.4 to −1.6)" in section
+            assert "(3 training runs of framed × 8 probes × 4 options)" in section
+            assert "+ runs" in section and "runs p = 0.25 (run-level sign flip)" in section
+            assert "cannot reach p < 0.05 (8 sign patterns: the smallest p is 0.25)" in section
+            report = shown(screen, "report")
+            assert "interval half-width by level" in report and "run SD" in report
 
     asyncio.run(scenario())

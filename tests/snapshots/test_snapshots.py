@@ -242,6 +242,42 @@ def test_results_options(
     assert snap_compare(make_app(), terminal_size=size, run_before=open_results)
 
 
+@pytest.mark.parametrize("size", SIZES)
+def test_results_replicated(
+    snap_compare: Any,
+    make_app: Any,
+    ui_home: Path,
+    size: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Results screen of a replicated training study's likelihood probes (3 runs)."""
+    from persona_tui.ui.screens.results import ResultsScreen
+    from tests.analysis_sessions import replicated_options_session, write_replicated
+    from tests.unit.test_replicate_stats import arm_cells
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("LINES", "60")
+    values = {
+        ("baseline", 0): [-4.0 + 0.3 * i for i in range(8)],
+        **{
+            ("framed", k): [-3.0 + shift + 0.3 * i + 0.1 * (i % 3) for i in range(8)]
+            for k, shift in ((1, -0.4), (2, 0.0), (3, 0.4))
+        },
+    }
+    path = write_replicated(
+        ui_home / "replicated.toml", replicated_options_session(arm_cells(values), ["framed"])
+    )
+
+    async def open_results(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        screen = ResultsScreen([path])
+        await pilot.app.push_screen(screen)
+        await wait_for(pilot, lambda: not screen.computing)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=open_results)
+
+
 def fake_training(*args: Any, **kwargs: Any) -> Any:
     """A fixed event sequence fed through the screen's own bridge: `learns` done, `plays`
     at step 7 of 12 (the real engine is tested in tests/functional/test_train_flow.py)."""

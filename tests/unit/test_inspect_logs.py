@@ -378,3 +378,92 @@ def test_a_missing_or_old_inspect_ai_is_one_clear_line(monkeypatch: pytest.Monke
     with pytest.raises(PersonaError, match=r"inspect-ai >= 0\.3\.225 \(found 0\.3\.100\)"):
         inspect_common.require_inspect("exporting Inspect logs")
     assert MIN_INSPECT_AI == (0, 3, 225)
+
+
+def test_a_replicated_study_gives_one_log_per_training_run(tmp_path: Path) -> None:
+    from persona_tui.analysis.inspect_export import session_eval_logs, write_log
+    from persona_tui.session.model import Trial
+    from tests.analysis_sessions import replicated_options_session
+
+    options = [("kind", "ok", -2.0, 2), ("mean", "cruel", -1.0, 1)]
+    cells = {
+        ("baseline", 0, "p1"): options,
+        ("framed", 1, "p1"): options,
+        ("framed", 2, "p1"): options,
+    }
+    session = replicated_options_session(cells, ["framed"])
+    trials = [
+        Trial(
+            c,
+            "p1",
+            0,
+            7,
+            f"<prompt {c}>",
+            f"answer {c} r{r}",
+            "stop",
+            3,
+            2,
+            "2026-01-01T00:00:01+00:00",
+            0.1,
+            replicate=r,
+        )
+        for c, r, _ in cells
+    ]
+    session = dataclasses.replace(session, trials=trials)
+    logs = session_eval_logs(session, JudgeFile.of(session.header.id, {}, ()))
+    args = [log.eval.task_args for log in logs]
+    assert args == [
+        {"condition": "baseline"},
+        {"condition": "framed", "replicate": 1},
+        {"condition": "framed", "replicate": 2},
+    ]
+    assert len({log.eval.eval_id for log in logs}) == 3
+    samples = [s for log in logs for s in log.samples or []]
+    assert [s.metadata["replicate"] for s in samples] == [0, 1, 2]
+    assert [s.output.completion for s in samples] == [
+        "answer baseline r0",
+        "answer framed r1",
+        "answer framed r2",
+    ]
+    assert len({s.uuid for s in samples}) == 3  # same probe, same epoch: still distinct
+    assert logs[2].eval.metadata["replicate"] == 2
+    assert logs[2].eval.task_description.endswith("· training run 2")
+    written = tmp_path / "r2.eval"
+    write_log(logs[2], written)
+    assert read_eval_log(str(written)).samples[0].metadata["replicate"] == 2  # type: ignore[index]
+
+
+def test_training_run_logs_import_as_conditions_of_their_own(tmp_path: Path) -> None:
+    from persona_tui.analysis.inspect_export import session_eval_logs, write_log
+    from persona_tui.session.model import Trial
+    from tests.analysis_sessions import replicated_options_session
+
+    options = [("kind", "ok", -2.0, 2), ("mean", "cruel", -1.0, 1)]
+    cells = {("framed", 1, "p1"): options, ("framed", 2, "p1"): options}
+    session = replicated_options_session(cells, ["framed"])
+    trials = [
+        Trial(
+            c,
+            "p1",
+            0,
+            7,
+            "<p>",
+            f"r{r}",
+            "stop",
+            3,
+            2,
+            "2026-01-01T00:00:01+00:00",
+            0.1,
+            replicate=r,
+        )
+        for c, r, _ in cells
+    ]
+    logs = session_eval_logs(dataclasses.replace(session, trials=trials), JudgeFile.of("x", {}, ()))
+    paths = []
+    for index, log in enumerate(logs):
+        write_log(log, tmp_path / f"{index}.eval")
+        paths.append(tmp_path / f"{index}.eval")
+    imported = import_inspect_logs(paths, output=tmp_path / "back.toml")
+    back = load_session(imported.path)
+    assert back.header.plan.conditions == ("framed-r1", "framed-r2")
+    assert [t.response for t in back.trials] == ["r1", "r2"]

@@ -96,10 +96,13 @@ def test_hand_computed_log_odds_means_and_contrast() -> None:
     d1 = expected["framed", "p1"] - expected["baseline", "p1"]
     d2 = expected["framed", "p2"] - expected["baseline", "p2"]
     assert contrast.difference == pytest.approx((d1 + d2) / 2)
-    # Two probes: the bootstrap can only draw (d1,d1), (d1,d2), (d2,d2) means.
-    assert contrast.interval is not None
-    assert contrast.interval.low == pytest.approx(min(d1, d2))
-    assert contrast.interval.high == pytest.approx(max(d1, d2))
+    # Two probes: the probe bootstrap can only draw (d1,d1), (d1,d2), (d2,d2) means.
+    assert contrast.probe_interval is not None
+    assert contrast.probe_interval.low == pytest.approx(min(d1, d2))
+    assert contrast.probe_interval.high == pytest.approx(max(d1, d2))
+    # Resampling the options too (they differ within a label) widens it.
+    assert contrast.interval is not None and contrast.options_interval == contrast.interval
+    assert contrast.interval.low < min(d1, d2) and contrast.interval.high > max(d1, d2)
     assert contrast.p_value == pytest.approx(0.5) and contrast.exact  # 2 of 4 sign patterns
     assert contrast.verdict == "too few" and contrast.sentence.startswith("too few probes")
     # Tokens per label over distinct (probe, option): cruel 5, 5, 7; ok 4, 6, 4.
@@ -188,7 +191,7 @@ def test_a_known_shift_is_detected() -> None:
     assert contrast.p_value is not None and contrast.p_value < 0.001 and not contrast.exact
     assert contrast.sentence == (
         f"higher under framed than baseline: {nats(true_mean, signed=True)} nats "
-        f"[{nats(contrast.interval.low)}, {nats(contrast.interval.high)}]"
+        f"[{nats(contrast.interval.low)}, {nats(contrast.interval.high)}] (24 probes × 4 options)"
     )
     assert contrast.higher == sum(f > b for f, b in zip(framed, baseline, strict=True))
     # The reversed labels: the same shift, now lower.
@@ -213,7 +216,8 @@ def test_a_null_says_no_difference_shown_with_the_power() -> None:
     assert contrast.p_value is not None and contrast.p_value >= 0.05 and contrast.exact
     assert contrast.sentence.startswith("no difference shown: ")
     assert contrast.sentence.endswith(
-        " nats " + f"[{nats(contrast.interval.low)}, {nats(contrast.interval.high)}]"
+        " nats "
+        + f"[{nats(contrast.interval.low)}, {nats(contrast.interval.high)}] (12 probes × 4 options)"
     )
     half = (contrast.interval.high - contrast.interval.low) / 2
     assert result.resolvable == pytest.approx(half)

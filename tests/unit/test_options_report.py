@@ -105,7 +105,10 @@ def test_report_text_has_the_options_sections() -> None:
     text = render(None, "text", options)
     assert "Likelihood probes: log-odds of 'cruel' vs 'ok' by condition" in text
     assert "framed vs baseline: higher under framed than baseline: +1." in text
-    assert "1 of 1 contrasts show a difference; with 12 probes this study resolves" in text
+    assert (
+        "1 of 1 contrasts show a difference; with 12 probes × 4 options this study resolves" in text
+    )
+    assert "interval half-width by level" in text and "run SD" not in text
     assert "Likelihood probes: option length by label" in text
     assert "trials    none sampled" in text
     markdown = render(None, "markdown", options)
@@ -114,7 +117,7 @@ def test_report_text_has_the_options_sections() -> None:
     null = analyze_options(dataset_of([options_session(shifted_cells(0.0))]))
     null_text = render(None, "text", null)
     assert "no difference shown: " in null_text
-    assert "no framing changed the log-odds of 'cruel' vs 'ok' detectably: with 12 probes" in (
+    assert "no framing changed the log-odds of 'cruel' vs 'ok' detectably: with 12 probes ×" in (
         null_text
     )
 
@@ -183,3 +186,30 @@ def test_option_rows_carry_the_session(tmp_path: Path) -> None:
     session: Session = options_session(shifted_cells(0.0, probes=2), path=tmp_path / "x.toml")
     row = dataset_of([session]).options[0]
     assert dataclasses.asdict(row)["session_file"] == str(tmp_path / "x.toml")
+
+
+def test_report_of_a_replicated_study_names_runs_spread_and_levels() -> None:
+    from tests.unit.test_replicate_stats import study
+
+    options = study({"framed": [0.2, 1.0, 1.8]})
+    text = render(None, "text", options)
+    assert "mean over training runs and probes" in text
+    assert "probes  mean log-odds  95% interval    run SD  run range" in text
+    assert "+ training runs  run diff SD  run diff range" in text
+    assert "0.80" in text  # the runs' SD
+    assert "0.250 (min 0.25)" in text  # the run-level sign flip cannot reach 0.05
+    assert "(3 training runs of framed × 8 probes × 4 options)" in text
+    assert "cannot reach p < 0.05 (8 sign patterns: the smallest p is 0.25)" in text
+    export = "".join(export_options_text(dataset_of([_replicated()]).options, "csv"))
+    header, first = export.splitlines()[:2]
+    assert header.split(",")[4:6] == ["condition", "replicate"]
+    assert first.split(",")[4:6] == ["baseline", "0"]
+    assert "framed,2," in export
+
+
+def _replicated() -> Session:
+    from tests.analysis_sessions import replicated_options_session
+    from tests.unit.test_replicate_stats import arm_cells
+
+    values = {("baseline", 0): [0.0, 1.0], ("framed", 1): [1.0, 2.0], ("framed", 2): [0.5, 1.0]}
+    return replicated_options_session(arm_cells(values), ["framed"])

@@ -34,15 +34,14 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 from persona_tui.analysis.labels import SOURCES, Source
-from persona_tui.analysis.options import OptionsAnalysis, interval_nats, nats, one_run_note
 from persona_tui.analysis.results import ResultsView
 from persona_tui.analysis.summary import Analysis, Contrast
 from persona_tui.ui.options_pass import PassState
+from persona_tui.ui.screens.results_options import options_text
 from persona_tui.ui.text import inert
 
 INSTALL_COMMAND = "pip install 'persona-tui[analysis]'"
 VERDICT_STYLE = {"difference": "bold", "too few": "italic", "no clear difference": ""}
-OPTION_VERDICT_STYLE = {"higher": "bold", "lower": "bold", "too few": "italic"}
 T = TypeVar("T")
 # While an option pass saves cells: seconds between two computations of the results (each
 # reads the session and bootstraps, on the CPU the pass is using).
@@ -143,48 +142,6 @@ def contrast_line(contrast: Contrast) -> Text:
     text.append("\n    ")
     text.append_text(inert(contrast.explanation, "dim"))
     text.append("\n")
-    return text
-
-
-def options_text(options: OptionsAnalysis) -> Text:
-    """The likelihood probes at a glance: log-odds per condition, contrasts, power, lengths."""
-    text = Text("Likelihood probes: ", "bold")
-    text.append_text(inert(options.title, "bold"))
-    text.append(" (nats; 95% probe bootstrap)\n", "bold")
-    width = max((len(m.condition) for m in options.means), default=0)
-    for m in options.means:
-        text.append("  ")
-        text.append_text(inert(m.condition.ljust(width), "bold"))
-        if m.mean is None:
-            text.append("  no probes")
-        else:
-            bounds = "" if m.interval is None else f" {interval_nats(m.interval)}"
-            text.append(f"  {nats(m.mean, signed=True):>6}{bounds}  {m.probes} probes")
-        text.append("\n")
-    if options.contrasts:
-        text.append("\nContrasts, paired over probes (sign-flip p)\n", "bold")
-    for x in options.contrasts:
-        text.append("  ")
-        text.append_text(inert(f"{x.condition} vs {x.reference}", "bold"))
-        text.append(": ")
-        text.append_text(inert(x.sentence, OPTION_VERDICT_STYLE.get(x.verdict, "")))
-        if x.p_value is not None:
-            text.append(", p < 0.001" if x.p_value < 0.001 else f", p = {x.p_value:.3f}")
-        text.append("\n")
-        if x.single_runs:
-            text.append("    ")
-            text.append_text(inert(one_run_note(x.single_runs), "dim"))
-            text.append("\n")
-    if options.contrasts:
-        text.append("  ")
-        text.append_text(inert(options.power_line, "dim"))
-        text.append("\n")
-    lengths = " · ".join(f"{t.label} {t.mean_tokens:.1f}" for t in options.tokens)
-    text.append("\nMean tokens per option: ")
-    text.append_text(inert(lengths))
-    for note in options.notes:
-        text.append("\nnote: ", "italic")
-        text.append_text(inert(note, "italic"))
     return text
 
 
