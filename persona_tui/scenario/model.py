@@ -80,6 +80,7 @@ class TrainingSet:
     seed: int
     examples_path: str = ""
     examples_sha256: str = ""
+    replicates: int = 1  # training runs per condition, each with its own seed (from `seed`)
 
     @property
     def heldout_count(self) -> int:
