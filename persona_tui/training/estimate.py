@@ -84,14 +84,15 @@ def describe_plan(plan: TrainingPlan) -> str:
     tokens = round(sum(r.tokens for r in plan.runs) / max(runs, 1))
     text = (
         f"{runs} run{'s' * (runs != 1)} ({conditions} condition{'s' * (conditions != 1)} × "
-        f"{plan.replicates} replicate{'s' * (plan.replicates != 1)}), {per_run} steps and "
+        f"{plan.replicates} replicate{'s' * (plan.replicates != 1)}), {per_run} "
+        f"step{'s' * (steps != [1])} and "
         f"about {tokens:,} tokens per run"
     )
     left = len(plan.left)
+    if not left:
+        return text + "; all trained already"
     if left < runs:
         text += f", {left} left ({runs - left} trained already)"
-    if not left:
-        return text + "; nothing to train"
     estimate = plan.estimate_seconds
     if estimate is None or plan.seconds_per_token is None:
         return text + "; estimate after the first step"
