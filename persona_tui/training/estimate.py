@@ -103,6 +103,31 @@ def describe_plan(plan: TrainingPlan) -> str:
     )
 
 
+def plan_line(plan: TrainingPlan, tokens_per_second: float | None = None) -> str:
+    """The plan in one short line, the estimate first (the Training screen's, where a
+    narrow terminal cuts the end): "est. 0:54 of training · 6 runs (2 conditions × 3
+    replicates) · 12 steps, ~4,250 tokens/run". `tokens_per_second` (a first step's)
+    gives the estimate when earlier runs did not."""
+    runs, conditions = len(plan.runs), len(plan.conditions)
+    steps = sorted({r.steps for r in plan.runs})
+    per_run = str(steps[0]) if len(steps) == 1 else f"{steps[0]}–{steps[-1]}"
+    tokens = round(sum(r.tokens for r in plan.runs) / max(runs, 1))
+    if not plan.left:
+        estimate = "all trained already"
+    elif plan.estimate_seconds is not None:
+        estimate = f"est. {duration_text(plan.estimate_seconds)} of training"
+    elif tokens_per_second:
+        estimate = f"est. {duration_text(estimate_from_rate(plan, tokens_per_second))} of training"
+    else:
+        estimate = "estimate after the first step"
+    return (
+        f"{estimate} · {runs} run{'s' * (runs != 1)} ({conditions} "
+        f"condition{'s' * (conditions != 1)} × {plan.replicates} "
+        f"replicate{'s' * (plan.replicates != 1)}) · {per_run} step{'s' * (steps != [1])}, "
+        f"~{tokens:,} tokens/run"
+    )
+
+
 def describe_rate_estimate(plan: TrainingPlan, tokens_per_second: float) -> str:
     """The estimate the first step gives, when the plan had none."""
     estimate = estimate_from_rate(plan, tokens_per_second)

@@ -33,7 +33,7 @@ from persona_tui.models.config import Config
 from persona_tui.run.adapters import default_output
 from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.training.conditions import StudyResult, replicate_folder
-from persona_tui.training.estimate import describe_plan
+from persona_tui.training.estimate import plan_line
 from persona_tui.training.locate import training_model_path
 from persona_tui.training.params import (
     CheckpointSaved,
@@ -43,6 +43,7 @@ from persona_tui.training.params import (
     TrainingEvent,
     TrainingParams,
     TrainingPhase,
+    TrainingPlan,
     TrainingPlanned,
     TrainingStarted,
 )
@@ -144,7 +145,9 @@ class TrainScreen(Screen[None]):
         self.result: StudyResult | None = None
         self._worker: Worker[None] | None = None
         self._bridge: TrainBridge | None = None
+        self.plan: TrainingPlan | None = None
         self.plan_text = ""  # the work and its estimated time (TrainingPlanned)
+        self._rate_estimated = False  # no earlier run: estimated from the first step
         training = self.scenario.training
         self.replicates = request.replicates or (training.replicates if training else 1)
 
@@ -249,6 +252,12 @@ class TrainScreen(Screen[None]):
 
     @on(TrainingSteps)
     def _steps(self, message: TrainingSteps) -> None:
+        plan = self.plan
+        if plan is not None and plan.seconds_per_token is None and not self._rate_estimated:
+            # No earlier run to estimate from: the first step trained gives the estimate.
+            self._rate_estimated = True
+            self.plan_text = plan_line(plan, message.steps[0].tokens_per_second)
+            self.query_one("#train-phase", Static).update(inert(self.plan_text))
         panel = self._panel(message.latest.condition)
         if panel is not None:
             panel.steps(message.steps)
@@ -257,7 +266,8 @@ class TrainScreen(Screen[None]):
     def _event(self, message: TrainingEventMessage) -> None:
         event = message.event
         if isinstance(event, TrainingPlanned):
-            self.plan_text = f"to train: {describe_plan(event.plan)}"
+            self.plan = event.plan
+            self.plan_text = plan_line(event.plan)
             self.query_one("#train-phase", Static).update(inert(self.plan_text))
             return
         if isinstance(event, TrainingPhase):

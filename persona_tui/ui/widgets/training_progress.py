@@ -1,7 +1,7 @@
 """One training condition on the Training screen: a bar, the figures, a loss chart, notices.
 
 A condition trained several times (replicates) keeps one panel: its bar, figures and chart
-are the replicate training now ("replicate 2/3" in the figures and the border), and a
+are the replicate training now ("replicate 2/3" in the border's title), and a
 second bar under them counts the condition's steps over all its replicates ("all 3 runs").
 One panel per condition, not per run, so two conditions of three replicates still fit an
 80×24 terminal.
@@ -187,6 +187,8 @@ class ConditionTraining(Vertical):
         title.append_text(inert(self.condition.label or self.condition.id, "bold"))
         if self.condition.label and self.condition.label != self.condition.id:
             title.append_text(inert(f" ({self.condition.id})", "dim"))
+        if self.replicates > 1:
+            title.append(f" · replicate {self.replicate}/{self.replicates}")
         self.border_title = title
         status = STATUS_TEXT.get(self.status, self.status)
         if self.replicates > 1:
@@ -206,8 +208,6 @@ class ConditionTraining(Vertical):
 
     def _refresh_figures(self) -> None:
         text = Text()
-        if self.replicates > 1:
-            text.append(f"replicate {self.replicate}/{self.replicates} · ", "bold")
         if self.total:
             text.append(f"step {self.done}/{self.total}", "bold")
             if self.epoch:
