@@ -220,26 +220,27 @@ class TrainReporter:
             self.console.print(text, highlight=False, markup=False)
 
     def summary(self) -> None:
-        """A table of every replicate this training reached: status, steps, losses, adapter."""
+        """A table of every run this training reached: its folder (condition/replicate-k,
+        holding the adapter, or the checkpoint of an interrupted run), status, steps, losses
+        and time; narrow enough for 80 columns."""
+        from rich import box
         from rich.table import Table
 
         if not self.results:
             return
-        table = Table(title="training runs", title_justify="left", show_edge=False)
-        for column in ("condition", "replicate", "status", "steps", "loss", "held-out", "time"):
-            table.add_column(column, justify="right" if column != "condition" else "left")
-        table.add_column("adapter (or checkpoint)", overflow="fold")
-        n = self.plan.replicates if self.plan is not None else 1
+        where = self.results[0].folder.parent.parent
+        table = Table(title=f"training runs in {where}", title_justify="left", box=box.SIMPLE)
+        table.add_column("run")
+        for column in ("status", "steps", "loss", "held-out", "time"):
+            table.add_column(column, justify="left" if column == "status" else "right")
         for r in self.results:
             table.add_row(
-                r.condition,
-                f"{r.replicate}/{r.replicates or n}",
+                f"{r.folder.parent.name}/{r.folder.name}",
                 r.status,
                 f"{r.steps}/{r.total_steps}",
                 "" if r.train_loss is None else f"{r.train_loss:.4f}",
                 "" if r.heldout_loss is None else f"{r.heldout_loss:.4f}",
                 _duration(r.seconds),
-                str(r.adapter or (r.folder / "checkpoint")),
             )
         self.console.print(table, highlight=False)
 
