@@ -229,7 +229,7 @@ class TrainReporter:
         if not self.results:
             return
         where = self.results[0].folder.parent.parent
-        table = Table(title=f"training runs in {where}", title_justify="left", box=box.SIMPLE)
+        table = Table(box=box.SIMPLE)
         table.add_column("run")
         for column in ("status", "steps", "loss", "held-out", "time"):
             table.add_column(column, justify="left" if column == "status" else "right")
@@ -242,6 +242,9 @@ class TrainReporter:
                 "" if r.heldout_loss is None else f"{r.heldout_loss:.4f}",
                 _duration(r.seconds),
             )
+        self.console.print(
+            f"training runs in {where}:", highlight=False, markup=False, soft_wrap=True
+        )
         self.console.print(table, highlight=False)
 
     def _start_bar(self, event: Any) -> None:

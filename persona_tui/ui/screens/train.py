@@ -271,7 +271,8 @@ class TrainScreen(Screen[None]):
             self.query_one("#train-phase", Static).update(inert(self.plan_text))
             return
         if isinstance(event, TrainingPhase):
-            where = f"{event.condition}: " if event.condition else ""
+            run = f" replicate {event.replicate}/{self.replicates}" if self.replicates > 1 else ""
+            where = f"{event.condition}{run}: " if event.condition else ""
             self.query_one("#train-phase", Static).update(inert(f"{where}{event.message} …"))
             panel = self._panel(event.condition)
             if panel is not None and panel.status in ("waiting", "interrupted"):
