@@ -80,7 +80,9 @@ class TrainingSet:
     seed: int
     examples_path: str = ""
     examples_sha256: str = ""
-    replicates: int = 1  # training runs per condition, each with its own seed (from `seed`)
+    # Training runs per training condition (`[training] replicates`): replicate k trains
+    # with the seed `seed + k - 1`; the held-out split stays the study seed's.
+    replicates: int = 1
 
     @property
     def heldout_count(self) -> int:
