@@ -257,9 +257,8 @@ def finish_study(
     adapter_key: str,
     replicates: int,
 ) -> StudyResult:
-    """Write study.toml (the scenario, the base model, the number of replicates, which
-    replicate of which condition has which adapter, under `adapter_key`, and its folder
-    relative to `out_dir`) and return the study's result."""
+    """Write study.toml (the scenario, the base model, which condition has which adapter,
+    under `adapter_key`) and return the study's result."""
     base_ids = tuple(c.id for c in scenario.conditions if c.training is None)
     write_study(
         out_dir,
@@ -271,6 +270,8 @@ def finish_study(
             },
             "base_model": dict(base_model),
             "base_conditions": list(base_ids),
+            # One [[adapters]] entry per training run: its condition, replicate (1..N) and
+            # folder relative to out_dir ("learns/replicate-2").
             "replicates": replicates,
             "adapters": [
                 {
