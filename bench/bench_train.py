@@ -118,7 +118,7 @@ def main() -> None:
     scenario = parse_scenario(text, "bench-train.toml")
     params = TrainingParams(rank=args.rank, alpha=2.0 * args.rank, batch_size=args.batch_size)
     started = time.perf_counter()
-    study = open_torch_study(scenario, model_path, scenario.conditions, params, 1, print)
+    study = open_torch_study(scenario, model_path, scenario.conditions, params, print)
     data = study.datasets[0]
     loading = time.perf_counter() - started
     models = {p: _lora(torch, study, params, PATHS[p][0]) for p in {"fp32", "bf16"} & set(paths)}

@@ -41,7 +41,7 @@ def add_study_command(subparsers: Any) -> None:
         "-o",
         "--out",
         type=Path,
-        help="study folder: the adapters in DIR/<condition>/, the session in "
+        help="study folder: the adapters in DIR/<condition>/replicate-<k>/, the session in "
         f"DIR/{SESSION_FILE} (default: train's output folder, adapters/SCENARIO--MODEL)",
     )
     add_training_options(study)
@@ -110,10 +110,13 @@ def cmd_study(args: argparse.Namespace) -> int:
     cancel = threading.Event()
     try:
         with stop_on_signals(cancel):
-            trained = train_study(scenario, model_path, out, params, reporter, cancel)
+            trained = train_study(
+                scenario, model_path, out, params, reporter, cancel, replicates=args.replicates
+            )
     except KeyboardInterrupt:
         reporter._stop_bar()
         trained = None
+    reporter.summary()
     if trained is None or not trained.complete:
         console.print(
             f"interrupted while training; the checkpoint is kept in {out}. Carry on with: "
@@ -122,7 +125,13 @@ def cmd_study(args: argparse.Namespace) -> int:
             markup=False,
         )
         return 130
-    adapters = {r.condition: r.adapter for r in trained.results if r.adapter is not None}
+    # One adapter per condition is what a session probes today: replicate 1 (exactly a
+    # one-run study's); probing every replicate is the run side's (run/adapters.py).
+    adapters = {
+        r.condition: r.adapter
+        for r in trained.results
+        if r.adapter is not None and r.replicate == 1
+    }
 
     _phase(console, 2, "probing the adapters and the base model")
     session, status = _probe(args, scenario, model_path, out / SESSION_FILE, adapters, console)

@@ -1,7 +1,11 @@
-"""`persona-tui train SCENARIO --model M`: one LoRA adapter per training condition.
+"""`persona-tui train SCENARIO --model M`: LoRA adapters per training condition, `replicates`
+training runs of each (`--replicates N`, else the scenario's `[training] replicates`).
 
-Progress goes to stderr (a rich bar with loss, held-out loss, tokens/s and ETA on a terminal,
-a line per step otherwise). The first Ctrl-C (or SIGTERM) stops after the current step with
+Before training it prints the work (runs, steps and tokens per run) and the estimated time
+(from earlier runs in the output folder, else after the first step). Progress goes to
+stderr (a rich bar with loss, held-out loss, tokens/s and ETA on a terminal, a line per
+step otherwise, each naming the replicate: "learns r2/3 step 5/26"); a table of every
+replicate ends it. The first Ctrl-C (or SIGTERM) stops after the current step with
 a checkpoint saved and prints the command that resumes; a second one interrupts at once
 (the last checkpoint is kept). The output folder is the last line printed on stdout.
 """
@@ -22,7 +26,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress, TaskID
 
-    from persona_tui.training.params import TrainingEvent
+    from persona_tui.training.params import ConditionResult, TrainingEvent, TrainingPlan
 
 
 def add_train_command(subparsers: Any) -> None:
@@ -64,6 +68,12 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     parser.add_argument(
+        "--replicates",
+        type=int,
+        help="training runs per condition, each with its own seed (default: the scenario's "
+        "[training] replicates, else 1)",
+    )
+    parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
         help="torch's numeric path: bf16 autocast of the matrix products or fp32 "
@@ -76,7 +86,15 @@ def training_params(args: argparse.Namespace) -> Any:
     from persona_tui.training.params import TrainingParams
 
     defaults = TrainingParams()
-    for name in ("epochs", "rank", "batch_size", "max_steps", "checkpoint_every", "threads"):
+    for name in (
+        "epochs",
+        "rank",
+        "batch_size",
+        "max_steps",
+        "checkpoint_every",
+        "threads",
+        "replicates",
+    ):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise PersonaError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -97,31 +115,48 @@ def training_params(args: argparse.Namespace) -> Any:
 
 
 class TrainReporter:
-    """Training events → a rich progress bar (terminal) or one line per step (pipes)."""
+    """Training events → a rich progress bar (terminal) or one line per step (pipes); the
+    plan and its estimated time first, a table of every replicate at the end (`summary`)."""
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self.progress: Progress | None = None
         self.task: TaskID | None = None
         self.heldout = ""
+        self.plan: TrainingPlan | None = None
+        self.results: list[ConditionResult] = []
+        self.stepped = False  # a step was trained (the estimate after the first step)
+
+    def _run(self, condition: str, replicate: int) -> str:
+        """ "learns r2/3" (just "learns" when the study trains each condition once)."""
+        n = self.plan.replicates if self.plan is not None else 1
+        return f"{condition} r{replicate}/{n}" if n > 1 else condition
 
     def __call__(self, event: TrainingEvent) -> None:
+        from persona_tui.training.estimate import describe_plan, describe_rate_estimate
         from persona_tui.training.params import (
             ConditionFinished,
             HeldoutEvaluated,
             StepFinished,
             TrainingPhase,
+            TrainingPlanned,
             TrainingStarted,
         )
 
-        if isinstance(event, TrainingPhase):
-            where = f"{event.condition}: " if event.condition else ""
+        if isinstance(event, TrainingPlanned):
+            self.plan = event.plan
+            self.console.print(
+                f"to train: {describe_plan(event.plan)}", highlight=False, markup=False
+            )
+        elif isinstance(event, TrainingPhase):
+            where = f"{self._run(event.condition, event.replicate)}: " if event.condition else ""
             self.console.print(f"{where}{event.message}", highlight=False, markup=False)
         elif isinstance(event, TrainingStarted):
             self.heldout = ""
             resumed = f", resuming at step {event.done_steps}" if event.done_steps else ""
             self.console.print(
-                f"{event.condition}: {event.train_examples} training examples, "
+                f"{self._run(event.condition, event.replicate)}: {event.train_examples} "
+                "training examples, "
                 f"{event.heldout_examples} held out, {event.total_steps} steps{resumed}",
                 highlight=False,
                 markup=False,
@@ -132,12 +167,18 @@ class TrainReporter:
             self.heldout = f"held-out {event.loss:.3f}"
             if self.progress is None:
                 self.console.print(
-                    f"{event.condition} step {event.step}: held-out loss {event.loss:.4f}",
+                    f"{self._run(event.condition, event.replicate)} step {event.step}: "
+                    f"held-out loss {event.loss:.4f}",
                     highlight=False,
                 )
             elif self.task is not None:
                 self.progress.update(self.task, heldout=self.heldout)
         elif isinstance(event, StepFinished):
+            plan = self.plan
+            if plan is not None and plan.seconds_per_token is None and not self.stepped:
+                # No earlier run to estimate from: the first step trained says.
+                self._print(describe_rate_estimate(plan, event.tokens_per_second))
+            self.stepped = True
             if self.progress is not None and self.task is not None:
                 self.progress.update(
                     self.task,
@@ -148,7 +189,8 @@ class TrainReporter:
                 )
             else:
                 self.console.print(
-                    f"{event.condition} step {event.step}/{event.total_steps}: loss "
+                    f"{self._run(event.condition, event.replicate)} step "
+                    f"{event.step}/{event.total_steps}: loss "
                     f"{event.loss:.4f}, {event.tokens_per_second:.0f} tok/s, ETA "
                     f"{_duration(event.eta_seconds)}",
                     highlight=False,
@@ -156,6 +198,7 @@ class TrainReporter:
         elif isinstance(event, ConditionFinished):
             self._stop_bar()
             result = event.result
+            self.results.append(result)
             losses = ", ".join(
                 f"{name} loss {value:.4f}"
                 for name, value in (("train", result.train_loss), ("held-out", result.heldout_loss))
@@ -163,11 +206,46 @@ class TrainReporter:
             )
             kept: Path = result.adapter or (result.folder / "checkpoint")
             self.console.print(
-                f"{result.condition}: {result.status} ({result.steps}/{result.total_steps} "
+                f"{self._run(result.condition, result.replicate)}: {result.status} "
+                f"({result.steps}/{result.total_steps} "
                 f"steps, {result.seconds:.1f}s{', ' + losses if losses else ''}): {kept}",
                 highlight=False,
                 markup=False,
             )
+
+    def _print(self, text: str) -> None:
+        if self.progress is not None:
+            self.progress.console.print(text, highlight=False, markup=False)
+        else:
+            self.console.print(text, highlight=False, markup=False)
+
+    def summary(self) -> None:
+        """A table of every run this training reached: its folder (condition/replicate-k,
+        holding the adapter, or the checkpoint of an interrupted run), status, steps, losses
+        and time; narrow enough for 80 columns."""
+        from rich import box
+        from rich.table import Table
+
+        if not self.results:
+            return
+        where = self.results[0].folder.parent.parent
+        table = Table(box=box.SIMPLE)
+        table.add_column("run")
+        for column in ("status", "steps", "loss", "held-out", "time"):
+            table.add_column(column, justify="left" if column == "status" else "right")
+        for r in self.results:
+            table.add_row(
+                f"{r.folder.parent.name}/{r.folder.name}",
+                r.status,
+                f"{r.steps}/{r.total_steps}",
+                "" if r.train_loss is None else f"{r.train_loss:.4f}",
+                "" if r.heldout_loss is None else f"{r.heldout_loss:.4f}",
+                _duration(r.seconds),
+            )
+        self.console.print(
+            f"training runs in {where}:", highlight=False, markup=False, soft_wrap=True
+        )
+        self.console.print(table, highlight=False)
 
     def _start_bar(self, event: Any) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -184,7 +262,7 @@ class TrainReporter:
         )
         self.progress.start()
         self.task = self.progress.add_task(
-            event.condition,
+            self._run(event.condition, event.replicate),
             total=event.total_steps,
             completed=event.done_steps,
             loss="",
@@ -201,10 +279,9 @@ class TrainReporter:
 
 
 def _duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    minutes, secs = divmod(seconds, 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+    from persona_tui.training.estimate import duration_text
+
+    return duration_text(seconds)
 
 
 @contextmanager
@@ -239,6 +316,7 @@ def resume_command(args: argparse.Namespace, out: Path, command: str = "train") 
         "checkpoint_every",
         "threads",
         "precision",
+        "replicates",
         "samples",  # study's probing options from here on
         "max_tokens",
     ):
@@ -296,10 +374,18 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         with stop_on_signals(cancel):
             result = train_study(
-                scenario, model_path, out, params, reporter, cancel, conditions=args.conditions
+                scenario,
+                model_path,
+                out,
+                params,
+                reporter,
+                cancel,
+                conditions=args.conditions,
+                replicates=args.replicates,
             )
     except KeyboardInterrupt:
         reporter._stop_bar()
+        reporter.summary()
         console.print(
             f"interrupted; the last checkpoint is kept in {out}. Resume with: "
             f"{resume_command(args, out)}",
@@ -307,6 +393,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             markup=False,
         )
         return 130
+    reporter.summary()
     if not result.complete:
         console.print(
             f"interrupted; checkpoint saved in {out}. Resume with: {resume_command(args, out)}",

@@ -27,7 +27,7 @@ from persona_tui.scenario.model import (
     TrainingSet,
 )
 
-TRAINING_KEYS = ("examples", "heldout", "seed")
+TRAINING_KEYS = ("examples", "heldout", "seed", "replicates")
 _INLINE_KEYS = ("user", "assistant")
 JSONL_KEYS = ("user", "assistant", "id", "topic")
 FRAMING_KEYS = ("system", "user")
@@ -77,6 +77,7 @@ def read_training(
         reader.report("heldout", f"must be < 1 (a fraction of the examples), got {heldout:g}")
         heldout = DEFAULT_HELDOUT
     seed = reader.integer("seed", 0, minimum=0)
+    replicates = reader.integer("replicates", 1, minimum=1)
     examples: list[TrainingExample] = []
     files: list[str] = []
     value = reader.table.get("examples")
@@ -129,6 +130,7 @@ def read_training(
         seed=seed,
         examples_path=files[0] if files else "",
         examples_sha256=sha256,
+        replicates=replicates,
     )
     if examples and heldout > 0 and training.heldout_count == 0:
         reader.report(

@@ -1,6 +1,14 @@
-"""What the torch and MLX training paths share: which conditions to train, a condition's
-fingerprint (what a finished adapter or a checkpoint must match), a condition's result and
-the record fields every trainer writes, and the study's result and study.toml."""
+"""What the torch and MLX training paths share: which conditions to train, the replicates of
+each (their seeds and folders), a run's fingerprint (what a finished adapter or a checkpoint
+must match), a run's result and the record fields every trainer writes, and the study's
+result and study.toml.
+
+A study trains each condition `replicates` times (`[training] replicates`, `--replicates`):
+replicate k (1-based) differs from the others only in its training seed,
+`replicate_seed(study_seed, k)` (LoRA initialisation and example order; the held-out split
+keeps the study seed), and lives in its own folder, `replicate_folder(out_dir, condition, k)`
+= `OUT/<condition>/replicate-<k>/`, the one layout whatever the number of replicates.
+"""
 
 from __future__ import annotations
 
@@ -21,13 +29,62 @@ from persona_tui.training.loop import TrainOutcome
 from persona_tui.training.params import ConditionResult, ConditionStatus, TrainingParams
 from persona_tui.training.record import read_record, write_study
 
+REPLICATE_PREFIX = "replicate-"
+
+
+def replicate_seed(study_seed: int, k: int) -> int:
+    """The training seed of replicate `k` (1-based): replicate 1 trains with the study's
+    seed (exactly a one-run study), each next one with the next integer."""
+    if k < 1:
+        raise ValueError(f"replicates are numbered from 1, got {k}")
+    return study_seed + k - 1
+
+
+def replicate_folder(out_dir: Path, condition: str, k: int) -> Path:
+    """Where replicate `k` of `condition` leaves its adapter, record and loss curve:
+    `out_dir/<condition>/replicate-<k>`."""
+    if k < 1:
+        raise ValueError(f"replicates are numbered from 1, got {k}")
+    return Path(out_dir) / condition / f"{REPLICATE_PREFIX}{k}"
+
+
+def parse_replicate_folder(folder: Path) -> tuple[str, int] | None:
+    """(condition, k) of a folder `replicate_folder` names (`.../<condition>/replicate-<k>`),
+    None for any other folder (`replicate-0`, `replicate-01`, `replicate-x` included)."""
+    folder = Path(folder)
+    number = folder.name.removeprefix(REPLICATE_PREFIX)
+    if folder.name == number or not number.isdigit() or not number.isascii():
+        return None
+    if number.startswith("0") or not folder.parent.name:
+        return None
+    return folder.parent.name, int(number)
+
+
+@dataclass(frozen=True)
+class Replicate:
+    """One training run of a condition: replicate `index` of `of`, trained with `seed`."""
+
+    index: int
+    of: int
+    seed: int
+
+    def fields(self) -> dict[str, int]:
+        """A training record's `[replicate]`."""
+        return {"index": self.index, "of": self.of, "seed": self.seed}
+
+
+def replicates_of(study_seed: int, n: int) -> list[Replicate]:
+    """The `n` replicates of a condition, in the order they are trained."""
+    return [Replicate(k, n, replicate_seed(study_seed, k)) for k in range(1, n + 1)]
+
 
 @dataclass(frozen=True)
 class StudyResult:
     folder: Path
     base_sha256: str
-    results: tuple[ConditionResult, ...]
+    results: tuple[ConditionResult, ...]  # one per (condition, replicate) reached
     base_conditions: tuple[str, ...]  # the conditions probed on the untouched base model
+    replicates: int = 1
 
     @property
     def complete(self) -> bool:
@@ -61,6 +118,7 @@ def chosen_conditions(scenario: Scenario, wanted: Sequence[str] | None) -> list[
 def condition_fingerprint(
     base_sha256: str, data: ConditionData, params: TrainingParams, seed: int
 ) -> str:
+    """What a run's adapter and checkpoint must match; `seed` is its replicate's seed."""
     payload = {
         "base_sha256": base_sha256,
         "data_sha256": data.sha256,
@@ -105,13 +163,14 @@ def hyperparameter_fields(params: TrainingParams, seed: int) -> dict[str, object
 
 def condition_result(
     data: ConditionData,
+    replicate: Replicate,
     status: ConditionStatus,
     folder: Path,
     adapter: Path | None,
     outcome: TrainOutcome,
     total: int,
 ) -> ConditionResult:
-    """What a condition's training (complete or interrupted) left in its folder."""
+    """What a replicate's training (complete or interrupted) left in its folder."""
     return ConditionResult(
         data.condition,
         status,
@@ -122,13 +181,15 @@ def condition_result(
         outcome.train_loss,
         outcome.heldout_loss,
         outcome.seconds,
+        replicate.index,
+        replicate.of,
     )
 
 
 def already_trained(
-    folder: Path, adapter: Path, fingerprint: str, total: int
+    condition: str, replicate: Replicate, folder: Path, adapter: Path, fingerprint: str, total: int
 ) -> ConditionResult | None:
-    """The condition in `folder` when its adapter (a GGUF file or an mlx-lm folder, where
+    """The replicate in `folder` when its adapter (a GGUF file or an mlx-lm folder, where
     the trainer leaves it) was finished for exactly this fingerprint; None otherwise."""
     record = read_record(folder)
     if record is None or not adapter_weights(adapter).is_file():
@@ -137,7 +198,7 @@ def already_trained(
     if record.get("data", {}).get("fingerprint") != fingerprint or result.get("steps") != total:
         return None
     return ConditionResult(
-        folder.name,
+        condition,
         "already-trained",
         folder,
         adapter,
@@ -146,14 +207,23 @@ def already_trained(
         result.get("train_loss"),
         result.get("heldout_loss"),
         float(result.get("seconds", 0)),
+        replicate.index,
+        replicate.of,
     )
 
 
 def record_fields(
-    scenario: Scenario, data: ConditionData, fingerprint: str, outcome: TrainOutcome
+    scenario: Scenario,
+    data: ConditionData,
+    fingerprint: str,
+    outcome: TrainOutcome,
+    replicate: Replicate,
+    trained_tokens: int,
 ) -> dict[str, dict[str, Any]]:
-    """A training record's `[scenario]`, `[condition]`, `[data]` and `[result]`: the same
-    for every trainer (each adds its base model, hyperparameters, adapter and machine)."""
+    """A training record's `[scenario]`, `[condition]`, `[replicate]`, `[data]` and
+    `[result]`: the same for every trainer (each adds its base model, hyperparameters,
+    adapter and machine). `trained_tokens`: the tokens its steps trained on (prompt and
+    completion; what `estimate` divides the seconds by)."""
     condition = scenario.condition(data.condition)
     framing = condition.training
     return {
@@ -165,9 +235,11 @@ def record_fields(
             "user": framing.user if framing else "",
             "prompt_mode": data.mode,
         },
+        "replicate": replicate.fields(),
         "data": data_fields(data, fingerprint, scenario.training),
         "result": {
             "steps": outcome.steps,
+            "trained_tokens": trained_tokens,
             "train_loss": outcome.train_loss,
             "heldout_loss": outcome.heldout_loss,
             "seconds": round(outcome.seconds, 3),
@@ -183,6 +255,7 @@ def finish_study(
     base_sha256: str,
     results: Sequence[ConditionResult],
     adapter_key: str,
+    replicates: int,
 ) -> StudyResult:
     """Write study.toml (the scenario, the base model, which condition has which adapter,
     under `adapter_key`) and return the study's result."""
@@ -197,15 +270,19 @@ def finish_study(
             },
             "base_model": dict(base_model),
             "base_conditions": list(base_ids),
+            # One [[adapters]] entry per training run: its condition, replicate (1..N) and
+            # folder relative to out_dir ("learns/replicate-2").
+            "replicates": replicates,
             "adapters": [
                 {
                     "condition": r.condition,
+                    "replicate": r.replicate,
                     "status": r.status,
-                    "folder": r.folder.name,
+                    "folder": r.folder.relative_to(out_dir).as_posix(),
                     adapter_key: None if r.adapter is None else str(r.adapter.relative_to(out_dir)),
                 }
                 for r in results
             ],
         },
     )
-    return StudyResult(out_dir, base_sha256, tuple(results), base_ids)
+    return StudyResult(out_dir, base_sha256, tuple(results), base_ids, replicates)

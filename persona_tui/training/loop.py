@@ -69,6 +69,16 @@ def total_steps(n_train: int, params: TrainingParams) -> int:
     return min(steps, params.max_steps) if params.max_steps is not None else steps
 
 
+def run_tokens(data: ConditionData, params: TrainingParams, seed: int) -> int:
+    """The tokens (prompt and completion) a run's steps train on, in its seeded order."""
+    total = total_steps(len(data.train), params)
+    return sum(
+        len(data.train[i].ids)
+        for step in range(total)
+        for i in batch_indices(len(data.train), step, params.batch_size, seed)
+    )
+
+
 def batch_indices(n_train: int, step: int, batch_size: int, seed: int) -> list[int]:
     """The examples of optimizer step `step` (each epoch a seeded shuffle, last batch short)."""
     per_epoch = math.ceil(n_train / batch_size)
@@ -107,9 +117,11 @@ def run_training_loop(
     on_event: Callable[[TrainingEvent], None],
     cancel: threading.Event | None = None,
     outcome: TrainOutcome | None = None,
+    replicate: int = 1,
 ) -> TrainOutcome:
-    """Train (or resume) `data.condition` on `engine` until done or cancelled (see the
-    module docstring); `outcome.completed` says which."""
+    """Train (or resume) `data.condition`'s replicate `replicate` (trained with `seed`,
+    the replicate's) on `engine` until done or cancelled (see the module docstring);
+    `outcome.completed` says which."""
     condition = data.condition
     total = total_steps(len(data.train), params)
     per_epoch = math.ceil(len(data.train) / params.batch_size)
@@ -118,7 +130,12 @@ def run_training_loop(
     resumed = engine.load_checkpoint(outcome)
     on_event(
         TrainingStarted(
-            condition, total, min(outcome.steps, total), len(data.train), len(data.heldout)
+            condition,
+            total,
+            min(outcome.steps, total),
+            len(data.train),
+            len(data.heldout),
+            replicate,
         )
     )
     started = time.perf_counter()
@@ -130,12 +147,12 @@ def run_training_loop(
     def save() -> None:
         outcome.seconds = elapsed()
         where = engine.save_checkpoint(outcome)
-        on_event(CheckpointSaved(condition, outcome.steps, where))
+        on_event(CheckpointSaved(condition, outcome.steps, where, replicate))
 
     if outcome.steps == 0 and not resumed and data.heldout:
         loss = engine.heldout_loss(data.heldout)
         outcome.rows.append(LossRow(0, 0, None, loss, 0.0))
-        on_event(HeldoutEvaluated(condition, 0, loss))
+        on_event(HeldoutEvaluated(condition, 0, loss, replicate))
     run_tokens = 0
     run_steps = 0
     in_update = False
@@ -165,10 +182,11 @@ def run_training_loop(
                     loss,
                     run_tokens / max(run_seconds, 1e-9),
                     run_seconds / run_steps * (total - outcome.steps),
+                    replicate,
                 )
             )
             if row.heldout_loss is not None:
-                on_event(HeldoutEvaluated(condition, outcome.steps, row.heldout_loss))
+                on_event(HeldoutEvaluated(condition, outcome.steps, row.heldout_loss, replicate))
             if last:
                 break
             if cancel is not None and cancel.is_set():

@@ -73,8 +73,10 @@ def train_lora(
     fingerprint: str,
     on_event: Callable[[TrainingEvent], None],
     cancel: threading.Event | None = None,
+    replicate: int = 1,
 ) -> TrainOutcome:
-    """Train (or resume) the condition's adapter in `folder`; see the module docstring."""
+    """Train (or resume) the condition's adapter in `folder` with `seed` (its replicate's;
+    `replicate` names it in the events); see the module docstring."""
     torch = require("torch")
     peft = require("peft")
     if not data.train:
@@ -97,7 +99,7 @@ def train_lora(
     )
     total = total_steps(len(data.train), params)
     outcome = TrainOutcome(completed=False, steps=0, total_steps=total, model=model)
-    return run_training_loop(data, engine, params, seed, on_event, cancel, outcome)
+    return run_training_loop(data, engine, params, seed, on_event, cancel, outcome, replicate)
 
 
 @dataclass

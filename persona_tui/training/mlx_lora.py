@@ -167,9 +167,11 @@ def train_mlx_lora(
     *,
     checkpoint: Path,
     fingerprint: str,
+    replicate: int = 1,
 ) -> MlxTrainOutcome:
     """Train (or resume, from `checkpoint`, a folder) the condition's adapter on `model` (an
-    mlx-lm model, changed in place); write it to `adapter_folder` when complete."""
+    mlx-lm model, changed in place) with `seed` (its replicate's; `replicate` names it in
+    the events); write it to `adapter_folder` when complete."""
     import mlx.optimizers as optim
     from mlx.nn.utils import value_and_grad
     from mlx.utils import tree_flatten
@@ -186,7 +188,7 @@ def train_mlx_lora(
         checkpoint,
         fingerprint,
     )
-    outcome = run_training_loop(data, engine, params, seed, on_event, cancel)
+    outcome = run_training_loop(data, engine, params, seed, on_event, cancel, replicate=replicate)
     if not outcome.completed:
         return outcome
     adapter_folder.mkdir(parents=True, exist_ok=True)

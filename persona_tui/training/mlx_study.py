@@ -2,10 +2,10 @@
 training/study.py, calls it when `train_study`'s model is a folder).
 
 `open_mlx_study` tokenizes the chosen conditions by the folder's own tokenizer (the MLX
-backend, as a probe's prompt is); each condition trains a fresh copy of the weights
-(training/mlx_lora.py) and leaves
+backend, as a probe's prompt is); each run (a condition's replicate) trains a fresh copy of
+the weights (training/mlx_lora.py) with its replicate's seed and leaves
 
-    <condition>/mlx/adapters.safetensors + adapter_config.json   (mlx-lm's adapter)
+    <condition>/replicate-<k>/mlx/adapters.safetensors + adapter_config.json   (mlx-lm's)
 
 beside its loss.csv and training.toml, as on the torch path. There is no llama.cpp adapter
 GGUF here: the MLX backend probes the `mlx` folder (`MlxBackend.use_adapter`,
@@ -30,7 +30,7 @@ from persona_tui.backends.detect import check_mlx_folder
 from persona_tui.backends.registry import load_engine
 from persona_tui.errors import ModelLoadError, TrainingError
 from persona_tui.scenario.model import Condition, Scenario
-from persona_tui.training.conditions import hyperparameter_fields, record_fields
+from persona_tui.training.conditions import Replicate, hyperparameter_fields, record_fields
 from persona_tui.training.data import ConditionData, ModelTokenizer, tokenize_condition
 from persona_tui.training.deps import library_versions
 from persona_tui.training.loop import TrainOutcome
@@ -59,7 +59,6 @@ def open_mlx_study(
     model_path: Path,
     chosen: Sequence[Condition],
     params: TrainingParams,
-    seed: int,
     on_event: Callable[[TrainingEvent], None],
 ) -> MlxStudy:
     """The MLX folder's study engine, its conditions tokenized by the folder's tokenizer."""
@@ -76,7 +75,7 @@ def open_mlx_study(
         mlx_version = backend.info.extra.get("mlx_version", "")
     finally:
         backend.close()
-    return MlxStudy(scenario, folder, base_sha256, datasets, params, seed, mlx_version)
+    return MlxStudy(scenario, folder, base_sha256, datasets, params, mlx_version)
 
 
 @dataclass(frozen=True)
@@ -88,7 +87,6 @@ class MlxStudy:
     base_sha256: str
     datasets: list[ConditionData]
     params: TrainingParams
-    seed: int
     mlx_version: str
 
     @property
@@ -107,6 +105,7 @@ class MlxStudy:
         data: ConditionData,
         folder: Path,
         fingerprint: str,
+        replicate: Replicate,
         on_event: Callable[[TrainingEvent], None],
         cancel: threading.Event | None,
     ) -> TrainOutcome:
@@ -115,12 +114,13 @@ class MlxStudy:
             data,
             load_mlx_model(self.folder),
             self.params,
-            self.seed,
+            replicate.seed,
             self.adapter(folder),
             on_event,
             cancel,
             checkpoint=folder / CHECKPOINT_FOLDER,
             fingerprint=fingerprint,
+            replicate=replicate.index,
         )
 
     def save_adapter(
@@ -128,20 +128,27 @@ class MlxStudy:
         data: ConditionData,
         folder: Path,
         outcome: TrainOutcome,
+        replicate: Replicate,
         on_event: Callable[[TrainingEvent], None],
     ) -> Path:
         """The mlx-lm folder `train` wrote at the end of training (nothing left to write)."""
         return self.adapter(folder)
 
     def record(
-        self, data: ConditionData, outcome: TrainOutcome, adapter: Path, fingerprint: str
+        self,
+        data: ConditionData,
+        outcome: TrainOutcome,
+        adapter: Path,
+        fingerprint: str,
+        replicate: Replicate,
+        trained_tokens: int,
     ) -> TrainingRecord:
         weights = adapter / MLX_ADAPTER_FILE
         return TrainingRecord(
-            **record_fields(self.scenario, data, fingerprint, outcome),
+            **record_fields(self.scenario, data, fingerprint, outcome, replicate, trained_tokens),
             base_model=self.base_model,
             hyperparameters={
-                **hyperparameter_fields(self.params, self.seed),
+                **hyperparameter_fields(self.params, replicate.seed),
                 "loss": "mean cross-entropy over completion tokens",
                 "trainer": "mlx-lm LoRA layers (training/mlx_lora.py)",
             },

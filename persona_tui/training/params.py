@@ -1,4 +1,8 @@
-"""Training hyperparameters and the progress events of a fine-tune (small frozen dataclasses)."""
+"""Training hyperparameters, the progress events of a fine-tune and the plan of a study's
+runs (small frozen dataclasses).
+
+Every event of a run names its condition and its replicate (1-based; a condition is trained
+`replicates` times, training/conditions.py)."""
 
 from __future__ import annotations
 
@@ -65,6 +69,7 @@ class TrainingPhase:
 
     condition: str  # "" for steps shared by every condition
     message: str
+    replicate: int = 1
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,7 @@ class TrainingStarted:
     done_steps: int  # > 0 when resuming from a checkpoint
     train_examples: int
     heldout_examples: int
+    replicate: int = 1
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,7 @@ class StepFinished:
     loss: float  # mean token loss of this step's batch (completion tokens)
     tokens_per_second: float  # all tokens (prompt + completion) of this run's steps so far
     eta_seconds: float
+    replicate: int = 1
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class HeldoutEvaluated:
     condition: str
     step: int
     loss: float
+    replicate: int = 1
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,7 @@ class CheckpointSaved:
     condition: str
     step: int
     path: Path
+    replicate: int = 1
 
 
 ConditionStatus = Literal["complete", "interrupted", "already-trained"]
@@ -106,7 +115,7 @@ ConditionStatus = Literal["complete", "interrupted", "already-trained"]
 
 @dataclass(frozen=True)
 class ConditionResult:
-    """What one training condition left in its folder."""
+    """What one replicate of a training condition left in its folder."""
 
     condition: str
     status: ConditionStatus
@@ -117,6 +126,8 @@ class ConditionResult:
     train_loss: float | None
     heldout_loss: float | None
     seconds: float
+    replicate: int = 1  # which training run of the condition (1-based)
+    replicates: int = 1  # of how many
 
 
 @dataclass(frozen=True)
@@ -124,8 +135,60 @@ class ConditionFinished:
     result: ConditionResult
 
 
+@dataclass(frozen=True)
+class TrainingRun:
+    """One (condition, replicate) of a study's plan: its steps and the tokens they train on
+    (prompt and completion); `done` when it is finished already (it will be skipped)."""
+
+    condition: str
+    replicate: int
+    steps: int
+    tokens: int
+    done: bool = False
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """A study's work before it starts: every run, and the seconds per trained token
+    measured by earlier runs on the same base model and precision (None: none yet, the
+    estimate comes after the first step; training/estimate.py)."""
+
+    runs: tuple[TrainingRun, ...]
+    replicates: int
+    seconds_per_token: float | None = None
+    measured_runs: int = 0  # the earlier runs `seconds_per_token` comes from
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(r.condition for r in self.runs))
+
+    @property
+    def left(self) -> tuple[TrainingRun, ...]:
+        """The runs still to train (an interrupted one counted whole)."""
+        return tuple(r for r in self.runs if not r.done)
+
+    @property
+    def tokens_left(self) -> int:
+        return sum(r.tokens for r in self.left)
+
+    @property
+    def estimate_seconds(self) -> float | None:
+        """The wall time of the runs left, from `seconds_per_token`; None without it."""
+        if self.seconds_per_token is None:
+            return None
+        return self.tokens_left * self.seconds_per_token
+
+
+@dataclass(frozen=True)
+class TrainingPlanned:
+    """Sent once, after tokenizing and before the first run: what the study will train."""
+
+    plan: TrainingPlan
+
+
 TrainingEvent = (
-    TrainingPhase
+    TrainingPlanned
+    | TrainingPhase
     | TrainingStarted
     | StepFinished
     | HeldoutEvaluated

@@ -68,6 +68,7 @@ class TrainingRecord:
 
     scenario: Mapping[str, Any]
     condition: Mapping[str, Any]
+    replicate: Mapping[str, Any]  # index, of, seed (training/conditions.py `Replicate`)
     base_model: Mapping[str, Any]
     data: Mapping[str, Any]
     hyperparameters: Mapping[str, Any]
@@ -89,7 +90,7 @@ def write_record(folder: Path, record: TrainingRecord) -> Path:
 
 
 def read_record(folder: Path) -> dict[str, Any] | None:
-    """A condition folder's record, or None when it has none (or an unreadable one)."""
+    """A run's folder's record, or None when it has none (or an unreadable one)."""
     path = folder / RECORD_FILE
     try:
         data = loads_toml(path.read_text(encoding="utf-8"), path)

@@ -5,19 +5,21 @@ point for the CLI (`persona-tui train`, `persona-tui study`) and the app's Train
 It holds the output folder's lock, opens the engine the model asks for (a GGUF: torch + peft
 on its float32 weights, "auto" precision resolved for this CPU, training/torch_study.py; an
 MLX model folder: mlx-lm's LoRA, training/mlx_study.py), which tokenizes the chosen
-conditions with the model's own tokenizer, and runs the one study loop here: each condition
-in turn is skipped when its record matches the data and settings, else trained (resuming a
-checkpoint when there is one), and leaves
+conditions with the model's own tokenizer, sends the plan (`TrainingPlanned`: every run and
+the estimated time, training/estimate.py) and runs the one study loop here: each condition
+in turn, each of its replicates k = 1..N in turn (`replicates`: the scenario's `[training]
+replicates` unless given; replicate k trains with `replicate_seed(seed, k)`), is skipped when
+its record matches the data and settings, else trained (resuming a checkpoint when there is
+one), and leaves in `R = replicate_folder(out_dir, condition, k)`:
 
-    out_dir/<condition>/<adapter>       the engine's adapter (`adapter.gguf` + `peft/`,
-                                        or the mlx-lm folder `mlx/`)
-    out_dir/<condition>/loss.csv        the loss curve
-    out_dir/<condition>/training.toml   the training record
-    out_dir/<condition>/checkpoint/     only while unfinished
-    out_dir/study.toml                  the scenario, base model and adapters
+    R/<adapter>          the engine's adapter (`adapter.gguf` + `peft/`, or mlx-lm's `mlx/`)
+    R/loss.csv           the loss curve
+    R/training.toml      the training record (`[replicate]` index, of, seed)
+    R/checkpoint/        only while unfinished
+    out_dir/study.toml   the scenario, base model, replicates and adapters
 
 Setting `cancel` stops after the current step with a checkpoint saved (status
-"interrupted"); the conditions after it are left for the next run.
+"interrupted"); the runs after it are left for the next call.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -32,17 +35,21 @@ from persona_tui.backends.detect import is_mlx_model
 from persona_tui.errors import TrainingError
 from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.training.conditions import (
+    Replicate,
     StudyResult,
     already_trained,
     chosen_conditions,
     condition_fingerprint,
     condition_result,
     finish_study,
+    replicate_folder,
+    replicates_of,
     training_set,
 )
 from persona_tui.training.data import ConditionData
 from persona_tui.training.deps import require_training
-from persona_tui.training.loop import TrainOutcome, total_steps
+from persona_tui.training.estimate import measured_seconds_per_token
+from persona_tui.training.loop import TrainOutcome, run_tokens, total_steps
 from persona_tui.training.mlx_study import open_mlx_study
 from persona_tui.training.params import (
     ConditionFinished,
@@ -50,6 +57,9 @@ from persona_tui.training.params import (
     TrainingEvent,
     TrainingParams,
     TrainingPhase,
+    TrainingPlan,
+    TrainingPlanned,
+    TrainingRun,
 )
 from persona_tui.training.record import (
     CHECKPOINT_FOLDER,
@@ -89,7 +99,7 @@ class StudyEngine(Protocol):
         ...
 
     def adapter(self, folder: Path) -> Path:
-        """Where the finished adapter of the condition folder `folder` is."""
+        """Where the finished adapter of the run folder `folder` is."""
         ...
 
     def train(
@@ -97,30 +107,41 @@ class StudyEngine(Protocol):
         data: ConditionData,
         folder: Path,
         fingerprint: str,
+        replicate: Replicate,
         on_event: OnEvent,
         cancel: threading.Event | None,
     ) -> TrainOutcome:
-        """Train (or resume, from `folder/checkpoint`) one condition on a fresh base model."""
+        """Train (or resume, from `folder/checkpoint`) one replicate of a condition on a
+        fresh base model, with `replicate.seed`."""
         ...
 
     def save_adapter(
-        self, data: ConditionData, folder: Path, outcome: TrainOutcome, on_event: OnEvent
+        self,
+        data: ConditionData,
+        folder: Path,
+        outcome: TrainOutcome,
+        replicate: Replicate,
+        on_event: OnEvent,
     ) -> Path:
-        """Leave the completed condition's adapter in `folder`; returns `adapter(folder)`."""
+        """Leave the completed run's adapter in `folder`; returns `adapter(folder)`."""
         ...
 
     def record(
-        self, data: ConditionData, outcome: TrainOutcome, adapter: Path, fingerprint: str
+        self,
+        data: ConditionData,
+        outcome: TrainOutcome,
+        adapter: Path,
+        fingerprint: str,
+        replicate: Replicate,
+        trained_tokens: int,
     ) -> TrainingRecord:
-        """The completed condition's `training.toml`."""
+        """The completed run's `training.toml`."""
         ...
 
 
-EngineOpener = Callable[
-    [Scenario, Path, Sequence[Condition], TrainingParams, int, OnEvent], StudyEngine
-]
-"""Opens an engine on a model: (scenario, model path, chosen conditions, params, seed,
-on_event) → the engine, its conditions tokenized."""
+EngineOpener = Callable[[Scenario, Path, Sequence[Condition], TrainingParams, OnEvent], StudyEngine]
+"""Opens an engine on a model: (scenario, model path, chosen conditions, params, on_event)
+→ the engine, its conditions tokenized (the held-out split by the study's seed)."""
 
 
 def _ignore(event: TrainingEvent) -> None:
@@ -136,13 +157,19 @@ def train_study(
     cancel: threading.Event | None = None,
     *,
     conditions: Sequence[str] | None = None,
+    replicates: int | None = None,
 ) -> StudyResult:
     """Train the study's adapters (see the module docstring); stops early when cancelled.
 
+    `replicates` None: the scenario's `[training] replicates`.
     TrainingError when `out_dir` is held by another training (no waiting), the scenario is
-    no training study, or the model, the data or a checkpoint does not fit.
+    no training study, `replicates` < 1, or the model, the data or a checkpoint does not fit.
     """
     params = params or TrainingParams()
+    study = training_set(scenario)
+    n = study.replicates if replicates is None else replicates
+    if n < 1:
+        raise TrainingError(f"replicates must be at least 1, got {n}")
     with output_folder_lock(Path(out_dir)):
         open_engine: EngineOpener
         if is_mlx_model(model_path):  # an MLX model folder: mlx-lm's LoRA
@@ -156,49 +183,99 @@ def train_study(
             require_training()
             params = torch_precision(params)
             open_engine = open_torch_study
-        seed = training_set(scenario).seed
         chosen = chosen_conditions(scenario, conditions)
-        engine = open_engine(scenario, Path(model_path), chosen, params, seed, on_event)
+        engine = open_engine(scenario, Path(model_path), chosen, params, on_event)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        results = _train_conditions(engine, out_dir, params, seed, on_event, cancel)
+        runs = [
+            _Run(data, replicate, replicate_folder(out_dir, data.condition, replicate.index))
+            for data in engine.datasets
+            for replicate in replicates_of(study.seed, n)
+        ]
+        on_event(TrainingPlanned(_plan(engine, out_dir, params, runs, n)))
+        results = _train_runs(engine, params, runs, on_event, cancel)
         return finish_study(
-            out_dir, scenario, engine.base_model, engine.base_sha256, results, engine.adapter_key
+            out_dir,
+            scenario,
+            engine.base_model,
+            engine.base_sha256,
+            results,
+            engine.adapter_key,
+            n,
         )
 
 
-def _train_conditions(
+@dataclass(frozen=True)
+class _Run:
+    """One replicate of one condition, and its folder."""
+
+    data: ConditionData
+    replicate: Replicate
+    folder: Path
+
+
+def _finished(
+    engine: StudyEngine, params: TrainingParams, run: _Run
+) -> tuple[str, int, ConditionResult | None]:
+    """The run's fingerprint, total steps, and its result when it is finished already."""
+    fingerprint = condition_fingerprint(engine.base_sha256, run.data, params, run.replicate.seed)
+    total = total_steps(len(run.data.train), params)
+    adapter = engine.adapter(run.folder)
+    done = already_trained(
+        run.data.condition, run.replicate, run.folder, adapter, fingerprint, total
+    )
+    return fingerprint, total, done
+
+
+def _plan(
+    engine: StudyEngine, out_dir: Path, params: TrainingParams, runs: Sequence[_Run], n: int
+) -> TrainingPlan:
+    """Every run's steps and tokens, which are done, and the seconds per token measured."""
+    planned = tuple(
+        TrainingRun(
+            run.data.condition,
+            run.replicate.index,
+            total_steps(len(run.data.train), params),
+            run_tokens(run.data, params, run.replicate.seed),
+            _finished(engine, params, run)[2] is not None,
+        )
+        for run in runs
+    )
+    per_token, measured = measured_seconds_per_token(out_dir, engine.base_sha256, params.precision)
+    return TrainingPlan(planned, n, per_token, measured)
+
+
+def _train_runs(
     engine: StudyEngine,
-    out_dir: Path,
     params: TrainingParams,
-    seed: int,
+    runs: Sequence[_Run],
     on_event: OnEvent,
     cancel: threading.Event | None,
 ) -> list[ConditionResult]:
-    """Train each condition in turn (a finished one is skipped); stops at an interrupted one."""
+    """Train each run in turn (a finished one is skipped); stops at an interrupted one."""
     results: list[ConditionResult] = []
-    for data in engine.datasets:
-        folder = out_dir / data.condition
-        folder.mkdir(parents=True, exist_ok=True)
-        fingerprint = condition_fingerprint(engine.base_sha256, data, params, seed)
-        total = total_steps(len(data.train), params)
-        done = already_trained(folder, engine.adapter(folder), fingerprint, total)
+    for run in runs:
+        data, replicate, folder = run.data, run.replicate, run.folder
+        fingerprint, total, done = _finished(engine, params, run)
         if done is not None:
             results.append(done)
             on_event(ConditionFinished(done))
             continue
-        on_event(TrainingPhase(data.condition, "loading the model"))
-        outcome = engine.train(data, folder, fingerprint, on_event, cancel)
+        folder.mkdir(parents=True, exist_ok=True)
+        on_event(TrainingPhase(data.condition, "loading the model", replicate.index))
+        outcome = engine.train(data, folder, fingerprint, replicate, on_event, cancel)
         write_loss_csv(folder, outcome.rows)
         if not outcome.completed:
-            result = condition_result(data, "interrupted", folder, None, outcome, total)
+            result = condition_result(data, replicate, "interrupted", folder, None, outcome, total)
             results.append(result)
             on_event(ConditionFinished(result))
             break
-        adapter = engine.save_adapter(data, folder, outcome, on_event)
-        write_record(folder, engine.record(data, outcome, adapter, fingerprint))
+        adapter = engine.save_adapter(data, folder, outcome, replicate, on_event)
+        tokens = run_tokens(data, params, replicate.seed)
+        record = engine.record(data, outcome, adapter, fingerprint, replicate, tokens)
+        write_record(folder, record)
         shutil.rmtree(folder / CHECKPOINT_FOLDER, ignore_errors=True)
-        result = condition_result(data, "complete", folder, adapter, outcome, total)
+        result = condition_result(data, replicate, "complete", folder, adapter, outcome, total)
         results.append(result)
         on_event(ConditionFinished(result))
     return results

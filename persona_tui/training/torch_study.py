@@ -3,10 +3,11 @@ training/study.py, calls it).
 
 `open_torch_study` hashes the GGUF, tokenizes the chosen conditions with its own vocabulary
 (llama.cpp, `vocab_only`) and loads its weights in float32 (converted once, cached:
-training/hf.py). Each condition trains a fresh copy of them (training/lora.py) and leaves
+training/hf.py). Each run (a condition's replicate) trains a fresh copy of them
+(training/lora.py) with its replicate's seed and leaves
 
-    <condition>/adapter.gguf   the llama.cpp LoRA adapter (training/convert.py)
-    <condition>/peft/          the PEFT adapter
+    <condition>/replicate-<k>/adapter.gguf   the llama.cpp LoRA adapter (training/convert.py)
+    <condition>/replicate-<k>/peft/          the PEFT adapter
 
 and a training record naming torch's threads and CPU capability, and the numeric precision
 it trained in (`[hyperparameters] precision`, `[adapter] trained_precision`: "fp32", or
@@ -27,7 +28,7 @@ from persona_tui import __version__
 from persona_tui._util.hashing import sha256_file
 from persona_tui.backends.gguf_file import read_gguf_header
 from persona_tui.scenario.model import Condition, Scenario
-from persona_tui.training.conditions import hyperparameter_fields, record_fields
+from persona_tui.training.conditions import Replicate, hyperparameter_fields, record_fields
 from persona_tui.training.convert import write_adapter_gguf
 from persona_tui.training.data import ConditionData, tokenize_condition, vocabulary
 from persona_tui.training.deps import library_versions, require
@@ -57,7 +58,6 @@ def open_torch_study(
     model_path: Path,
     chosen: Sequence[Condition],
     params: TrainingParams,
-    seed: int,
     on_event: Callable[[TrainingEvent], None],
 ) -> TorchStudy:
     """The GGUF's study engine, its conditions tokenized and its float32 weights loaded
@@ -87,7 +87,6 @@ def open_torch_study(
         base_sha256=base_sha256,
         datasets=datasets,
         params=params,
-        seed=seed,
         permute=qk_permuted(model, model_path),
         n_head=n_head,
         n_head_kv=int(getattr(config, "num_key_value_heads", None) or n_head),
@@ -113,7 +112,6 @@ class TorchStudy:
     base_sha256: str
     datasets: list[ConditionData]
     params: TrainingParams
-    seed: int
     permute: bool  # transformers un-permuted the q/k rows: adapters are permuted back
     n_head: int
     n_head_kv: int
@@ -135,16 +133,25 @@ class TorchStudy:
         data: ConditionData,
         folder: Path,
         fingerprint: str,
+        replicate: Replicate,
         on_event: Callable[[TrainingEvent], None],
         cancel: threading.Event | None,
     ) -> TrainOutcome:
         return train_lora(
-            data, self._load_base, self.params, self.seed, folder, fingerprint, on_event, cancel
+            data,
+            self._load_base,
+            self.params,
+            replicate.seed,
+            folder,
+            fingerprint,
+            on_event,
+            cancel,
+            replicate.index,
         )
 
     def _load_base(self) -> Any:
-        # The first condition trains the model `open_torch_study` loaded; each later one a
-        # fresh copy.
+        # The first run trains the model `open_torch_study` loaded; each later one (another
+        # condition or replicate) a fresh copy.
         if self.unused_model:
             return self.unused_model.pop()
         return load_float32_model(self.model_path, self.base_sha256)
@@ -154,10 +161,11 @@ class TorchStudy:
         data: ConditionData,
         folder: Path,
         outcome: TrainOutcome,
+        replicate: Replicate,
         on_event: Callable[[TrainingEvent], None],
     ) -> Path:
         """The PEFT adapter (`peft/`) and its llama.cpp GGUF (`adapter.gguf`)."""
-        on_event(TrainingPhase(data.condition, "writing the adapter"))
+        on_event(TrainingPhase(data.condition, "writing the adapter", replicate.index))
         peft = require("peft")
         model = outcome.model
         model.save_pretrained(folder / PEFT_FOLDER)
@@ -174,12 +182,18 @@ class TorchStudy:
         )
 
     def record(
-        self, data: ConditionData, outcome: TrainOutcome, adapter: Path, fingerprint: str
+        self,
+        data: ConditionData,
+        outcome: TrainOutcome,
+        adapter: Path,
+        fingerprint: str,
+        replicate: Replicate,
+        trained_tokens: int,
     ) -> TrainingRecord:
         torch = require("torch")
         precision = resolve_precision(torch, self.params.precision)
         return TrainingRecord(
-            **record_fields(self.scenario, data, fingerprint, outcome),
+            **record_fields(self.scenario, data, fingerprint, outcome, replicate, trained_tokens),
             base_model={
                 "path": str(self.model_path),
                 "sha256": self.base_sha256,
@@ -187,7 +201,7 @@ class TorchStudy:
                 "size_bytes": self.model_path.stat().st_size,
             },
             hyperparameters={
-                **hyperparameter_fields(self.params, self.seed),
+                **hyperparameter_fields(self.params, replicate.seed),
                 "checkpoint_every": self.params.checkpoint_every,
                 "loss": "mean cross-entropy over completion tokens",
                 "precision": precision,

@@ -33,7 +33,8 @@ class TrainingEventMessage(Message):
 
 @dataclass
 class TrainingSteps(Message):
-    """The steps of one condition finished since the previous message (oldest first)."""
+    """The steps of one run (condition, replicate) finished since the previous message
+    (oldest first)."""
 
     steps: tuple[StepFinished, ...]
 
@@ -43,15 +44,16 @@ class TrainingSteps(Message):
 
 
 class StepsFold(Fold[StepFinished]):
-    """Steps, kept in order into one `TrainingSteps`; a step of another condition starts
-    another message (never mixed)."""
+    """Steps, kept in order into one `TrainingSteps`; a step of another condition or
+    replicate starts another message (never mixed)."""
 
     def __init__(self, interval: float = FLUSH_INTERVAL) -> None:
         super().__init__(StepFinished, interval)
         self._pending: list[StepFinished] = []
 
     def starts_new(self, event: StepFinished) -> bool:
-        return self._pending[-1].condition != event.condition
+        last = self._pending[-1]
+        return (last.condition, last.replicate) != (event.condition, event.replicate)
 
     def add(self, event: StepFinished) -> None:
         self._pending.append(event)

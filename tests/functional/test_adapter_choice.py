@@ -173,13 +173,16 @@ def test_the_run_probes_the_chosen_adapters(
     out = tmp_path / "trained"
     assert train_study(load_scenario(study), tiny_model, out, params).complete
 
+    # A replicate's folder (OUT/<condition>/replicate-<k>) or its adapter, as the user names it.
+    learns, plays = out / "learns" / "replicate-1", out / "plays" / "replicate-1"
+
     async def scenario() -> None:
         app = make_app()
         async with app.run_test(size=(120, 40)) as pilot:
             home = await open_home_on_study(pilot)
             dialog = await open_dialog(pilot)
-            dialog.query_one("#adapter-learns", Input).value = str(out / "learns")
-            dialog.query_one("#adapter-plays", Input).value = str(out / "plays" / "adapter.gguf")
+            dialog.query_one("#adapter-learns", Input).value = str(learns)
+            dialog.query_one("#adapter-plays", Input).value = str(plays / "adapter.gguf")
             dialog.query_one("#adapter-learns", Input).focus()
             await pilot.press("enter")
             await wait_for(pilot, lambda: app.screen is home, 60)
@@ -188,16 +191,16 @@ def test_the_run_probes_the_chosen_adapters(
             screen = app.screen
             assert isinstance(screen, RunScreen)
             assert dict(screen.request.adapters) == {
-                "learns": out / "learns",
-                "plays": out / "plays" / "adapter.gguf",
+                "learns": learns,
+                "plays": plays / "adapter.gguf",
             }
             await wait_for(pilot, lambda: screen.finished_status == "complete", 120)
             assert screen.store is not None
             path = screen.store.path
         session = read_session_file(path)
         assert session.header.adapter_paths() == {
-            "learns": str(out / "learns" / "adapter.gguf"),
-            "plays": str(out / "plays" / "adapter.gguf"),
+            "learns": str(learns / "adapter.gguf"),
+            "plays": str(plays / "adapter.gguf"),
         }
 
     asyncio.run(scenario())

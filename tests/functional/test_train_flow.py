@@ -18,7 +18,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("transformers")
 
-from textual.widgets import OptionList, Sparkline, Static  # noqa: E402
+from textual.widgets import OptionList, ProgressBar, Sparkline, Static  # noqa: E402
 
 from persona_tui.scenario.parse import load_scenario  # noqa: E402
 from persona_tui.training.params import StepFinished, TrainingEvent, TrainingParams  # noqa: E402
@@ -86,7 +86,7 @@ def test_home_t_trains_the_study_and_shows_the_adapters(
             shown = panels(screen)
             assert list(shown) == ["learns", "plays"]  # the base condition gets no adapter
             for condition, panel in shown.items():
-                adapter = out / condition / "adapter.gguf"
+                adapter = out / condition / "replicate-1" / "adapter.gguf"
                 assert adapter.is_file()
                 assert panel.status == "complete"
                 assert panel.done == panel.total == 2  # 7 examples, batch 4, one epoch
@@ -96,7 +96,7 @@ def test_home_t_trains_the_study_and_shows_the_adapters(
                 figures = str(panel.query_one(".training-figures", Static).render())
                 assert figures.startswith("step 2/2") and "loss " in figures
                 assert "held-out " in figures and "tok/s" in figures
-                assert str(out / condition / "adapter.gguf") in message_text(screen)
+                assert str(adapter) in message_text(screen)
             assert "Adapters ready" in message_text(screen)
             # Finished: t no longer trains, escape goes back to Home.
             assert screen.check_action("train", ()) is False
@@ -142,13 +142,14 @@ def test_cancel_keeps_the_checkpoint_and_t_resumes(
             await pilot.pause()
             assert screen.status == "interrupted", message_text(screen)
             assert panel.status == "interrupted" and panel.done == 1
-            assert (out / "learns" / "checkpoint" / "state.pt").is_file()
-            assert not (out / "learns" / "adapter.gguf").exists()
+            run = out / "learns" / "replicate-1"
+            assert (run / "checkpoint" / "state.pt").is_file()
+            assert not (run / "adapter.gguf").exists()
             text = message_text(screen)
-            assert "Stopped at step 1/4 of learns" in text
-            assert str(out / "learns" / "checkpoint") in text
+            assert "Stopped at step 1/4 of learns;" in text
+            assert str(run / "checkpoint") in text
             assert "Press t to resume" in text and "persona-tui train" in text
-            assert panel.adapter_notice == f"checkpoint kept: {out / 'learns' / 'checkpoint'}"
+            assert panel.adapter_notice == f"checkpoint kept: {run / 'checkpoint'}"
 
             await pilot.press("t")
             await pilot.pause()
@@ -158,8 +159,8 @@ def test_cancel_keeps_the_checkpoint_and_t_resumes(
             assert screen.status == "complete", message_text(screen)
             assert panel.status == "complete" and panel.done == panel.total == 4
             assert len(panel.losses) == 4  # the chart keeps the steps before the cancel
-            assert (out / "learns" / "adapter.gguf").is_file()
-            assert not (out / "learns" / "checkpoint").exists()
+            assert (run / "adapter.gguf").is_file()
+            assert not (run / "checkpoint").exists()
 
     asyncio.run(scenario())
 
@@ -182,8 +183,8 @@ def test_a_resumed_study_on_a_new_screen_shows_the_earlier_curve(
         run_train_study(
             scenario_, model, out, PARAMS, cancel_at_step_2, cancel, conditions=["plays"]
         )
-        assert (out / "plays" / "checkpoint").is_dir()
-        earlier = read_loss_curve(out / "plays")
+        assert (out / "plays" / "replicate-1" / "checkpoint").is_dir()
+        earlier = read_loss_curve(out / "plays" / "replicate-1")
         assert len(earlier) == 2
         request = TrainRequest(scenario_, "tiny", out, PARAMS, conditions=("plays",))
         screen = TrainScreen(request, app.config)
@@ -195,6 +196,45 @@ def test_a_resumed_study_on_a_new_screen_shows_the_earlier_curve(
             assert screen.status == "complete", message_text(screen)
             assert panel.done == 4 and len(panel.losses) == 4  # 2 read from loss.csv
             assert panel.losses[:2] == earlier
+
+    asyncio.run(scenario())
+
+
+def test_replicates_show_in_one_panel_per_condition(
+    make_app: Any, study: Path, tmp_path: Path
+) -> None:
+    """Two replicates of one condition at 80×24: the panel names the replicate training
+    now, counts the runs done and fills the condition's overall bar; the line under the
+    title gives the estimate once the first step is measured; p probes replicate 1."""
+
+    async def scenario() -> None:
+        app = make_app()
+        out = tmp_path / "adapters"
+        params = TrainingParams(max_steps=2, lr=1e-2, batch_size=2, checkpoint_every=5, threads=1)
+        request = TrainRequest(load_scenario(study), "tiny", out, params, ("plays",), replicates=2)
+        screen = TrainScreen(request, app.config)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await app.push_screen(screen)
+            await wait_for(pilot, lambda: screen.status in ("complete", "error"), TIMEOUT)
+            await pilot.pause()
+            assert screen.status == "complete", message_text(screen)
+            panel = panels(screen)["plays"]
+            assert panel.replicates == 2 and panel.replicate == 2
+            assert panel.runs_done == {1: 2, 2: 2} and panel.status == "complete"
+            assert "replicate 2/2" in str(panel.border_title)
+            assert str(panel.border_subtitle) == "2/2 runs done · complete"
+            overall = panel.query_one(".training-overall > ProgressBar", ProgressBar)
+            assert (overall.progress, overall.total) == (4, 4)
+            assert screen.plan_text.startswith("est. ")  # measured by the first step
+            assert "2 runs (1 condition × 2 replicates) · 2 steps" in screen.plan_text
+            text = message_text(screen)
+            for k in (1, 2):
+                adapter = out / "plays" / f"replicate-{k}" / "adapter.gguf"
+                assert adapter.is_file() and f"plays replicate {k}/2: {adapter}" in text
+            assert screen.trained_adapters() == {
+                "plays": out / "plays" / "replicate-1" / "adapter.gguf"
+            }
+            assert screen.check_action("probe", ()) is True
 
     asyncio.run(scenario())
 

@@ -279,8 +279,9 @@ def test_results_replicated(
 
 
 def fake_training(*args: Any, **kwargs: Any) -> Any:
-    """A fixed event sequence fed through the screen's own bridge: `learns` done, `plays`
-    at step 7 of 12 (the real engine is tested in tests/functional/test_train_flow.py)."""
+    """A fixed event sequence fed through the screen's own bridge, three replicates per
+    condition: `learns` done, `plays` replicate 1 done and replicate 2 at step 7 of 12 (the
+    real engine is tested in tests/functional/test_train_flow.py)."""
     from persona_tui.training.params import (
         CheckpointSaved,
         ConditionFinished,
@@ -288,6 +289,9 @@ def fake_training(*args: Any, **kwargs: Any) -> Any:
         HeldoutEvaluated,
         StepFinished,
         TrainingPhase,
+        TrainingPlan,
+        TrainingPlanned,
+        TrainingRun,
         TrainingStarted,
     )
     from persona_tui.training.study import StudyResult
@@ -296,31 +300,42 @@ def fake_training(*args: Any, **kwargs: Any) -> Any:
     out = Path("/data/adapters/tiny-finetune--tiny")
     losses = [2.9, 2.7, 2.6, 2.2, 2.0, 1.9, 1.6, 1.5, 1.3, 1.2, 1.15, 1.1]
     on_event(TrainingPhase("", "tokenizing the training examples"))
+    runs = [("learns", k, 12) for k in (1, 2, 3)] + [("plays", 1, 12), ("plays", 2, 7)]
+    plan = tuple(
+        TrainingRun(c, k, 12, 4100 + 300 * (c == "plays"))
+        for c in ("learns", "plays")
+        for k in (1, 2, 3)
+    )
+    on_event(TrainingPlanned(TrainingPlan(plan, 3, 0.0021, 6)))
     results = []
-    for condition, steps in (("learns", 12), ("plays", 7)):
-        on_event(TrainingStarted(condition, 12, 0, 40, 8))
-        on_event(HeldoutEvaluated(condition, 0, 3.0))
+    for condition, k, steps in runs:
+        folder = out / condition / f"replicate-{k}"
+        on_event(TrainingStarted(condition, 12, 0, 40, 8, k))
+        on_event(HeldoutEvaluated(condition, 0, 3.0, k))
         for n in range(1, steps + 1):
-            on_event(StepFinished(condition, n, 12, 1, losses[n - 1], 171.4, (12 - n) * 3.3))
+            loss = losses[n - 1] + 0.05 * k
+            on_event(StepFinished(condition, n, 12, 1, loss, 171.4, (12 - n) * 3.3, k))
             if n % 5 == 0:
-                on_event(HeldoutEvaluated(condition, n, 3.0 - n * 0.1))
-                on_event(CheckpointSaved(condition, n, out / condition / "checkpoint"))
+                on_event(HeldoutEvaluated(condition, n, 3.0 - n * 0.1, k))
+                on_event(CheckpointSaved(condition, n, folder / "checkpoint", k))
         if steps == 12:
             result = ConditionResult(
                 condition,
                 "complete",
-                out / condition,
-                out / condition / "adapter.gguf",
+                folder,
+                folder / "adapter.gguf",
                 12,
                 12,
                 1.1,
                 1.9,
                 40.0,
+                k,
+                3,
             )
             results.append(result)
             on_event(ConditionFinished(result))
     cancel.wait(60)  # "training" until the app closes
-    return StudyResult(out, "0" * 64, tuple(results), ("base",))
+    return StudyResult(out, "0" * 64, tuple(results), ("base",), 3)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -332,14 +347,20 @@ def test_training(snap_compare: Any, make_app: Any, ui_home: Path, size: tuple[i
 
     app = make_app()
     scenario = parse_scenario(TRAINING_STUDY, "tiny-finetune.toml")
-    request = TrainRequest(scenario, "tiny", Path("/data/adapters/tiny-finetune--tiny"))
+    request = TrainRequest(
+        scenario, "tiny", Path("/data/adapters/tiny-finetune--tiny"), replicates=3
+    )
 
     async def training(pilot: Pilot[Any]) -> None:
         await settle(pilot)
         screen = TrainScreen(request, app.config, fake_training)
         await app.push_screen(screen)
         plays = screen.query_one("#training-plays", ConditionTraining)
-        await wait_for(pilot, lambda: plays.done == 7)
+        await wait_for(pilot, lambda: plays.replicate == 2 and plays.done == 7)
+        await pilot.pause()
+        # The panel training now at the top, as the screen scrolls to it (made explicit:
+        # the screen's scroll can land before the panels' layout at this speed).
+        screen.query_one("#train-conditions").scroll_to_widget(plays, animate=False, top=True)
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=training)

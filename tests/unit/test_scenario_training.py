@@ -76,6 +76,7 @@ def test_a_training_study_parses(tmp_path: Path) -> None:
     training = scenario.training
     assert training is not None
     assert training.heldout == 0.25 and training.seed == 7
+    assert training.replicates == 1  # the default: one training run per condition
     assert training.examples_path == "data.jsonl"
     data = (tmp_path / "data.jsonl").read_bytes()
     assert training.examples_sha256 == hashlib.sha256(data).hexdigest()
@@ -194,6 +195,27 @@ def test_training_table_problems(tmp_path: Path) -> None:
         f"{path}:7: training.heldout: must be < 1 (a fraction of the examples), got 1.5",
         f"{path}:8: training.sed: unknown key; did you mean 'seed'?",
     ]
+
+
+def test_replicates_is_an_integer_of_at_least_one(tmp_path: Path) -> None:
+    text = STUDY.replace("seed = 7", "seed = 7\nreplicates = 3")
+    training = load_scenario(write_study(tmp_path, text)).training
+    assert training is not None and training.replicates == 3
+    path = tmp_path / "study.toml"
+    for value, problem in (
+        ("0", "must be >= 1, got 0"),
+        ("-2", "must be >= 1, got -2"),
+        ('"3"', "expected an integer"),
+        ("2.5", "expected an integer"),
+        ("true", "expected an integer"),
+    ):
+        found = problems_of(
+            write_study(tmp_path, STUDY.replace("seed = 7", f"seed = 7\nreplicates = {value}"))
+        )
+        assert len(found) == 1 and found[0].startswith(f"{path}:9: training.replicates: ")
+        assert problem in found[0], found
+    typo = problems_of(write_study(tmp_path, STUDY.replace("seed = 7", "seed = 7\nreplicate = 3")))
+    assert typo == [f"{path}:9: training.replicate: unknown key; did you mean 'replicates'?"]
 
 
 def test_training_conditions_and_examples_need_each_other(tmp_path: Path) -> None:

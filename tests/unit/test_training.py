@@ -227,7 +227,8 @@ def test_adapter_in_llama_cpp_reproduces_torch_peft(
     result = train_study(scenario, model, tmp_path / "out", PARAMS, events.append)
     assert [r.status for r in result.results] == ["complete", "complete"]
     learns = result.results[0]
-    assert learns.adapter == tmp_path / "out" / "learns" / "adapter.gguf"
+    assert learns.adapter == tmp_path / "out" / "learns" / "replicate-1" / "adapter.gguf"
+    assert (learns.replicate, learns.replicates) == (1, 1)
     folder = learns.folder
     assert {p.name for p in folder.iterdir()} == {
         "adapter.gguf",
@@ -323,8 +324,9 @@ def test_resume_after_ctrl_c_continues_from_the_checkpoint(
     out = tmp_path / "interrupted"
     with pytest.raises(KeyboardInterrupt):
         train_study(scenario, model, out, params, ctrl_c_at_step_3, conditions=["learns"])
-    assert (out / "learns" / "checkpoint" / "state.pt").is_file()
-    assert not (out / "learns" / "adapter.gguf").exists()
+    run = out / "learns" / "replicate-1"
+    assert (run / "checkpoint" / "state.pt").is_file()
+    assert not (run / "adapter.gguf").exists()
 
     events: list[TrainingEvent] = []
     resumed = train_study(scenario, model, out, params, events.append, conditions=["learns"])
@@ -332,11 +334,11 @@ def test_resume_after_ctrl_c_continues_from_the_checkpoint(
     assert started.done_steps == 3
     assert [e.step for e in events if isinstance(e, StepFinished)] == [4, 5, 6]
     assert resumed.results[0].status == "complete"
-    assert not (out / "learns" / "checkpoint").exists()
+    assert not (run / "checkpoint").exists()
     first, second = straight.results[0].adapter, resumed.results[0].adapter
     assert first is not None and second is not None
     assert first.read_bytes() == second.read_bytes()
-    assert _loss_columns(out / "learns") == _loss_columns(tmp_path / "straight" / "learns")
+    assert _loss_columns(run) == _loss_columns(tmp_path / "straight" / "learns" / "replicate-1")
 
 
 @pytest.mark.slow
@@ -392,7 +394,8 @@ def test_train_command(
     captured = capsys.readouterr()
     assert captured.out.splitlines()[-1] == str(out)
     assert "plays: complete (2/2 steps" in captured.err
-    assert (out / "plays" / "adapter.gguf").is_file() and not (out / "learns").exists()
+    assert (out / "plays" / "replicate-1" / "adapter.gguf").is_file()
+    assert not (out / "learns").exists()
 
 
 def test_train_command_reports_bad_data(

@@ -240,6 +240,7 @@ def test_loads_through_the_scenario_parser(study: str) -> None:
         (row["user"], row["assistant"]) for row in rows
     ]
     assert loaded.training.heldout == 0.1
+    assert loaded.training.replicates == 3  # training-run noise measured, not assumed away
     assert loaded.condition("base").training is None
     for condition_id in STUDIES[study][2]:
         assert loaded.condition(condition_id).training is not None

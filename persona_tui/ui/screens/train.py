@@ -2,7 +2,9 @@
 
 `train_study` (the same call as `persona-tui train`) runs in one thread worker; its events
 come back as messages through `TrainBridge` (steps coalesced, at most 20 messages a second)
-and this screen updates one `ConditionTraining` panel per training condition. Cancel stops
+and this screen updates one `ConditionTraining` panel per training condition (the replicate
+training now, and the condition's bar over all its replicates); the line under the title
+says the work and its estimated time before the first run. Cancel stops
 after the current step with a checkpoint saved; pressing t again resumes from it (so does
 opening the screen again from Home, or `persona-tui train` with the same settings).
 """
@@ -30,15 +32,19 @@ from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config
 from persona_tui.run.adapters import default_output
 from persona_tui.scenario.model import Condition, Scenario
-from persona_tui.training.conditions import StudyResult
+from persona_tui.training.conditions import StudyResult, replicate_folder
+from persona_tui.training.estimate import plan_line
 from persona_tui.training.locate import training_model_path
 from persona_tui.training.params import (
     CheckpointSaved,
     ConditionFinished,
+    ConditionResult,
     HeldoutEvaluated,
     TrainingEvent,
     TrainingParams,
     TrainingPhase,
+    TrainingPlan,
+    TrainingPlanned,
     TrainingStarted,
 )
 from persona_tui.training.record import read_loss_curve
@@ -49,7 +55,7 @@ from persona_tui.ui.widgets.training_progress import ConditionTraining
 
 Trainer = Callable[..., StudyResult]
 """`train_study`'s signature: (scenario, model_path, out_dir, params, on_event, cancel,
-conditions=...); tests pass a stand-in that feeds a fixed event sequence."""
+conditions=..., replicates=...); tests pass a stand-in that feeds a fixed event sequence."""
 
 
 def run_train_study(
@@ -61,12 +67,20 @@ def run_train_study(
     cancel: threading.Event,
     *,
     conditions: Sequence[str] | None = None,
+    replicates: int | None = None,
 ) -> StudyResult:
     """The real trainer (imported here, so opening the screen imports no training code)."""
     from persona_tui.training.study import train_study
 
     return train_study(
-        scenario, model_path, out_dir, params, on_event, cancel, conditions=conditions
+        scenario,
+        model_path,
+        out_dir,
+        params,
+        on_event,
+        cancel,
+        conditions=conditions,
+        replicates=replicates,
     )
 
 
@@ -79,6 +93,7 @@ class TrainRequest:
     out: Path | None = None
     params: TrainingParams | None = None
     conditions: tuple[str, ...] = ()  # only these training conditions (empty: all)
+    replicates: int | None = None  # training runs per condition (None: the scenario's)
 
 
 @dataclass
@@ -130,6 +145,11 @@ class TrainScreen(Screen[None]):
         self.result: StudyResult | None = None
         self._worker: Worker[None] | None = None
         self._bridge: TrainBridge | None = None
+        self.plan: TrainingPlan | None = None
+        self.plan_text = ""  # the work and its estimated time (TrainingPlanned)
+        self._rate_estimated = False  # no earlier run: estimated from the first step
+        training = self.scenario.training
+        self.replicates = request.replicates or (training.replicates if training else 1)
 
     # Layout -------------------------------------------------------------------------
 
@@ -139,7 +159,7 @@ class TrainScreen(Screen[None]):
         yield Static("", id="train-message")
         with VerticalScroll(id="train-conditions"):
             for condition in self._conditions():
-                yield ConditionTraining(condition)
+                yield ConditionTraining(condition, self.replicates)
         yield Footer(compact=True)
 
     def _conditions(self) -> list[Condition]:
@@ -205,6 +225,7 @@ class TrainScreen(Screen[None]):
                 bridge,
                 cancel,
                 conditions=list(self.request.conditions) or None,
+                replicates=self.request.replicates,
             )
             bridge.flush()
             self.post_message(TrainingDone(result))
@@ -231,6 +252,12 @@ class TrainScreen(Screen[None]):
 
     @on(TrainingSteps)
     def _steps(self, message: TrainingSteps) -> None:
+        plan = self.plan
+        if plan is not None and plan.seconds_per_token is None and not self._rate_estimated:
+            # No earlier run to estimate from: the first step trained gives the estimate.
+            self._rate_estimated = True
+            self.plan_text = plan_line(plan, message.steps[0].tokens_per_second)
+            self.query_one("#train-phase", Static).update(inert(self.plan_text))
         panel = self._panel(message.latest.condition)
         if panel is not None:
             panel.steps(message.steps)
@@ -238,8 +265,14 @@ class TrainScreen(Screen[None]):
     @on(TrainingEventMessage)
     def _event(self, message: TrainingEventMessage) -> None:
         event = message.event
+        if isinstance(event, TrainingPlanned):
+            self.plan = event.plan
+            self.plan_text = plan_line(event.plan)
+            self.query_one("#train-phase", Static).update(inert(self.plan_text))
+            return
         if isinstance(event, TrainingPhase):
-            where = f"{event.condition}: " if event.condition else ""
+            run = f" replicate {event.replicate}/{self.replicates}" if self.replicates > 1 else ""
+            where = f"{event.condition}{run}: " if event.condition else ""
             self.query_one("#train-phase", Static).update(inert(f"{where}{event.message} …"))
             panel = self._panel(event.condition)
             if panel is not None and panel.status in ("waiting", "interrupted"):
@@ -255,10 +288,11 @@ class TrainScreen(Screen[None]):
             return
         if isinstance(event, TrainingStarted):
             earlier: list[float] = []
-            if event.done_steps and not panel.losses and self.out is not None:
-                earlier = read_loss_curve(self.out / event.condition)  # a small csv
+            if event.done_steps and self.out is not None:
+                folder = replicate_folder(self.out, event.condition, event.replicate)
+                earlier = read_loss_curve(folder)  # a small csv
             panel.started(event, earlier)
-            self.query_one("#train-phase", Static).update("")
+            self.query_one("#train-phase", Static).update(inert(self.plan_text))
             self.query_one("#train-conditions").scroll_to_widget(panel, animate=False)
         elif isinstance(event, HeldoutEvaluated):
             panel.heldout_evaluated(event)
@@ -275,7 +309,7 @@ class TrainScreen(Screen[None]):
             text.append(f" in {result.folder}\n")
             for r in result.results:
                 text.append("  ")
-                text.append_text(inert(r.condition, "bold"))
+                text.append_text(inert(self._run_name(r), "bold"))
                 text.append(f": {r.adapter}\n")
             if result.base_conditions:
                 text.append_text(
@@ -297,7 +331,8 @@ class TrainScreen(Screen[None]):
             if stopped is not None:
                 text.append_text(
                     inert(
-                        f" at step {stopped.steps}/{stopped.total_steps} of {stopped.condition};"
+                        f" at step {stopped.steps}/{stopped.total_steps} of "
+                        f"{self._run_name(stopped)};"
                         f" the checkpoint is kept in {stopped.folder / 'checkpoint'}"
                     )
                 )
@@ -307,6 +342,12 @@ class TrainScreen(Screen[None]):
             self._show_message(text, "-stopped")
         self._update_bar()
 
+    def _run_name(self, result: ConditionResult) -> str:
+        """ "learns" (one run per condition) or "learns replicate 2/3"."""
+        if self.replicates <= 1:
+            return result.condition
+        return f"{result.condition} replicate {result.replicate}/{self.replicates}"
+
     def _resume_command(self) -> str:
         import shlex
 
@@ -314,6 +355,8 @@ class TrainScreen(Screen[None]):
         parts += ["--model", str(self.model_path or self._model_ref())]
         if self.out is not None:
             parts += ["-o", str(self.out)]
+        if self.request.replicates is not None:
+            parts += ["--replicates", str(self.request.replicates)]
         return shlex.join(parts)
 
     @on(TrainingFailed)
@@ -363,10 +406,16 @@ class TrainScreen(Screen[None]):
         self.dismiss()
 
     def trained_adapters(self) -> dict[str, Path]:
-        """The adapter of each condition this training finished (or found already trained)."""
+        """The adapter of each condition this training finished (or found already trained):
+        replicate 1's, exactly a one-run study's (a session probes one adapter per condition
+        until the run side takes every replicate, run/adapters.py)."""
         if self.result is None:
             return {}
-        return {r.condition: r.adapter for r in self.result.results if r.adapter is not None}
+        return {
+            r.condition: r.adapter
+            for r in self.result.results
+            if r.adapter is not None and r.replicate == 1
+        }
 
     def action_probe(self) -> None:
         """Run the study on the model it was trained on, with exactly these adapters."""

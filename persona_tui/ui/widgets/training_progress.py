@@ -1,5 +1,11 @@
 """One training condition on the Training screen: a bar, the figures, a loss chart, notices.
 
+A condition trained several times (replicates) keeps one panel: its bar, figures and chart
+are the replicate training now ("replicate 2/3" in the border's title), and a
+second bar under them counts the condition's steps over all its replicates ("all 3 runs").
+One panel per condition, not per run, so two conditions of three replicates still fit an
+80×24 terminal.
+
 The chart is Textual's own `Sparkline` (a bar per step or per bucket of steps, as many rows
 as the widget is tall): it follows the theme's colours, resizes with the terminal and costs
 one short list per update, where a plotext chart would be re-rendered as ANSI text at every
@@ -12,7 +18,7 @@ from collections.abc import Iterable
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
+from textual.containers import Horizontal, Vertical
 from textual.widgets import ProgressBar, Sparkline, Static
 
 from persona_tui.scenario.model import Condition
@@ -36,7 +42,8 @@ STATUS_TEXT = {
 
 
 class ConditionTraining(Vertical):
-    """A training condition's progress: `status`, step figures, loss chart, last notice."""
+    """A training condition's progress: `status`, step figures, loss chart, last notice;
+    with `replicates` > 1 the replicate training now and the condition's overall bar."""
 
     DEFAULT_CSS = """
     ConditionTraining { height: auto; border: round $panel; padding: 0 1; margin: 0 0 1 0; }
@@ -49,11 +56,18 @@ class ConditionTraining(Vertical):
     ConditionTraining > Sparkline { height: 4; margin: 1 0 0 0; }
     ConditionTraining > .training-caption { height: 1; color: $text-muted; }
     ConditionTraining > .training-notice { height: auto; }
+    ConditionTraining > .training-overall { height: 1; }
+    ConditionTraining > .training-overall > Static { width: auto; color: $text-muted; }
+    ConditionTraining > .training-overall > ProgressBar { width: 1fr; }
+    ConditionTraining > .training-overall > ProgressBar > Bar { width: 1fr; }
     """
 
-    def __init__(self, condition: Condition) -> None:
+    def __init__(self, condition: Condition, replicates: int = 1) -> None:
         super().__init__(id=f"training-{condition.id}")
         self.condition = condition
+        self.replicates = max(1, replicates)
+        self.replicate = 1  # the replicate the bar, figures and chart show
+        self.runs_done: dict[int, int] = {}  # finished replicate → its steps
         self.status = "waiting"
         self.done = 0
         self.total = 0
@@ -69,6 +83,10 @@ class ConditionTraining(Vertical):
     def compose(self) -> ComposeResult:
         yield ProgressBar(show_eta=False, classes="training-bar")
         yield Static("", classes="training-figures")
+        if self.replicates > 1:
+            with Horizontal(classes="training-overall"):
+                yield Static(f"all {self.replicates} runs ")
+                yield ProgressBar(show_eta=False, show_percentage=False)
         yield Sparkline([], classes="training-chart")
         yield Static("", classes="training-caption")
         yield Static("", classes="training-notice")
@@ -86,7 +104,13 @@ class ConditionTraining(Vertical):
         self._refresh_title()
 
     def started(self, event: TrainingStarted, earlier_losses: Iterable[float] = ()) -> None:
-        """Training starts (or resumes at `done_steps`); `earlier_losses` fill the chart."""
+        """A replicate's training starts (or resumes at `done_steps`); `earlier_losses`
+        fill the chart. The chart and figures start over for each replicate."""
+        if event.replicate != self.replicate:
+            self.replicate = event.replicate
+            self.losses, self.heldout_losses = [], []
+            self.loss = self.heldout = self.tokens_per_second = None
+            self.epoch = 0
         self.total, self.done = event.total_steps, event.done_steps
         if event.done_steps and not self.losses:
             self.losses = list(earlier_losses)[: event.done_steps]
@@ -124,11 +148,17 @@ class ConditionTraining(Vertical):
         self.set_notice(f"checkpoint at step {event.step}: {event.path}")
 
     def finished(self, result: ConditionResult) -> None:
+        """A replicate ended: the panel's status is its own while replicates are left
+        ("waiting" for the next), the condition's after the last (or a stop)."""
+        self.replicate = result.replicate
         self.done, self.total = result.steps, result.total_steps
         self.loss = result.train_loss if result.train_loss is not None else self.loss
         self.heldout = result.heldout_loss if result.heldout_loss is not None else self.heldout
         self.eta = None
-        self.set_status(result.status)
+        if result.status != "interrupted":
+            self.runs_done[result.replicate] = result.steps
+        last = result.replicate >= self.replicates
+        self.set_status(result.status if last or result.status == "interrupted" else "waiting")
         if result.adapter is not None:
             self.set_notice(f"adapter: {result.adapter}")
         else:
@@ -157,13 +187,24 @@ class ConditionTraining(Vertical):
         title.append_text(inert(self.condition.label or self.condition.id, "bold"))
         if self.condition.label and self.condition.label != self.condition.id:
             title.append_text(inert(f" ({self.condition.id})", "dim"))
+        if self.replicates > 1:
+            title.append(f" · replicate {self.replicate}/{self.replicates}")
         self.border_title = title
-        self.border_subtitle = STATUS_TEXT.get(self.status, self.status)
+        status = STATUS_TEXT.get(self.status, self.status)
+        if self.replicates > 1:
+            done = len(self.runs_done)
+            status = f"{done}/{self.replicates} runs done · {status}"
+        self.border_subtitle = status
 
     def _refresh_progress(self) -> None:
-        bar = self.query_one(ProgressBar)
+        bar = self.query_one(".training-bar", ProgressBar)
         if self.total:
             bar.update(total=self.total, progress=self.done)
+        if self.replicates > 1 and self.total:
+            overall = self.query_one(".training-overall > ProgressBar", ProgressBar)
+            finished = sum(self.runs_done.values())
+            current = 0 if self.replicate in self.runs_done else self.done
+            overall.update(total=self.total * self.replicates, progress=finished + current)
 
     def _refresh_figures(self) -> None:
         text = Text()
