@@ -44,7 +44,7 @@ class AdapterFormat:
     @property
     def written_in(self) -> str:
         """Where `persona-tui train` leaves it, relative to the output folder."""
-        return f"DIR/<condition>/{self.folder or self.weights}"
+        return f"DIR/<condition>/replicate-<k>/{self.folder or self.weights}"
 
     def in_condition(self, condition_folder: Path) -> Path:
         """The adapter `persona-tui train` writes for a condition, in its folder."""

@@ -17,7 +17,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-SESSION_FILE = "session.toml"
+
+def session_file(replicates: int) -> str:
+    """The study's session in its folder, one per number of training runs probed (a study
+    run again with --replicates 5 after 3 probes the 5 in a session of its own; the first
+    3 runs' adapters are reused, not trained again)."""
+    return f"session-{replicates}-run{'s' * (replicates != 1)}.toml"
 
 
 def add_study_command(subparsers: Any) -> None:
@@ -42,7 +47,8 @@ def add_study_command(subparsers: Any) -> None:
         "--out",
         type=Path,
         help="study folder: the adapters in DIR/<condition>/replicate-<k>/, the session in "
-        f"DIR/{SESSION_FILE} (default: train's output folder, adapters/SCENARIO--MODEL)",
+        f"DIR/{session_file(3)} for 3 runs per condition (default: train's output folder, "
+        "adapters/SCENARIO--MODEL)",
     )
     add_training_options(study)
     study.add_argument("--samples", type=int, help="samples per condition × probe")
@@ -125,16 +131,15 @@ def cmd_study(args: argparse.Namespace) -> int:
             markup=False,
         )
         return 130
-    # One adapter per condition is what a session probes today: replicate 1 (exactly a
-    # one-run study's); probing every replicate is the run side's (run/adapters.py).
-    adapters = {
-        r.condition: r.adapter
-        for r in trained.results
-        if r.adapter is not None and r.replicate == 1
-    }
+    # Each condition's folder: the run probes every replicate's adapter in it.
+    adapters = {r.condition: r.folder.parent for r in trained.results if r.adapter is not None}
 
     _phase(console, 2, "probing the adapters and the base model")
-    session, status = _probe(args, scenario, model_path, out / SESSION_FILE, adapters, console)
+    session_path = out / session_file(trained.replicates)
+    console.print(probing_work(scenario, args, trained.replicates, out), highlight=False)
+    session, status = _probe(
+        args, scenario, model_path, session_path, adapters, trained.replicates, console
+    )
     if status != "complete":
         console.print(
             f"probing {status}; the session is saved in {session}. Carry on with: "
@@ -153,6 +158,28 @@ def cmd_study(args: argparse.Namespace) -> int:
     code = cmd_report(parser.parse_args(["report", str(session)]))
     console.print(f"session: {session}", highlight=False, markup=False)
     return code
+
+
+def probing_work(scenario: Any, args: argparse.Namespace, replicates: int, out: Path) -> str:
+    """What probing will do, and how long it should take at the rate the earlier sessions
+    in the study folder scored options on this machine (the option pass shows its own time
+    left as it goes)."""
+    from persona_tui.run.estimate import option_seconds_per_option
+
+    probes = [p for p in scenario.probes if not args.probes or p.id in args.probes]
+    arms = sum(replicates if c.adapter_condition else 1 for c in scenario.conditions)
+    options = sum(len(p.options) for p in probes) * arms
+    text = f"probing {arms} arms (conditions × training runs) × {len(probes)} probes"
+    if args.score is not False and options:
+        text += f"; {options:,} answer options to score"
+        rate = option_seconds_per_option(out)
+        if rate is not None:
+            minutes = options * rate / 60
+            text += f", about {minutes:.1f} min at this machine's earlier rate"
+    samples = args.samples if args.samples is not None else scenario.sampling.samples
+    if args.sample is not False:
+        text += f"; {arms * len(probes) * samples} trials to sample"
+    return text
 
 
 def _check_probe_options(args: argparse.Namespace, scenario: Any) -> None:
@@ -177,6 +204,7 @@ def _probe(
     model_path: Path,
     session_path: Path,
     adapters: dict[str, Path],
+    replicates: int,
     console: Any,
 ) -> tuple[Path, str]:
     """Sample and score the study into `session_path` (resumed when it exists); the session
@@ -208,6 +236,7 @@ def _probe(
         ),
         out=session_path,
         adapters={} if resume else adapters,
+        replicates=None if resume else replicates,
     )
     reporter = ProgressReporter(console)
     control = RunControl()

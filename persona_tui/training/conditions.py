@@ -23,13 +23,13 @@ from typing import Any
 from persona_tui._util.tables import did_you_mean
 from persona_tui.backends.adapter_files import adapter_weights
 from persona_tui.errors import TrainingError
+from persona_tui.run.adapters import REPLICATE_PREFIX
+from persona_tui.run.adapters import replicate_folder as condition_replicate_folder
 from persona_tui.scenario.model import Condition, Scenario, TrainingSet
 from persona_tui.training.data import ConditionData
 from persona_tui.training.loop import TrainOutcome
 from persona_tui.training.params import ConditionResult, ConditionStatus, TrainingParams
 from persona_tui.training.record import read_record, write_study
-
-REPLICATE_PREFIX = "replicate-"
 
 
 def replicate_seed(study_seed: int, k: int) -> int:
@@ -42,10 +42,9 @@ def replicate_seed(study_seed: int, k: int) -> int:
 
 def replicate_folder(out_dir: Path, condition: str, k: int) -> Path:
     """Where replicate `k` of `condition` leaves its adapter, record and loss curve:
-    `out_dir/<condition>/replicate-<k>`."""
-    if k < 1:
-        raise ValueError(f"replicates are numbered from 1, got {k}")
-    return Path(out_dir) / condition / f"{REPLICATE_PREFIX}{k}"
+    `out_dir/<condition>/replicate-<k>` (the one rule, run/adapters.py's, where runs find
+    them)."""
+    return condition_replicate_folder(Path(out_dir) / condition, k)
 
 
 def parse_replicate_folder(folder: Path) -> tuple[str, int] | None:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from persona_tui.training.conditions import REPLICATE_PREFIX
+from persona_tui.run.adapters import REPLICATE_PREFIX
 from persona_tui.training.params import TrainingPlan
 from persona_tui.training.record import RECORD_FILE, read_record
 

@@ -115,12 +115,14 @@ class PersonaApp(PersonaAppBase):
         *,
         backend: str = AUTO,
         adapters: Mapping[str, Path] | None = None,
+        replicates: int | None = None,
     ) -> None:
         """Open the Run screen on a new run of `scenario` or on resuming `resume`.
 
         `backend` is "auto" (decided from the model) or the engine to load it with;
         `adapters` names a training study's adapters by condition (the others: the default
-        folder of `persona-tui train`).
+        folder of `persona-tui train`), `replicates` its training runs per condition (None:
+        the scenario's).
         """
         from persona_tui.scenario.model import Scenario
         from persona_tui.ui.screens.run import RunRequest, RunScreen
@@ -131,6 +133,7 @@ class PersonaApp(PersonaAppBase):
             resume=resume,
             backend=backend,
             adapters=dict(adapters or {}),
+            replicates=replicates,
         )
         self.push_screen(RunScreen(request, self.config, self.loader))
 

@@ -30,6 +30,7 @@ class PersonaAppBase(App[int]):
         *,
         backend: str = AUTO,
         adapters: Mapping[str, Path] | None = None,
+        replicates: int | None = None,
     ) -> None:
         """Open the Run screen on a new run of `scenario` or on resuming `resume`."""
         raise NotImplementedError

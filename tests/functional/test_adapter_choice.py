@@ -17,6 +17,7 @@ import pytest
 from textual.widgets import Input, OptionList, Static
 
 from persona_tui._util.hashing import sha256_file
+from persona_tui.session.model import Arm
 from persona_tui.ui.screens.adapters import AdapterDialog
 from persona_tui.ui.screens.home import HomeScreen
 from persona_tui.ui.screens.run import RunScreen
@@ -198,9 +199,10 @@ def test_the_run_probes_the_chosen_adapters(
             assert screen.store is not None
             path = screen.store.path
         session = read_session_file(path)
+        # One run each (a replicate folder, an adapter): replicate 0.
         assert session.header.adapter_paths() == {
-            "learns": str(learns / "adapter.gguf"),
-            "plays": str(plays / "adapter.gguf"),
+            Arm("learns"): str(learns / "adapter.gguf"),
+            Arm("plays"): str(plays / "adapter.gguf"),
         }
 
     asyncio.run(scenario())
@@ -215,11 +217,22 @@ def test_after_training_p_probes_exactly_the_trained_adapters(
     from persona_tui.ui.screens.train import TrainRequest, TrainScreen
 
     out = tmp_path / "somewhere"
-    adapters = {c: out / c / "adapter.gguf" for c in ("learns", "plays")}
+    # p probes each condition's folder: the run takes every training run's adapter in it.
+    adapters = {c: out / c for c in ("learns", "plays")}
 
     def trainer(*args: Any, **kwargs: Any) -> StudyResult:
         results = tuple(
-            ConditionResult(c, "complete", a.parent, a, 2, 2, 1.0, 1.5, 1.0)
+            ConditionResult(
+                c,
+                "complete",
+                a / "replicate-1",
+                a / "replicate-1" / "adapter.gguf",
+                2,
+                2,
+                1.0,
+                1.5,
+                1.0,
+            )
             for c, a in adapters.items()
         )
         return StudyResult(out, "0" * 64, results, ("base",))

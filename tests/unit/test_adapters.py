@@ -68,7 +68,6 @@ def options_study_text() -> str:
 
 # The default adapter folder is OUT/<condition>/replicate-<k>/ now; finding it is run/adapters.py's
 # (the lead's part of issue 22).
-REPLICATE_DISCOVERY = pytest.mark.xfail(reason="lead: run/adapters replicate discovery")
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +209,6 @@ def _records(scenario: Scenario, backend: LlamaCppBackend, folder: Path) -> Any:
     return study_adapters(scenario, backend.path, backend.info.sha256, folder=folder)
 
 
-@REPLICATE_DISCOVERY
 def test_a_session_records_its_adapters_and_resume_refuses_a_changed_one(
     backend: LlamaCppBackend,
     scenario: Scenario,
@@ -269,7 +267,6 @@ def test_a_training_study_needs_its_adapters(
     assert study_adapters(scenario, backend.path, "", conditions=["base"]) == ()
 
 
-@REPLICATE_DISCOVERY
 @pytest.mark.parametrize("batch", [1, 2])
 def test_the_runner_and_the_options_apply_each_adapter_once_in_order(
     backend: LlamaCppBackend,
@@ -287,7 +284,7 @@ def test_the_runner_and_the_options_apply_each_adapter_once_in_order(
     original = backend.use_adapter
 
     def record(path: str | None) -> None:
-        applied.append(None if path is None else Path(path).parent.name)
+        applied.append(None if path is None else Path(path).parent.parent.name)
         original(path)
 
     backend.use_adapter = record  # type: ignore[method-assign]
@@ -328,7 +325,6 @@ def test_the_runner_and_the_options_apply_each_adapter_once_in_order(
 # --- the commands -----------------------------------------------------------------------------
 
 
-@REPLICATE_DISCOVERY
 def test_run_takes_adapters_and_names_a_typo(
     trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -342,12 +338,15 @@ def test_run_takes_adapters_and_names_a_typo(
     assert "did you mean 'learns'" in capsys.readouterr().err
     assert main(base) == 2
     assert "persona-tui train" in capsys.readouterr().err
-    adapters = f"learns={folder / 'learns'},plays={folder / 'plays' / 'adapter.gguf'}"
+    # A condition folder (its training runs), and one adapter (one run: replicate 0).
+    one = folder / "plays" / "replicate-1" / "adapter.gguf"
+    adapters = f"learns={folder / 'learns'},plays={one}"
     out = tmp_path / "s.toml"
     assert main([*base, "--adapters", adapters, "--out", str(out)]) == 0
     capsys.readouterr()
     header = read_session_file(out).header
-    assert [a.condition for a in header.adapters] == ["learns", "plays"]
+    assert [(a.condition, a.replicate) for a in header.adapters] == [("learns", 1), ("plays", 0)]
+    assert header.plan.replicated == ("learns",)
     assert main(["report", str(out)]) == 0
     report = capsys.readouterr().out
     assert "plays      learns" in report and "base       plays" in report
@@ -371,7 +370,7 @@ def test_study_trains_probes_and_reports(
     assert "learns: complete (2/2 steps" in captured.err
     assert "complete: 12/12 trials" in captured.err and "options complete: 6/6" in captured.err
     assert "framing contrasts in log-odds" in captured.out
-    session = read_session_file(out / "session.toml")
+    session = read_session_file(out / "session-1-run.toml")
     assert [a.condition for a in session.header.adapters] == ["learns", "plays"]
     assert len(session.trials) == 12 and len(session.option_cells) == 6
     # Again: nothing to train or probe; the report again.
@@ -398,15 +397,15 @@ def test_study_carries_on_with_its_choice_to_score(
     assert carry_on.endswith("--samples 1 --no-score")  # what an interrupted study prints
     assert main([*argv, "--no-score"]) == 0
     assert "options complete" not in capsys.readouterr().err
-    first = read_session_file(out / "session.toml")
+    first = read_session_file(out / "session-1-run.toml")
     assert len(first.trials) == 6 and first.option_cells == []
     assert first.header.plan.score is False and first.header.status == "complete"
     assert main(argv) == 0  # carrying on keeps the session's choice
     assert "options complete" not in capsys.readouterr().err
-    assert read_session_file(out / "session.toml").option_cells == []
+    assert read_session_file(out / "session-1-run.toml").option_cells == []
     assert main([*argv, "--score"]) == 0
     assert "options complete: 6/6" in capsys.readouterr().err
-    scored = read_session_file(out / "session.toml")
+    scored = read_session_file(out / "session-1-run.toml")
     assert len(scored.option_cells) == 6 and scored.header.plan.score is True
     assert scored.trials == first.trials
 

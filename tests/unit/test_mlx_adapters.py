@@ -10,6 +10,7 @@ adapters.safetensors sha256, and `persona-tui study` on an MLX folder trains, pr
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -48,7 +49,6 @@ SAMPLED = SamplingParams(temperature=0.9, top_k=0, top_p=0.95, repeat_penalty=1.
 
 # The default adapter folder is OUT/<condition>/replicate-<k>/ now; finding it is run/adapters.py's
 # (the lead's part of issue 22).
-REPLICATE_DISCOVERY = pytest.mark.xfail(reason="lead: run/adapters replicate discovery")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -324,7 +324,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@REPLICATE_DISCOVERY
 def test_study_adapters_finds_mlx_folders_and_names_the_wrong_engine(
     backend: MlxBackend, scenario: Scenario, trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -340,14 +339,17 @@ def test_study_adapters_finds_mlx_folders_and_names_the_wrong_engine(
     assert (
         learns.training_record == (study / "learns" / "replicate-1" / "training.toml").read_text()
     )
-    # --adapters: the condition folder, the mlx folder, or one of its files.
+    # --adapters: the condition folder (its training runs), or one run: a replicate folder,
+    # the mlx folder, or one of its files (replicate 0).
+    given = study_adapters(scenario, model, sha, {"learns": study / "learns"}, ["learns"])
+    assert given == records[:1] and learns.replicate == 1
     for where in (
         study / "learns" / "replicate-1",
         study / "learns" / "replicate-1" / "mlx",
         weights,
     ):
         given = study_adapters(scenario, model, sha, {"learns": where}, ["learns"], backend="mlx")
-        assert given == records[:1]
+        assert given == (dataclasses.replace(learns, replicate=0),)
     # The other engine's adapter, either way round, says which engine needs which file.
     gguf_study = tmp_path / "gguf"
     (gguf_study / "learns").mkdir(parents=True)
@@ -377,7 +379,6 @@ def test_study_adapters_finds_mlx_folders_and_names_the_wrong_engine(
         study_adapters(scenario, model, sha, folder=broken)
 
 
-@REPLICATE_DISCOVERY
 def test_a_session_probes_and_records_mlx_adapters(
     backend: MlxBackend, scenario: Scenario, trained: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -441,7 +442,6 @@ def test_a_session_probes_and_records_mlx_adapters(
 # --- the commands --------------------------------------------------------------------------
 
 
-@REPLICATE_DISCOVERY
 def test_run_with_adapters_on_mlx_records_their_sha256(
     trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -456,14 +456,14 @@ def test_run_with_adapters_on_mlx_records_their_sha256(
     (gguf / "adapter.gguf").write_bytes(b"GGUF")
     assert main([*base, "--adapters", f"learns={gguf},plays={study / 'plays'}"]) == 2
     assert "needs an mlx-lm adapter folder" in capsys.readouterr().err
-    adapters = f"learns={study / 'learns'},plays={study / 'plays' / 'mlx'}"
+    adapters = f"learns={study / 'learns'},plays={study / 'plays' / 'replicate-1' / 'mlx'}"
     out = tmp_path / "s.toml"
     assert main([*base, "--adapters", adapters, "--out", str(out)]) == 0
     capsys.readouterr()
     header = read_session_file(out).header
     assert header.model.backend == "mlx"
     assert [(a.condition, a.sha256) for a in header.adapters] == [
-        (name, _sha256(study / name / "mlx" / "adapters.safetensors"))
+        (name, _sha256(study / name / "replicate-1" / "mlx" / "adapters.safetensors"))
         for name in ("learns", "plays")
     ]
 
@@ -489,7 +489,7 @@ def test_study_on_an_mlx_folder_trains_probes_and_reports(
     assert "learns: complete (2/2 steps" in captured.err
     assert "complete: 6/6 trials" in captured.err and "options complete: 3/3" in captured.err
     assert "framing contrasts in log-odds" in captured.out
-    session = read_session_file(out / "session.toml")
+    session = read_session_file(out / "session-1-run.toml")
     assert session.header.model.backend == "mlx"
     assert [a.path for a in session.header.adapters] == [
         str(out / "learns" / "replicate-1" / "mlx"),

@@ -406,13 +406,12 @@ class TrainScreen(Screen[None]):
         self.dismiss()
 
     def trained_adapters(self) -> dict[str, Path]:
-        """The adapter of each condition this training finished (or found already trained):
-        replicate 1's, exactly a one-run study's (a session probes one adapter per condition
-        until the run side takes every replicate, run/adapters.py)."""
+        """The folder of each condition this training finished (or found already trained):
+        the run probes each of its replicates' adapters (run/adapters.py)."""
         if self.result is None:
             return {}
         return {
-            r.condition: r.adapter
+            r.condition: r.folder.parent
             for r in self.result.results
             if r.adapter is not None and r.replicate == 1
         }
@@ -424,7 +423,8 @@ class TrainScreen(Screen[None]):
             return
         model = str(self.model_path) if self.model_path is not None else self._model_ref()
         self.dismiss()
-        self.app.start_run(self.scenario, model, adapters=adapters)
+        replicates = self.result.replicates if self.result is not None else None
+        self.app.start_run(self.scenario, model, adapters=adapters, replicates=replicates)
 
     async def shutdown(self) -> None:
         """Stop training after the current step and wait until its checkpoint is saved."""
