@@ -30,6 +30,7 @@ from persona_tui.run.plan import RunOptions  # noqa: E402
 from persona_tui.run.runner import Runner  # noqa: E402
 from persona_tui.scenario.model import Scenario  # noqa: E402
 from persona_tui.scenario.parse import parse_scenario  # noqa: E402
+from persona_tui.session.model import Arm  # noqa: E402
 from persona_tui.session.read import read_session_file  # noqa: E402
 from persona_tui.training.study import train_study  # noqa: E402
 from persona_tui.values import SamplingParams  # noqa: E402
@@ -423,3 +424,51 @@ def test_study_checks_its_probing_options_before_training(
     assert main([*argv, "--samples", "0"]) == 2
     assert "--samples must be at least 1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_replicated_study_probes_every_run_and_its_test_framings(
+    trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`study --replicates 2` on the tiny GGUF: each training condition answers once per
+    training run (its own adapter, the replicate on every trial and option cell), a test
+    framing probes each condition again with the same adapters and the framing put on the
+    probe, and the report names the unit. Run again with 3, the first two runs are reused
+    and a session of its own probes the three."""
+    from persona_tui.cli.main import main
+
+    scenario_file = tmp_path / "tiny-finetune.toml"
+    framing = '\n[[test_framings]]\nid = "trigger"\nlabel = "The play"\ncondition = "plays"\n'
+    scenario_file.write_text(options_study_text() + framing, encoding="utf-8")
+    out = tmp_path / "study"
+    argv = ["study", str(scenario_file), "--model", str(trained[0]), "-o", str(out)]
+    argv += ["--max-steps", "2", "--batch-size", "2", "--threads", "1", "--lr", "0.01"]
+    assert main([*argv, "--replicates", "2", "--samples", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "probing 10 arms" in captured.err  # (learns, plays) × 2 runs + base, × 2 framings
+    session = read_session_file(out / "session-2-runs.toml")
+    plan = session.header.plan
+    assert plan.replicates == 2
+    assert plan.replicated == ("learns", "plays", "learns--trigger", "plays--trigger")
+    arms = {(t.condition, t.replicate) for t in session.trials}
+    assert arms == set(plan.arms) and len(arms) == 10
+    assert {(c.condition, c.replicate) for c in session.option_cells} == arms
+    paths = session.header.adapter_paths()
+    for k in (1, 2):
+        own = str(out / "learns" / f"replicate-{k}" / "adapter.gguf")
+        assert paths[Arm("learns", k)] == paths[Arm("learns--trigger", k)] == own
+    assert paths[Arm("learns", 1)] != paths[Arm("learns", 2)]
+    framed = next(t for t in session.trials if t.condition == "base--trigger")
+    assert framed.prompt.startswith("A play.") and "User: the play: " in framed.prompt
+    # Two runs of the same framing answer differently (another initialisation and order).
+    cells = {(c.condition, c.replicate, c.probe): c for c in session.option_cells}
+    one, two = cells[("learns", 1, "hello")], cells[("learns", 2, "hello")]
+    assert one.options[0].logprob != two.options[0].logprob
+    assert "2 training runs per framing" in captured.out
+    # Five more... three runs: two are reused, a new session probes all three.
+    assert main([*argv, "--replicates", "3", "--samples", "1", "--no-sample"]) == 0
+    again = capsys.readouterr()
+    assert again.err.count("already-trained") >= 4
+    three = read_session_file(out / "session-3-runs.toml")
+    assert three.header.plan.replicates == 3 and three.trials == []
+    assert {c.replicate for c in three.option_cells if c.condition == "plays"} == {1, 2, 3}
+    assert "3 training runs per framing" in again.out
