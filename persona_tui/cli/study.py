@@ -66,6 +66,13 @@ def add_study_command(subparsers: Any) -> None:
         help="--no-score skips the likelihood probes (recorded in the session: carrying on "
         "keeps it, --score turns it back on)",
     )
+    study.add_argument(
+        "--probe-checkpoints",
+        action="store_true",
+        help="keep every checkpoint's adapter and score the likelihood probes at each (a "
+        "session per step, DIR/session-N-runs-step-S.toml): the report adds log-odds "
+        "against the training step, DIR/trajectory.png",
+    )
     study.set_defaults(func=cmd_study)
 
 
@@ -93,7 +100,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from persona_tui.scenario.parse import load_scenario
     from persona_tui.training.deps import require_training
     from persona_tui.training.locate import training_model_path
-    from persona_tui.training.study import train_study
+    from persona_tui.training.study import checkpoint_steps, train_study
 
     run_choices(RunOptions(sample=args.sample, score=args.score))  # refused before training
     params = training_params(args)
@@ -117,7 +124,14 @@ def cmd_study(args: argparse.Namespace) -> int:
     try:
         with stop_on_signals(cancel):
             trained = train_study(
-                scenario, model_path, out, params, reporter, cancel, replicates=args.replicates
+                scenario,
+                model_path,
+                out,
+                params,
+                reporter,
+                cancel,
+                replicates=args.replicates,
+                keep_checkpoints=bool(args.keep_checkpoints or args.probe_checkpoints),
             )
     except KeyboardInterrupt:
         reporter._stop_bar()
@@ -149,6 +163,25 @@ def cmd_study(args: argparse.Namespace) -> int:
         )
         return 130 if status == "interrupted" else 1
 
+    steps: list[Path] = []
+    if args.probe_checkpoints and args.score is not False:
+        total = max(r.total_steps for r in trained.results)
+        for step in checkpoint_steps(total, params):
+            console.print(f"checkpoints at step {step}", highlight=False)
+            path = out / session_file(trained.replicates).replace(".toml", f"-step-{step}.toml")
+            steps.append(path)
+            _, status = _probe(
+                args, scenario, model_path, path, adapters, trained.replicates, console, step
+            )
+            if status != "complete":
+                console.print(
+                    f"probing step {step} {status}; carry on with: "
+                    f"{resume_command(args, out, 'study')}",
+                    highlight=False,
+                    markup=False,
+                )
+                return 130 if status == "interrupted" else 1
+
     _phase(console, 3, "report")
     from persona_tui.cli.analysis import add_analysis_commands, cmd_report
 
@@ -156,8 +189,30 @@ def cmd_study(args: argparse.Namespace) -> int:
     parser = argparse.ArgumentParser(prog="persona-tui")
     add_analysis_commands(parser.add_subparsers())
     code = cmd_report(parser.parse_args(["report", str(session)]))
+    if steps:
+        _print_trajectory([*steps, session], out)
     console.print(f"session: {session}", highlight=False, markup=False)
     return code
+
+
+def _print_trajectory(sessions: list[Path], out: Path) -> None:
+    """The log-odds by training step (stdout) and its plot, DIR/trajectory.png."""
+    from persona_tui.analysis.trajectory import (
+        save_trajectory_plot,
+        training_trajectory,
+        trajectory_table,
+    )
+    from persona_tui.session.read import read_session_file
+
+    trajectory = training_trajectory([read_session_file(p) for p in sessions])
+    print()
+    print(trajectory_table(trajectory))
+    plot = save_trajectory_plot(trajectory, out / "trajectory.png")
+    print(f"plot: {plot}")
+
+
+def _adapter_conditions(scenario: Any) -> list[str]:
+    return [c.id for c in scenario.conditions if c.adapter_condition]
 
 
 def probing_work(scenario: Any, args: argparse.Namespace, replicates: int, out: Path) -> str:
@@ -206,9 +261,11 @@ def _probe(
     adapters: dict[str, Path],
     replicates: int,
     console: Any,
+    step: int | None = None,
 ) -> tuple[Path, str]:
     """Sample and score the study into `session_path` (resumed when it exists); the session
-    file and "complete", "interrupted" or "failed"."""
+    file and "complete", "interrupted" or "failed". With `step`: the likelihood probes of
+    each run's checkpoint at that step, in the adapter conditions only."""
     from persona_tui.backends.detect import detect_backend
     from persona_tui.cli.run import ProgressReporter, cancel_on_signals
     from persona_tui.models.config import load_config
@@ -231,12 +288,14 @@ def _probe(
             samples=args.samples,
             max_tokens=args.max_tokens,
             probes=args.probes,
-            sample=args.sample,
-            score=args.score,
+            sample=args.sample if step is None else False,
+            score=args.score if step is None else True,
+            conditions=None if step is None else _adapter_conditions(scenario),
         ),
         out=session_path,
         adapters={} if resume else adapters,
         replicates=None if resume else replicates,
+        step=None if resume else step,
     )
     reporter = ProgressReporter(console)
     control = RunControl()

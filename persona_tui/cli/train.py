@@ -2,7 +2,7 @@
 training runs of each (`--replicates N`, else the scenario's `[training] replicates`).
 
 Before training it prints the work (runs, steps and tokens per run) and the estimated time
-(from earlier runs in the output folder, else after the first step). Progress goes to
+(from earlier runs in the output folder, else after the first steps). Progress goes to
 stderr (a rich bar with loss, held-out loss, tokens/s and ETA on a terminal, a line per
 step otherwise, each naming the replicate: "learns r2/3 step 5/26"); a table of every
 replicate ends it. The first Ctrl-C (or SIGTERM) stops after the current step with
@@ -74,6 +74,13 @@ def add_training_options(parser: argparse.ArgumentParser) -> None:
         "[training] replicates, else 1)",
     )
     parser.add_argument(
+        "--keep-checkpoints",
+        action="store_true",
+        default=None,
+        help="keep the adapter of every checkpoint (RUN/checkpoints/step-N/, torch on a "
+        "GGUF), to probe the training trajectory (study --probe-checkpoints does)",
+    )
+    parser.add_argument(
         "--precision",
         choices=("auto", "fp32", "bf16"),
         help="torch's numeric path: bf16 autocast of the matrix products or fp32 "
@@ -125,7 +132,7 @@ class TrainReporter:
         self.heldout = ""
         self.plan: TrainingPlan | None = None
         self.results: list[ConditionResult] = []
-        self.stepped = False  # a step was trained (the estimate after the first step)
+        self.stepped = False  # the estimate from the first steps was printed
 
     def _run(self, condition: str, replicate: int) -> str:
         """ "learns r2/3" (just "learns" when the study trains each condition once)."""
@@ -133,7 +140,11 @@ class TrainReporter:
         return f"{condition} r{replicate}/{n}" if n > 1 else condition
 
     def __call__(self, event: TrainingEvent) -> None:
-        from persona_tui.training.estimate import describe_plan, describe_rate_estimate
+        from persona_tui.training.estimate import (
+            describe_plan,
+            describe_rate_estimate,
+            estimate_after,
+        )
         from persona_tui.training.params import (
             ConditionFinished,
             HeldoutEvaluated,
@@ -175,10 +186,11 @@ class TrainReporter:
                 self.progress.update(self.task, heldout=self.heldout)
         elif isinstance(event, StepFinished):
             plan = self.plan
-            if plan is not None and plan.seconds_per_token is None and not self.stepped:
-                # No earlier run to estimate from: the first step trained says.
+            waited = event.step >= estimate_after(event.total_steps)
+            if plan is not None and plan.seconds_per_token is None and not self.stepped and waited:
+                # No earlier run to estimate from: the rate of the first steps says.
                 self._print(describe_rate_estimate(plan, event.tokens_per_second))
-            self.stepped = True
+                self.stepped = True
             if self.progress is not None and self.task is not None:
                 self.progress.update(
                     self.task,
@@ -326,6 +338,9 @@ def resume_command(args: argparse.Namespace, out: Path, command: str = "train") 
     for name in ("conditions", "probes"):
         if getattr(args, name, None):
             parts += [f"--{name}", ",".join(getattr(args, name))]
+    for name in ("keep_checkpoints", "probe_checkpoints"):
+        if getattr(args, name, None):
+            parts.append(f"--{name.replace('_', '-')}")
     for name in ("sample", "score"):  # study's choice of passes (a session records it too)
         choice = getattr(args, name, None)
         if choice is not None:
@@ -382,6 +397,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 cancel,
                 conditions=args.conditions,
                 replicates=args.replicates,
+                keep_checkpoints=bool(args.keep_checkpoints),
             )
     except KeyboardInterrupt:
         reporter._stop_bar()

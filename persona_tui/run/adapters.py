@@ -77,14 +77,16 @@ def study_adapters(
     folder: Path | None = None,
     backend: str | None = None,
     replicates: int | None = None,
+    step: int | None = None,
 ) -> tuple[AdapterRecord, ...]:
     """The adapters of each training condition among `conditions` (None: all), in scenario
     order, each condition's replicates 1..`replicates` (None: the scenario's `[training]
     replicates`): the condition folder `given` names, else the one in `folder` (None:
     `train`'s default output folder for this scenario and model). A condition whose folder
     holds one adapter (named by --adapters, or trained before replicates) is one training
-    run (replicate 0). The adapters are the kind `backend` applies (None: as training
-    decides, an MLX folder when `model_path` is a folder, else a GGUF).
+    run (replicate 0). With `step`, each run's checkpoint at that step instead of its
+    finished adapter (`checkpoint_folder`). The adapters are the kind `backend` applies
+    (None: as training decides, an MLX folder when `model_path` is a folder, else a GGUF).
 
     Raises PersonaError when one is missing (run `persona-tui train` first) or incomplete,
     is the other engine's kind, a name is not a training condition, the scenario is not a
@@ -129,7 +131,7 @@ def study_adapters(
         if source not in found_for:
             named = source in given
             where = given[source] if named else default / source
-            found_for[source] = _condition_adapters(kind, where, source, named, count)
+            found_for[source] = _condition_adapters(kind, where, source, named, count, step)
         found = found_for[source]
         if isinstance(found, str):
             if condition == source:
@@ -156,13 +158,42 @@ def replicate_folder(condition_folder: Path, replicate: int) -> Path:
     return condition_folder / f"{REPLICATE_PREFIX}{replicate}"
 
 
+CHECKPOINTS_FOLDER = "checkpoints"
+
+
+def checkpoint_folder(run_folder: Path, step: int) -> Path:
+    """Where a training run keeps the adapter of its checkpoint at `step` (with the
+    training record of that step), when trained with `--keep-checkpoints`:
+    RUN_FOLDER/checkpoints/step-<step>."""
+    return run_folder / CHECKPOINTS_FOLDER / f"step-{step}"
+
+
 def _condition_adapters(
-    kind: AdapterFormat, where: Path, condition: str, named: bool, count: int
+    kind: AdapterFormat,
+    where: Path,
+    condition: str,
+    named: bool,
+    count: int,
+    step: int | None = None,
 ) -> list[tuple[int, Path]] | str:
     """The (replicate, adapter) pairs of a condition folder: replicates 1..count when it
-    holds replicate folders, else its one adapter (replicate 0); a sentence saying what is
-    missing when the folder has not been trained (nor named by --adapters)."""
+    holds replicate folders (their checkpoints' at `step`, when given), else its one
+    adapter (replicate 0); a sentence saying what is missing when the folder has not been
+    trained (nor named by --adapters)."""
     runs = [replicate_folder(where, k) for k in range(1, count + 1)]
+    if step is not None:
+        if not any(r.is_dir() for r in runs):
+            return f"{condition!r} has no training runs in {where}"
+        runs = [checkpoint_folder(r, step) for r in runs]
+        found = [(k, _find_adapter(kind, r, condition, False)) for k, r in enumerate(runs, 1)]
+        absent = [str(k) for k, adapter in found if adapter is None]
+        if absent:
+            return (
+                f"run(s) {', '.join(absent)} of {condition!r} have no adapter of their "
+                f"step-{step} checkpoint in {where} (train with --keep-checkpoints, or "
+                "`study --probe-checkpoints`, to keep them)"
+            )
+        return [(k, adapter) for k, adapter in found if adapter is not None]
     if not any(r.is_dir() for r in runs):
         one = _find_adapter(kind, where, condition, named)
         if one is not None:

@@ -56,6 +56,8 @@ class RunRequest:
     adapters: Mapping[str, Path] = field(default_factory=dict)
     # Training runs per training condition (`--replicates`); None: the scenario's.
     replicates: int | None = None
+    # Probe each run's checkpoint at this training step instead of its finished adapter.
+    step: int | None = None
 
 
 class OpenRun:
@@ -132,6 +134,7 @@ def open_run(
                 request.out,
                 request.adapters,
                 replicates=request.replicates,
+                step=request.step,
             )
         except BaseException:
             backend.close()
@@ -150,14 +153,16 @@ def create_session(
     *,
     adapters_folder: Path | None = None,
     replicates: int | None = None,
+    step: int | None = None,
 ) -> SessionStore:
     """Start a new session file for running `scenario` on `backend`.
 
     The plan is made once (run/plan.py). A training study's training conditions in it are
     probed with their LoRA adapters: those `adapters` names, the others from
     `adapters_folder` (None: `persona-tui train`'s default folder), each condition's
-    `replicates` training runs (None: the scenario's), found and checked by run/adapters.py
-    and each loaded once here, so a bad file fails before anything runs.
+    `replicates` training runs (None: the scenario's; with `step`, each run's checkpoint
+    at that step), found and checked by run/adapters.py and each loaded once here, so a
+    bad file fails before anything runs.
     """
     mode = resolve_mode(scenario.prompt_mode, backend, scenario.id)
     info = backend.info
@@ -170,6 +175,7 @@ def create_session(
         adapters_folder,
         backend=info.backend,
         replicates=replicates,
+        step=step,
     )
     plan, sampling = make_plan(scenario, options, mode, backend, found)
     by_arm = {a.arm: a for a in found}

@@ -69,9 +69,14 @@ def total_steps(n_train: int, params: TrainingParams) -> int:
     return min(steps, params.max_steps) if params.max_steps is not None else steps
 
 
-def run_tokens(data: ConditionData, params: TrainingParams, seed: int) -> int:
-    """The tokens (prompt and completion) a run's steps train on, in its seeded order."""
+def run_tokens(
+    data: ConditionData, params: TrainingParams, seed: int, steps: int | None = None
+) -> int:
+    """The tokens (prompt and completion) a run's steps (its first `steps`, None: all)
+    train on, in its seeded order."""
     total = total_steps(len(data.train), params)
+    if steps is not None:
+        total = min(total, steps)
     return sum(
         len(data.train[i].ids)
         for step in range(total)

@@ -134,6 +134,22 @@ class MlxStudy:
         """The mlx-lm folder `train` wrote at the end of training (nothing left to write)."""
         return self.adapter(folder)
 
+    def snapshot(
+        self,
+        data: ConditionData,
+        checkpoint: Path,
+        folder: Path,
+        fingerprint: str,
+        replicate: Replicate,
+        total: int,
+    ) -> Path:
+        """Not kept: mlx-lm's checkpoints hold its optimizer state, and writing an adapter
+        folder per checkpoint is not built (MLX trains only tiny models on this CPU)."""
+        raise TrainingError(
+            "checkpoint adapters (--keep-checkpoints, study --probe-checkpoints) are kept by "
+            "torch training on a GGUF; an MLX study keeps only each run's final adapter"
+        )
+
     def record(
         self,
         data: ConditionData,

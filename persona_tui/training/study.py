@@ -33,6 +33,7 @@ from typing import Protocol
 
 from persona_tui.backends.detect import is_mlx_model
 from persona_tui.errors import TrainingError
+from persona_tui.run.adapters import checkpoint_folder
 from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.training.conditions import (
     Replicate,
@@ -52,6 +53,7 @@ from persona_tui.training.estimate import measured_seconds_per_token
 from persona_tui.training.loop import TrainOutcome, run_tokens, total_steps
 from persona_tui.training.mlx_study import open_mlx_study
 from persona_tui.training.params import (
+    CheckpointSaved,
     ConditionFinished,
     ConditionResult,
     TrainingEvent,
@@ -138,6 +140,20 @@ class StudyEngine(Protocol):
         """The completed run's `training.toml`."""
         ...
 
+    def snapshot(
+        self,
+        data: ConditionData,
+        checkpoint: Path,
+        folder: Path,
+        fingerprint: str,
+        replicate: Replicate,
+        total: int,
+    ) -> Path:
+        """Leave the adapter of the checkpoint `checkpoint` (a run's, mid-training) in
+        `folder` with its `training.toml` (its steps so far); returns the adapter.
+        TrainingError where the engine keeps no checkpoint adapters."""
+        ...
+
 
 EngineOpener = Callable[[Scenario, Path, Sequence[Condition], TrainingParams, OnEvent], StudyEngine]
 """Opens an engine on a model: (scenario, model path, chosen conditions, params, on_event)
@@ -158,10 +174,14 @@ def train_study(
     *,
     conditions: Sequence[str] | None = None,
     replicates: int | None = None,
+    keep_checkpoints: bool = False,
 ) -> StudyResult:
     """Train the study's adapters (see the module docstring); stops early when cancelled.
 
-    `replicates` None: the scenario's `[training] replicates`.
+    `replicates` None: the scenario's `[training] replicates`. `keep_checkpoints`: each
+    run also leaves the adapter of every checkpoint (each `checkpoint_every` steps) in
+    RUN/checkpoints/step-<n>/ (run/adapters.py `checkpoint_folder`), for probing the
+    trajectory (`study --probe-checkpoints`); a finished run without them is an error.
     TrainingError when `out_dir` is held by another training (no waiting), the scenario is
     no training study, `replicates` < 1, or the model, the data or a checkpoint does not fit.
     """
@@ -193,7 +213,7 @@ def train_study(
             for replicate in replicates_of(study.seed, n)
         ]
         on_event(TrainingPlanned(_plan(engine, out_dir, params, runs, n)))
-        results = _train_runs(engine, params, runs, on_event, cancel)
+        results = _train_runs(engine, params, runs, on_event, cancel, keep_checkpoints)
         return finish_study(
             out_dir,
             scenario,
@@ -251,6 +271,7 @@ def _train_runs(
     runs: Sequence[_Run],
     on_event: OnEvent,
     cancel: threading.Event | None,
+    keep_checkpoints: bool = False,
 ) -> list[ConditionResult]:
     """Train each run in turn (a finished one is skipped); stops at an interrupted one."""
     results: list[ConditionResult] = []
@@ -258,18 +279,25 @@ def _train_runs(
         data, replicate, folder = run.data, run.replicate, run.folder
         fingerprint, total, done = _finished(engine, params, run)
         if done is not None:
+            if keep_checkpoints:
+                _check_snapshots(engine, run, checkpoint_steps(total, params))
             results.append(done)
             on_event(ConditionFinished(done))
             continue
         folder.mkdir(parents=True, exist_ok=True)
         on_event(TrainingPhase(data.condition, "loading the model", replicate.index))
-        outcome = engine.train(data, folder, fingerprint, replicate, on_event, cancel)
+        events = on_event
+        if keep_checkpoints:
+            events = _snapshotting(engine, run, fingerprint, total, params, on_event)
+        outcome = engine.train(data, folder, fingerprint, replicate, events, cancel)
         write_loss_csv(folder, outcome.rows)
         if not outcome.completed:
             result = condition_result(data, replicate, "interrupted", folder, None, outcome, total)
             results.append(result)
             on_event(ConditionFinished(result))
             break
+        if keep_checkpoints:
+            _check_snapshots(engine, run, checkpoint_steps(total, params))
         adapter = engine.save_adapter(data, folder, outcome, replicate, on_event)
         tokens = run_tokens(data, params, replicate.seed)
         record = engine.record(data, outcome, adapter, fingerprint, replicate, tokens)
@@ -279,3 +307,39 @@ def _train_runs(
         results.append(result)
         on_event(ConditionFinished(result))
     return results
+
+
+def checkpoint_steps(total: int, params: TrainingParams) -> list[int]:
+    """The steps a run of `total` steps checkpoints at before its end (its trajectory)."""
+    return list(range(params.checkpoint_every, total, params.checkpoint_every))
+
+
+def _snapshotting(
+    engine: StudyEngine,
+    run: _Run,
+    fingerprint: str,
+    total: int,
+    params: TrainingParams,
+    on_event: OnEvent,
+) -> OnEvent:
+    """`on_event`, and after each regular checkpoint its adapter kept (`engine.snapshot`)."""
+
+    def handle(event: TrainingEvent) -> None:
+        on_event(event)
+        if isinstance(event, CheckpointSaved) and event.step in checkpoint_steps(total, params):
+            where = checkpoint_folder(run.folder, event.step)
+            engine.snapshot(run.data, event.path, where, fingerprint, run.replicate, total)
+
+    return handle
+
+
+def _check_snapshots(engine: StudyEngine, run: _Run, steps: Sequence[int]) -> None:
+    """TrainingError when a finished run lacks the adapter of one of its checkpoints."""
+    missing = [s for s in steps if not engine.adapter(checkpoint_folder(run.folder, s)).exists()]
+    if missing:
+        raise TrainingError(
+            f"{run.folder} was trained without keeping its checkpoints' adapters (steps "
+            f"{', '.join(map(str, missing))} are missing), so its trajectory cannot be "
+            "probed; train the study again into another folder (-o) with "
+            "--probe-checkpoints (or --keep-checkpoints), or probe without them"
+        )

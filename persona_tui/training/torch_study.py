@@ -33,10 +33,10 @@ from persona_tui.training.convert import write_adapter_gguf
 from persona_tui.training.data import ConditionData, tokenize_condition, vocabulary
 from persona_tui.training.deps import library_versions, require
 from persona_tui.training.hf import load_float32_model, qk_permuted, weights_cache
-from persona_tui.training.loop import TrainOutcome
+from persona_tui.training.loop import LossRow, TrainOutcome, run_tokens
 from persona_tui.training.lora import train_lora
 from persona_tui.training.params import TrainingEvent, TrainingParams, TrainingPhase
-from persona_tui.training.record import ADAPTER_FILE, PEFT_FOLDER, TrainingRecord
+from persona_tui.training.record import ADAPTER_FILE, PEFT_FOLDER, TrainingRecord, write_record
 from persona_tui.training.torch_compute import bf16_units, resolve_precision
 
 PRECISION_DETAIL = {
@@ -180,6 +180,42 @@ class TorchStudy:
             n_head_kv=self.n_head_kv,
             name=f"{self.scenario.id}-{data.condition}",
         )
+
+    def snapshot(
+        self,
+        data: ConditionData,
+        checkpoint: Path,
+        folder: Path,
+        fingerprint: str,
+        replicate: Replicate,
+        total: int,
+    ) -> Path:
+        """The checkpoint's LoRA weights as an adapter GGUF in `folder`, with the record of
+        the run so far (its steps, losses and tokens)."""
+        torch = require("torch")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        adapter = write_adapter_gguf(
+            self.adapter(folder),
+            state["lora"],
+            architecture=self.architecture,
+            alpha=self.params.alpha,
+            permute_qk=self.permute,
+            n_head=self.n_head,
+            n_head_kv=self.n_head_kv,
+            name=f"{self.scenario.id}-{data.condition}-step{int(state['step'])}",
+        )
+        steps = int(state["step"])
+        outcome = TrainOutcome(
+            completed=False,
+            steps=steps,
+            total_steps=total,
+            rows=[LossRow(**row) for row in state["rows"]],
+            seconds=float(state["seconds"]),
+        )
+        tokens = run_tokens(data, self.params, replicate.seed, steps)
+        write_record(folder, self.record(data, outcome, adapter, fingerprint, replicate, tokens))
+        return adapter
 
     def record(
         self,

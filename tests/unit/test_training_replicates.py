@@ -69,10 +69,10 @@ def test_the_plan_says_the_work_and_its_estimate() -> None:
     assert unknown.tokens_left == 2 * 10_000 + 3 * 10_200
     assert describe_plan(unknown) == (
         "6 runs (2 conditions × 3 replicates), 26 steps and about 10,100 tokens per run, "
-        "5 left (1 trained already); estimate after the first step"
+        "5 left (1 trained already); estimate after the first 5 steps"
     )
     assert describe_rate_estimate(unknown, 100.0) == (
-        "estimated 8:26 of training for 5 runs (100 tok/s in the first step)"
+        "estimated 8:26 of training for 5 runs (100 tok/s over the first steps)"
     )
     known = TrainingPlan(runs, 3, seconds_per_token=0.002, measured_runs=2)
     assert known.estimate_seconds == pytest.approx(50_600 * 0.002)
@@ -252,9 +252,9 @@ def test_train_command_replicates_option(
     err = capsys.readouterr().err
     assert (
         "to train: 2 runs (1 condition × 2 replicates), 1 step and about" in err
-        and "; estimate after the first step" in err
+        and "; estimate after the first 5 steps" in err
     )
-    assert "(" in err.split("estimated ", 1)[1] and "tok/s in the first step)" in err
+    assert "(" in err.split("estimated ", 1)[1] and "tok/s over the first steps)" in err
     assert "plays r1/2 step 1/1: loss" in err and "plays r2/2 step 1/1: loss" in err
     assert "plays r2/2: complete (1/1 steps" in err
     assert f"training runs in {out}" in err  # the table of every run

@@ -33,7 +33,7 @@ from persona_tui.models.config import Config
 from persona_tui.run.adapters import default_output
 from persona_tui.scenario.model import Condition, Scenario
 from persona_tui.training.conditions import StudyResult, replicate_folder
-from persona_tui.training.estimate import plan_line
+from persona_tui.training.estimate import estimate_after, plan_line
 from persona_tui.training.locate import training_model_path
 from persona_tui.training.params import (
     CheckpointSaved,
@@ -147,7 +147,7 @@ class TrainScreen(Screen[None]):
         self._bridge: TrainBridge | None = None
         self.plan: TrainingPlan | None = None
         self.plan_text = ""  # the work and its estimated time (TrainingPlanned)
-        self._rate_estimated = False  # no earlier run: estimated from the first step
+        self._rate_estimated = False  # no earlier run: estimated after the first steps
         training = self.scenario.training
         self.replicates = request.replicates or (training.replicates if training else 1)
 
@@ -253,10 +253,12 @@ class TrainScreen(Screen[None]):
     @on(TrainingSteps)
     def _steps(self, message: TrainingSteps) -> None:
         plan = self.plan
-        if plan is not None and plan.seconds_per_token is None and not self._rate_estimated:
-            # No earlier run to estimate from: the first step trained gives the estimate.
+        waited = [s for s in message.steps if s.step >= estimate_after(s.total_steps)]
+        no_rate = plan is not None and plan.seconds_per_token is None
+        if plan is not None and no_rate and waited and not self._rate_estimated:
+            # No earlier run to estimate from: the rate of the first steps says.
             self._rate_estimated = True
-            self.plan_text = plan_line(plan, message.steps[0].tokens_per_second)
+            self.plan_text = plan_line(plan, waited[0].tokens_per_second)
             self.query_one("#train-phase", Static).update(inert(self.plan_text))
         panel = self._panel(message.latest.condition)
         if panel is not None:
