@@ -455,3 +455,51 @@ def test_demo_scores_do_not_depend_on_what_was_judged_before(demo_model: Path) -
         backend.close()
         fresh_backend.close()
     assert after.probabilities == fresh.probabilities
+
+
+def test_a_replicated_session_s_judge_scores_keep_their_training_run(tmp_path: Path) -> None:
+    """Judge rows of a replicated study's trials carry the replicate (an extra column, only
+    in batches that need it), so two runs' trials of the same cell keep their own scores."""
+    from persona_tui.scoring.judgements import (
+        REPLICATE_COLUMNS,
+        ROW_COLUMNS,
+        JudgeFile,
+        Judgement,
+        Rubric,
+        render_judge_file,
+        save_judge_file,
+    )
+    from persona_tui.session.model import TrialKey
+
+    rubric = Rubric("malice", "Q: {question} A: {answer}")
+
+    def judged(replicate: int, score: float) -> Judgement:
+        return Judgement(
+            "learns",
+            "wish",
+            0,
+            rubric.id,
+            rubric.sha256,
+            "judge",
+            "ab" * 32,
+            "llama.cpp",
+            "logprob",
+            score,
+            0.9,
+            f"2026-12-07T00:0{replicate}:00+00:00",
+            replicate,
+        )
+
+    judge_file = JudgeFile.of("s", {rubric.sha256: rubric}, [judged(1, 1.0), judged(2, 4.0)])
+    text = render_judge_file(judge_file)
+    assert ", ".join(f'"{c}"' for c in REPLICATE_COLUMNS) in text
+    session = tmp_path / "s.toml"
+    save_judge_file(session, judge_file)
+    back = load_judge_file(session, "s")
+    assert back.judgements == judge_file.judgements
+    latest = back.latest()
+    assert latest[(TrialKey("learns", "wish", 0, 2), "malice")].score == 4.0
+    assert latest[(TrialKey("learns", "wish", 0, 1), "malice")].score == 1.0
+    # Sessions without replicates keep the six columns.
+    plain = JudgeFile.of("s", {rubric.sha256: rubric}, [judged(0, 2.0)])
+    assert ", ".join(f'"{c}"' for c in ROW_COLUMNS) + "]" in render_judge_file(plain)

@@ -49,14 +49,14 @@ from persona_tui.run.finish import finish_run
 from persona_tui.run.lifecycle import ModelLoader, OpenRun, RunRequest, open_run
 from persona_tui.run.runner import RunControl
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import Arm, Trial, TrialKey
+from persona_tui.session.model import Arm, TrialKey
 from persona_tui.session.store import SessionStore
 from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.eta import MIN_DONE
 from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel, PassState
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
 from persona_tui.ui.text import inert
-from persona_tui.ui.widgets.condition_column import ConditionColumn
+from persona_tui.ui.widgets.condition_column import ConditionColumn, restore_columns
 from persona_tui.ui.widgets.run_header import RunHeader
 from persona_tui.ui.widgets.side_by_side import SideBySide
 
@@ -245,23 +245,12 @@ class RunScreen(Screen[None]):
             self._columns = {
                 Arm(c.condition.id, c.replicate): c for c in columns.query(ConditionColumn)
             }
-            last: dict[Arm, Trial] = {}
-            done: dict[Arm, int] = {}
-            for trial in event.finished:
-                last[trial.arm] = trial
-                done[trial.arm] = done.get(trial.arm, 0) + 1
-            for arm, trial in last.items():
-                column = self._column(arm)
-                if column is not None:
-                    column.restore(trial.probe, trial.sample, trial.response, done[arm])
+            restore_columns(self._columns, event.finished)
         self.plan_batch = event.header.plan.batch
         header = self.query_one(RunHeader)
         header.model_name = event.header.model.name
         header.set_state("paused" if self.control.paused else "running")
         self.refresh_bindings()  # the run is open: it can be paused and cancelled
-
-    def _column(self, arm: Arm) -> ConditionColumn | None:
-        return self._columns.get(arm)
 
     @on(RunFailed)
     def _run_failed(self, message: RunFailed) -> None:
@@ -310,7 +299,7 @@ class RunScreen(Screen[None]):
             self._set_phase("sampling")
         elif isinstance(event, TrialStarted):
             self._trial_started(event.spec.key, now)
-            column = self._column(event.spec.arm)
+            column = self._columns.get(event.spec.arm)
             if column is not None:
                 column.start_trial(event.spec.probe, event.spec.sample)
                 self._mark_active(column)
@@ -319,7 +308,7 @@ class RunScreen(Screen[None]):
             stats.finished(now, event.done)
             stats.tokens += trial.completion_tokens
             self._trial_ended(trial.key, now)
-            column = self._column(trial.arm)
+            column = self._columns.get(trial.arm)
             if column is not None:
                 column.finish_trial(trial.probe, trial.sample, trial.response, trial.finish_reason)
             if self.control.paused:
@@ -327,7 +316,7 @@ class RunScreen(Screen[None]):
             header.refresh_figures()
         elif isinstance(event, TrialFailed):
             self._trial_ended(event.spec.key, now)
-            column = self._column(event.spec.arm)
+            column = self._columns.get(event.spec.arm)
             if column is not None:
                 column.fail_trial(event.spec.probe, event.spec.sample, event.error)
             self.notify(inert(event.error).plain, title="Trial failed", severity="warning")

@@ -15,6 +15,8 @@ taken from generation (docs/benchmarks.md).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Vertical, VerticalScroll
@@ -22,6 +24,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from persona_tui.scenario.model import Condition, Scenario
+from persona_tui.session.model import Arm, Trial
 from persona_tui.ui.text import inert, one_line
 from persona_tui.ui.widgets.stream_view import StreamView
 
@@ -313,3 +316,17 @@ class ConditionColumn(Vertical):
             self._mark_panes()
             self._set_status(state)
         self.remove_class("-active")
+
+
+def restore_columns(columns: Mapping[Arm, ConditionColumn], finished: Sequence[Trial]) -> None:
+    """Show in each arm's column its last trial finished before this run (on resume), and
+    count them all."""
+    last: dict[Arm, Trial] = {}
+    done: dict[Arm, int] = {}
+    for trial in finished:
+        last[trial.arm] = trial
+        done[trial.arm] = done.get(trial.arm, 0) + 1
+    for arm, trial in last.items():
+        column = columns.get(arm)
+        if column is not None:
+            column.restore(trial.probe, trial.sample, trial.response, done[arm])
