@@ -16,6 +16,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from persona_tui._util.deps import require
 from persona_tui.analysis.options import OptionsAnalysis
@@ -102,16 +103,32 @@ def terminal_chart(
     return text if color else str(plt.uncolorize(text))
 
 
-def save_rate_plot(
-    analysis: Analysis, path: Path, labels: Sequence[str] | None = None, dpi: int = 200
-) -> Path:
-    """Draw label rates by condition with 95% Wilson error bars to PNG, SVG or PDF."""
-    suffix = path.suffix.lower()
-    if suffix not in PLOT_SUFFIXES:
+def check_plot_path(path: Path) -> None:
+    """PersonaError unless `path` names a format the plots are written in."""
+    if path.suffix.lower() not in PLOT_SUFFIXES:
         raise PersonaError(
             f"{path}: cannot tell the plot format; use a file name ending in "
             f"{', '.join(PLOT_SUFFIXES)}"
         )
+
+
+def write_figure(figure: Any, path: Path, dpi: int) -> Path:
+    """Lay out and write a matplotlib figure (an SVG without a date, so it is reproducible);
+    PersonaError naming the file when it cannot be written."""
+    figure.tight_layout()
+    metadata = {"Date": None} if path.suffix.lower() == ".svg" else None
+    try:
+        figure.savefig(path, dpi=dpi, metadata=metadata)
+    except OSError as error:
+        raise PersonaError(f"{path}: cannot write the plot: {error.strerror or error}") from None
+    return path
+
+
+def save_rate_plot(
+    analysis: Analysis, path: Path, labels: Sequence[str] | None = None, dpi: int = 200
+) -> Path:
+    """Draw label rates by condition with 95% Wilson error bars to PNG, SVG or PDF."""
+    check_plot_path(path)
     require("matplotlib", "plots")
     from matplotlib.figure import Figure
 
@@ -156,13 +173,7 @@ def save_rate_plot(
     if len(chosen) > 1:
         axes.legend(frameon=False, fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes.set_title("Label rates by condition (95% Wilson intervals)", fontsize="medium")
-    figure.tight_layout()
-    metadata = {"Date": None} if suffix == ".svg" else None
-    try:
-        figure.savefig(path, dpi=dpi, metadata=metadata)
-    except OSError as error:
-        raise PersonaError(f"{path}: cannot write the plot: {error.strerror or error}") from None
-    return path
+    return write_figure(figure, path, dpi)
 
 
 # ------------------------------------------------------------------ likelihood probes
@@ -238,12 +249,7 @@ def terminal_options_chart(
 
 def save_options_plot(options: OptionsAnalysis, path: Path, dpi: int = 200) -> Path:
     """Draw per-probe log-odds and condition means with 95% intervals to PNG, SVG or PDF."""
-    suffix = path.suffix.lower()
-    if suffix not in PLOT_SUFFIXES:
-        raise PersonaError(
-            f"{path}: cannot tell the plot format; use a file name ending in "
-            f"{', '.join(PLOT_SUFFIXES)}"
-        )
+    check_plot_path(path)
     require("matplotlib", "plots")
     from matplotlib.figure import Figure
 
@@ -289,10 +295,4 @@ def save_options_plot(options: OptionsAnalysis, path: Path, dpi: int = 200) -> P
         "Per probe (dots); mean with 95% bootstrap interval",
         fontsize="medium",
     )
-    figure.tight_layout()
-    metadata = {"Date": None} if suffix == ".svg" else None
-    try:
-        figure.savefig(path, dpi=dpi, metadata=metadata)
-    except OSError as error:
-        raise PersonaError(f"{path}: cannot write the plot: {error.strerror or error}") from None
-    return path
+    return write_figure(figure, path, dpi)

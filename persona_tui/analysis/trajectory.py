@@ -20,7 +20,7 @@ from pathlib import Path
 from persona_tui._util.deps import require
 from persona_tui.analysis.option_contrasts import nats
 from persona_tui.analysis.options import analyze_options
-from persona_tui.analysis.plots import PLOT_SUFFIXES
+from persona_tui.analysis.plots import check_plot_path, write_figure
 from persona_tui.analysis.records import dataset_of
 from persona_tui.analysis.replicates import Spread
 from persona_tui.analysis.stats import BOOTSTRAP_RESAMPLES, Interval
@@ -134,9 +134,7 @@ def save_trajectory_plot(trajectory: Trajectory, path: Path, dpi: int = 200) -> 
     """Each adapter condition's mean log-odds against the step (step 0: the untouched
     model, when the study has one condition without adapters), the band its runs span,
     and the untouched model's conditions as dashed lines; PNG, SVG or PDF."""
-    suffix = path.suffix.lower()
-    if suffix not in PLOT_SUFFIXES:
-        raise PersonaError(f"{path}: use a file name ending in {', '.join(PLOT_SUFFIXES)}")
+    check_plot_path(path)
     require("matplotlib", "plots")
     from matplotlib.figure import Figure
 
@@ -163,10 +161,4 @@ def save_trajectory_plot(trajectory: Trajectory, path: Path, dpi: int = 200) -> 
     axes.spines[["top", "right"]].set_visible(False)
     axes.set_title("Mean over runs and probes; band: the runs' range", fontsize="medium")
     axes.legend(fontsize="small", frameon=False)
-    figure.tight_layout()
-    metadata = {"Date": None} if suffix == ".svg" else None
-    try:
-        figure.savefig(path, dpi=dpi, metadata=metadata)
-    except OSError as error:
-        raise PersonaError(f"{path}: cannot write the plot: {error.strerror or error}") from None
-    return path
+    return write_figure(figure, path, dpi)
