@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 
-def session_file(replicates: int) -> str:
+def session_file(replicates: int, step: int | None = None) -> str:
     """The study's session in its folder, one per number of training runs probed (a study
     run again with --replicates 5 after 3 probes the 5 in a session of its own; the first
-    3 runs' adapters are reused, not trained again)."""
-    return f"session-{replicates}-run{'s' * (replicates != 1)}.toml"
+    3 runs' adapters are reused, not trained again), and one per checkpoint step probed."""
+    at = "" if step is None else f"-step-{step}"
+    return f"session-{replicates}-run{'s' * (replicates != 1)}{at}.toml"
 
 
 def add_study_command(subparsers: Any) -> None:
@@ -149,38 +150,29 @@ def cmd_study(args: argparse.Namespace) -> int:
     adapters = {r.condition: r.folder.parent for r in trained.results if r.adapter is not None}
 
     _phase(console, 2, "probing the adapters and the base model")
-    session_path = out / session_file(trained.replicates)
     console.print(probing_work(scenario, args, trained.replicates, out), highlight=False)
-    session, status = _probe(
-        args, scenario, model_path, session_path, adapters, trained.replicates, console
-    )
-    if status != "complete":
-        console.print(
-            f"probing {status}; the session is saved in {session}. Carry on with: "
-            f"{resume_command(args, out, 'study')}",
-            highlight=False,
-            markup=False,
-        )
-        return 130 if status == "interrupted" else 1
-
-    steps: list[Path] = []
+    # The finished adapters, then (--probe-checkpoints) each kept checkpoint's.
+    steps: list[int | None] = [None]
     if args.probe_checkpoints and args.score is not False:
-        total = max(r.total_steps for r in trained.results)
-        for step in checkpoint_steps(total, params):
-            console.print(f"checkpoints at step {step}", highlight=False)
-            path = out / session_file(trained.replicates).replace(".toml", f"-step-{step}.toml")
-            steps.append(path)
-            _, status = _probe(
-                args, scenario, model_path, path, adapters, trained.replicates, console, step
+        steps += checkpoint_steps(max(r.total_steps for r in trained.results), params)
+    sessions: list[Path] = []
+    for step in steps:
+        if step is not None:
+            console.print(f"the checkpoints of step {step}", highlight=False)
+        path = out / session_file(trained.replicates, step)
+        session, status = _probe(
+            args, scenario, model_path, path, adapters, trained.replicates, console, step
+        )
+        if status != "complete":
+            console.print(
+                f"probing {status}; the session is saved in {session}. Carry on with: "
+                f"{resume_command(args, out, 'study')}",
+                highlight=False,
+                markup=False,
             )
-            if status != "complete":
-                console.print(
-                    f"probing step {step} {status}; carry on with: "
-                    f"{resume_command(args, out, 'study')}",
-                    highlight=False,
-                    markup=False,
-                )
-                return 130 if status == "interrupted" else 1
+            return 130 if status == "interrupted" else 1
+        sessions.append(session)
+    session = sessions[0]
 
     _phase(console, 3, "report")
     from persona_tui.cli.analysis import add_analysis_commands, cmd_report
@@ -189,8 +181,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     parser = argparse.ArgumentParser(prog="persona-tui")
     add_analysis_commands(parser.add_subparsers())
     code = cmd_report(parser.parse_args(["report", str(session)]))
-    if steps:
-        _print_trajectory([*steps, session], out)
+    if len(sessions) > 1:
+        _print_trajectory(sessions, out)
     console.print(f"session: {session}", highlight=False, markup=False)
     return code
 

@@ -181,30 +181,25 @@ def _condition_adapters(
     adapter (replicate 0); a sentence saying what is missing when the folder has not been
     trained (nor named by --adapters)."""
     runs = [replicate_folder(where, k) for k in range(1, count + 1)]
-    if step is not None:
-        if not any(r.is_dir() for r in runs):
-            return f"{condition!r} has no training runs in {where}"
-        runs = [checkpoint_folder(r, step) for r in runs]
-        found = [(k, _find_adapter(kind, r, condition, False)) for k, r in enumerate(runs, 1)]
-        absent = [str(k) for k, adapter in found if adapter is None]
-        if absent:
-            return (
-                f"run(s) {', '.join(absent)} of {condition!r} have no adapter of their "
-                f"step-{step} checkpoint in {where} (train with --keep-checkpoints, or "
-                "`study --probe-checkpoints`, to keep them)"
-            )
-        return [(k, adapter) for k, adapter in found if adapter is not None]
     if not any(r.is_dir() for r in runs):
-        one = _find_adapter(kind, where, condition, named)
+        one = None if step is not None else _find_adapter(kind, where, condition, named)
         if one is not None:
             return [(0, one)]
-        return f"{condition!r} has no adapter in {where}"
+        return f"{condition!r} has no {'training runs' if step else 'adapter'} in {where}"
+    if step is not None:
+        runs = [checkpoint_folder(r, step) for r in runs]
     found = [(k, _find_adapter(kind, r, condition, False)) for k, r in enumerate(runs, 1)]
-    absent = [str(k) for k, adapter in found if adapter is None]
+    absent = ", ".join(str(k) for k, adapter in found if adapter is None)
+    if absent and step is not None:
+        return (
+            f"run(s) {absent} of {condition!r} have no adapter of their step-{step} "
+            f"checkpoint in {where} (train with --keep-checkpoints, or `study "
+            "--probe-checkpoints`, to keep them)"
+        )
     if absent:
         return (
             f"{condition!r} is probed with {count} training runs, and replicate(s) "
-            f"{', '.join(absent)} of them have no adapter in {where}"
+            f"{absent} of them have no adapter in {where}"
         )
     return [(k, adapter) for k, adapter in found if adapter is not None]
 
