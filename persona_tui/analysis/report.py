@@ -10,46 +10,21 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from persona_tui.analysis.options import OptionsAnalysis
-from persona_tui.analysis.stats import Interval
+from persona_tui.analysis.report_cells import (
+    Section,
+    interval_pct,
+    number,
+    p_text,
+    pct,
+    signed_pct,
+)
+from persona_tui.analysis.report_options import option_sections
 from persona_tui.analysis.summary import Analysis
 
 ReportFormat = Literal["text", "markdown", "html"]
-
-
-@dataclass(frozen=True)
-class Section:
-    title: str
-    columns: tuple[str, ...] = ()
-    rows: tuple[tuple[str, ...], ...] = ()
-    notes: tuple[str, ...] = ()
-
-
-def pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.1f}%"
-
-
-def interval_pct(interval: Interval | None) -> str:
-    if interval is None:
-        return "—"
-    return f"[{interval.low * 100:.1f}, {interval.high * 100:.1f}]"
-
-
-def signed_pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:+.1f} pp"
-
-
-def number(value: float | None, digits: int = 2) -> str:
-    return "—" if value is None else f"{value:.{digits}f}"
-
-
-def p_text(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return "< 0.001" if value < 0.001 else f"{value:.3f}"
 
 
 def sections(analysis: Analysis) -> list[Section]:
@@ -182,7 +157,6 @@ def render(
                     (("sessions", ", ".join(options.sessions)), ("trials", "none sampled")),
                 )
             )
-        from persona_tui.analysis.report_options import option_sections  # it uses Section
 
         extra = option_sections(options)
         notes = [i for i, section in enumerate(parts) if section.title == "Notes"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from persona_tui.analysis.options import OptionContrast, OptionsAnalysis
 from persona_tui.analysis.replicates import Spread
-from persona_tui.analysis.report import Section, number, p_text
+from persona_tui.analysis.report_cells import Section, number, p_text
 
 
 def option_sections(options: OptionsAnalysis) -> list[Section]:
