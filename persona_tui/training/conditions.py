@@ -23,7 +23,6 @@ from typing import Any
 from persona_tui._util.tables import did_you_mean
 from persona_tui.backends.adapter_files import adapter_weights
 from persona_tui.errors import TrainingError
-from persona_tui.run.adapters import REPLICATE_PREFIX
 from persona_tui.run.adapters import replicate_folder as condition_replicate_folder
 from persona_tui.scenario.model import Condition, Scenario, TrainingSet
 from persona_tui.training.data import ConditionData
@@ -45,18 +44,6 @@ def replicate_folder(out_dir: Path, condition: str, k: int) -> Path:
     `out_dir/<condition>/replicate-<k>` (the one rule, run/adapters.py's, where runs find
     them)."""
     return condition_replicate_folder(Path(out_dir) / condition, k)
-
-
-def parse_replicate_folder(folder: Path) -> tuple[str, int] | None:
-    """(condition, k) of a folder `replicate_folder` names (`.../<condition>/replicate-<k>`),
-    None for any other folder (`replicate-0`, `replicate-01`, `replicate-x` included)."""
-    folder = Path(folder)
-    number = folder.name.removeprefix(REPLICATE_PREFIX)
-    if folder.name == number or not number.isdigit() or not number.isascii():
-        return None
-    if number.startswith("0") or not folder.parent.name:
-        return None
-    return folder.parent.name, int(number)
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ import pytest
 from persona_tui.errors import TrainingError
 from persona_tui.scenario.parse import parse_scenario
 from persona_tui.training.conditions import (
-    parse_replicate_folder,
     replicate_folder,
     replicate_seed,
 )
@@ -53,10 +52,9 @@ def test_replicate_seeds_and_folders() -> None:
     out = Path("/x/study")
     folder = replicate_folder(out, "learns", 2)
     assert folder == out / "learns" / "replicate-2"
-    assert parse_replicate_folder(folder) == ("learns", 2)
-    assert parse_replicate_folder(replicate_folder(out, "plays", 12)) == ("plays", 12)
-    for name in ("replicate-0", "replicate-02", "replicate-x", "replicate-", "learns", "r-2"):
-        assert parse_replicate_folder(out / "learns" / name) is None, name
+    assert replicate_folder(out, "plays", 12) == out / "plays" / "replicate-12"
+    with pytest.raises(ValueError):
+        replicate_folder(out, "learns", 0)
 
 
 def test_the_plan_says_the_work_and_its_estimate() -> None:
