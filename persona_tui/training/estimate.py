@@ -4,10 +4,11 @@ The study loop (training/study.py) sends a `TrainingPlan` before its first run: 
 (condition, replicate), its steps and the tokens they train on, which are finished already,
 and the seconds per trained token that earlier runs recorded in the same output folder on
 the same base model (sha256) and precision measured (`measured_seconds_per_token`). Without
-such records there is no estimate until the first step: `estimate_from_rate` turns that
-step's tokens per second into one. `describe_plan` and `describe_rate_estimate` are the
-sentences `persona-tui train` and `study` print; all are pure but the record reading, so a
-caller (`study`, adding its probing phase) can build on the same figures.
+such records there is no estimate until a run's first steps (`estimate_after`):
+`estimate_from_rate` turns their tokens per second into one. `describe_plan` and
+`describe_rate_estimate` are the sentences `persona-tui train` and `study` print; all are
+pure but the record reading, so a caller (`study`, adding its probing phase) can build on
+the same figures.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def estimate_after(total_steps: int) -> int:
 
 
 def estimate_from_rate(plan: TrainingPlan, tokens_per_second: float) -> float:
-    """The wall time of the runs left at `tokens_per_second` (as measured by a first step)."""
+    """The wall time of the runs left at `tokens_per_second` (as measured by the first
+    steps)."""
     return plan.tokens_left / max(tokens_per_second, 1e-9)
 
 
@@ -86,8 +88,8 @@ def duration_text(seconds: float) -> str:
 
 def describe_plan(plan: TrainingPlan) -> str:
     """The work, e.g. "6 runs (2 conditions × 3 replicates), 26 steps and about 14,200
-    tokens per run, 4 left; estimated 9:10 of training (…)" or "… estimate after the first
-    step"."""
+    tokens per run, 4 left; estimated 9:10 of training (…)" or "… estimate after the first 5
+    steps"."""
     conditions = len(plan.conditions)
     runs = len(plan.runs)
     steps = sorted({r.steps for r in plan.runs})
@@ -117,7 +119,7 @@ def describe_plan(plan: TrainingPlan) -> str:
 def plan_line(plan: TrainingPlan, tokens_per_second: float | None = None) -> str:
     """The plan in one short line, the estimate first (the Training screen's, where a
     narrow terminal cuts the end): "est. 0:54 of training · 6 runs (2 conditions × 3
-    replicates) · 12 steps, ~4,250 tokens/run". `tokens_per_second` (a first step's)
+    replicates) · 12 steps, ~4,250 tokens/run". `tokens_per_second` (the first steps')
     gives the estimate when earlier runs did not."""
     runs, conditions = len(plan.runs), len(plan.conditions)
     steps = sorted({r.steps for r in plan.runs})
