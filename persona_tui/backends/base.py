@@ -16,13 +16,17 @@ runtime-checkable protocols, never by the backend's class:
   (`--batch`, the samples of one cell);
 - `LoraAdapters`: a LoRA adapter (a GGUF file, an mlx-lm folder) applied on top of the
   loaded weights, or none (the adapters of a training study, issue 12);
-- `EndOfTurnToken`: the token a chat turn ends with (training data, local engines).
+- `EndOfTurnToken`: the token a chat turn ends with (training data, local engines);
+- `HiddenStates`: each layer's output (the residual stream) read while text is evaluated
+  (persona vectors: extraction and the projections a run records);
+- `Steering`: a vector added to chosen layers' outputs while generating and scoring
+  (steered conditions, control vectors).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -301,4 +305,75 @@ class LoraAdapters(Protocol):
         Raises ModelLoadError naming the file when it is missing, not an adapter, or made
         for another model (the backend is then left without an adapter).
         """
+        ...
+
+
+@dataclass(frozen=True)
+class HiddenStateMeans:
+    """Residual-stream activations read after a prompt and its continuations.
+
+    Layer `il` (0-based) means that layer's output, the residual stream after its attention
+    and feed-forward blocks (llama.cpp's `l_out-il`; `hidden_states[il + 1]` of a
+    transformers forward pass), including any steering vector added at that layer.
+    `prompt_last[k]` is layer `layers[k]`'s output at the prompt's last token (the state the
+    answer is written from); `means[j][k]` the mean of layer `layers[k]`'s outputs at the
+    positions of continuation j's tokens (teacher-forced after the prompt); `counts[j]` that
+    continuation's token count. Arrays are numpy float64: (len(layers), n_embd) and
+    (len(continuations), len(layers), n_embd).
+    """
+
+    layers: tuple[int, ...]
+    prompt_last: Any
+    means: Any
+    counts: tuple[int, ...]
+
+
+@runtime_checkable
+class HiddenStates(Protocol):
+    """A backend that reads each layer's output while it evaluates tokens.
+
+    Values are those of the model as it generates now: its weights, the adapter applied
+    (`LoraAdapters`) and the steering applied (`Steering`). A measurement never changes
+    what generation or scoring give afterwards.
+    """
+
+    @property
+    def n_layers(self) -> int:
+        """The number of transformer layers (valid layers: 0 .. n_layers - 1)."""
+        ...
+
+    @property
+    def n_embd(self) -> int:
+        """The width of the residual stream."""
+        ...
+
+    def hidden_states(
+        self,
+        prompt: Sequence[int],
+        continuations: Sequence[Sequence[int]],
+        layers: Sequence[int],
+    ) -> HiddenStateMeans:
+        """Evaluate `prompt` then each continuation after it (each alone after the prompt, as
+        if it were the only one), and return the layers' outputs (see HiddenStateMeans).
+
+        Raises PromptTooLongError when the prompt and the longest continuation do not fit
+        the context, ValueError for a layer out of range.
+        """
+        ...
+
+
+@runtime_checkable
+class Steering(Protocol):
+    """A backend that adds a vector to chosen layers' outputs (a control vector).
+
+    The vector of layer `il` (1 .. n_layers - 1, as llama.cpp's control vectors number
+    them) is added to that layer's output at every position, in generation, batched
+    generation, scoring and hidden-state measurement alike. Switching forgets every cached
+    evaluation; None gives exactly the unsteered model's numbers.
+    """
+
+    def use_steering(self, vectors: Mapping[int, Any] | None) -> None:
+        """Add `vectors[il]` (n_embd float values, already scaled) to layer il's output
+        from the next evaluation on; None: no steering. Raises ValueError for a layer out
+        of range or a vector of the wrong width (steering is then off)."""
         ...
