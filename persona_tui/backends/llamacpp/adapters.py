@@ -85,6 +85,10 @@ class LlamaAdapters:
         self._loaded[str(path)] = adapter
         return adapter
 
+    def loaded(self, key: str) -> Any:
+        """The llama_adapter_lora pointer of the adapter loaded from `key`."""
+        return self._loaded[key]
+
     def free(self, llama: Any) -> None:
         """Take every adapter off `llama`'s context and free them (closing the model)."""
         import llama_cpp

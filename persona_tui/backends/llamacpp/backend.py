@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from persona_tui.backends.base import (
     ChatMessage,
@@ -61,6 +62,7 @@ from persona_tui.backends.llamacpp.load import (
 )
 from persona_tui.backends.llamacpp.logprobs import LlamaLogprobScope, ScoredPrompt
 from persona_tui.backends.llamacpp.sampling import sample_tokens
+from persona_tui.backends.llamacpp.steering import LlamaResidualStream
 from persona_tui.backends.llamacpp.vocab import LlamaVocab
 from persona_tui.backends.local import engine_failures
 from persona_tui.backends.stream import StopStringStream
@@ -72,7 +74,7 @@ __all__ = ["EVAL_BLOCK", "LlamaCppBackend"]
 DEFAULT_MAX_CONTEXT = 4096
 
 
-class LlamaCppBackend(LlamaBatchRunner):
+class LlamaCppBackend(LlamaBatchRunner, LlamaResidualStream):
     """A GGUF model loaded with llama-cpp-python; see the module docstring for guarantees."""
 
     def __init__(
@@ -114,6 +116,10 @@ class LlamaCppBackend(LlamaBatchRunner):
         self._scored = ScoredPrompt()
         # LoRA adapters loaded so far and the one applied now (adapters.py).
         self._adapters = LlamaAdapters(path, header)
+        # Steering (the control vector set now) and the context that reads activations
+        # (steering.py, activations.py).
+        self._cvec = None
+        self._measurement = None
         original_eval = llama.eval
 
         def _planned_eval(tokens: Sequence[int]) -> None:
@@ -401,7 +407,15 @@ class LlamaCppBackend(LlamaBatchRunner):
             self._check_open()
             if key == self._adapters.active:
                 return
-            self._adapters.apply(self._llama, key, self._forget_evaluations)
+            try:
+                self._adapters.apply(self._llama, key, self._forget_evaluations)
+            finally:
+                if self._measurement is not None:
+                    self._measurement.sync(self._active_adapter_pointer(), self._cvec)
+
+    def _active_adapter_pointer(self) -> Any:
+        active = self._adapters.active
+        return None if active is None else self._adapters.loaded(active)
 
     def _forget_evaluations(self) -> None:
         """Empty the KV cache and every record of what it held (the lock is held)."""
@@ -430,6 +444,9 @@ class LlamaCppBackend(LlamaBatchRunner):
         """Free the model and its context; later calls raise GenerationError."""
         with self._lock:
             if self._llama is not None:
+                if self._measurement is not None:
+                    self._measurement.close()
+                    self._measurement = None
                 self._adapters.free(self._llama)
                 self._llama.close()
                 self._llama = None
