@@ -5,7 +5,8 @@ thread that runs them (and, with `--parallel`, a trial's text from its generatio
 the CLI draws progress bars from them (cli/run.py), `persona-tui study` the same, and the
 app turns them into messages (ui/run_bridge.py). In order: the model loading and loaded,
 the session opened, the sampling pass (run started, each trial started, its text, finished
-or failed, run finished), then the option pass (started, each cell scored, finished).
+or failed, run finished), then the option pass (started, each cell scored, finished), then
+the trait projections; extracting a trait's vectors reports its own progress.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from persona_tui.run.plan import TrialSpec
 from persona_tui.scenario.model import Scenario
@@ -130,6 +132,40 @@ class OptionsFinished:
         return self.summary is None or self.summary.complete
 
 
+# Persona vectors ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VectorsProgress:
+    """Extracting a trait's directions (run/extract.py): `done` of `total` responses
+    generated, then measured."""
+
+    trait: str
+    phase: Literal["generating", "measuring"]
+    done: int
+    total: int
+
+
+@dataclass(frozen=True)
+class VectorsExtracted:
+    """A trait's control vector and record were written to `folder`."""
+
+    trait: str
+    folder: Path
+    layer: int  # the layer runs measure and steer at
+    auc: float  # its held-out separation
+    seconds: float
+
+
+@dataclass(frozen=True)
+class ProjectionsProgress:
+    """The projection pass (run/projections.py): `done` of `total` trials and cells
+    measured and saved."""
+
+    done: int
+    total: int
+
+
 RunEvent = (
     ModelLoading
     | ModelLoaded
@@ -143,5 +179,8 @@ RunEvent = (
     | OptionsStarted
     | OptionsProgress
     | OptionsFinished
+    | VectorsProgress
+    | VectorsExtracted
+    | ProjectionsProgress
 )
 EventCallback = Callable[[RunEvent], None]

@@ -2,8 +2,9 @@
 
 `finish_run` is the one call the CLI, `persona-tui study` and the app's Run screen make on
 an `OpenRun` (run/lifecycle.py): it samples the trials still to do (run/runner.py), then
-scores the answer options still to do (run/options.py), reporting both through the same
-events (run/events.py), and leaves the session `complete`, or `interrupted` with what is
+scores the answer options still to do (run/options.py), then measures the trait
+projections still to do (run/projections.py), reporting all three through the same events
+(run/events.py), and leaves the session `complete`, or `interrupted` with what is
 left to do, so that a resume picks it up. Called again after a cancel, it resumes in place.
 What it does is what the session records (`[plan]`'s `sample` and `score`, chosen when the
 run was opened), so the CLI, the study and the app cannot disagree; a pass the session
@@ -29,6 +30,7 @@ from persona_tui.run.options import (
     option_cells,
     score_options,
 )
+from persona_tui.run.projections import measure_projections, pending_units
 from persona_tui.run.runner import RunControl, Runner
 from persona_tui.session.model import SessionStatus
 
@@ -81,6 +83,9 @@ def finish_run(
         scored_all = _score(run, on_event, control)
         if not scored_all:
             status = "interrupted"
+    measure = store.session.header.traits and not control.cancelled.is_set()
+    if measure and not _project(run, on_event, control):
+        status = "interrupted"
     cancelled = control.cancelled.is_set()
     saved = status
     if status == "complete" or cancelled:
@@ -91,11 +96,13 @@ def finish_run(
 
 
 def _left_to_do(run: OpenRun) -> bool:
-    """Whether the session still lacks a trial or an option cell it chose to have (a
-    backend that cannot score options leaves none to do)."""
+    """Whether the session still lacks a trial, an option cell or a projection it chose
+    to have (a backend that cannot score options leaves no cell to do)."""
     session = run.store.session
     plan = session.header.plan
     if plan.sample and len(session.trials) < plan.total:
+        return True
+    if session.header.traits and pending_units(run.store):
         return True
     if not plan.score or not can_score_options(run.backend):
         return False
@@ -117,6 +124,18 @@ def _score(run: OpenRun, on_event: EventCallback, control: RunControl) -> bool:
         raise
     on_event(OptionsFinished(summary))
     return summary.complete
+
+
+def _project(run: OpenRun, on_event: EventCallback, control: RunControl) -> bool:
+    """The projection pass; True when every trial and cell has its projections. A
+    failure leaves the session `interrupted` (resumable) and raises."""
+    store = run.store
+    try:
+        return measure_projections(run.scenario, run.backend, store, on_event, control.cancelled)
+    except PersonaError:
+        if store.session.header.status != "interrupted":
+            store.set_status("interrupted")
+        raise
 
 
 class _FailureCounter:

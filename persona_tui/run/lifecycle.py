@@ -20,18 +20,21 @@ from persona_tui.backend_names import AUTO
 from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config, load_config
-from persona_tui.models.load import load_model
 from persona_tui.run.adapters import check_adapters_load, check_same_adapters, study_adapters
-from persona_tui.run.events import EventCallback, ModelLoaded, ModelLoading, SessionOpened
+from persona_tui.run.events import EventCallback, SessionOpened
+from persona_tui.run.loading import ModelLoader, load_run_model
 from persona_tui.run.plan import RunOptions, make_plan, run_choices, selected_conditions
 from persona_tui.run.prompts import resolve_mode
+from persona_tui.run.vectors import resolve_vectors
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.as_run import scenario_as_run
-from persona_tui.session.model import SessionHeader, new_session_id
+from persona_tui.session.model import (
+    SessionHeader,
+    SteeringRecord,
+    TraitRecord,
+    new_session_id,
+)
 from persona_tui.session.store import SessionStore
-
-# How a caller loads a model reference: (reference, config, backend name or AUTO).
-ModelLoader = Callable[[str, Config, str], Backend]
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,10 @@ class RunRequest:
     replicates: int | None = None
     # Probe each run's checkpoint at this training step instead of its finished adapter.
     step: int | None = None
+    # Folders of trait vectors (`--vectors DIR`), looked in before the scenario's own.
+    vectors: tuple[Path, ...] = ()
+    # Record the projections on the scenario's traits (`--no-projections` turns it off).
+    projections: bool = True
 
 
 class OpenRun:
@@ -107,13 +114,15 @@ def open_run(
     config = request.config if request.config is not None else load_config()
 
     def load(ref: str) -> Backend:
-        on_event(ModelLoading(ref))
-        if loader is not None:
-            backend = loader(ref, config, request.backend)
-        else:
-            backend = load_model(ref, config, request.threads, request.backend, request.repack)
-        on_event(ModelLoaded(backend.info))
-        return backend
+        return load_run_model(
+            ref,
+            config,
+            on_event,
+            backend=request.backend,
+            threads=request.threads,
+            repack=request.repack,
+            loader=loader,
+        )
 
     if request.resume is not None:
         scenario, store, backend = resume_session(
@@ -125,8 +134,18 @@ def open_run(
                 "name a scenario to run (a file or an id; see `persona-tui scenarios`)"
             )
         scenario = request.scenario
-        backend = load(request.model or config.default_model)
+        ref = request.model or config.default_model
+        backend = load(ref)
         try:
+            traits, steering = resolve_vectors(
+                scenario,
+                backend,
+                request.vectors,
+                ref,
+                on_event,
+                conditions=selected_conditions(scenario, request.options),
+                projections=request.projections,
+            )
             store = create_session(
                 scenario,
                 backend,
@@ -135,6 +154,8 @@ def open_run(
                 request.adapters,
                 replicates=request.replicates,
                 step=request.step,
+                traits=traits,
+                steering=steering,
             )
         except BaseException:
             backend.close()
@@ -154,6 +175,8 @@ def create_session(
     adapters_folder: Path | None = None,
     replicates: int | None = None,
     step: int | None = None,
+    traits: Mapping[str, TraitRecord] | None = None,
+    steering: Mapping[str, SteeringRecord] | None = None,
 ) -> SessionStore:
     """Start a new session file for running `scenario` on `backend`.
 
@@ -162,7 +185,8 @@ def create_session(
     `adapters_folder` (None: `persona-tui train`'s default folder), each condition's
     `replicates` training runs (None: the scenario's; with `step`, each run's checkpoint
     at that step), found and checked by run/adapters.py and each loaded once here, so a
-    bad file fails before anything runs.
+    bad file fails before anything runs. `traits` and `steering` (run/vectors.py) are
+    recorded in the header as they are.
     """
     mode = resolve_mode(scenario.prompt_mode, backend, scenario.id)
     info = backend.info
@@ -197,6 +221,8 @@ def create_session(
         app_version=__version__,
         chat_template=backend.chat_template if mode == "chat" else None,
         adapters=chosen,
+        traits=dict(traits or {}),
+        steering=dict(steering or {}),
     )
     target = path if path is not None else paths.sessions_dir() / f"{session_id}.toml"
     return SessionStore.create(target, header)

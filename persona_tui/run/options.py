@@ -31,10 +31,10 @@ from persona_tui.backends.base import (
     Backend,
     ContinuationLogprobs,
     LogprobScope,
-    LoraAdapters,
     TokenLogprobs,
 )
 from persona_tui.errors import PersonaError
+from persona_tui.run.arm_model import ArmModels
 from persona_tui.run.events import OptionsProgress, OptionsSummary
 from persona_tui.run.plan import TrialSpec, order_for_prefix_reuse
 from persona_tui.run.prompts import ResolvedMode, first_turn_prompt
@@ -159,20 +159,17 @@ def score_options(
         spec.key: first_turn_prompt(scenario, mode, backend, spec.condition, spec.probe)
         for spec in specs
     }
-    adapters = store.session.header.adapter_paths()
-    if adapters and not isinstance(backend, LoraAdapters):
-        raise PersonaError(
-            f"this session probes LoRA adapters, which {backend.info.backend} cannot apply; "
-            "score it with the backend and the model it was run with"
-        )
+    models = ArmModels(backend, store.session.header)
+    keys = models.keys(s.arm for s in specs)
     scored = 0
-    ordered = order_for_prefix_reuse(specs, prompts, adapters)
-    # One adapter at a time (a scoring scope holds the model, so it is applied between).
-    for adapter, group in itertools.groupby(ordered, key=lambda s: adapters.get(s.arm)):
+    ordered = order_for_prefix_reuse(specs, prompts, keys)
+    # One adapter and steering at a time (a scoring scope holds the model, so they are
+    # applied between).
+    for _key, group_iter in itertools.groupby(ordered, key=lambda s: keys.get(s.arm)):
+        group = list(group_iter)
         if cancel is not None and cancel.is_set():
             break
-        if isinstance(backend, LoraAdapters):
-            backend.use_adapter(adapter)
+        models.use(group[0].arm)
         with _scoring(backend) as scorer:
             for spec in group:
                 if cancel is not None and cancel.is_set():

@@ -25,6 +25,7 @@ from persona_tui.backends.base import (
     serves_parallel_requests,
 )
 from persona_tui.errors import PersonaError
+from persona_tui.run.arm_model import ArmModels
 from persona_tui.run.events import (
     EventCallback,
     RunFinished,
@@ -90,19 +91,12 @@ class Runner:
         self.sampling = header.sampling
         # arm -> its LoRA adapter file (a training study); the others run without.
         self.adapters = header.adapter_paths()
-        self._adapter_applied = False  # whether `_adapter` is known to be on the backend
-        self._adapter: str | None = None
+        # Each arm's adapter and steering, switched only when they change (arm_model.py).
+        self.models = ArmModels(backend, header)
 
     def use_adapter_of(self, arm: Arm) -> None:
-        """Apply the LoRA adapter of `arm` (none when it has none), if not applied."""
-        if not isinstance(self.backend, LoraAdapters):
-            return  # run() refuses a session with adapters on such a backend
-        path = self.adapters.get(arm)
-        if self._adapter_applied and path == self._adapter:
-            return
-        self._adapter_applied = False
-        self.backend.use_adapter(path)
-        self._adapter, self._adapter_applied = path, True
+        """Put `arm`'s LoRA adapter and steering on the model, if not there already."""
+        self.models.use(arm)
 
     def first_prompt(self, spec: TrialSpec) -> str:
         return first_turn_prompt(
@@ -114,7 +108,7 @@ class Runner:
         finished = {t.key for t in self.store.session.trials}
         specs = [s for s in plan_trials(self.plan) if s.key not in finished]
         prompts = {s.key: self.first_prompt(s) for s in specs}
-        return order_for_prefix_reuse(specs, prompts, self.adapters)
+        return order_for_prefix_reuse(specs, prompts, self.models.keys(s.arm for s in specs))
 
     def run(
         self, on_event: EventCallback, control: RunControl | None = None, parallel: int = 1
@@ -233,7 +227,7 @@ class Runner:
         groups = [g for g in batch_groups(self.plan) if any(s.key not in finished for s in g)]
         firsts = [g[0] for g in groups]
         prompts = {spec.key: self.first_prompt(spec) for spec in firsts}
-        ordered = order_for_prefix_reuse(firsts, prompts, self.adapters)
+        ordered = order_for_prefix_reuse(firsts, prompts, self.models.keys(s.arm for s in firsts))
         order = {spec.key: i for i, spec in enumerate(ordered)}
         groups.sort(key=lambda g: order[g[0].key])
         return [(g, tuple(s for s in g if s.key not in finished)) for g in groups]

@@ -21,7 +21,7 @@ from textual.theme import Theme
 from persona_tui.backend_names import AUTO
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config, load_config, update_config
-from persona_tui.run.lifecycle import ModelLoader
+from persona_tui.run.loading import ModelLoader
 from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.themes import DEFAULT_THEME, ThemeSet, load_themes
 

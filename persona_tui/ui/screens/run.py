@@ -46,7 +46,8 @@ from persona_tui.run.events import (
     TrialStarted,
 )
 from persona_tui.run.finish import finish_run
-from persona_tui.run.lifecycle import ModelLoader, OpenRun, RunRequest, open_run
+from persona_tui.run.lifecycle import OpenRun, RunRequest, open_run
+from persona_tui.run.loading import ModelLoader
 from persona_tui.run.runner import RunControl
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import Arm, TrialKey
