@@ -19,11 +19,11 @@ from persona_tui.errors import PersonaError, ScenarioError
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _csv(value: str) -> list[str]:
+def csv_list(value: str) -> list[str]:
     return [part.strip() for part in value.split(",") if part.strip()]
 
 
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
+def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         "-m",
@@ -60,13 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a scenario headless and save a session")
     run.add_argument("scenario", nargs="?", help="a scenario file or a built-in/user scenario id")
-    _add_model_options(run)
+    add_model_options(run)
     run.add_argument("--samples", type=int, help="samples per condition × probe")
     run.add_argument("--seed", type=int, help="scenario seed (each trial's seed derives from it)")
     run.add_argument("--max-tokens", type=int, help="maximum tokens per response")
     run.add_argument("--temperature", type=float, help="sampling temperature")
-    run.add_argument("--conditions", type=_csv, help="only these condition ids (a,b,...)")
-    run.add_argument("--probes", type=_csv, help="only these probe ids (x,y,...)")
+    run.add_argument("--conditions", type=csv_list, help="only these condition ids (a,b,...)")
+    run.add_argument("--probes", type=csv_list, help="only these probe ids (x,y,...)")
     run.add_argument(
         "--out", type=Path, help="session file to write (default: the sessions folder)"
     )
@@ -110,6 +110,22 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         help="--no-sample skips sampling: only score the probes' answer options; recorded "
         "in the session, so a resume keeps it (--sample turns it back on)",
+    )
+    run.add_argument(
+        "--vectors",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder `persona-tui vectors` wrote (repeatable): trait vectors for steered "
+        "conditions and projections, looked in before the scenario's own",
+    )
+    run.add_argument(
+        "--projections",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="--no-projections skips measuring the scenario's traits (persona vectors) "
+        "in each trial and option cell",
     )
     run.set_defaults(func=_cmd_run)
 
@@ -168,10 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
     from persona_tui.cli.analysis import add_analysis_commands
     from persona_tui.cli.study import add_study_command
     from persona_tui.cli.train import add_train_command
+    from persona_tui.cli.vectors import add_vectors_command
 
     add_analysis_commands(sub)
     add_train_command(sub)
     add_study_command(sub)
+    add_vectors_command(sub)
     return parser
 
 

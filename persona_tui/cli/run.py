@@ -31,18 +31,22 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from persona_tui.cli.vectors import VectorsReporter
 from persona_tui.models.config import load_config
 from persona_tui.run.adapters import parse_adapters_option
 from persona_tui.run.events import (
     OptionsFinished,
     OptionsProgress,
     OptionsStarted,
+    ProjectionsProgress,
     RunEvent,
     RunFinished,
     RunStarted,
     TrialFailed,
     TrialFinished,
     TrialStarted,
+    VectorsExtracted,
+    VectorsProgress,
 )
 from persona_tui.run.finish import finish_run
 from persona_tui.run.lifecycle import RunRequest, open_run
@@ -76,6 +80,7 @@ class ProgressReporter:
         self.tokens = 0
         self.clock = time.perf_counter()
         self.options: OptionsReporter | None = None  # while the option pass runs
+        self.vectors = VectorsReporter(console)  # extraction and the projection pass
 
     def __call__(self, event: RunEvent) -> None:
         if isinstance(event, RunStarted):
@@ -122,6 +127,8 @@ class ProgressReporter:
                 + (f", {event.failed} failed" if event.failed else ""),
                 highlight=False,
             )
+        elif isinstance(event, VectorsProgress | VectorsExtracted | ProjectionsProgress):
+            self.vectors(event)
         elif isinstance(event, OptionsStarted):
             self.options = OptionsReporter(self.console, event.total, event.done)
         elif isinstance(event, OptionsProgress):
@@ -221,6 +228,8 @@ def run_request(args: argparse.Namespace) -> RunRequest:
         ),
         out=args.out,
         adapters=parse_adapters_option(args.adapters) if args.adapters else {},
+        vectors=tuple(args.vectors),
+        projections=args.projections,
     )
 
 

@@ -12,7 +12,13 @@ from typing import Literal
 
 from persona_tui.backends.base import Backend, ChatMessage
 from persona_tui.errors import PersonaError
-from persona_tui.scenario.model import Condition, PromptMode, Scenario
+from persona_tui.scenario.model import (
+    Condition,
+    PromptMode,
+    Scenario,
+    TrainingExample,
+    TrainingFraming,
+)
 
 ResolvedMode = Literal["chat", "transcript"]
 
@@ -61,6 +67,16 @@ def conversation(
         messages.append(ChatMessage("user", condition.user_turn(user)))
         messages.append(ChatMessage("assistant", answer.strip()))
     messages.append(ChatMessage("user", condition.user_turn(user_turns[-1])))
+    return messages
+
+
+def framed_messages(framing: TrainingFraming, example: TrainingExample) -> list[ChatMessage]:
+    """The messages a training example is shown as under `framing` (up to its answer):
+    what training learns the answer after, and what data screening measures it after."""
+    messages = []
+    if framing.system:
+        messages.append(ChatMessage("system", framing.system))
+    messages.append(ChatMessage("user", framing.user_turn(example.user)))
     return messages
 
 

@@ -21,11 +21,17 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from persona_tui.backend_names import LLAMA_CPP
-from persona_tui.backends.base import Backend, ChatMessage, EndOfTurnToken, TokenLogprobs
+from persona_tui.backends.base import Backend, EndOfTurnToken, TokenLogprobs
 from persona_tui.backends.registry import open_tokenizer
 from persona_tui.errors import TrainingError
-from persona_tui.run.prompts import USER_TAG, ResolvedMode, render_prompt, resolve_mode
-from persona_tui.scenario.model import Condition, Scenario, TrainingExample, TrainingFraming
+from persona_tui.run.prompts import (
+    USER_TAG,
+    ResolvedMode,
+    framed_messages,
+    render_prompt,
+    resolve_mode,
+)
+from persona_tui.scenario.model import Condition, Scenario, TrainingExample
 
 TRANSCRIPT_END = "\n\n" + USER_TAG
 """What ends an answer in a transcript: the blank line and the next exchange's tag."""
@@ -67,15 +73,6 @@ def vocabulary(model_path: Path) -> Iterator[ModelTokenizer]:
     """The GGUF's tokenizer and chat template, without its weights (llama.cpp vocab_only)."""
     with open_tokenizer(LLAMA_CPP, model_path) as backend:
         yield cast(ModelTokenizer, backend)
-
-
-def framed_messages(framing: TrainingFraming, example: TrainingExample) -> list[ChatMessage]:
-    """The messages a training example is shown as under `framing` (up to its answer)."""
-    messages = []
-    if framing.system:
-        messages.append(ChatMessage("system", framing.system))
-    messages.append(ChatMessage("user", framing.user_turn(example.user)))
-    return messages
 
 
 def tokenize_condition(

@@ -23,14 +23,13 @@ from persona_tui._util.hashing import sha256_file  # noqa: E402
 from persona_tui.backends.llamacpp.backend import LlamaCppBackend  # noqa: E402
 from persona_tui.backends.llamacpp.load import plain_llama  # noqa: E402
 from persona_tui.errors import TrainingError  # noqa: E402
-from persona_tui.run.prompts import render_prompt, resolve_mode  # noqa: E402
+from persona_tui.run.prompts import framed_messages, render_prompt, resolve_mode  # noqa: E402
 from persona_tui.scenario.model import Scenario  # noqa: E402
 from persona_tui.scenario.parse import parse_scenario  # noqa: E402
 from persona_tui.training import deps  # noqa: E402
 from persona_tui.training.convert import write_adapter_gguf  # noqa: E402
 from persona_tui.training.data import (  # noqa: E402
     TRANSCRIPT_END,
-    framed_messages,
     tokenize_condition,
     vocabulary,
 )

@@ -1,0 +1,150 @@
+"""`persona-tui vectors`: extract a scenario's trait directions, and the progress of the
+passes that read activations (extraction, projections) on stderr.
+
+The control-vector GGUF and its record go to the scenario's folder for the model in the
+data folder (where runs look), or to `-o DIR`; the per-layer separation is printed as a
+table and drawn as a figure beside the files when matplotlib is installed (the
+`analysis` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress, TaskID
+
+from persona_tui.run.events import (
+    ProjectionsProgress,
+    RunEvent,
+    VectorsExtracted,
+    VectorsProgress,
+)
+
+
+class VectorsReporter:
+    """A bar (terminal) or a few lines (pipes) per extraction phase and for projections."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress: Progress | None = None
+        self.task: TaskID | None = None
+        self.label = ""
+        self.clock = time.perf_counter()
+
+    def __call__(self, event: RunEvent) -> None:
+        if isinstance(event, VectorsProgress):
+            self._step(f"{event.trait}: {event.phase}", event.done, event.total, "answers")
+        elif isinstance(event, ProjectionsProgress):
+            self._step("projections", event.done, event.total, "trials and cells")
+        elif isinstance(event, VectorsExtracted):
+            self._stop()
+            self.console.print(
+                f"{event.trait}: layer {event.layer} (held-out AUC {event.auc:.2f}), "
+                f"{event.seconds:.0f}s -> {event.folder}",
+                highlight=False,
+                markup=False,
+            )
+
+    def _step(self, label: str, done: int, total: int, unit: str) -> None:
+        from persona_tui.cli.run import progress_bar
+
+        if label != self.label:
+            self._stop()
+            self.label = label
+            self.clock = time.perf_counter()
+            if self.console.is_terminal:
+                self.progress = progress_bar(self.console)
+                self.progress.start()
+                self.task = self.progress.add_task(label, total=total, completed=done, rate="")
+            else:
+                self.console.print(f"{label}: {total - done} of {total} {unit}", highlight=False)
+        if self.progress is not None and self.task is not None:
+            rate = done / max(time.perf_counter() - self.clock, 1e-9)
+            self.progress.update(self.task, completed=done, rate=f"{rate:.1f}/s")
+        if done >= total:
+            self._stop()
+
+    def _stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.progress, self.task, self.label = None, None, ""
+
+
+def add_vectors_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from persona_tui.cli.main import add_model_options, csv_list
+
+    vectors = sub.add_parser(
+        "vectors",
+        help="extract a scenario's trait directions (persona vectors) as control-vector GGUFs",
+    )
+    vectors.add_argument("scenario", help="a scenario file or id that declares [[traits]]")
+    add_model_options(vectors)
+    vectors.add_argument(
+        "-o",
+        "--out",
+        type=Path,
+        help="folder to write <trait>.gguf and its record to (default: the scenario's folder "
+        "for this model in the data folder, where runs look for them)",
+    )
+    vectors.add_argument("--traits", type=csv_list, help="only these trait ids (a,b,...)")
+    vectors.add_argument("--seed", type=int, help="seed of the answers (default: the scenario's)")
+    vectors.set_defaults(func=cmd_vectors)
+
+
+def cmd_vectors(args: argparse.Namespace) -> int:
+    from persona_tui.cli.run import cancel_on_signals
+    from persona_tui.models.config import load_config
+    from persona_tui.run.extract import VectorsRequest, extract_vectors
+    from persona_tui.run.runner import RunControl
+    from persona_tui.scenario.catalog import resolve_scenario
+    from persona_tui.scenario.parse import load_scenario
+    from persona_tui.vectors.record import read_record
+
+    console = Console(stderr=True)
+    request = VectorsRequest(
+        scenario=load_scenario(resolve_scenario(args.scenario)),
+        model=args.model,
+        config=load_config(),
+        backend=args.backend,
+        threads=args.threads,
+        repack=args.repack,
+        traits=tuple(args.traits or ()),
+        out=args.out,
+        seed=args.seed,
+    )
+    control = RunControl()
+    with cancel_on_signals(control):
+        written = extract_vectors(request, VectorsReporter(console), control.cancelled)
+    for path in written:
+        record = read_record(path.with_suffix(".toml"))
+        _print_layers(record)
+        figure = _separation_figure(record, path.with_suffix(".separation.png"))
+        if figure is not None:
+            console.print(f"separation figure: {figure}", highlight=False, markup=False)
+        print(path)
+    return 0
+
+
+def _print_layers(record: object) -> None:
+    """The per-layer separation table on stdout, the chosen layer marked."""
+    layers = getattr(record, "layers", ())
+    print(f"trait {getattr(record, 'trait', '?')}: held-out separation per layer")
+    print("layer    AUC    gap   norm")
+    for fit in layers:
+        mark = "  <- measured and steered" if fit.layer == getattr(record, "layer", -1) else ""
+        print(f"{fit.layer:5d}  {fit.auc:5.2f}  {fit.gap:5.2f}  {fit.norm:6.1f}{mark}")
+
+
+def _separation_figure(record: object, path: Path) -> Path | None:
+    """The separation figure beside the vectors (None without matplotlib)."""
+    try:
+        from persona_tui.analysis.vector_plots import separation_plot
+    except ImportError:  # pragma: no cover - the analysis extra is missing
+        return None
+    try:
+        return separation_plot(record, path)
+    except ImportError:
+        return None
