@@ -38,12 +38,15 @@ from persona_tui.run.events import (
     OptionsFinished,
     OptionsProgress,
     OptionsStarted,
+    ProjectionsProgress,
     RunFinished,
     RunStarted,
     SessionOpened,
     TrialFailed,
     TrialFinished,
     TrialStarted,
+    VectorsExtracted,
+    VectorsProgress,
 )
 from persona_tui.run.finish import finish_run
 from persona_tui.run.lifecycle import OpenRun, RunRequest, open_run
@@ -52,6 +55,7 @@ from persona_tui.run.runner import RunControl
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import Arm, TrialKey
 from persona_tui.session.store import SessionStore
+from persona_tui.ui.activation_status import activation_message, activation_state
 from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.eta import MIN_DONE
 from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel, PassState
@@ -290,6 +294,10 @@ class RunScreen(Screen[None]):
             return
         if isinstance(event, OptionsStarted | OptionsProgress | OptionsFinished):
             self._options_event(event)
+            return
+        if isinstance(event, VectorsProgress | VectorsExtracted | ProjectionsProgress):
+            self.query_one(RunHeader).set_state(activation_state(event))
+            self.query_one("#run-message", Static).update(activation_message(event))
             return
         header = self.query_one(RunHeader)
         stats = header.stats
