@@ -119,6 +119,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     out = args.out or default_output(scenario.id, model_path)
     console = Console(stderr=True)
 
+    if scenario.traits:
+        _phase(console, 0, "screening the training data along the scenario's traits")
+        _screen(scenario, model_path, out, console)
     _phase(console, 1, f"training the adapters of {scenario.id} on {model_path.name}")
     reporter = TrainReporter(console)
     cancel = threading.Event()
@@ -185,6 +188,34 @@ def cmd_study(args: argparse.Namespace) -> int:
         _print_trajectory(sessions, out)
     console.print(f"session: {session}", highlight=False, markup=False)
     return code
+
+
+def _screen(scenario: Any, model_path: Path, out: Path, console: Any) -> None:
+    """Phase 0: each framing's training data scored along each trait before training
+    (run/screening.py), printed, and written to out/screening.csv."""
+    from persona_tui.cli.vectors import VectorsReporter
+    from persona_tui.models.config import load_config
+    from persona_tui.run.screening import paired_difference, screen_study
+
+    screen = screen_study(scenario, str(model_path), load_config(), out, VectorsReporter(console))
+    framings = [c.id for c in scenario.conditions if c.training is not None]
+    print("Data screening (completion minus the base model's own answer, projected on the "
+          "trait; 95% bootstrap over examples):")  # fmt: skip
+    for item in screen.framings:
+        print(
+            f"  {item.trait:12s} {item.condition:12s} {item.mean:+8.3f} "
+            f"[{item.low:+.3f}, {item.high:+.3f}]  n={item.examples}"
+        )
+    for trait in screen.traits:
+        for i, first in enumerate(framings):
+            for second in framings[i + 1 :]:
+                paired = paired_difference(screen.examples, first, second, trait)
+                if paired is not None:
+                    print(
+                        f"  {trait:12s} {paired.condition}: {paired.mean:+.3f} "
+                        f"[{paired.low:+.3f}, {paired.high:+.3f}] (paired, n={paired.examples})"
+                    )
+    console.print(f"screening: {screen.csv}", highlight=False, markup=False)
 
 
 def _print_trajectory(sessions: list[Path], out: Path) -> None:

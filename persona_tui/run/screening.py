@@ -21,12 +21,16 @@ import random
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from persona_tui.backend_names import AUTO
 from persona_tui.backends.base import Backend, BatchDone, BatchedGeneration, GenerationRequest
 from persona_tui.errors import PersonaError
+from persona_tui.models.config import Config
 from persona_tui.run.events import EventCallback, VectorsProgress
 from persona_tui.run.extract import can_measure
+from persona_tui.run.loading import load_run_model
 from persona_tui.run.plan import trial_seed
 from persona_tui.run.projections import trait_units
 from persona_tui.run.prompts import framed_messages, render_prompt, resolve_mode, stop_strings
@@ -226,3 +230,90 @@ def summarize(screened: Sequence[ScreenedExample], seed: int = 0) -> list[Framin
             FramingScreen(condition, trait, float(data.mean()), float(low), float(high), data.size)
         )
     return out
+
+
+@dataclass(frozen=True)
+class StudyScreen:
+    """A training study's data screening: every example's values and the framings' means."""
+
+    examples: list[ScreenedExample]
+    framings: list[FramingScreen]
+    traits: dict[str, TraitRecord]
+    csv: Path
+
+
+def screen_study(
+    scenario: Scenario,
+    model: str,
+    config: Config,
+    out: Path,
+    on_event: EventCallback,
+    *,
+    backend: str = AUTO,
+    threads: int | None = None,
+    vectors: Sequence[Path] = (),
+    cancel: threading.Event | None = None,
+) -> StudyScreen:
+    """Load the base model, find (or extract) the scenario's trait vectors, screen its
+    training data, write `out/screening.csv` (one row per example, framing and trait) and
+    close the model."""
+    from persona_tui.run.vectors import resolve_vectors
+
+    loaded = load_run_model(model, config, on_event, backend=backend, threads=threads, repack=None)
+    try:
+        traits, _steering = resolve_vectors(scenario, loaded, vectors, model, on_event)
+        screened = screen_training_data(scenario, loaded, traits, on_event, cancel=cancel)
+    finally:
+        loaded.close()
+    out.mkdir(parents=True, exist_ok=True)
+    path = write_screening(screened, out / "screening.csv")
+    return StudyScreen(screened, summarize(screened), traits, path)
+
+
+def write_screening(screened: Sequence[ScreenedExample], path: Path) -> Path:
+    """The screened examples as CSV (written atomically)."""
+    import csv
+    import io
+
+    from persona_tui._util.atomic import atomic_write_text
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(
+        ["condition", "example", "source", "trait", "completion", "own_answer", "difference",
+         "answer"]
+    )  # fmt: skip
+    for item in screened:
+        writer.writerow(
+            [item.condition, item.example, item.source, item.trait, f"{item.completion:.6f}",
+             f"{item.own_answer:.6f}", f"{item.difference:.6f}", item.answer]
+        )  # fmt: skip
+    atomic_write_text(path, buffer.getvalue())
+    return path
+
+
+def paired_difference(
+    screened: Sequence[ScreenedExample], first: str, second: str, trait: str, seed: int = 0
+) -> FramingScreen | None:
+    """`first`'s score minus `second`'s on the same examples (paired), with a 95%
+    bootstrap interval over examples; None when they share no example."""
+    import numpy as np
+
+    def scores(condition: str) -> dict[int, float]:
+        return {
+            e.example: e.difference
+            for e in screened
+            if e.condition == condition and e.trait == trait
+        }
+
+    a, b = scores(first), scores(second)
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    data = np.array([a[i] - b[i] for i in common])
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, (BOOTSTRAP, data.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return FramingScreen(
+        f"{first} - {second}", trait, float(data.mean()), float(low), float(high), data.size
+    )
