@@ -86,14 +86,16 @@ class MlxResidualStream(LocalBackend):
         steering off."""
         with self._lock:
             self._check_open()
-            self._hooks.check_usable()
-            try:
-                checked = checked_vectors(vectors, self.n_layers, self.n_embd)
-            except ValueError:
-                if self._hooks.vectors:
-                    self._hooks.vectors = {}
-                    self._prompts.drop()
-                raise
+            checked: dict[int, Any] = {}  # None or {}: no steering, possible on any model
+            if not (vectors is None or (isinstance(vectors, Mapping) and not vectors)):
+                self._hooks.check_usable()
+                try:
+                    checked = checked_vectors(vectors, self.n_layers, self.n_embd)
+                except ValueError:
+                    if self._hooks.vectors:
+                        self._hooks.vectors = {}
+                        self._prompts.drop()
+                    raise
             if self._hooks.same_vectors(checked):
                 return
             self._hooks.vectors = checked
