@@ -303,3 +303,27 @@ def test_no_vectors_is_no_steering_and_a_model_without_layers_refuses(
     assert hooks.n_layers == 0
     with pytest.raises(GenerationError, match="no list of layers"):
         hooks.check_usable()
+
+
+def test_a_cache_that_cannot_be_trimmed_evaluates_the_prompt_again(
+    tmp_path: Path, folder: Path
+) -> None:
+    """A sliding window narrower than the prompt wraps, so the cache cannot be trimmed back
+    to the prompt: each continuation still reads what it reads alone after the prompt."""
+    import json
+    import shutil
+
+    window = tmp_path / "window"
+    shutil.copytree(folder, window)
+    config = json.loads((window / "config.json").read_text(encoding="utf-8"))
+    config.update(layer_types=["sliding_attention", "full_attention"], sliding_window=4)
+    (window / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    backend = MlxBackend.load(window)
+    from mlx_lm.models.cache import RotatingKVCache
+
+    assert isinstance(backend._model.make_cache()[0], RotatingKVCache)
+    together = backend.hidden_states(PROMPT, CONTINUATIONS, [0, 1])
+    for j, continuation in enumerate(CONTINUATIONS):
+        alone = backend.hidden_states(PROMPT, [continuation], [0, 1])
+        assert np.array_equal(alone.means[0], together.means[j])
+        assert np.array_equal(alone.prompt_last, together.prompt_last)

@@ -8,8 +8,9 @@ backends.base.HiddenStates and backends.base.Steering.
 masks, caches and positions are mlx-lm's) while the hooks capture the wanted layers'
 outputs: the prompt into a fresh cache, in the fixed tiling scoring uses (logprobs.py), so
 a value depends on the prompt alone; then each continuation in one pass after the prompt,
-the cache trimmed back to the prompt after each, so each is seen as if alone. The logits
-are never evaluated (MLX is lazy: the final norm and output projection are not computed).
+the cache trimmed back to the prompt after each (or the prompt evaluated again, for a cache
+that cannot be trimmed), so each is seen as if alone. The logits are never evaluated (MLX
+is lazy: the final norm and output projection are not computed).
 Outputs are read as float32 and averaged in float64 with numpy.
 """
 
@@ -162,40 +163,24 @@ def measure_hidden_states(
     """See the module docstring and backends.base.HiddenStateMeans. An empty continuation
     has count 0 and a NaN mean (no position to average over)."""
     import numpy as np
-    from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
     tokens, options = check_texts(prompt, continuations, n_ctx)
-    cache = make_prompt_cache(model)
-    if not can_trim_prompt_cache(cache):
-        raise GenerationError("this MLX model's cache cannot be trimmed, so it cannot measure")
     wanted = sorted(set(layers))
     with hooks.capture(wanted) as captured:
-
-        def forward(part: list[int], rows: Any) -> dict[int, Any]:
-            """Run `part` after the cache; each wanted layer's outputs at `rows` (float32)."""
-            import mlx.core as mx
-
-            for kept in captured.values():
-                kept.clear()
-            model(mx.array([part]), cache=cache)
-            outputs = {layer: captured[layer][-1][0, rows].astype(mx.float32) for layer in wanted}
-            mx.eval(list(outputs.values()), [c.state for c in cache])
-            return outputs
-
-        last: dict[int, Any] = {}
-        for start in range(0, len(tokens), PROMPT_CHUNK):
-            last = forward(tokens[start : start + PROMPT_CHUNK], -1)
+        reader = _Reader(model, captured, wanted)
+        last = reader.prompt(tokens)
         prompt_last = np.zeros((len(layers), n_embd), dtype=np.float64)
         for k, layer in enumerate(layers):
             prompt_last[k] = np.array(last[layer], dtype=np.float64)  # checks the width
         means = np.full((len(options), len(layers), n_embd), np.nan, dtype=np.float64)
+        after_prompt = True
         for j, option in enumerate(options):
             if not option:
                 continue
-            try:
-                rows = forward(option, slice(None))
-            finally:
-                trim_prompt_cache(cache, int(cache[0].offset) - len(tokens))
+            if not after_prompt and not reader.rewind(len(tokens)):
+                reader.prompt(tokens)  # a cache that cannot be trimmed: evaluate it again
+            rows = reader.forward(option, slice(None))
+            after_prompt = False
             for k, layer in enumerate(layers):
                 means[j, k] = np.array(rows[layer], dtype=np.float64).mean(axis=0)
     return HiddenStateMeans(
@@ -204,3 +189,47 @@ def measure_hidden_states(
         means=means,
         counts=tuple(len(c) for c in options),
     )
+
+
+class _Reader:
+    """Runs the model on a cache of its own while the hooks capture `wanted` layers."""
+
+    def __init__(self, model: Any, captured: dict[int, list[Any]], wanted: list[int]) -> None:
+        self._model = model
+        self._captured = captured
+        self._wanted = wanted
+        self._cache: list[Any] = []
+
+    def prompt(self, tokens: list[int]) -> dict[int, Any]:
+        """Evaluate `tokens` into a fresh cache, in scoring's fixed chunks; each wanted
+        layer's output at the last token."""
+        from mlx_lm.models.cache import make_prompt_cache
+
+        self._cache = make_prompt_cache(self._model)
+        last: dict[int, Any] = {}
+        for start in range(0, len(tokens), PROMPT_CHUNK):
+            last = self.forward(tokens[start : start + PROMPT_CHUNK], -1)
+        return last
+
+    def forward(self, part: list[int], rows: Any) -> dict[int, Any]:
+        """Run `part` after the cache; each wanted layer's outputs at `rows` (float32)."""
+        import mlx.core as mx
+
+        for kept in self._captured.values():
+            kept.clear()
+        self._model(mx.array([part]), cache=self._cache)
+        outputs = {
+            layer: self._captured[layer][-1][0, rows].astype(mx.float32) for layer in self._wanted
+        }
+        mx.eval(list(outputs.values()), [c.state for c in self._cache])
+        return outputs
+
+    def rewind(self, position: int) -> bool:
+        """Trim the cache back to `position` tokens; False when it cannot be trimmed (a
+        sliding window that wrapped, a recurrent state)."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
+
+        if not can_trim_prompt_cache(self._cache):
+            return False
+        trim_prompt_cache(self._cache, int(self._cache[0].offset) - position)
+        return all(int(c.offset) == position for c in self._cache)
