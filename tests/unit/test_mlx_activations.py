@@ -4,7 +4,9 @@ the tiny MLX model (tests/mlx_fixture.py).
 The reference is an independent forward pass of the same weights: the folder loaded by
 transformers (LlamaForCausalLM, float32, eager attention) with forward hooks on its decoder
 layers. Tolerance 1e-5 absolute on values up to ~4.5 (float32 against float32; the worst
-error seen was 1.2e-7, over the short and the 700-token prompt).
+error seen was 1.2e-7, over the short and the 700-token prompt). A sliding-window variant
+of the model checks that a cache that cannot be trimmed back to the prompt is rebuilt, in
+measurement and in scoring (logprobs.py).
 """
 
 from __future__ import annotations
@@ -305,25 +307,44 @@ def test_no_vectors_is_no_steering_and_a_model_without_layers_refuses(
         hooks.check_usable()
 
 
-def test_a_cache_that_cannot_be_trimmed_evaluates_the_prompt_again(
-    tmp_path: Path, folder: Path
-) -> None:
-    """A sliding window narrower than the prompt wraps, so the cache cannot be trimmed back
-    to the prompt: each continuation still reads what it reads alone after the prompt."""
+@pytest.fixture(scope="module")
+def window(tmp_path_factory: pytest.TempPathFactory, folder: Path) -> MlxBackend:
+    """The tiny model with a 4-token sliding window on layer 0: a longer prompt wraps it,
+    so the cache cannot be trimmed back to the prompt."""
     import json
     import shutil
 
-    window = tmp_path / "window"
-    shutil.copytree(folder, window)
-    config = json.loads((window / "config.json").read_text(encoding="utf-8"))
-    config.update(layer_types=["sliding_attention", "full_attention"], sliding_window=4)
-    (window / "config.json").write_text(json.dumps(config), encoding="utf-8")
-    backend = MlxBackend.load(window)
     from mlx_lm.models.cache import RotatingKVCache
 
+    copy = tmp_path_factory.mktemp("mlx") / "window"
+    shutil.copytree(folder, copy)
+    config = json.loads((copy / "config.json").read_text(encoding="utf-8"))
+    config.update(layer_types=["sliding_attention", "full_attention"], sliding_window=4)
+    (copy / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    backend = MlxBackend.load(copy)
     assert isinstance(backend._model.make_cache()[0], RotatingKVCache)
-    together = backend.hidden_states(PROMPT, CONTINUATIONS, [0, 1])
+    return backend
+
+
+def test_a_cache_that_cannot_be_trimmed_evaluates_the_prompt_again(window: MlxBackend) -> None:
+    """Each continuation still reads what it reads alone after the prompt."""
+    together = window.hidden_states(PROMPT, CONTINUATIONS, [0, 1])
     for j, continuation in enumerate(CONTINUATIONS):
-        alone = backend.hidden_states(PROMPT, [continuation], [0, 1])
+        alone = window.hidden_states(PROMPT, [continuation], [0, 1])
         assert np.array_equal(alone.means[0], together.means[j])
         assert np.array_equal(alone.prompt_last, together.prompt_last)
+
+
+def test_scoring_rebuilds_a_cache_that_cannot_be_trimmed(window: MlxBackend) -> None:
+    """Scoring's options too (logprobs.py), and a decode after a deeper one."""
+    with window.logprob_scope() as scope:
+        scope.evaluate(PROMPT)
+        together = scope.sequences(CONTINUATIONS, 512)
+        deeper = [scope.step(0, 120), scope.step(1, 121), scope.step(0, 7)]
+    for j, continuation in enumerate(CONTINUATIONS):
+        with window.logprob_scope() as scope:
+            scope.evaluate(PROMPT)
+            assert scope.sequences([continuation], 512)[0] == together[j]
+    with window.logprob_scope() as scope:
+        scope.evaluate(PROMPT)
+        assert np.array_equal(scope.step(0, 7), deeper[2])
