@@ -161,7 +161,7 @@ def measure_hidden_states(
     n_embd: int,
 ) -> HiddenStateMeans:
     """See the module docstring and backends.base.HiddenStateMeans. An empty continuation
-    has count 0 and a NaN mean (no position to average over)."""
+    has count 0 and a mean of zeros (as on llama.cpp: no position to average over)."""
     import numpy as np
 
     tokens, options = check_texts(prompt, continuations, n_ctx)
@@ -172,7 +172,7 @@ def measure_hidden_states(
         prompt_last = np.zeros((len(layers), n_embd), dtype=np.float64)
         for k, layer in enumerate(layers):
             prompt_last[k] = np.array(last[layer], dtype=np.float64)  # checks the width
-        means = np.full((len(options), len(layers), n_embd), np.nan, dtype=np.float64)
+        means = np.zeros((len(options), len(layers), n_embd), dtype=np.float64)
         after_prompt = True
         for j, option in enumerate(options):
             if not option:
