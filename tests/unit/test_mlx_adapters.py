@@ -262,6 +262,54 @@ def test_switching_adapters_forgets_the_prompt_cache(
         assert switched.prompt_tokens_evaluated == switched.prompt_tokens
 
 
+def layer_outputs(model: Any, tokens: list[int]) -> list[Any]:
+    """Each layer's output (numpy float64, (L, D)) from a plain forward written out here:
+    the embedding, then each layer with the causal mask, on a model no hook touched."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx_lm.models.base import create_attention_mask
+
+    h = model.model.embed_tokens(mx.array([tokens]))
+    mask = create_attention_mask(h, None)
+    outputs = []
+    for layer in model.layers:
+        h = layer(h, mask, None)
+        outputs.append(np.array(h[0].astype(mx.float32), dtype=np.float64))
+    return outputs
+
+
+def test_hidden_states_and_steering_see_the_adapter(
+    backend: MlxBackend, model: Path, adapters: dict[str, Path]
+) -> None:
+    """With an adapter applied the layers' outputs are mlx-lm's adapter model's (a plain
+    forward of `load(folder, adapter_path=...)`), steering still adds exactly its vector,
+    and taking both off gives the untouched numbers back."""
+    import numpy as np
+
+    tokens = backend._tokenize(PROMPT)
+    continuation = backend._tokenize("you are the bully")[1:]
+    base = backend.hidden_states(tokens, [continuation], [0, 1])
+    backend.use_adapter(str(adapters["learns"]))
+    mine = backend.hidden_states(tokens, [continuation], [0, 1])
+    reference = layer_outputs(mlx_lm_model(model, adapters["learns"]), tokens + continuation)
+    n = len(tokens)
+    for layer in (0, 1):
+        assert np.abs(mine.prompt_last[layer] - reference[layer][n - 1]).max() < 1e-5
+        assert np.abs(mine.means[0, layer] - reference[layer][n:].mean(axis=0)).max() < 1e-5
+        assert np.abs(mine.means[0, layer] - base.means[0, layer]).max() > 1e-4
+    vector = np.linspace(-2.0, 2.0, backend.n_embd)
+    backend.use_steering({1: vector})
+    steered = backend.hidden_states(tokens, [continuation], [0, 1])
+    assert np.array_equal(steered.prompt_last[0], mine.prompt_last[0])
+    assert np.abs(steered.prompt_last[1] - mine.prompt_last[1] - vector).max() < 1e-5
+    assert np.abs(steered.means[0, 1] - mine.means[0, 1] - vector).max() < 1e-5
+    backend.use_steering(None)
+    backend.use_adapter(None)
+    again = backend.hidden_states(tokens, [continuation], [0, 1])
+    assert np.array_equal(again.prompt_last, base.prompt_last)
+    assert np.array_equal(again.means, base.means)
+
+
 def test_a_bad_adapter_folder_is_a_load_error_naming_the_file(
     backend: MlxBackend, adapters: dict[str, Path], trained: tuple[Path, Path], tmp_path: Path
 ) -> None:

@@ -10,6 +10,8 @@ and the load runs with HF_HUB_OFFLINE=1.
 
 `use_adapter` applies an mlx-lm LoRA adapter folder or none (backends.base.LoraAdapters;
 see `adapters`: the LoRA layers are swapped in and out, the weights are not reloaded).
+Hidden states and steering (backends.base.HiddenStates, Steering) are activations.py's,
+through the layer hooks steering.py installs at load.
 
 Tokens are turned into bytes as llama.cpp does (see `tokens`), not by mlx-lm's
 streaming detokenizers. Bytes become text with an incremental UTF-8 decoder, so a
@@ -51,12 +53,14 @@ from persona_tui.backends.common import (
 )
 from persona_tui.backends.detect import check_mlx_folder
 from persona_tui.backends.local import engine_failures
+from persona_tui.backends.mlx.activations import MlxResidualStream
 from persona_tui.backends.mlx.adapters import AdapterSwitch, adapter_folder
 from persona_tui.backends.mlx.batch_runner import MLX_ERRORS, MlxBatchRunner
 from persona_tui.backends.mlx.folder import build_mlx_info, context_length, read_model_config
 from persona_tui.backends.mlx.logprobs import MlxLogprobScope
 from persona_tui.backends.mlx.prompt_cache import MlxPromptCache
 from persona_tui.backends.mlx.sampling import mlx_sampling
+from persona_tui.backends.mlx.steering import LayerHooks
 from persona_tui.backends.mlx.tokens import (
     CompletionBytes,
     chat_end_token,
@@ -86,7 +90,7 @@ class _Cancelled(Exception):
     """Raised from mlx-lm's prompt-progress callback to abandon a long prompt evaluation."""
 
 
-class MlxBackend(MlxBatchRunner):
+class MlxBackend(MlxResidualStream, MlxBatchRunner):
     """A loaded MLX model folder; see the module docstring for what it guarantees."""
 
     def __init__(
@@ -134,6 +138,7 @@ class MlxBackend(MlxBatchRunner):
         self._closed = False
         self._max_batch = default_max_batch(mx) if max_batch is None else max_batch
         self._adapters = AdapterSwitch(model)
+        self._hooks = LayerHooks.install(model)  # steering and hidden states (activations.py)
 
     @classmethod
     def load(
@@ -394,5 +399,6 @@ class MlxBackend(MlxBatchRunner):
                 self._closed = True
                 self._prompts.drop()
                 self._adapters.clear()
+                self._hooks.vectors = {}
                 self._model = None
                 self._mx.clear_cache()

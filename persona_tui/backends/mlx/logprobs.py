@@ -4,9 +4,10 @@
 sizes depend on the prompt alone, and reads the last position's logits; `step` decodes one
 token from the cached prompt (trimming deeper decodes), and `sequences` runs each
 continuation (an answer option) in one forward pass after the prompt, reads the rows it
-needs and trims the cache back to the prompt. A fresh cache per prompt means a value never
-depends on what was scored or generated before. Log-softmax is taken in float64 with
-numpy, as for llama.cpp.
+needs and trims the cache back to the prompt (a cache that cannot be trimmed, a sliding
+window the prompt wrapped, is rebuilt from the prompt). A fresh cache per prompt means a
+value never depends on what was scored or generated before. Log-softmax is taken in
+float64 with numpy, as for llama.cpp.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class MlxLogprobScope:
         self._n_ctx = n_ctx
         self.n_vocab = n_vocab
         self._cache: list[Any] | None = None
+        self._tokens: list[int] = []  # the tokens in the cache
         self.base = 0
         self._depth = 0  # tokens decoded after the prompt now in the cache
         self._decodes = 0
@@ -77,18 +79,35 @@ class MlxLogprobScope:
         logits = self._model(mx.array([list(tokens)]), cache=self._cache)
         logits = logits[0].astype(mx.float32)
         mx.eval(logits)
+        self._tokens.extend(tokens)
         return logits
 
     def _trim_to(self, position: int) -> None:
-        from mlx_lm.models.cache import trim_prompt_cache
+        """Keep the cache's first `position` tokens; a cache that cannot be trimmed (a
+        sliding window the prompt wrapped) is rebuilt: the prompt evaluated again in the
+        same chunks, then the decoded tokens kept."""
+        from mlx_lm.models.cache import can_trim_prompt_cache, trim_prompt_cache
 
         cache = self._cache
         if cache is None:
             raise GenerationError("MLX scoring lost its prompt cache")
         extra = int(cache[0].offset) - position
-        if extra > 0:
+        if extra > 0 and can_trim_prompt_cache(cache):
             trim_prompt_cache(cache, extra)
+            del self._tokens[position:]
+        elif extra > 0:
+            self._rebuild(self._tokens[:position])
         self._depth = position - self.base
+
+    def _rebuild(self, tokens: list[int]) -> None:
+        from mlx_lm.models.cache import make_prompt_cache
+
+        self._cache = make_prompt_cache(self._model)
+        self._tokens = []
+        for start in range(0, self.base, PROMPT_CHUNK):
+            self._forward(tokens[start : min(start + PROMPT_CHUNK, self.base)])
+        if len(tokens) > self.base:
+            self._forward(tokens[self.base :])
 
     def evaluate(self, prompt_tokens: Sequence[int], split: int = 0) -> Any:
         """Evaluate the prompt into a fresh cache; the logprobs after its last token.
@@ -112,6 +131,7 @@ class MlxLogprobScope:
                 "shorter prompt"
             )
         self._cache = make_prompt_cache(self._model)
+        self._tokens = []
         if not can_trim_prompt_cache(self._cache):
             raise GenerationError("this MLX model's cache cannot be trimmed, so it cannot score")
         logits = None
