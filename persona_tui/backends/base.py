@@ -313,8 +313,10 @@ class HiddenStateMeans:
     """Residual-stream activations read after a prompt and its continuations.
 
     Layer `il` (0-based) means that layer's output, the residual stream after its attention
-    and feed-forward blocks (llama.cpp's `l_out-il`; `hidden_states[il + 1]` of a
-    transformers forward pass), including any steering vector added at that layer.
+    and feed-forward blocks (llama.cpp's `l_out-il`; the output of transformers' decoder
+    layer il, which is `hidden_states[il + 1]` except for the last layer, given after the
+    final norm), including any steering vector added at that layer. An empty continuation
+    has count 0 and a mean of zeros.
     `prompt_last[k]` is layer `layers[k]`'s output at the prompt's last token (the state the
     answer is written from); `means[j][k]` the mean of layer `layers[k]`'s outputs at the
     positions of continuation j's tokens (teacher-forced after the prompt); `counts[j]` that
