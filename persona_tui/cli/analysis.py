@@ -254,14 +254,20 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise PersonaError(f"{what} is for scored answer options; the sessions hold none")
     analysis = None
     if dataset.records or options is None:  # options alone (`run --no-sample`): no trials
-        analysis = analyze(
-            dataset,
-            source=args.source,
-            reference=args.reference,
-            label=args.label,
-            annotator=args.annotator,
-            judge_rule=parse_judge_rule(args.judge_rule),
-        )
+        try:
+            analysis = analyze(
+                dataset,
+                source=args.source,
+                reference=args.reference,
+                label=args.label,
+                annotator=args.annotator,
+                judge_rule=parse_judge_rule(args.judge_rule),
+            )
+        except PersonaError as error:
+            if not dataset.projections or args.plot:
+                raise
+            # Trait projections need no labels: report them, and say why rates are missing.
+            warn([f"no label rates: {error}"])
     elif args.plot:
         raise PersonaError("--plot draws label rates of trials; the sessions hold none")
     projections = None
