@@ -405,3 +405,35 @@ def projection_session(
         for (condition, replicate, probe), (value, odds) in (cells or {}).items()
     ]
     return Session(header, out_trials, Path(f"/sessions/{session_id}.toml"), option_cells)
+
+
+def write_with_trials(path: Path, session: Session) -> Path:
+    """Write a Session built in memory as a run would: the header, then each trial and each
+    option cell through the SessionStore."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with SessionStore.create(path, session.header) as store:
+        for trial in session.trials:
+            store.save_trial(trial)
+        for cell in session.option_cells:
+            store.save_option_cell(cell)
+    return path
+
+
+def projection_study(shift: float = 1.0, labelled: bool = True) -> Session:
+    """Two framings × 8 probes × 2 samples with projections on `malice` (framed shifted by
+    about `shift`), option cells' prompt projections, and (when `labelled`) 'cruel'/'ok'
+    labels more often cruel under framed."""
+    trials: dict[tuple[str, int, str], list[float]] = {}
+    cells: dict[tuple[str, int, str], tuple[float, float]] = {}
+    labels: dict[tuple[str, int, str], list[str]] = {}
+    for i in range(8):
+        probe = f"p{i + 1}"
+        level = 0.3 * (i % 4) - 0.4
+        wobble = 0.2 * ((i * 5) % 3 - 1)
+        trials[("baseline", 0, probe)] = [level - 0.1, level + 0.1]
+        trials[("framed", 0, probe)] = [level + shift + wobble - 0.1, level + shift + wobble + 0.1]
+        cells[("baseline", 0, probe)] = (0.5 * level, -0.5 + 0.1 * i)
+        cells[("framed", 0, probe)] = (0.5 * (level + shift + wobble), 0.5 + 0.1 * i + wobble)
+        labels[("baseline", 0, probe)] = ["cruel" if i == 2 else "ok", "ok"]
+        labels[("framed", 0, probe)] = ["cruel", "cruel" if i % 2 else "ok"]
+    return projection_session(trials, cells, labels=labels if labelled else None)

@@ -77,13 +77,15 @@ class Correlation:
 
     @property
     def sentence(self) -> str:
-        """"r = 0.91, ρ = 0.80 (n = 3 conditions): too few ..."."""
+        """E.g. "r = +0.91, ρ = +0.80 (n = 3 conditions): too few conditions for ..."."""
+        if self.n < 3:
+            return f"no correlation with n = {self.n} {self.level} (it needs at least 3)"
         if self.pearson is None or self.spearman is None:
-            values = "no correlation (fewer than 3 pairs, or one side constant)"
-        else:
-            values = f"r = {_signed(self.pearson)}, ρ = {_signed(self.spearman)}"
-        text = f"{values} (n = {self.n} {self.level})"
-        if self.too_few and self.pearson is not None:
+            return f"no correlation: one side is the same for all {self.n} {self.level}"
+        text = (
+            f"r = {_signed(self.pearson)}, ρ = {_signed(self.spearman)} (n = {self.n} {self.level})"
+        )
+        if self.too_few:
             text += f": too few {self.level} for a correlation to mean anything"
         return text
 
@@ -282,7 +284,8 @@ def _agreement(
             found = analysis.rate(m.condition, label)
             if m.mean is not None and found is not None and found.rate is not None:
                 pairs.append((m.mean, found.rate))
-        out.append(correlation(f"'{label}' label rate", "conditions", pairs))
+        if pairs:  # no labelled trial yet: nothing to agree with
+            out.append(correlation(f"'{label}' label rate", "conditions", pairs))
     return out
 
 

@@ -106,10 +106,9 @@ def test_import_inspect_keeps_an_existing_session_unless_forced(tmp_path: Path) 
 
 
 def _projection_session_file(tmp_path: Path) -> Path:
-    """A session with trait projections, written as a run would: header, then each trial
-    and option cell through the store."""
-    from persona_tui.session.store import SessionStore
-    from tests.analysis_sessions import projection_session
+    """A session with trait projections, written as a run would (header, then each trial and
+    option cell through the store)."""
+    from tests.analysis_sessions import projection_session, write_with_trials
 
     trials = {
         (c, 0, p): [0.5 * i + (1.0 if c == "framed" else 0.0), 0.5 * i]
@@ -118,13 +117,7 @@ def _projection_session_file(tmp_path: Path) -> Path:
     }
     cells = {(c, 0, "p1"): (2.0 if c == "framed" else 0.5, 0.0) for c in ("baseline", "framed")}
     session = projection_session(trials, cells, steering={"framed": 4.0})
-    path = tmp_path / "projections.toml"
-    with SessionStore.create(path, session.header) as store:
-        for trial in session.trials:
-            store.save_trial(trial)
-        for cell in session.option_cells:
-            store.save_option_cell(cell)
-    return path
+    return write_with_trials(tmp_path / "projections.toml", session)
 
 
 def test_projections_export_and_report_on_the_command_line(tmp_path: Path) -> None:

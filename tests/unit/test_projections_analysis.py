@@ -175,9 +175,10 @@ def test_correlation_helpers_by_hand() -> None:
     assert ranks([3.0, 1.0, 3.0, 2.0]) == [3.5, 1.0, 3.5, 2.0]
     two = correlation("x", "conditions", [(1.0, 2.0), (2.0, 3.0)])
     assert two.pearson is None and two.n == 2
-    assert "no correlation" in two.sentence
+    assert two.sentence == "no correlation with n = 2 conditions (it needs at least 3)"
     flat = correlation("x", "conditions", [(1.0, 2.0), (2.0, 2.0), (3.0, 2.0)])
     assert flat.pearson is None
+    assert flat.sentence == "no correlation: one side is the same for all 3 conditions"
     falling = correlation("x", "cells", [(float(i), -2.0 * i) for i in range(6)])
     assert falling.pearson == pytest.approx(-1.0) and not falling.too_few
     assert falling.sentence == "r = −1.00, ρ = −1.00 (n = 6 cells)"
