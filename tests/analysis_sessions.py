@@ -317,3 +317,123 @@ def write_replicated(path: Path, session: Session) -> Path:
     finally:
         store.close()
     return path
+
+
+# Trait projections: sessions whose trials and option cells carry them, built in memory.
+def projection_session(
+    trials: dict[tuple[str, int, str], Sequence[float]],
+    cells: dict[tuple[str, int, str], tuple[float, float]] | None = None,
+    *,
+    trait: str = "malice",
+    layer: int = 3,
+    steering: dict[str, float] | None = None,
+    labels: dict[tuple[str, int, str], Sequence[str]] | None = None,
+    session_id: str = "2026-01-01T0000-framing-study-0001",
+) -> Session:
+    """A Session whose trial (condition, replicate, probe) sample s has the projection
+    `trials[...][s]` on `trait`, and whose option cells have `cells[...] = (projection,
+    log-odds)`: one 'cruel' option with log-probability log-odds − 2 and one 'ok' option at
+    −2, so log-odds('cruel' vs 'ok') is exactly as given. Conditions with
+    a replicate ≥ 1 are a replicated training study's adapters. `labels[...][s]` annotates
+    sample s; `steering` maps a condition to its scale along `trait`."""
+    from persona_tui.session.model import AdapterRecord, SteeringRecord, TraitRecord
+
+    keys = [*trials, *(cells or {})]
+    conditions = tuple(dict.fromkeys(c for c, _, _ in keys))
+    probes = tuple(dict.fromkeys(p for _, _, p in keys))
+    replicated = tuple(dict.fromkeys(c for c, r, _ in keys if r))
+    replicates = max((r for _, r, _ in keys), default=0)
+    vectors = "/vectors/framing-study/vectors.gguf"
+    header = SessionHeader(
+        id=session_id,
+        scenario_id="framing-study",
+        scenario_sha256=hashlib.sha256(STUDY_SCENARIO.encode()).hexdigest(),
+        scenario_source=STUDY_SCENARIO,
+        scenario_path="/scenarios/test.toml",
+        created="2026-01-01T00:00:00+00:00",
+        status="complete",
+        model=MODEL,
+        sampling=SAMPLING,
+        plan=Plan(conditions, probes, 1, 1, "chat", replicates=replicates, replicated=replicated),
+        app_version="0.1.0",
+        adapters=tuple(
+            AdapterRecord(c, f"/adapters/{c}/r{r}.gguf", f"{r:02d}" * 32, 1024, replicate=r)
+            for c, r in dict.fromkeys((c, r) for c, r, _ in keys if r)
+        ),
+        traits={trait: TraitRecord(trait, layer, vectors, "cd" * 32, 2.5)},
+        steering={
+            c: SteeringRecord(c, trait, layer, scale, vectors, "cd" * 32)
+            for c, scale in (steering or {}).items()
+        },
+    )
+    out_trials = []
+    for (condition, replicate, probe), values in trials.items():
+        for sample, value in enumerate(values):
+            chosen = (labels or {}).get((condition, replicate, probe), ())
+            out_trials.append(
+                Trial(
+                    condition=condition,
+                    probe=probe,
+                    sample=sample,
+                    seed=sample,
+                    prompt=f"<prompt {condition} {probe}>",
+                    response=f"{condition} r{replicate} {probe} s{sample}",
+                    finish_reason="stop",
+                    prompt_tokens=20,
+                    completion_tokens=8,
+                    started="2026-01-01T00:00:01+00:00",
+                    seconds=0.5,
+                    replicate=replicate,
+                    projections={trait: value},
+                    annotations=(annotation("alice", chosen[sample]),) if chosen else (),
+                )
+            )
+    option_cells = [
+        OptionCell(
+            condition=condition,
+            probe=probe,
+            prompt=f"<prompt {condition} {probe}>",
+            prompt_tokens=20,
+            seconds=0.1,
+            options=(
+                OptionScore("a", "cruel", " cruel", odds - 2.0, 1, (odds - 2.0,)),
+                OptionScore("b", "ok", " ok", -2.0, 1, (-2.0,)),
+            ),
+            replicate=replicate,
+            projections={trait: value},
+        )
+        for (condition, replicate, probe), (value, odds) in (cells or {}).items()
+    ]
+    return Session(header, out_trials, Path(f"/sessions/{session_id}.toml"), option_cells)
+
+
+def write_with_trials(path: Path, session: Session) -> Path:
+    """Write a Session built in memory as a run would: the header, then each trial and each
+    option cell through the SessionStore."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with SessionStore.create(path, session.header) as store:
+        for trial in session.trials:
+            store.save_trial(trial)
+        for cell in session.option_cells:
+            store.save_option_cell(cell)
+    return path
+
+
+def projection_study(shift: float = 1.0, labelled: bool = True) -> Session:
+    """Two framings × 8 probes × 2 samples with projections on `malice` (framed shifted by
+    about `shift`), option cells' prompt projections, and (when `labelled`) 'cruel'/'ok'
+    labels more often cruel under framed."""
+    trials: dict[tuple[str, int, str], list[float]] = {}
+    cells: dict[tuple[str, int, str], tuple[float, float]] = {}
+    labels: dict[tuple[str, int, str], list[str]] = {}
+    for i in range(8):
+        probe = f"p{i + 1}"
+        level = 0.3 * (i % 4) - 0.4
+        wobble = 0.2 * ((i * 5) % 3 - 1)
+        trials[("baseline", 0, probe)] = [level - 0.1, level + 0.1]
+        trials[("framed", 0, probe)] = [level + shift + wobble - 0.1, level + shift + wobble + 0.1]
+        cells[("baseline", 0, probe)] = (0.5 * level, -0.5 + 0.1 * i)
+        cells[("framed", 0, probe)] = (0.5 * (level + shift + wobble), 0.5 + 0.1 * i + wobble)
+        labels[("baseline", 0, probe)] = ["cruel" if i == 2 else "ok", "ok"]
+        labels[("framed", 0, probe)] = ["cruel", "cruel" if i % 2 else "ok"]
+    return projection_session(trials, cells, labels=labels if labelled else None)

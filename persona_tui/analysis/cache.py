@@ -39,12 +39,14 @@ from persona_tui.session.model import (
     Plan,
     Session,
     SessionHeader,
+    SteeringRecord,
+    TraitRecord,
     Trial,
 )
 from persona_tui.session.store import load_session
 from persona_tui.values import ModelInfo, SamplingParams
 
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 
 
 def cache_folder() -> Path:
@@ -122,6 +124,7 @@ def _encode(key: list[Any], session: Session, judge_file: JudgeFile) -> dict[str
                     for a in t.annotations
                 ],
                 t.replicate,
+                t.projections,
             ]
             for t in session.trials
         ],
@@ -138,6 +141,7 @@ def _encode(key: list[Any], session: Session, judge_file: JudgeFile) -> dict[str
                     for o in c.options
                 ],
                 c.replicate,
+                c.projections,
             ]
             for c in session.option_cells
         ],
@@ -193,6 +197,8 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
         app_version=h["app_version"],
         chat_template=h["chat_template"],
         adapters=tuple(AdapterRecord(**a) for a in h["adapters"]),
+        traits={k: TraitRecord(**v) for k, v in h["traits"].items()},
+        steering={k: SteeringRecord(**v) for k, v in h["steering"].items()},
     )
     trials = [
         Trial(
@@ -210,6 +216,7 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
             turn_responses=tuple(row[10]),
             annotations=tuple(Annotation(a[0], a[1], a[2], a[3], a[4], a[5]) for a in row[11]),
             replicate=row[12],
+            projections=row[13],
         )
         for row in data["trials"]
     ]
@@ -223,6 +230,7 @@ def _decode(data: dict[str, Any], session_path: Path) -> tuple[Session, JudgeFil
             batch=row[5],
             options=tuple(OptionScore(o[0], o[1], o[2], o[3], o[4], tuple(o[5])) for o in row[6]),
             replicate=row[7],
+            projections=row[8],
         )
         for row in data["option_cells"]
     ]

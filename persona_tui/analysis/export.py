@@ -1,6 +1,6 @@
-"""Tidy exports: one row per trial per annotation (the trials table), or one row per arm
-(condition, training run) × probe × scored answer option (the options table), as CSV or
-JSON Lines.
+"""Tidy exports: one row per trial per annotation (the trials table), one row per arm
+(condition, training run) × probe × scored answer option (the options table), or one row per
+trial × trait and option cell × trait (the projections table), as CSV or JSON Lines.
 
 Columns are documented in docs/export-format.md. The CSV is RFC 4180 style (comma,
 double-quote quoting, header row, UTF-8 without BOM) so pandas (`read_csv`) and R
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from persona_tui._util.deps import require
+from persona_tui.analysis.projection_rows import ProjectionRow
 from persona_tui.analysis.records import OptionRow, Record
 
 ExportFormat = Literal["csv", "jsonl"]
@@ -138,6 +139,30 @@ OPTION_COLUMNS: tuple[Column[OptionRow], ...] = (
 )
 
 
+def _projection_attr(name: str, attribute: str | None = None) -> Column[ProjectionRow]:
+    key = attribute or name
+    return Column(name, lambda row: getattr(row, key))
+
+
+# The projections table: one row per trial × trait and option cell × trait.
+PROJECTION_COLUMNS: tuple[Column[ProjectionRow], ...] = (
+    _projection_attr("session", "session_id"),
+    _projection_attr("scenario", "scenario_id"),
+    _projection_attr("model_name"),
+    _projection_attr("model_sha256"),
+    _projection_attr("condition"),
+    _projection_attr("replicate"),
+    _projection_attr("probe"),
+    _projection_attr("sample"),
+    _projection_attr("kind"),
+    _projection_attr("trait"),
+    _projection_attr("layer"),
+    _projection_attr("projection"),
+    _projection_attr("steer_trait"),
+    _projection_attr("steer_scale"),
+)
+
+
 def row_values(record: Row, columns: Sequence[Column[Row]]) -> list[Value]:
     return [column.get(record) for column in columns]
 
@@ -190,6 +215,13 @@ def export_options_text(rows: Sequence[OptionRow], fmt: ExportFormat) -> Iterato
     if fmt == "csv":
         return iter_csv(rows, OPTION_COLUMNS)
     return iter_jsonl(rows, OPTION_COLUMNS)
+
+
+def export_projections_text(rows: Sequence[ProjectionRow], fmt: ExportFormat) -> Iterator[str]:
+    """The projections table (one row per trial or option cell × trait) in `fmt`."""
+    if fmt == "csv":
+        return iter_csv(rows, PROJECTION_COLUMNS)
+    return iter_jsonl(rows, PROJECTION_COLUMNS)
 
 
 def to_pandas(records: Sequence[Record]) -> Any:

@@ -6,6 +6,8 @@ the reference's runs); three 95% intervals (probes only, probes + options, and t
 hierarchical one with the training runs: `analysis.hierarchy`), the run-level spread and
 permutation test (`analysis.replicates`), the probe-level sign-flip p, and a verdict in
 words that names the unit ("3 training runs per framing × 26 probes × 12 options").
+The same machinery serves any per-(arm, probe) measure without options (trait projections,
+analysis/projections.py): `ContrastInput(option_level=False, unit=..., decimals=...)`.
 Pure computation; see docs/analysis.md, "Likelihood probes".
 """
 
@@ -65,11 +67,16 @@ class OptionContrast:
         return _half(self.probe_interval), _half(self.options_interval), _half(self.interval)
 
 
+def figure(value: float, signed: bool = False, decimals: int = 1) -> str:
+    """A number in the verdicts' style: `decimals` decimals, a true minus sign."""
+    rounded = round(value, decimals) + 0.0  # + 0.0 turns -0.0 into 0.0
+    text = f"{rounded:+.{decimals}f}" if signed else f"{rounded:.{decimals}f}"
+    return text.replace("-", "−")
+
+
 def nats(value: float, signed: bool = False) -> str:
     """A number of nats in the verdicts' style: one decimal, a true minus sign."""
-    rounded = round(value, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
-    text = f"{rounded:+.1f}" if signed else f"{rounded:.1f}"
-    return text.replace("-", "−")
+    return figure(value, signed)
 
 
 def interval_nats(interval: Interval) -> str:
@@ -84,21 +91,39 @@ def _half(interval: Interval | None) -> float | None:
 class ContrastInput:
     """What a contrast needs from the analysis: the design, the point log-odds per run and
     probe, the conditions that were trained; and the bootstrap of each probe set, shared
-    by every contrast and mean over it."""
+    by every contrast and mean over it.
+
+    A measure without options (a trait projection) sets `option_level=False` (its design's
+    cells hold one value each) and the `unit` and `decimals` its sentences use."""
 
     design: Design
     log_odds: Mapping[tuple[str, int, str], float]  # (condition, replicate, probe)
     trained: frozenset[str]  # conditions that ran with LoRA adapters
     resamples: int
     _resamplers: dict[tuple[str, ...], Resampler] = field(default_factory=dict)
+    option_level: bool = True  # the design has options to resample (and to name in the unit)
+    unit: str = "nats"  # after a number in sentences; "" for none
+    decimals: int = 1
 
     def resampler(self, probes: Sequence[str]) -> Resampler:
-        """The (kept) bootstrap draws over `probes`, options resampled."""
+        """The (kept) bootstrap draws over `probes`, options resampled (if it has any)."""
         key = tuple(probes)
         found = self._resamplers.get(key)
         if found is None:
-            found = self._resamplers[key] = Resampler(self.design, key, True, self.resamples)
+            found = self._resamplers[key] = Resampler(
+                self.design, key, self.option_level, self.resamples
+            )
         return found
+
+    def number(self, value: float, signed: bool = False) -> str:
+        """`value` with its unit ("+0.4 nats")."""
+        text = figure(value, signed, self.decimals)
+        return f"{text} {self.unit}" if self.unit else text
+
+    def span(self, interval: Interval) -> str:
+        """An interval in this measure's numbers ("[−1.6, 2.4]")."""
+        low, high = (figure(x, decimals=self.decimals) for x in (interval.low, interval.high))
+        return f"[{low}, {high}]"
 
 
 def contrast(
@@ -142,10 +167,10 @@ def contrast(
         ((condition, len(runs_a)), (reference, len(runs_b))),
         data.trained,
         n,
-        [design.options(p) for p in probes],
+        [design.options(p) for p in probes] if data.option_level else [],
     )
     verdict, sentence, explanation = _verdict(
-        condition, reference, n, difference, full, p_value, unit, run_test
+        data, condition, reference, n, difference, full, p_value, unit, run_test
     )
     if single:
         note = one_run_note(single)
@@ -202,6 +227,7 @@ def unit_sentence(
 
 
 def _verdict(
+    data: ContrastInput,
     condition: str,
     reference: str,
     n: int,
@@ -219,7 +245,7 @@ def _verdict(
             f"too few probes for a claim: {n} scored under both",
             "the probe bootstrap needs at least 2 probes scored under both conditions",
         )
-    estimate = f"{nats(difference, signed=True)} nats {interval_nats(interval)} ({unit})"
+    estimate = f"{data.number(difference, signed=True)} {data.span(interval)} ({unit})"
     if n < MIN_PROBES_SIGN_FLIP:
         return (
             "too few",
@@ -240,7 +266,8 @@ def _verdict(
             sentence,
             (f"{limit}: the claim rests on the interval, which includes the runs" if limit else ""),
         )
-    explanation = f"this contrast resolves differences of about ±{nats(_half(interval) or 0)} nats"
+    resolves = data.number(_half(interval) or 0)
+    explanation = f"this contrast resolves differences of about ±{resolves}"
     if excludes_zero != significant:
         explanation += (
             "; the bootstrap interval and the permutation test disagree, so no claim is made"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from persona_tui.analysis.projection_rows import ProjectionRow, projection_rows
 from persona_tui.errors import PersonaError, ScenarioError
 from persona_tui.scenario.model import Label, Scale, Scenario
 from persona_tui.scenario.rules import RuleSet, merge_rules, parse_rules
@@ -165,6 +166,7 @@ class Dataset:
     rule_labels: tuple[str, ...]
     warnings: tuple[str, ...] = ()
     options: tuple[OptionRow, ...] = ()  # scored answer options, in session then cell order
+    projections: tuple[ProjectionRow, ...] = ()  # trait projections, in session then file order
 
     @property
     def bad_labels(self) -> tuple[str, ...]:
@@ -236,6 +238,7 @@ class _Builder:
         self.warnings: list[str] = []
         self.seen_ids: set[str] = set()
         self.options: list[OptionRow] = []
+        self.projections: list[ProjectionRow] = []
 
     def add(self, session: Session, judge_file: JudgeFile) -> None:
         header = session.header
@@ -294,6 +297,7 @@ class _Builder:
                 if option.label not in self.labels:
                     self.labels[option.label] = Label(option.label, "")
                 self.options.append(_option_row(session, cell, option))
+        self.projections += projection_rows(session)
         self.sessions.append(
             SessionSummary(
                 id=header.id,
@@ -343,6 +347,7 @@ class _Builder:
             rule_labels=tuple(self.rule_labels),
             warnings=tuple(self.warnings),
             options=tuple(self.options),
+            projections=tuple(self.projections),
         )
 
 

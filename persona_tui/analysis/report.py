@@ -3,7 +3,8 @@
 The report is built once as titled tables (`Section`), then written in the chosen format,
 so the three formats always say the same thing. Sessions with scored answer options get
 the likelihood-probe sections too (`report_options.option_sections`, from an
-`OptionsAnalysis`).
+`OptionsAnalysis`), sessions with trait projections the "Trait projections" sections
+(`report_projections.projection_sections`, from a `ProjectionsAnalysis`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from persona_tui.analysis.options import OptionsAnalysis
+from persona_tui.analysis.projections import ProjectionsAnalysis
 from persona_tui.analysis.report_cells import (
     Section,
     interval_pct,
@@ -22,6 +24,7 @@ from persona_tui.analysis.report_cells import (
     signed_pct,
 )
 from persona_tui.analysis.report_options import option_sections
+from persona_tui.analysis.report_projections import projection_sections
 from persona_tui.analysis.summary import Analysis
 
 ReportFormat = Literal["text", "markdown", "html"]
@@ -145,20 +148,26 @@ def render(
     analysis: Analysis | None,
     fmt: ReportFormat = "text",
     options: OptionsAnalysis | None = None,
+    projections: ProjectionsAnalysis | None = None,
 ) -> str:
-    """The report of `analysis` (trials) and `options` (likelihood probes), either may be None."""
+    """The report of `analysis` (trials), `options` (likelihood probes) and `projections`
+    (trait projections); any may be None."""
     parts = sections(analysis) if analysis is not None else []
-    if options is not None:
-        if analysis is None:
-            parts.append(
-                Section(
-                    "Overview",
-                    ("", ""),
-                    (("sessions", ", ".join(options.sessions)), ("trials", "none sampled")),
-                )
+    if analysis is None and (options is not None or projections is not None):
+        sessions = options.sessions if options is not None else ()
+        if projections is not None:
+            sessions = tuple(dict.fromkeys((*sessions, *projections.sessions)))
+        parts.append(
+            Section(
+                "Overview",
+                ("", ""),
+                (("sessions", ", ".join(sessions)), ("trials", "none sampled or labelled")),
             )
-
-        extra = option_sections(options)
+        )
+    extra = option_sections(options) if options is not None else []
+    if projections is not None:
+        extra += projection_sections(projections)
+    if extra:
         notes = [i for i, section in enumerate(parts) if section.title == "Notes"]
         at = notes[0] if notes else len(parts)
         parts[at:at] = extra

@@ -43,7 +43,7 @@ def option_sections(options: OptionsAnalysis) -> list[Section]:
                     str(m.probes),
                     number(m.mean),
                     "—" if m.interval is None else f"[{m.interval.low:.2f}, {m.interval.high:.2f}]",
-                    *(_spread_cells(m.run_spread) if runs else ()),
+                    *(spread_cells(m.run_spread) if runs else ()),
                 )
                 for m in o.means
             ),
@@ -106,7 +106,7 @@ def option_sections(options: OptionsAnalysis) -> list[Section]:
                         if x.interval is None
                         else f"[{x.interval.low:+.2f}, {x.interval.high:+.2f}]",
                         p_text(x.p_value) + ("" if x.exact or x.p_value is None else " (random)"),
-                        *((_run_p(x),) if runs else ()),
+                        *((run_p_cell(x),) if runs else ()),
                         f"{x.higher}/{x.probes}",
                     )
                     for x in o.contrasts
@@ -144,7 +144,7 @@ def width_section(o: OptionsAnalysis) -> Section:
                 f"{x.condition} vs {x.reference}",
                 _pm(probes),
                 _pm(options),
-                *((_pm(full), *_spread_cells(x.run_spread)) if runs else ()),
+                *((_pm(full), *spread_cells(x.run_spread)) if runs else ()),
             )
         )
     return Section(
@@ -175,14 +175,14 @@ def _pm(value: float | None) -> str:
     return "—" if value is None else f"±{value:.2f}"
 
 
-def _spread_cells(spread: Spread | None) -> tuple[str, str]:
+def spread_cells(spread: Spread | None) -> tuple[str, str]:
     if spread is None:
         return "—", "—"
     sd = "—" if spread.sd is None else f"{spread.sd:.2f}"
     return sd, f"{spread.low:+.2f} to {spread.high:+.2f}"
 
 
-def _run_p(x: OptionContrast) -> str:
+def run_p_cell(x: OptionContrast) -> str:
     test = x.run_test
     if test is None:
         return "—"

@@ -36,10 +36,11 @@ def add_analysis_commands(subparsers: Any) -> None:
     export.add_argument("sessions", nargs="+", type=Path, help=_SESSIONS_HELP)
     export.add_argument(
         "--table",
-        choices=("trials", "options"),
+        choices=("trials", "options", "projections"),
         default="trials",
         help="trials: one row per trial per annotation (default); options: one row per "
-        "condition × probe × scored answer option",
+        "condition × probe × scored answer option; projections: one row per trial (and "
+        "option cell) × trait measured",
     )
     export.add_argument(
         "--format",
@@ -161,7 +162,12 @@ def _dataset(args: argparse.Namespace) -> Any:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from persona_tui.analysis.export import columns_for, export_options_text, export_text
+    from persona_tui.analysis.export import (
+        columns_for,
+        export_options_text,
+        export_projections_text,
+        export_text,
+    )
 
     fmt = args.format
     if fmt == "inspect":
@@ -179,6 +185,14 @@ def cmd_export(args: argparse.Namespace) -> int:
             )
         write_text(export_options_text(dataset.options, fmt), args.output)
         rows = len(dataset.options)
+    elif args.table == "projections":
+        if not dataset.projections:
+            raise PersonaError(
+                "the sessions hold no trait projections (a run of a scenario that declares traits "
+                "records them: docs/analysis.md, Trait projections)"
+            )
+        write_text(export_projections_text(dataset.projections, fmt), args.output)
+        rows = len(dataset.projections)
     else:
         columns = columns_for(
             dataset.records, [s.id for s in dataset.scales], list(dataset.rubrics)
@@ -240,17 +254,28 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise PersonaError(f"{what} is for scored answer options; the sessions hold none")
     analysis = None
     if dataset.records or options is None:  # options alone (`run --no-sample`): no trials
-        analysis = analyze(
-            dataset,
-            source=args.source,
-            reference=args.reference,
-            label=args.label,
-            annotator=args.annotator,
-            judge_rule=parse_judge_rule(args.judge_rule),
-        )
+        try:
+            analysis = analyze(
+                dataset,
+                source=args.source,
+                reference=args.reference,
+                label=args.label,
+                annotator=args.annotator,
+                judge_rule=parse_judge_rule(args.judge_rule),
+            )
+        except PersonaError as error:
+            if not dataset.projections or args.plot:
+                raise
+            # Trait projections need no labels: report them, and say why rates are missing.
+            warn([f"no label rates: {error}"])
     elif args.plot:
         raise PersonaError("--plot draws label rates of trials; the sessions hold none")
-    text = render(analysis, args.format, options)
+    projections = None
+    if dataset.projections:
+        from persona_tui.analysis.projections import analyze_projections
+
+        projections = analyze_projections(dataset, options=options, analysis=analysis)
+    text = render(analysis, args.format, options, projections)
     if args.chart and args.format == "text":
         charts = [terminal_chart(analysis, width=80, height=20)] if analysis else []
         if options is not None:

@@ -177,3 +177,11 @@ def float_tuple_at(t: TableReader, key: str) -> tuple[float, ...]:
         if isinstance(item, bool) or not isinstance(item, (int, float)):
             t.wrong_type((key, n), "a number", item)
     return tuple(float(item) for item in value or ())
+
+
+def float_map_at(t: TableReader, key: str) -> dict[str, float]:
+    """A table of numbers (`projections = { malice = 0.42 }`), as floats."""
+    sub = table_at(t, key, None)
+    for k in sub.table:
+        sub.value(k, "a number", (int, float))
+    return {k: float(v) for k, v in sub.table.items()}

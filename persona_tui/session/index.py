@@ -165,12 +165,29 @@ def reproducibility_record(session: Session) -> str:
         f"conditions     {', '.join(h.plan.conditions)}",
         f"probes         {', '.join(h.plan.probes)}",
         f"stop strings   {', '.join(repr(x) for x in h.plan.stop) or 'none'}",
+        *_vector_lines(session),
         "",
         "trial seeds",
     ]
     for trial in _seed_order(session):
         lines.append(f"  {trial.condition} · {trial.probe} #{trial.sample}: {trial.seed}")
     return "\n".join(lines)
+
+
+def _vector_lines(session: Session) -> list[str]:
+    """The traits measured and the steered conditions, with their vectors' sha256 (none: no
+    lines, so records of sessions without them read as before)."""
+    lines = [
+        f"trait          {t.trait}: layer {t.layer} · norm {t.norm:g} · {t.vectors} "
+        f"(sha256 {t.sha256})"
+        for t in session.header.traits.values()
+    ]
+    lines += [
+        f"steering       {s.condition}: {s.trait} × {s.scale:g} at layer {s.layer} · "
+        f"{s.vectors} (sha256 {s.sha256})"
+        for s in session.header.steering.values()
+    ]
+    return ["", *lines] if lines else []
 
 
 def reproducibility_data(session: Session) -> dict[str, Any]:
@@ -209,6 +226,8 @@ def reproducibility_data(session: Session) -> dict[str, Any]:
             "sample": h.plan.sample,
             "score": h.plan.score,
         },
+        "traits": {k: asdict(v) for k, v in h.traits.items()},
+        "steering": {k: asdict(v) for k, v in h.steering.items()},
         "trial_seeds": [
             {"condition": t.condition, "probe": t.probe, "sample": t.sample, "seed": t.seed}
             for t in _seed_order(session)

@@ -85,6 +85,10 @@ class Trial:
     # The training run (replicate k of N) whose adapter answered; 0 for a condition without
     # replicates (the untouched model, an in-context scenario, sessions before replicates).
     replicate: int = 0
+    # Trait id -> the mean over the response's tokens of the trait's layer output, projected
+    # on the trait's unit direction (`[traits.<id>]` in the header says which layer and
+    # vectors); empty when the run measured no traits (and in sessions before them).
+    projections: dict[str, float] = field(default_factory=dict)
 
     @property
     def key(self) -> TrialKey:
@@ -126,10 +130,50 @@ class OptionCell:
     # backends/continuations.py; 0: each option alone with its last token (sessions before).
     batch: int = 0
     replicate: int = 0  # as Trial.replicate
+    # Trait id -> the projection of the prompt's last token's activation (the state the
+    # options are scored from) on the trait's unit direction; empty: no traits measured.
+    projections: dict[str, float] = field(default_factory=dict)
 
     @property
     def arm(self) -> Arm:
         return Arm(self.condition, self.replicate)
+
+    @property
+    def key(self) -> CellKey:
+        return CellKey(self.condition, self.probe, self.replicate)
+
+
+class CellKey(NamedTuple):
+    """An option cell's identity within a session: (condition, probe, replicate)."""
+
+    condition: str
+    probe: str
+    replicate: int = 0
+
+
+@dataclass(frozen=True)
+class TraitRecord:
+    """A trait the run measured (`[traits.<id>]`): the layer its projections were read at and
+    the control-vector GGUF its direction came from, so a reader knows what was projected on."""
+
+    trait: str
+    layer: int
+    vectors: str  # path of the control-vector GGUF, as loaded
+    sha256: str  # of that file
+    norm: float  # the direction's norm at `layer` (projections use the unit direction)
+
+
+@dataclass(frozen=True)
+class SteeringRecord:
+    """A steered condition (`[steering.<condition>]`): which trait's direction, at which
+    layer and scale, was added while it generated, from which vectors file."""
+
+    condition: str
+    trait: str
+    layer: int
+    scale: float
+    vectors: str
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -225,6 +269,10 @@ class SessionHeader:
     # it, in a replicated study), in plan order; a condition without one ran on the
     # untouched model.
     adapters: tuple[AdapterRecord, ...] = ()
+    # The traits measured (trait id -> record) and the steered conditions (condition ->
+    # record); empty for runs without them (and sessions before persona vectors).
+    traits: dict[str, TraitRecord] = field(default_factory=dict)
+    steering: dict[str, SteeringRecord] = field(default_factory=dict)
 
     def adapter_paths(self) -> dict[Arm, str]:
         """arm -> the adapter file it runs with (arms without one are absent)."""
@@ -237,6 +285,16 @@ class Session:
     trials: list[Trial]
     path: Path
     option_cells: list[OptionCell] = field(default_factory=list)
+
+    @property
+    def traits(self) -> dict[str, TraitRecord]:
+        """The traits the run measured (the header's `[traits.<id>]`)."""
+        return self.header.traits
+
+    @property
+    def steering(self) -> dict[str, SteeringRecord]:
+        """The steered conditions (the header's `[steering.<condition>]`)."""
+        return self.header.steering
 
 
 def new_session_id(scenario_id: str, now: datetime) -> str:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from persona_tui._util.atomic import describe_os_error
-from persona_tui._util.tables import TableReader
+from persona_tui._util.tables import Problems, TableReader
 from persona_tui._util.textdata import DataFileError, loads_toml
 from persona_tui.errors import SessionError
 from persona_tui.session.fields import (
@@ -23,6 +23,7 @@ from persona_tui.session.fields import (
     choice_at,
     dataclass_at,
     float_at,
+    float_map_at,
     float_tuple_at,
     int_at,
     int_map_at,
@@ -41,6 +42,8 @@ from persona_tui.session.model import (
     Plan,
     Session,
     SessionHeader,
+    SteeringRecord,
+    TraitRecord,
     Trial,
     TrialKey,
 )
@@ -57,6 +60,8 @@ _TOP_KEYS = (
     "trials",
     "option_cells",
     "adapters",
+    "traits",
+    "steering",
 )
 _SESSION_KEYS = (
     "id",
@@ -97,6 +102,7 @@ _TRIAL_KEYS = (
     "turn_responses",
     "annotations",
     "replicate",
+    "projections",
 )
 _ANNOTATION_KEYS = ("annotator", "time", "label", "scores", "note", "blind_seed")
 _OPTION_CELL_KEYS = (
@@ -108,6 +114,7 @@ _OPTION_CELL_KEYS = (
     "batch",
     "options",
     "replicate",
+    "projections",
 )
 _OPTION_KEYS = ("id", "label", "text", "logprob", "n_tokens", "token_logprobs")
 
@@ -216,7 +223,15 @@ def parse_session(data: bytes, file: Path) -> Session:
         app_version=str_at(sess, "app_version"),
         chat_template=str_at(scen, "chat_template") if scen.has("chat_template") else None,
         adapters=_read_adapters(top, plan),
+        traits=_read_records(top, "traits", TraitRecord, "trait"),
+        steering=_read_records(top, "steering", SteeringRecord, "condition"),
     )
+    for condition in header.steering:
+        if condition not in plan.conditions:
+            problems.add(
+                ("steering", condition),
+                f"not a condition of this session's plan ({', '.join(plan.conditions)})",
+            )
 
     trials = [_read_trial(t) for t in top.each_table("trials", _TRIAL_KEYS)]
     seen: dict[TrialKey, int] = {}
@@ -232,6 +247,7 @@ def parse_session(data: bytes, file: Path) -> Session:
             )
         if trial.condition in plan.conditions and trial.arm not in arms:
             problems.add(("trials", n, "replicate"), _not_an_arm(plan, trial.arm))
+        _check_projections(problems, ("trials", n), trial.projections, header)
     cells = [
         _read_option_cell(t)
         for t in top.each_table(
@@ -249,6 +265,7 @@ def parse_session(data: bytes, file: Path) -> Session:
             )
         if cell.condition in plan.conditions and cell.arm not in arms:
             problems.add(("option_cells", n, "replicate"), _not_an_arm(plan, cell.arm))
+        _check_projections(problems, ("option_cells", n), cell.projections, header)
     return Session(header=header, trials=trials, path=file, option_cells=cells)
 
 
@@ -260,6 +277,35 @@ def _not_an_arm(plan: Plan, arm: Arm) -> str:
     if arm.condition in plan.replicated:
         return f"must be 1..{plan.replicates} (condition {arm.condition!r} is replicated)"
     return f"must be 0: condition {arm.condition!r} has no replicates in this plan"
+
+
+def projection_problem(trait: str, header: SessionHeader) -> str | None:
+    """Why a projection on `trait` cannot be stored with `header` (None: it can): every
+    projection names a measured trait, whose `[traits.<id>]` says the layer and vectors."""
+    if trait in header.traits:
+        return None
+    known = ", ".join(header.traits) or "none"
+    return f"trait {trait!r} has no [traits.{trait}] table in the header (traits: {known})"
+
+
+def _check_projections(
+    problems: Problems, where: tuple[str, int], values: dict[str, float], header: SessionHeader
+) -> None:
+    for trait in values:
+        problem = projection_problem(trait, header)
+        if problem is not None:
+            problems.add((*where, "projections", trait), problem)
+
+
+_R = TypeVar("_R", TraitRecord, SteeringRecord)
+
+
+def _read_records(top: TableReader, key: str, cls: type[_R], id_field: str) -> dict[str, _R]:
+    """`[traits.<id>]` or `[steering.<condition>]`: the table's name is the record's id."""
+    table = top.table_at(key, None)
+    if table is None:
+        return {}
+    return {name: dataclass_at(cls, table, name, given={id_field: name}) for name in table.table}
 
 
 def _read_adapters(top: TableReader, plan: Plan) -> tuple[AdapterRecord, ...]:
@@ -321,6 +367,7 @@ def _read_option_cell(t: TableReader) -> OptionCell:
         # Cells before options were decoded together: each option alone (0).
         batch=int_at(t, "batch") if t.has("batch") else 0,
         replicate=int_at(t, "replicate") if t.has("replicate") else 0,
+        projections=float_map_at(t, "projections") if t.has("projections") else {},
     )
 
 
@@ -355,6 +402,7 @@ def _read_trial(t: TableReader) -> Trial:
         turn_responses=str_tuple_at(t, "turn_responses") if t.has("turn_responses") else (),
         annotations=tuple(annotations),
         replicate=int_at(t, "replicate") if t.has("replicate") else 0,
+        projections=float_map_at(t, "projections") if t.has("projections") else {},
     )
 
 

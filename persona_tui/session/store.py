@@ -23,14 +23,17 @@ if TYPE_CHECKING:
     from filelock import BaseFileLock
 from persona_tui.session.model import (
     Annotation,
+    CellKey,
     OptionCell,
     Session,
     SessionHeader,
     SessionStatus,
+    SteeringRecord,
+    TraitRecord,
     Trial,
     TrialKey,
 )
-from persona_tui.session.read import read_session_file
+from persona_tui.session.read import projection_problem, read_session_file
 from persona_tui.session.write import render_header, render_option_cell, render_trial
 
 # ---------------------------------------------------------------------------- store
@@ -111,10 +114,10 @@ class SessionStore:
             self._trials[trial.key] = trial
             self._chunks[trial.key] = render_trial(trial).encode("utf-8")
         # Scored option cells by (condition, probe, replicate), written after the trials.
-        self._cells: dict[tuple[str, str, int], OptionCell] = {}
-        self._cell_chunks: dict[tuple[str, str, int], bytes] = {}
+        self._cells: dict[CellKey, OptionCell] = {}
+        self._cell_chunks: dict[CellKey, bytes] = {}
         for cell in option_cells or ():
-            key = (cell.condition, cell.probe, cell.replicate)
+            key = cell.key
             self._cells[key] = cell
             self._cell_chunks[key] = render_option_cell(cell).encode("utf-8")
 
@@ -176,6 +179,7 @@ class SessionStore:
         """Add a finished trial, or replace the one with the same key (it moves to the end)."""
         with self._mutex:
             self._check_open()
+            self._check_projections(trial.projections)
             key = trial.key
             chunk = render_trial(trial).encode("utf-8")
             if key in self._chunks:
@@ -196,7 +200,8 @@ class SessionStore:
         it repeats."""
         with self._mutex:
             self._check_open()
-            key = (cell.condition, cell.probe, cell.replicate)
+            self._check_projections(cell.projections)
+            key = cell.key
             chunk = render_option_cell(cell).encode("utf-8")
             others = [c for k, c in self._cell_chunks.items() if k != key]
             self._write(
@@ -238,6 +243,53 @@ class SessionStore:
             self._trials[key] = updated
             self._chunks[key] = chunk
             return updated
+
+    def set_projections(self, key: TrialKey | CellKey, values: dict[str, float]) -> None:
+        """Set the trait projections of a saved trial (TrialKey) or option cell (CellKey),
+        replacing the ones of the same traits (others are kept), and save: a later pass
+        measuring an existing session stores its values as an annotation edit does."""
+        with self._mutex:
+            self._check_open()
+            self._check_projections(values)
+            if isinstance(key, TrialKey):
+                trial = self._trials.get(key)
+                if trial is None:
+                    raise SessionError(f"session {self._path} has no trial {key}")
+                updated = dataclasses.replace(trial, projections={**trial.projections, **values})
+                chunk = render_trial(updated).encode("utf-8")
+                parts = [chunk if k == key else c for k, c in self._chunks.items()]
+                self._write(
+                    [self._header_chunk, *parts, *self._cell_chunks.values()],
+                    saved_trials=len(self._chunks),
+                )
+                self._trials[key] = updated
+                self._chunks[key] = chunk
+                return
+            cell = self._cells.get(key)
+            if cell is None:
+                raise SessionError(f"session {self._path} has no option cell {tuple(key)}")
+            new_cell = dataclasses.replace(cell, projections={**cell.projections, **values})
+            cell_chunk = render_option_cell(new_cell).encode("utf-8")
+            cells = [cell_chunk if k == key else c for k, c in self._cell_chunks.items()]
+            self._write(
+                [self._header_chunk, *self._chunks.values(), *cells],
+                saved_trials=len(self._chunks),
+            )
+            self._cells[key] = new_cell
+            self._cell_chunks[key] = cell_chunk
+
+    def set_traits(self, traits: dict[str, TraitRecord]) -> None:
+        """Record the traits measured (`[traits.<id>]`, added to or replacing the ones of the
+        same id) and save; a trait must be recorded before projections on it are stored."""
+        self._save_header(
+            lambda header: dataclasses.replace(header, traits={**header.traits, **traits})
+        )
+
+    def set_steering(self, steering: dict[str, SteeringRecord]) -> None:
+        """Record steered conditions (`[steering.<condition>]`, condition -> record) and save."""
+        self._save_header(
+            lambda header: dataclasses.replace(header, steering={**header.steering, **steering})
+        )
 
     def set_status(self, status: SessionStatus) -> None:
         """Record the run's status ("running", "complete", "interrupted") and save."""
@@ -287,6 +339,12 @@ class SessionStore:
     def __repr__(self) -> str:
         state = "open" if self._lock is not None else "closed"
         return f"SessionStore({str(self._path)!r}, {len(self._trials)} trials, {state})"
+
+    def _check_projections(self, values: dict[str, float]) -> None:
+        for trait in values:
+            problem = projection_problem(trait, self._header)
+            if problem is not None:
+                raise SessionError(f"cannot save session {self._path}: {problem}")
 
     def _check_open(self) -> None:
         if self._lock is None:

@@ -138,7 +138,7 @@ def _render_choices(sample: object, score: object) -> list[str]:
 
 def render_header(header: SessionHeader) -> str:
     """Everything before the first `[[trials]]`: format_version, session, model, ...,
-    scenario, and the adapters of a training study."""
+    scenario, the adapters of a training study, the traits measured, the steered conditions."""
     s = _render_str
     out = [
         "# persona-tui session. Format: docs/session-format.md\n",
@@ -184,7 +184,29 @@ def render_header(header: SessionHeader) -> str:
         out += [line for line in lines if not line.startswith("condition = ")]
         for name, body in maps.items():
             out += [f"\n[{key}.{name}]\n", body]
+    for trait_id, trait in header.traits.items():
+        out += _render_record(f"traits.{render_key(trait_id)}", trait, "trait", trait_id)
+    for condition, steer in header.steering.items():
+        out += _render_record(f"steering.{render_key(condition)}", steer, "condition", condition)
     return "".join(out)
+
+
+def _render_record(key: str, record: object, id_field: str, table_id: str) -> list[str]:
+    """`[traits.<id>]` or `[steering.<condition>]`: the record's fields but its id, which is
+    the table's name (and must match it)."""
+    if getattr(record, id_field) != table_id:
+        raise SessionError(f"{key} holds the record of {getattr(record, id_field)!r}")
+    lines, _ = _render_dataclass_table(record, key)
+    return [f"\n[{key}]\n", *(line for line in lines if not line.startswith(f"{id_field} = "))]
+
+
+def _render_projections(values: Mapping[str, float], where: str) -> list[str]:
+    """`projections = { trait = value, ... }`, or nothing when there are none (so sessions
+    without traits are written exactly as before them)."""
+    if not values:
+        return []
+    parts = [f"{render_key(k)} = {_render_float(v, f'{where}.{k}')}" for k, v in values.items()]
+    return ["projections = { " + ", ".join(parts) + " }\n"]
 
 
 def render_trial(trial: Trial) -> str:
@@ -209,6 +231,7 @@ def render_trial(trial: Trial) -> str:
         f"seconds = {_render_float(trial.seconds, w + ' seconds')}\n",
         f"turn_responses = {_render_str_array(trial.turn_responses, w + ' turn_responses')}\n",
         f"replicate = {i(trial.replicate, w + ' replicate', 0)}\n",
+        *_render_projections(trial.projections, w + " projections"),
     ]
     for n, a in enumerate(trial.annotations):
         aw = f"{w} annotation {n}"
@@ -243,6 +266,7 @@ def render_option_cell(cell: OptionCell) -> str:
         f"seconds = {_render_float(cell.seconds, w + ' seconds')}\n",
         f"batch = {_render_int(cell.batch, w + ' batch', 0)}\n",
         f"replicate = {_render_int(cell.replicate, w + ' replicate', 0)}\n",
+        *_render_projections(cell.projections, w + " projections"),
     ]
     for option in cell.options:
         ow = f"{w} option {option.id}"

@@ -339,3 +339,42 @@ def test_a_replicated_study_shows_runs_spread_and_the_run_level_test(
             assert "interval half-width by level" in report and "run SD" in report
 
     asyncio.run(scenario())
+
+
+def test_trait_projections_get_their_own_section(make_app: Any, ui_home: Path) -> None:
+    from tests.analysis_sessions import projection_study, write_with_trials
+
+    folder = ui_home / "data" / "sessions"
+    labelled = write_with_trials(folder / "labelled.toml", projection_study())
+    unlabelled = write_with_trials(folder / "unlabelled.toml", projection_study(labelled=False))
+    plain = study_session(ui_home, number=3)
+
+    async def scenario() -> None:
+        app = make_app()
+        async with app.run_test(size=(100, 40)) as pilot:
+            await pilot.pause()
+            app.push_screen(ResultsScreen([labelled]))
+            screen = await results_ready(pilot)
+            assert screen.query_one("#results-projections").display
+            section = shown(screen, "projections")
+            assert "Trait projections: malice at layer 3, responses (mean over tokens)" in section
+            assert "Trait projections: malice at layer 3, prompts (last token)" in section
+            assert "framed vs baseline: higher under framed than baseline: +1." in section
+            assert "agreement with option log-odds 'cruel' vs 'ok' across conditions" in section
+            assert "no correlation with n = 2 conditions (it needs at least 3)" in section
+            assert "across condition × probe cells: r = " in section
+            assert "agreement with 'cruel' label rate across conditions" in section
+            assert "Trait projections: malice" in shown(screen, "report")
+            await pilot.press("escape")
+            app.push_screen(ResultsScreen([unlabelled]))
+            screen = await results_ready(pilot)  # no labels yet: the projections still show
+            assert screen.query_one("#results-projections").display
+            assert "framed vs baseline: higher" in shown(screen, "projections")
+            assert "label rate" not in shown(screen, "projections")
+            await pilot.press("escape")
+            app.push_screen(ResultsScreen([plain]))
+            screen = await results_ready(pilot)
+            assert not screen.query_one("#results-projections").display
+            assert "Trait projections" not in shown(screen, "report")
+
+    asyncio.run(scenario())

@@ -103,3 +103,47 @@ def test_import_inspect_keeps_an_existing_session_unless_forced(tmp_path: Path) 
     assert forced.stdout.decode().strip() == str(target)
     assert "[session]" in target.read_text()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def _projection_session_file(tmp_path: Path) -> Path:
+    """A session with trait projections, written as a run would (header, then each trial and
+    option cell through the store)."""
+    from tests.analysis_sessions import projection_session, write_with_trials
+
+    trials = {
+        (c, 0, p): [0.5 * i + (1.0 if c == "framed" else 0.0), 0.5 * i]
+        for i, p in enumerate(("p1", "p2", "p3", "p4", "p5", "p6", "p7"))
+        for c in ("baseline", "framed")
+    }
+    cells = {(c, 0, "p1"): (2.0 if c == "framed" else 0.5, 0.0) for c in ("baseline", "framed")}
+    session = projection_session(trials, cells, steering={"framed": 4.0})
+    return write_with_trials(tmp_path / "projections.toml", session)
+
+
+def test_projections_export_and_report_on_the_command_line(tmp_path: Path) -> None:
+    path = _projection_session_file(tmp_path)
+    home = tmp_path / "home"
+    out = tmp_path / "projections.csv"
+    result = cli("export", str(path), "--table", "projections", "-o", str(out), home=home)
+    assert result.returncode == 0, result.stderr.decode()
+    frame = pd.read_csv(out)
+    assert len(frame) == 7 * 2 * 2 + 2  # trials × trait, then cells × trait
+    assert frame["kind"].tolist() == ["response"] * 28 + ["prompt"] * 2
+    assert frame["sample"].isna().tolist() == [False] * 28 + [True] * 2
+    framed = frame[frame["condition"] == "framed"]
+    assert set(framed["steer_scale"]) == {4.0}
+    assert frame[frame["condition"] == "baseline"]["steer_scale"].isna().all()
+    jsonl = cli("export", str(path), "--table", "projections", "-f", "jsonl", home=home)
+    assert jsonl.returncode == 0 and len(jsonl.stdout.splitlines()) == 30
+    report = cli("report", str(path), "--source", "rules", home=home)
+    text = report.stdout.decode()
+    assert "Trait projections: malice at layer 3, responses (mean over tokens)" in text, (
+        report.stderr.decode()
+    )
+    assert "Trait projections: malice at layer 3, prompts (last token)" in text
+
+
+def test_projections_export_says_when_there_are_none(tmp_path: Path) -> None:
+    result = cli("export", str(_session(tmp_path)), "--table", "projections", home=tmp_path)
+    assert result.returncode != 0
+    assert b"no trait projections" in result.stderr

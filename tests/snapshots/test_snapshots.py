@@ -243,6 +243,36 @@ def test_results_options(
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_results_projections(
+    snap_compare: Any,
+    make_app: Any,
+    ui_home: Path,
+    size: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The Results screen of a session with trait projections, scrolled to their section."""
+    from persona_tui.ui.screens.results import ResultsScreen
+    from tests.analysis_sessions import projection_study, write_with_trials
+
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setenv("LINES", "60")
+    path = write_with_trials(ui_home / "projections.toml", projection_study())
+
+    async def open_results(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        screen = ResultsScreen([path])
+        await pilot.app.push_screen(screen)
+        await wait_for(pilot, lambda: not screen.computing)
+        await pilot.pause()
+        body = screen.query_one("#results-body")
+        section = screen.query_one("#results-projections")
+        body.scroll_to(y=section.region.y - body.region.y, animate=False)
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=open_results)
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_results_replicated(
     snap_compare: Any,
     make_app: Any,

@@ -150,6 +150,8 @@ def expected_document(session: Session) -> dict[str, Any]:
     trials = []
     for t in session.trials:
         table = {f.name: listify(getattr(t, f.name)) for f in dataclasses.fields(t)}
+        if not table["projections"]:  # written only when the run measured traits
+            del table["projections"]
         annotations = table.pop("annotations")
         if annotations:  # None (an annotation's blind_seed when not blind) is omitted
             table["annotations"] = [

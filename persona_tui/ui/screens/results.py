@@ -3,7 +3,9 @@
 The numbers come from the analysis core (`persona_tui.analysis.results.results_view`), the
 same report `persona-tui report` prints. Sessions with scored answer options (likelihood
 probes) get a section of their own: log-odds by condition, the contrasts with their
-verdicts, the power line and a chart; without options it stays hidden. It blocks
+verdicts, the power line and a chart; without options it stays hidden. Sessions with trait
+projections get theirs (per trait: conditions, contrasts, agreement with the behavioural
+measures; shown even before any trial is labelled). It blocks
 (reading sessions, statistics), so it runs in a thread worker while the screen shows a
 loading state; what a user can fix (no labels yet, the `analysis` extra missing) comes
 back as a message shown on the screen.
@@ -38,6 +40,7 @@ from persona_tui.analysis.results import ResultsView
 from persona_tui.analysis.summary import Analysis, Contrast
 from persona_tui.ui.options_pass import PassState
 from persona_tui.ui.screens.results_options import options_text
+from persona_tui.ui.screens.results_projections import projections_text
 from persona_tui.ui.text import inert
 
 INSTALL_COMMAND = "pip install 'persona-tui[analysis]'"
@@ -191,6 +194,7 @@ class ResultsScreen(Screen[None]):
             yield Static("", id="results-summary")
             yield Static("", id="results-options")
             yield Static("", id="results-options-chart")
+            yield Static("", id="results-projections")
             yield Static("", id="results-chart")
             yield Static("", id="results-report")
         yield Footer(compact=True)
@@ -281,6 +285,10 @@ class ResultsScreen(Screen[None]):
         self.query_one("#results-chart").display = bool(view.chart)
         self.query_one("#results-report").display = bool(view.report)
         self._show_options(view)
+        projections = self.query_one("#results-projections", Static)
+        if view.projections is not None:
+            projections.update(projections_text(view.projections))
+        projections.display = view.projections is not None
         self._update_bar()
         self.refresh_bindings()
         self._refresh_soon()  # cells saved while this computed
