@@ -46,3 +46,8 @@ class SessionLockedError(SessionError):
 
 class TrainingError(PersonaError):
     """A fine-tune cannot start or continue (missing extra, a checkpoint of other settings)."""
+
+
+class VectorsError(PersonaError):
+    """A trait's vector files (control-vector GGUF and record) are missing, corrupt, or were
+    extracted on another model."""

@@ -45,6 +45,11 @@ def sessions_dir() -> Path:
     return data_dir() / "sessions"
 
 
+def vectors_dir() -> Path:
+    """Where `persona-tui vectors` saves trait directions by default (persona_tui/vectors)."""
+    return data_dir() / "vectors"
+
+
 def user_scenarios_dir() -> Path:
     return config_dir() / "scenarios"
 

@@ -102,6 +102,20 @@ class TrainingSet:
 
 
 @dataclass(frozen=True)
+class Steer:
+    """A condition's steering (`steer = { trait, scale, layer }`): `scale` times the trait's
+    direction added to the residual stream at `layer` (None: the layer the trait's
+    extraction recommends) while the model answers. The trait's vectors may come from
+    another scenario's extraction (`run --vectors DIR`), so `trait` need not be declared
+    here. A sweep (`scale = [...]`) is expanded by scenario/steering.py into one condition
+    per scale, each with a single-scale Steer."""
+
+    trait: str
+    scale: float
+    layer: int | None = None
+
+
+@dataclass(frozen=True)
 class Condition:
     """A framing: its system text and demonstration turns come before every probe.
 
@@ -123,6 +137,17 @@ class Condition:
     adapter_of: str = ""
     test_framing: str = ""
     source: str = ""
+    # Steering while this condition's probes are answered (None: none).
+    steer: Steer | None = None
+    # The condition id its trials' seeds derive from ("": its own id). The conditions a
+    # steering sweep derives keep the written condition's, so sample k of probe p has the
+    # same seed at every scale (scenario/steering.py).
+    seed_id: str = ""
+
+    @property
+    def seed_condition(self) -> str:
+        """The condition id this condition's trial seeds derive from (run/plan.trial_seed)."""
+        return self.seed_id or self.id
 
     @property
     def adapter_condition(self) -> str | None:
@@ -147,6 +172,39 @@ class TestFraming:
     label: str
     system: str = ""
     user: str = USER_PLACEHOLDER
+
+
+@dataclass(frozen=True)
+class TraitFraming:
+    """One side of a trait (`positive` or `negative`): a system text and/or demonstration
+    exchanges, put before each extraction question as a condition's are (run/prompts)."""
+
+    system: str | None = None
+    shots: tuple[Shot, ...] = ()
+
+
+@dataclass(frozen=True)
+class Trait:
+    """A trait whose direction in activation space is extracted (`[[traits]]`).
+
+    Responses to `questions` under `positive` and under `negative` are generated
+    (`samples` per question and side); the difference of their mean activations is the
+    trait's direction. `questions_from_probes`: the file said `questions = "probes"`, and
+    `questions` holds the probes' first turns. `layer`: the layer runs measure and steer at
+    when a condition does not say (None: the layer the extraction recommends).
+    """
+
+    id: str
+    label: str
+    positive: TraitFraming
+    negative: TraitFraming
+    questions: tuple[str, ...]
+    questions_from_probes: bool = False
+    samples: int = 2
+    layer: int | None = None
+
+    def framing(self, positive: bool) -> TraitFraming:
+        return self.positive if positive else self.negative
 
 
 @dataclass(frozen=True)
@@ -232,6 +290,11 @@ class Scenario:
     # `[[test_framings]]`; `conditions` holds, after the written ones, each written
     # condition under each test framing (scenario/test_framings.py).
     test_framings: tuple[TestFraming, ...] = ()
+    # `[[traits]]`: the traits whose directions `persona-tui vectors` extracts.
+    traits: tuple[Trait, ...] = ()
+
+    def trait(self, trait_id: str) -> Trait:
+        return next(t for t in self.traits if t.id == trait_id)
 
     def condition(self, condition_id: str) -> Condition:
         return next(c for c in self.conditions if c.id == condition_id)

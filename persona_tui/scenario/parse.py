@@ -28,8 +28,10 @@ from persona_tui.scenario.model import (
     Study,
 )
 from persona_tui.scenario.rules import read_rules
+from persona_tui.scenario.steering import read_steer, swept_conditions
 from persona_tui.scenario.test_framings import framed_conditions, read_test_framings
 from persona_tui.scenario.training import check_training, read_framing, read_training
+from persona_tui.scenario.traits import read_traits
 from persona_tui.values import SamplingParams
 
 _TOP_KEYS = (
@@ -45,6 +47,7 @@ _TOP_KEYS = (
     "rules",
     "training",
     "test_framings",
+    "traits",
 )
 _STUDY_KEYS = ("title", "url", "citation")
 _SAMPLING_KEYS = (
@@ -57,7 +60,7 @@ _SAMPLING_KEYS = (
     "repeat_penalty",
     "max_tokens",
 )
-_CONDITION_KEYS = ("id", "label", "system", "note", "shots", "training")
+_CONDITION_KEYS = ("id", "label", "system", "note", "shots", "training", "steer")
 _SHOT_KEYS = ("user", "assistant")
 _PROBE_KEYS = ("id", "text", "turns", "options")
 _OPTION_KEYS = ("id", "label", "text")
@@ -91,7 +94,8 @@ def parse_scenario(
     study = _study(top.table_at("study", _STUDY_KEYS))
     sampling = _sampling(top.table_at("sampling", _SAMPLING_KEYS))
     condition_readers: list[TableReader] = []
-    conditions = _conditions(top, condition_readers)
+    sweeps: dict[str, tuple[float, ...]] = {}
+    conditions = _conditions(top, condition_readers, sweeps)
     probe_readers: list[TableReader] = []
     probes = _probes(top, probe_readers)
     annotation = _annotation(top.table_at("annotation", _ANNOTATION_KEYS))
@@ -101,7 +105,9 @@ def parse_scenario(
         base_dir = Path.cwd() if source_path == "<string>" else Path(source_path).parent
     training = read_training(top, lines, base_dir, read_examples=read_training_examples)
     check_training(top, condition_readers, conditions, probe_readers, probes, training)
-    test_framings = read_test_framings(top, conditions)
+    run_conditions = swept_conditions(condition_readers, conditions, sweeps)
+    test_framings = read_test_framings(top, run_conditions)
+    traits = read_traits(top, probes)
     problems.raise_if_any(ScenarioError)
     return Scenario(
         id=scenario_id,
@@ -110,7 +116,7 @@ def parse_scenario(
         study=study,
         prompt_mode=prompt_mode,
         sampling=sampling,
-        conditions=framed_conditions(conditions, test_framings),
+        conditions=framed_conditions(run_conditions, test_framings),
         probes=probes,
         annotation=annotation,
         source=text,
@@ -119,6 +125,7 @@ def parse_scenario(
         rules=rules,
         training=training,
         test_framings=test_framings,
+        traits=traits,
     )
 
 
@@ -191,7 +198,11 @@ def _items(top: TableReader, key: str, allowed: tuple[str, ...], what: str) -> l
     return readers
 
 
-def _conditions(top: TableReader, readers: list[TableReader]) -> tuple[Condition, ...]:
+def _conditions(
+    top: TableReader, readers: list[TableReader], sweeps: dict[str, tuple[float, ...]]
+) -> tuple[Condition, ...]:
+    """The written conditions; a steering sweep's scales go to `sweeps` (by condition id),
+    expanded later (scenario/steering.py)."""
     conditions = []
     readers.extend(_items(top, "conditions", _CONDITION_KEYS, "condition"))
     for reader in readers:
@@ -202,14 +213,19 @@ def _conditions(top: TableReader, readers: list[TableReader]) -> tuple[Condition
             )
             for shot in reader.tables_at("shots", _SHOT_KEYS, what="a demonstration exchange")
         )
+        condition_id = reader.slug("id")
+        steer, scales = read_steer(reader)
+        if scales:
+            sweeps[condition_id] = scales
         conditions.append(
             Condition(
-                id=reader.slug("id"),
+                id=condition_id,
                 label=reader.string("label", required=True, nonempty=True),
                 system=reader.string("system"),
                 shots=shots,
                 note=reader.string("note"),
                 training=read_framing(reader),
+                steer=steer,
             )
         )
     return tuple(conditions)

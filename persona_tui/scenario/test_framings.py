@@ -99,6 +99,10 @@ def framed_conditions(
             adapter_of=c.adapter_condition or "",
             test_framing=f.id,
             source=c.id,
+            steer=c.steer,
+            # A steering sweep's conditions seed from the written condition's id, so under
+            # a framing too (scenario/steering.py); "" for the rest: seeded by their own id.
+            seed_id=f"{c.seed_condition}{SEPARATOR}{f.id}" if c.seed_id else "",
         )
         for f in framings
         for c in conditions

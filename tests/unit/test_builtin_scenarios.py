@@ -161,3 +161,35 @@ def test_option_lengths_cannot_explain_a_contrast(scenario_id: str) -> None:
     # Varied lengths, from a few words to two sentences, for both labels alike.
     for label in (bad, good):
         assert min(words[label]) <= 5 and max(words[label]) >= 25
+
+
+BUILTIN_TRAITS = {"bully-school-play": ["malice"], "trait-elicitation": ["malice", "sycophancy"]}
+
+
+@pytest.mark.parametrize("path", builtin_scenarios(), ids=lambda path: path.stem)
+def test_builtin_traits_are_matched_and_keep_the_probes_held_out(path: Path) -> None:
+    scenario = load_scenario(path)
+    assert [t.id for t in scenario.traits] == BUILTIN_TRAITS.get(scenario.id, [])
+    probe_turns = {turn.strip().lower() for p in scenario.probes for turn in p.turns}
+    for trait in scenario.traits:
+        # ~16 of the trait's own questions, none of them a probe: the probes test steering.
+        assert 14 <= len(trait.questions) <= 20 and not trait.questions_from_probes
+        assert len(set(trait.questions)) == len(trait.questions)
+        assert not probe_turns & {q.strip().lower() for q in trait.questions}
+        pos, neg = trait.positive, trait.negative
+        assert pos.system and neg.system and pos.system != neg.system
+        # Matched in length and register: only the trait differs between the sides.
+        assert abs(len(pos.system) - len(neg.system)) <= 0.1 * len(pos.system)
+        assert [s.user for s in pos.shots] == [s.user for s in neg.shots]
+        for a, b in zip(pos.shots, neg.shots, strict=True):
+            assert a.assistant != b.assistant
+            assert abs(len(a.assistant) - len(b.assistant)) <= 0.15 * len(a.assistant)
+            assert len(a.user) <= 400 and len(a.assistant) <= 400
+        assert trait.samples == 2 and trait.layer is None
+
+
+def test_the_builtin_malice_traits_are_one_trait() -> None:
+    """bully-school-play and trait-elicitation define malice alike, so either's vectors
+    steer the other's probes the same way."""
+    school, elicitation = builtin("bully-school-play"), builtin("trait-elicitation")
+    assert school.trait("malice") == elicitation.trait("malice")
