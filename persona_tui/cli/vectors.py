@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import Progress, TaskID
+
+if TYPE_CHECKING:
+    from persona_tui.vectors.record import VectorRecord
 
 from persona_tui.run.events import (
     ProjectionsProgress,
@@ -128,23 +132,22 @@ def cmd_vectors(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_layers(record: object) -> None:
-    """The per-layer separation table on stdout, the chosen layer marked."""
-    layers = getattr(record, "layers", ())
-    print(f"trait {getattr(record, 'trait', '?')}: held-out separation per layer")
-    print("layer    AUC    gap   norm")
-    for fit in layers:
-        mark = "  <- measured and steered" if fit.layer == getattr(record, "layer", -1) else ""
-        print(f"{fit.layer:5d}  {fit.auc:5.2f}  {fit.gap:5.2f}  {fit.norm:6.1f}{mark}")
+def _print_layers(record: VectorRecord) -> None:
+    """The per-layer separation table on stdout, the layer runs use marked."""
+    print(f"trait {record.trait}: held-out separation per layer")
+    print("layer    AUC    gap    norm")
+    for stats in record.per_layer:
+        mark = "  <- recommended" if stats.layer == record.recommended_layer else ""
+        print(
+            f"{stats.layer:5d}  {stats.separation:5.2f}  {stats.gap:5.2f}  {stats.norm:7.1f}{mark}"
+        )
 
 
-def _separation_figure(record: object, path: Path) -> Path | None:
+def _separation_figure(record: VectorRecord, path: Path) -> Path | None:
     """The separation figure beside the vectors (None without matplotlib)."""
     try:
         from persona_tui.analysis.vector_plots import separation_plot
-    except ImportError:  # pragma: no cover - the analysis extra is missing
-        return None
-    try:
+
         return separation_plot(record, path)
-    except ImportError:
+    except ImportError:  # the analysis extra is missing
         return None

@@ -18,9 +18,11 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from persona_tui import __version__
 from persona_tui.backend_names import AUTO
 from persona_tui.backends.base import (
     Backend,
@@ -42,8 +44,7 @@ from persona_tui.run.prompts import (
     resolve_mode,
     stop_strings,
 )
-from persona_tui.scenario.model import Condition, Scenario
-from persona_tui.scenario.traits import Trait
+from persona_tui.scenario.model import Condition, Scenario, Trait
 from persona_tui.values import SamplingParams
 
 NOT_MEASURABLE = (
@@ -168,12 +169,16 @@ def _extract_one(
     seed: int | None,
     cancel: threading.Event | None,
 ) -> Path:
+    import numpy as np
+
     from persona_tui.vectors.directions import fit_layers, recommend
-    from persona_tui.vectors.files import save_trait
+    from persona_tui.vectors.files import ControlVector
+    from persona_tui.vectors.record import LayerStats, VectorRecord
+    from persona_tui.vectors.store import responses_path, save_trait
 
     started = time.perf_counter()
     base_seed = scenario.sampling.seed if seed is None else seed
-    sampling = scenario.sampling
+    sampling = scenario.sampling.params
     answers = _generate(trait, backend, mode, sampling, base_seed, on_event, cancel)
     assert isinstance(backend, HiddenStates)
     layers = list(range(1, backend.n_layers))
@@ -200,24 +205,42 @@ def _extract_one(
             f"trait {trait.id}: layer {layer} is out of range; this model's layers are 1 to "
             f"{backend.n_layers - 1}"
         )
-    path = save_trait(
-        folder,
-        trait=trait,
-        scenario_id=scenario.id,
-        model=backend.info,
+    recommended = recommend(fits)
+    info = backend.info
+    record = VectorRecord(
+        trait=trait.id,
+        label=trait.label,
+        scenario=scenario.id,
+        model_name=info.name,
+        model_sha256=info.sha256,
+        model_architecture=info.architecture,
         n_layers=backend.n_layers,
         n_embd=backend.n_embd,
-        directions={il: directions[k] for k, il in enumerate(layers)},
-        fits=fits,
-        layer=layer,
-        tokens=(sum(m[1] for _, m in kept_pos), sum(m[1] for _, m in kept_neg)),
+        recommended_layer=recommended,
+        per_layer=tuple(
+            LayerStats(f.layer, round(f.auc, 6), round(f.norm, 6), round(f.gap, 6)) for f in fits
+        ),
+        positive_tokens=sum(m[1] for _, m in kept_pos),
+        negative_tokens=sum(m[1] for _, m in kept_neg),
         seed=base_seed,
+        samples=trait.samples,
         sampling=sampling,
-        answers=answers,
+        positive=trait.positive,
+        negative=trait.negative,
+        questions=trait.questions,
+        gguf_sha256="",
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        persona_tui_version=__version__,
     )
+    vector = ControlVector(
+        info.architecture,
+        {il: directions[k].astype(np.float32) for k, il in enumerate(layers)},
+    )
+    saved = save_trait(folder, record, vector)
+    _write_answers(responses_path(folder, trait.id), answers)
     fit = next(f for f in fits if f.layer == layer)
     on_event(VectorsExtracted(trait.id, folder, layer, fit.auc, time.perf_counter() - started))
-    return path
+    return saved.gguf_path
 
 
 def _generate(
@@ -296,6 +319,29 @@ def _measure(
         done += len(indices)
         on_event(VectorsProgress(trait.id, "measuring", done, len(answers)))
     return results
+
+
+def _write_answers(path: Path, answers: Sequence[Answer]) -> None:
+    """The answers the directions were computed from, one JSON object per line."""
+    import json
+
+    from persona_tui._util.atomic import atomic_write_text
+
+    lines = [
+        json.dumps(
+            {
+                "side": a.side,
+                "question": a.question,
+                "sample": a.sample,
+                "seed": a.seed,
+                "prompt": a.prompt,
+                "answer": a.text,
+            },
+            ensure_ascii=False,
+        )
+        for a in answers
+    ]
+    atomic_write_text(path, "".join(line + "\n" for line in lines), mode=0o644)
 
 
 def _check_cancel(cancel: threading.Event | None, trait: Trait) -> None:

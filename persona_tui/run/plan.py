@@ -238,11 +238,20 @@ def group_cells(batch: int, samples: int, probes: int) -> int:
     return max(1, min(probes, GROUP_BATCHES * batch // samples))
 
 
-def plan_trials(plan: Plan) -> list[TrialSpec]:
+def seed_ids(scenario: Scenario) -> dict[str, str]:
+    """The id each condition's trials are seeded by: its own, except the conditions of a
+    steering sweep, which share the seeds of the condition written (scenario/steering.py),
+    so every scale answers with the same seeds."""
+    return {c.id: c.seed_condition for c in scenario.conditions if c.seed_condition != c.id}
+
+
+def plan_trials(plan: Plan, seeds_of: Mapping[str, str] | None = None) -> list[TrialSpec]:
     """All trials of a plan in identity order (condition, replicate, probe, sample). The
-    replicates of a condition share its seeds (matched, as the conditions are)."""
+    replicates of a condition share its seeds; `seeds_of` (`seed_ids`) names the id a
+    condition is seeded by when it is not its own."""
+    seeds_of = seeds_of or {}
     return [
-        TrialSpec(c, p, s, trial_seed(plan.seed, c, p, s), r)
+        TrialSpec(c, p, s, trial_seed(plan.seed, seeds_of.get(c, c), p, s), r)
         for c, r in plan.arms
         for p in plan.probes
         for s in range(plan.samples)
@@ -273,7 +282,9 @@ def order_for_prefix_reuse(
     return sorted(specs, key=lambda s: (rank[adapters.get(s.arm)], prompts[s.key], s.sample))
 
 
-def batch_groups(plan: Plan) -> list[tuple[TrialSpec, ...]]:
+def batch_groups(
+    plan: Plan, seeds_of: Mapping[str, str] | None = None
+) -> list[tuple[TrialSpec, ...]]:
     """The groups of a plan, each decoded through `plan.batch` sequences at once: the
     trials of `plan.batch_cells` consecutive cells of one condition, in plan order
     (probe, then sample); the next trial waiting takes the place of a sequence that ends.
@@ -284,7 +295,7 @@ def batch_groups(plan: Plan) -> list[tuple[TrialSpec, ...]]:
     The composition depends on the plan alone, so a trial's text does not depend on what
     ran before or on what was left to do when a session resumed.
     """
-    specs = plan_trials(plan)
+    specs = plan_trials(plan, seeds_of)
     cells = [specs[start : start + plan.samples] for start in range(0, len(specs), plan.samples)]
     if plan.batch_cells == 0:
         size = plan.batch

@@ -24,7 +24,7 @@ from persona_tui.errors import PersonaError
 from persona_tui.run.arm_model import ArmModels
 from persona_tui.run.events import EventCallback, ProjectionsProgress
 from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import Arm, OptionCell, TraitRecord, Trial
+from persona_tui.session.model import Arm, CellKey, OptionCell, TraitRecord, Trial, TrialKey
 from persona_tui.session.store import SessionStore
 
 
@@ -108,10 +108,12 @@ def measure_projections(
         unit = work[index]
         models.use(unit.arm)
         trial_values, cell_values = _measure_unit(backend, unit, layers, traits, units_by_trait)
-        store.save_projections(
-            [(trial.key, values) for trial, values in zip(unit.trials, trial_values, strict=True)],
-            None if unit.cell is None else (unit.cell.key, cell_values),
-        )
+        items: list[tuple[TrialKey | CellKey, dict[str, float]]] = [
+            (trial.key, values) for trial, values in zip(unit.trials, trial_values, strict=True)
+        ]
+        if unit.cell is not None:
+            items.append((unit.cell.key, cell_values))
+        store.set_projections_of(items)
         done += len(unit.trials) + (unit.cell is not None)
         on_event(ProjectionsProgress(done, total))
     return True

@@ -35,7 +35,13 @@ from persona_tui.run.events import (
     TrialFinished,
     TrialStarted,
 )
-from persona_tui.run.plan import TrialSpec, batch_groups, order_for_prefix_reuse, plan_trials
+from persona_tui.run.plan import (
+    TrialSpec,
+    batch_groups,
+    order_for_prefix_reuse,
+    plan_trials,
+    seed_ids,
+)
 from persona_tui.run.prompts import conversation, first_turn_prompt, framing_chars, render_prompt
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import Arm, SessionStatus, Trial
@@ -93,6 +99,7 @@ class Runner:
         self.adapters = header.adapter_paths()
         # Each arm's adapter and steering, switched only when they change (arm_model.py).
         self.models = ArmModels(backend, header)
+        self.seeds_of = seed_ids(scenario)  # a steering sweep's scales share their seeds
 
     def use_adapter_of(self, arm: Arm) -> None:
         """Put `arm`'s LoRA adapter and steering on the model, if not there already."""
@@ -106,7 +113,7 @@ class Runner:
     def pending(self) -> list[TrialSpec]:
         """Unfinished trials, in prefix-reuse order (grouped by adapter first)."""
         finished = {t.key for t in self.store.session.trials}
-        specs = [s for s in plan_trials(self.plan) if s.key not in finished]
+        specs = [s for s in plan_trials(self.plan, self.seeds_of) if s.key not in finished]
         prompts = {s.key: self.first_prompt(s) for s in specs}
         return order_for_prefix_reuse(specs, prompts, self.models.keys(s.arm for s in specs))
 
@@ -224,7 +231,8 @@ class Runner:
         again), because a sequence's numbers depend on the batch it shares.
         """
         finished = {t.key for t in self.store.session.trials}
-        groups = [g for g in batch_groups(self.plan) if any(s.key not in finished for s in g)]
+        groups = batch_groups(self.plan, self.seeds_of)
+        groups = [g for g in groups if any(s.key not in finished for s in g)]
         firsts = [g[0] for g in groups]
         prompts = {spec.key: self.first_prompt(spec) for spec in firsts}
         ordered = order_for_prefix_reuse(firsts, prompts, self.models.keys(s.arm for s in firsts))

@@ -139,7 +139,7 @@ def _own_answers(
         GenerationRequest(
             prompt,
             trial_seed(seed, condition, f"example-{index}", 0),
-            scenario.sampling,
+            scenario.sampling.params,
             stop_strings(mode),
         )
         for condition, index, prompt in work

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
@@ -23,6 +24,9 @@ from persona_tui.run.events import EventCallback
 from persona_tui.run.extract import NOT_MEASURABLE, can_measure, extract_traits
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import SteeringRecord, TraitRecord
+
+if TYPE_CHECKING:
+    from persona_tui.vectors.store import TraitVectors
 
 
 def vector_folders(scenario: Scenario, backend: Backend, given: Sequence[Path]) -> list[Path]:
@@ -67,7 +71,7 @@ def resolve_vectors(
     if missing:
         extract_traits(scenario, backend, missing, folders[-1], on_event, cancel=cancel)
 
-    def found(trait_id: str):  # type: ignore[no-untyped-def]
+    def found(trait_id: str) -> TraitVectors:
         return find_trait(
             trait_id, backend.info.sha256, folders, scenario_id=scenario.id, model_ref=model_ref
         )
@@ -76,11 +80,11 @@ def resolve_vectors(
     if projections and can_measure(backend):
         for trait_id, trait in declared.items():
             vectors = found(trait_id)
-            layer = trait.layer if trait.layer is not None else vectors.record.layer
+            layer = trait.layer if trait.layer is not None else vectors.recommended_layer
             traits[trait_id] = TraitRecord(
                 trait=trait_id,
                 layer=layer,
-                vectors=str(vectors.path),
+                vectors=str(vectors.gguf_path),
                 sha256=vectors.sha256,
                 norm=round(vectors.norm(layer), 6),
             )
@@ -89,14 +93,14 @@ def resolve_vectors(
         steer = condition.steer
         assert steer is not None
         vectors = found(steer.trait)
-        trait = declared.get(steer.trait)
-        layer = steer.layer or (trait.layer if trait and trait.layer else vectors.record.layer)
+        own = declared.get(steer.trait)
+        layer = steer.layer or (own.layer if own and own.layer else vectors.recommended_layer)
         steering[condition.id] = SteeringRecord(
             condition=condition.id,
             trait=steer.trait,
             layer=layer,
             scale=steer.scale,
-            vectors=str(vectors.path),
+            vectors=str(vectors.gguf_path),
             sha256=vectors.sha256,
         )
     return traits, steering
@@ -104,7 +108,9 @@ def resolve_vectors(
 
 def _find(trait_id: str, backend: Backend, folders: Sequence[Path]) -> Path | None:
     """The folder of `folders` holding the trait's vectors for this model, if any."""
+    from persona_tui.vectors.store import gguf_path
+
     for folder in folders:
-        if (folder / f"{trait_id}.gguf").is_file():
+        if gguf_path(folder, trait_id).is_file():
             return folder
     return None

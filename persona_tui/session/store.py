@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -248,35 +248,41 @@ class SessionStore:
         """Set the trait projections of a saved trial (TrialKey) or option cell (CellKey),
         replacing the ones of the same traits (others are kept), and save: a later pass
         measuring an existing session stores its values as an annotation edit does."""
+        self.set_projections_of([(key, values)])
+
+    def set_projections_of(
+        self, items: Sequence[tuple[TrialKey | CellKey, dict[str, float]]]
+    ) -> None:
+        """`set_projections` for several trials and cells at once, in one save (the
+        projection pass saves a prompt's trials and its cell together)."""
         with self._mutex:
             self._check_open()
-            self._check_projections(values)
-            if isinstance(key, TrialKey):
-                trial = self._trials.get(key)
-                if trial is None:
-                    raise SessionError(f"session {self._path} has no trial {key}")
-                updated = dataclasses.replace(trial, projections={**trial.projections, **values})
-                chunk = render_trial(updated).encode("utf-8")
-                parts = [chunk if k == key else c for k, c in self._chunks.items()]
-                self._write(
-                    [self._header_chunk, *parts, *self._cell_chunks.values()],
-                    saved_trials=len(self._chunks),
-                )
-                self._trials[key] = updated
-                self._chunks[key] = chunk
-                return
-            cell = self._cells.get(key)
-            if cell is None:
-                raise SessionError(f"session {self._path} has no option cell {tuple(key)}")
-            new_cell = dataclasses.replace(cell, projections={**cell.projections, **values})
-            cell_chunk = render_option_cell(new_cell).encode("utf-8")
-            cells = [cell_chunk if k == key else c for k, c in self._cell_chunks.items()]
+            trials = dict(self._trials)
+            chunks = dict(self._chunks)
+            cells = dict(self._cells)
+            cell_chunks = dict(self._cell_chunks)
+            for key, values in items:
+                self._check_projections(values)
+                if isinstance(key, TrialKey):
+                    trial = trials.get(key)
+                    if trial is None:
+                        raise SessionError(f"session {self._path} has no trial {key}")
+                    trial = dataclasses.replace(trial, projections={**trial.projections, **values})
+                    trials[key] = trial
+                    chunks[key] = render_trial(trial).encode("utf-8")
+                    continue
+                cell = cells.get(key)
+                if cell is None:
+                    raise SessionError(f"session {self._path} has no option cell {tuple(key)}")
+                cell = dataclasses.replace(cell, projections={**cell.projections, **values})
+                cells[key] = cell
+                cell_chunks[key] = render_option_cell(cell).encode("utf-8")
             self._write(
-                [self._header_chunk, *self._chunks.values(), *cells],
-                saved_trials=len(self._chunks),
+                [self._header_chunk, *chunks.values(), *cell_chunks.values()],
+                saved_trials=len(chunks),
             )
-            self._cells[key] = new_cell
-            self._cell_chunks[key] = cell_chunk
+            self._trials, self._chunks = trials, chunks
+            self._cells, self._cell_chunks = cells, cell_chunks
 
     def set_traits(self, traits: dict[str, TraitRecord]) -> None:
         """Record the traits measured (`[traits.<id>]`, added to or replacing the ones of the

@@ -56,18 +56,19 @@ _SAMPLING_KEYS = tuple(f.name for f in SamplingParams.__dataclass_fields__.value
 _TEXT_KEYS = ("positive", "negative", "questions")
 _FRAMING_KEYS = ("system", "shots")
 _SHOT_KEYS = ("user", "assistant")
-_LAYER_KEYS = ("layer", "separation", "norm")
+_LAYER_KEYS = ("layer", "separation", "norm", "gap")
 
 
 @dataclass(frozen=True)
 class LayerStats:
     """One layer's direction: how well it separates held-out positive from negative
-    examples (`separation`, e.g. an AUC in [0, 1]) and its norm (of the raw difference of
-    means)."""
+    examples (`separation`: the held-out AUC in [0, 1]; `gap`: the held-out standardized
+    mean difference) and its norm (of the raw difference of means)."""
 
     layer: int
     separation: float
     norm: float
+    gap: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -281,7 +282,8 @@ def _layer(t: TableReader, n_layers: int) -> LayerStats:
     norm = _float(t, "norm")
     if norm < 0:
         t.report("norm", f"must be >= 0, got {norm}")
-    return LayerStats(layer, separation, norm)
+    gap = _float(t, "gap") if t.has("gap") else 0.0
+    return LayerStats(layer, separation, norm, gap)
 
 
 def _float(t: TableReader, key: str) -> float:
