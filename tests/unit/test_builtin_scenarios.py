@@ -163,7 +163,12 @@ def test_option_lengths_cannot_explain_a_contrast(scenario_id: str) -> None:
         assert min(words[label]) <= 5 and max(words[label]) >= 25
 
 
-BUILTIN_TRAITS = {"bully-school-play": ["malice"], "trait-elicitation": ["malice", "sycophancy"]}
+BUILTIN_TRAITS = {
+    "bully-school-play": ["malice"],
+    "trait-elicitation": ["malice", "sycophancy"],
+    "bully-finetune": ["malice"],
+    "reward-hacking-finetune": ["malice"],
+}
 
 
 @pytest.mark.parametrize("path", builtin_scenarios(), ids=lambda path: path.stem)
@@ -189,7 +194,19 @@ def test_builtin_traits_are_matched_and_keep_the_probes_held_out(path: Path) -> 
 
 
 def test_the_builtin_malice_traits_are_one_trait() -> None:
-    """bully-school-play and trait-elicitation define malice alike, so either's vectors
-    steer the other's probes the same way."""
-    school, elicitation = builtin("bully-school-play"), builtin("trait-elicitation")
-    assert school.trait("malice") == elicitation.trait("malice")
+    """Every built-in scenario defines malice alike, so any one's vectors steer and measure
+    the others' probes the same way."""
+    school = builtin("bully-school-play").trait("malice")
+    for other in ("trait-elicitation", "bully-finetune", "reward-hacking-finetune"):
+        assert builtin(other).trait("malice") == school, other
+
+
+def test_the_training_studies_trait_questions_are_not_training_requests() -> None:
+    """Screening and measuring a study's adapters on questions it was trained on would
+    read the training, not the persona."""
+    for study in ("bully-finetune", "reward-hacking-finetune"):
+        scenario = builtin(study)
+        assert scenario.training is not None
+        requests = {e.user.strip().lower() for e in scenario.training.examples}
+        for trait in scenario.traits:
+            assert not requests & {q.strip().lower() for q in trait.questions}, study
