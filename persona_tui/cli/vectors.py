@@ -95,6 +95,12 @@ def add_vectors_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     vectors.add_argument("--traits", type=csv_list, help="only these trait ids (a,b,...)")
     vectors.add_argument("--seed", type=int, help="seed of the answers (default: the scenario's)")
+    vectors.add_argument(
+        "--random-control",
+        action="store_true",
+        help="also write <trait>-random: a random direction with the trait's norm at every "
+        "layer, to steer with as a control (what it moves too is not the trait's doing)",
+    )
     vectors.set_defaults(func=cmd_vectors)
 
 
@@ -106,6 +112,7 @@ def cmd_vectors(args: argparse.Namespace) -> int:
     from persona_tui.scenario.catalog import resolve_scenario
     from persona_tui.scenario.parse import load_scenario
     from persona_tui.vectors.record import read_record
+    from persona_tui.vectors.store import load_trait, save_random_control
 
     console = Console(stderr=True)
     request = VectorsRequest(
@@ -122,12 +129,19 @@ def cmd_vectors(args: argparse.Namespace) -> int:
     control = RunControl()
     with cancel_on_signals(control):
         written = extract_vectors(request, VectorsReporter(console), control.cancelled)
+    controls = []
+    if args.random_control:
+        for path in written:
+            random = save_random_control(load_trait(path.parent, path.stem), path.parent)
+            controls.append(random.gguf_path)
     for path in written:
         record = read_record(path.with_suffix(".toml"))
         _print_layers(record)
         figure = _separation_figure(record, path.with_suffix(".separation.png"))
         if figure is not None:
             console.print(f"separation figure: {figure}", highlight=False, markup=False)
+        print(path)
+    for path in controls:
         print(path)
     return 0
 

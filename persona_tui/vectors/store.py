@@ -128,6 +128,37 @@ def save_trait(folder: Path, record: VectorRecord, vector: ControlVector) -> Tra
     return TraitVectors(saved, vector, folder)
 
 
+def save_random_control(vectors: TraitVectors, folder: Path, seed: int = 0) -> TraitVectors:
+    """A control for steering with `vectors`: trait `<trait>-random`, at every layer a
+    direction drawn uniformly on the sphere (seeded) with the trait's norm there. Steering
+    along it adds as much to the residual stream as the trait does, in no chosen direction;
+    what the trait moves and it does not is the trait's own effect. Its record keeps the
+    trait's norms; its separation is not measured (written as 0.5, gap 0: what a random
+    direction separates on average).
+    """
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    directions = {}
+    for layer in vectors.layers:
+        draw = rng.standard_normal(vectors.vector.n_embd)
+        draw *= vectors.norm(layer) / np.linalg.norm(draw)
+        directions[layer] = draw.astype(np.float32)
+    trait = f"{vectors.trait}-random"
+    record = replace(
+        vectors.record,
+        trait=trait,
+        label=f"Random direction (a control for {vectors.record.label}, seed {seed})",
+        seed=seed,
+        per_layer=tuple(
+            replace(stats, separation=0.5, gap=0.0) for stats in vectors.record.per_layer
+        ),
+        gguf="",
+        responses="",
+    )
+    return save_trait(folder, record, ControlVector(vectors.vector.model_hint, directions))
+
+
 def load_trait(folder: Path, trait_id: str) -> TraitVectors:
     """A trait's vectors from `folder`, the GGUF checked against the record (its sha256,
     layers, n_embd and architecture)."""
