@@ -50,7 +50,9 @@ def test_app_runs_one_trial_on_demo_model_and_quits(tmp_path: Path) -> None:
     _tmux("new-session", "-d", "-s", session, "-x", "120", "-y", "40", command)
     try:
         _wait_for_pane(session, "Bully", timeout=30)  # the Run screen with its title
-        _wait_for_pane(session, " trials", timeout=120)  # the progress header is up
+        # The scenario's malice trait is extracted first (about 30 s on 2 idle cores, once
+        # per model), then the progress header is up.
+        _wait_for_pane(session, " trials", timeout=300)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             files = list((home / "data" / "sessions").glob("*.toml"))
