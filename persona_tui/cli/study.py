@@ -219,7 +219,12 @@ def _screen(scenario: Any, model_path: Path, out: Path, console: Any) -> None:
 
 
 def _print_trajectory(sessions: list[Path], out: Path) -> None:
-    """The log-odds by training step (stdout) and its plot, DIR/trajectory.png."""
+    """The log-odds by training step (stdout) and its plot, DIR/trajectory.png; then, when
+    the study measures traits, each adapter's projection shift by step."""
+    from persona_tui.analysis.projection_trajectory import (
+        projection_trajectory,
+        projection_trajectory_table,
+    )
     from persona_tui.analysis.trajectory import (
         save_trajectory_plot,
         training_trajectory,
@@ -227,11 +232,16 @@ def _print_trajectory(sessions: list[Path], out: Path) -> None:
     )
     from persona_tui.session.read import read_session_file
 
-    trajectory = training_trajectory([read_session_file(p) for p in sessions])
+    loaded = [read_session_file(p) for p in sessions]
+    trajectory = training_trajectory(loaded)
     print()
     print(trajectory_table(trajectory))
     plot = save_trajectory_plot(trajectory, out / "trajectory.png")
     print(f"plot: {plot}")
+    projections = projection_trajectory(loaded)  # None when the study measures no trait
+    if projections is not None:
+        print()
+        print(projection_trajectory_table(projections))
 
 
 def _adapter_conditions(scenario: Any) -> list[str]:
