@@ -2,7 +2,8 @@
 
 On a GGUF the adapters are trained with torch + peft and probed with llama.cpp; on an MLX
 model folder, trained and probed with mlx-lm. Three phases, each with its progress on
-stderr: (1) train the adapters (`train`: finished ones are skipped, an interrupted one
+stderr (four when the scenario declares traits: first its training data is screened along
+them, run/screening.py, into DIR/screening.csv): (1) train the adapters (`train`: finished ones are skipped, an interrupted one
 resumes from its checkpoint), (2) probe them, every probe under each adapter and the
 untouched base (sampled trials, then the likelihood probes), saved as DIR/session.toml,
 and (3) print the report (`persona-tui report`) on stdout. Run it again after an
@@ -77,8 +78,8 @@ def add_study_command(subparsers: Any) -> None:
     study.set_defaults(func=cmd_study)
 
 
-def _phase(console: Any, number: int, title: str) -> None:
-    console.rule(f"{number}/3 {title}", style="bold")
+def _phase(console: Any, number: int, title: str, total: int) -> None:
+    console.rule(f"{number}/{total} {title}", style="bold")
 
 
 def cmd_study(args: argparse.Namespace) -> int:
@@ -119,10 +120,14 @@ def cmd_study(args: argparse.Namespace) -> int:
     out = args.out or default_output(scenario.id, model_path)
     console = Console(stderr=True)
 
+    phases = 4 if scenario.traits else 3
+    first = phases - 3  # the training phase's number
     if scenario.traits:
-        _phase(console, 0, "screening the training data along the scenario's traits")
+        _phase(console, 1, "screening the training data along the scenario's traits", phases)
         _screen(scenario, model_path, out, console)
-    _phase(console, 1, f"training the adapters of {scenario.id} on {model_path.name}")
+    _phase(
+        console, first + 1, f"training the adapters of {scenario.id} on {model_path.name}", phases
+    )
     reporter = TrainReporter(console)
     cancel = threading.Event()
     try:
@@ -152,7 +157,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     # Each condition's folder: the run probes every replicate's adapter in it.
     adapters = {r.condition: r.folder.parent for r in trained.results if r.adapter is not None}
 
-    _phase(console, 2, "probing the adapters and the base model")
+    _phase(console, first + 2, "probing the adapters and the base model", phases)
     console.print(probing_work(scenario, args, trained.replicates, out), highlight=False)
     # The finished adapters, then (--probe-checkpoints) each kept checkpoint's.
     steps: list[int | None] = [None]
@@ -177,7 +182,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         sessions.append(session)
     session = sessions[0]
 
-    _phase(console, 3, "report")
+    _phase(console, first + 3, "report", phases)
     from persona_tui.cli.analysis import add_analysis_commands, cmd_report
 
     # `report`'s own defaults, from its own parser (not the whole CLI's: main imports study).

@@ -9,6 +9,7 @@ already loaded).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,15 +100,19 @@ class OpenRun:
 
 
 def open_run(
-    request: RunRequest, on_event: EventCallback, loader: ModelLoader | None = None
+    request: RunRequest,
+    on_event: EventCallback,
+    loader: ModelLoader | None = None,
+    cancel: threading.Event | None = None,
 ) -> OpenRun:
     """Open the run `request` asks for: load the model, then create the session (its plan
     and adapters checked first) or resume it (on the same model and adapters).
 
     Reports `ModelLoading`, `ModelLoaded` and `SessionOpened`. `loader` replaces the model
     loading (the app's tests use a scripted backend); by default `models.load.load_model`
-    with the request's config, backend, threads and repack. Raises PersonaError with what
-    is wrong; on any failure nothing stays loaded or locked.
+    with the request's config, backend, threads and repack. A new run of a scenario with
+    traits finds (or first extracts, cancellable by `cancel`) their vectors (run/vectors.py).
+    Raises PersonaError with what is wrong; on any failure nothing stays loaded or locked.
     """
     if request.resume is not None and request.adapters:
         raise PersonaError("--adapters is for a new run; a resumed session uses its own")
@@ -145,6 +150,7 @@ def open_run(
                 on_event,
                 conditions=selected_conditions(scenario, request.options),
                 projections=request.projections,
+                cancel=cancel,
             )
             store = create_session(
                 scenario,

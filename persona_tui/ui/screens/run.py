@@ -177,7 +177,7 @@ class RunScreen(Screen[None]):
                 request = self.request
                 if request.config is None:
                     request = replace(request, config=self.config)
-                self.opened = open_run(request, bridge, self.loader)
+                self.opened = open_run(request, bridge, self.loader, control.cancelled)
             finish_run(self.opened, bridge, control)
         except PersonaError as error:
             bridge.flush()
