@@ -72,7 +72,7 @@ def test_vectors_writes_the_files_the_table_and_is_seeded(tmp_path: Path, tiny_g
     )
     out = tmp_path / "a"
     for suffix in (".gguf", ".toml", ".responses.jsonl"):
-        assert (out / f"malice{suffix}").is_file(), suffix
+        assert (out / f"malice{suffix}").stat().st_mode & 0o777 == 0o644, suffix
     # The per-layer table (the tiny model's one steerable layer, recommended) and the path.
     assert "trait malice: held-out separation per layer" in first.stdout
     assert "<- recommended" in first.stdout
