@@ -98,6 +98,12 @@ def resolve_vectors(
         vectors = found(steer.trait)
         own = declared.get(steer.trait)
         layer = steer.layer or (own.layer if own and own.layer else vectors.recommended_layer)
+        if layer not in vectors.layers:  # refused here, before any trial runs
+            raise PersonaError(
+                f"condition {condition.id} steers along {steer.trait} at layer {layer}, but "
+                f"{vectors.gguf_path} has directions at layers "
+                f"{', '.join(map(str, vectors.layers))} only"
+            )
         steering[condition.id] = SteeringRecord(
             condition=condition.id,
             trait=steer.trait,

@@ -132,3 +132,29 @@ def test_an_engine_without_activations_refuses_a_steered_condition(tmp_path: Pat
     with pytest.raises(PersonaError, match="steers conditions"):
         open_run(RunRequest(scenario=parse_scenario(text), out=out), quiet, loader=scripted)
     assert not out.exists()
+
+
+def test_a_steering_layer_the_vectors_lack_is_refused_before_the_run(
+    tmp_path: Path, tiny_gguf: Path
+) -> None:
+    scenario = parse_scenario(TRAIT_SCENARIO)
+    backend = load(tiny_gguf)
+    try:
+        extract_traits(scenario, backend, scenario.traits, tmp_path / "vectors", quiet)
+    finally:
+        backend.close()
+    text = OPTIONS_SCENARIO.replace(
+        'label = "Framed"\n',
+        'label = "Framed"\nsteer = { trait = "malice", scale = 2, layer = 5 }\n',
+    )
+    out = tmp_path / "s.toml"
+    request = RunRequest(
+        scenario=parse_scenario(text),
+        model=str(tiny_gguf),
+        out=out,
+        threads=1,
+        vectors=(tmp_path / "vectors",),
+    )
+    with pytest.raises(PersonaError, match="condition framed steers along malice at layer 5"):
+        open_run(request, quiet)
+    assert not out.exists()
