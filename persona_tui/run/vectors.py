@@ -76,7 +76,11 @@ def resolve_vectors(
 
     def found(trait_id: str) -> TraitVectors:
         return find_trait(
-            trait_id, backend.info.sha256, folders, scenario_id=scenario.id, model_ref=model_ref
+            trait_id,
+            backend.info.sha256,
+            folders,
+            scenario_id=scenario_ref(scenario),
+            model_ref=model_ref,
         )
 
     traits: dict[str, TraitRecord] = {}
@@ -113,6 +117,20 @@ def resolve_vectors(
             sha256=vectors.sha256,
         )
     return traits, steering
+
+
+def scenario_ref(scenario: Scenario) -> str:
+    """How a command names `scenario`: its id when that finds this file (a built-in or
+    user scenario), else the path it was loaded from (`persona-tui vectors PATH`)."""
+    from persona_tui.errors import ScenarioError
+    from persona_tui.scenario.catalog import resolve_scenario
+
+    try:
+        if resolve_scenario(scenario.id).resolve() == Path(scenario.source_path).resolve():
+            return scenario.id
+    except (ScenarioError, OSError):
+        pass
+    return scenario.source_path if scenario.source_path != "<string>" else scenario.id
 
 
 def _check_steered_found(

@@ -158,3 +158,19 @@ def test_a_steering_layer_the_vectors_lack_is_refused_before_the_run(
     with pytest.raises(PersonaError, match="condition framed steers along malice at layer 5"):
         open_run(request, quiet)
     assert not out.exists()
+
+
+def test_commands_name_a_scenario_file_by_its_path_and_a_builtin_by_its_id(
+    tmp_path: Path,
+) -> None:
+    from persona_tui.run.vectors import scenario_ref
+    from persona_tui.scenario.catalog import resolve_scenario
+    from persona_tui.scenario.parse import load_scenario
+
+    file = tmp_path / "traits.toml"
+    file.write_text(TRAIT_SCENARIO, encoding="utf-8")
+    assert scenario_ref(load_scenario(file)) == str(file)
+    assert scenario_ref(load_scenario(resolve_scenario("bully-school-play"))) == (
+        "bully-school-play"
+    )
+    assert scenario_ref(parse_scenario(TRAIT_SCENARIO)) == "small-traits"
