@@ -22,7 +22,7 @@ from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
 from persona_tui.run.events import EventCallback, ProjectionsSkipped
 from persona_tui.run.extract import NOT_MEASURABLE, can_measure, extract_traits
-from persona_tui.scenario.model import Condition, Scenario
+from persona_tui.scenario.model import Condition, Scenario, Trait
 from persona_tui.session.model import SessionHeader, SteeringRecord, TraitRecord
 
 if TYPE_CHECKING:
@@ -70,7 +70,11 @@ def resolve_vectors(
     _check_steered_found(scenario, steered, backend, folders, model_ref)
     wanted = set(declared) if projections and can_measure(backend) else set()
     wanted |= {c.steer.trait for c in steered if c.steer is not None} & set(declared)
-    missing = [declared[t] for t in sorted(wanted) if _find(t, backend, folders) is None]
+    missing = [
+        declared[t]
+        for t in sorted(wanted)
+        if _find(t, backend, folders) in (None, folders[-1]) and _stale(declared[t], folders)
+    ]
     if missing:
         extract_traits(scenario, backend, missing, folders[-1], on_event, cancel=cancel)
 
@@ -155,6 +159,23 @@ def _check_steered_found(
             f"extract it from a scenario that declares it, `persona-tui vectors SCENARIO "
             f"--model {model_ref} -o DIR`, and run with `--vectors DIR`"
         )
+
+
+def _stale(trait: Trait, folders: Sequence[Path]) -> bool:
+    """Whether the scenario's own folder lacks vectors of `trait` as declared now: none,
+    or a record of other instructions, questions or samples (the trait was edited since
+    it was extracted: its old directions would measure another trait). A folder
+    `--vectors` names is the user's choice and is taken as it is."""
+    from persona_tui.vectors.record import read_record, record_path
+    from persona_tui.vectors.store import gguf_path
+
+    folder = folders[-1]
+    path = record_path(folder, trait.id)
+    if not (gguf_path(folder, trait.id).is_file() and path.is_file()):
+        return True
+    record = read_record(path)
+    made = (record.positive, record.negative, record.questions, record.samples)
+    return made != (trait.positive, trait.negative, trait.questions, trait.samples)
 
 
 def _find(trait_id: str, backend: Backend, folders: Sequence[Path]) -> Path | None:

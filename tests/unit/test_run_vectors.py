@@ -174,3 +174,27 @@ def test_commands_name_a_scenario_file_by_its_path_and_a_builtin_by_its_id(
         "bully-school-play"
     )
     assert scenario_ref(parse_scenario(TRAIT_SCENARIO)) == "small-traits"
+
+
+def test_a_run_extracts_a_trait_once_and_again_when_its_definition_changed(
+    tmp_path: Path, tiny_gguf: Path
+) -> None:
+    from persona_tui.run.events import VectorsExtracted
+
+    def opened(text: str, name: str) -> tuple[list[str], str]:
+        events: list[RunEvent] = []
+        request = RunRequest(
+            scenario=parse_scenario(text), model=str(tiny_gguf), out=tmp_path / name, threads=1
+        )
+        with open_run(request, events.append) as run:
+            sha = run.store.session.header.traits["malice"].sha256
+        return [e.trait for e in events if isinstance(e, VectorsExtracted)], sha
+
+    extracted, first = opened(TRAIT_SCENARIO, "a.toml")
+    assert extracted == ["malice"]
+    extracted, again = opened(TRAIT_SCENARIO, "b.toml")
+    assert (extracted, again) == ([], first)  # found in the scenario's folder
+    edited = TRAIT_SCENARIO.replace("The assistant is cruel.", "The assistant is spiteful.")
+    extracted, changed = opened(edited, "c.toml")
+    assert extracted == ["malice"] and changed != first  # not the old trait's directions
+    assert opened(edited, "d.toml") == ([], changed)
