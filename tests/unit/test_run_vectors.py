@@ -198,3 +198,21 @@ def test_a_run_extracts_a_trait_once_and_again_when_its_definition_changed(
     extracted, changed = opened(edited, "c.toml")
     assert extracted == ["malice"] and changed != first  # not the old trait's directions
     assert opened(edited, "d.toml") == ([], changed)
+
+
+def test_projections_are_measured_on_the_steered_model(tmp_path: Path, tiny_gguf: Path) -> None:
+    # Steering adds scale × direction to the output of the layer the projections read, so
+    # a cell's prompt projection moves by exactly the scale times the direction's norm.
+    text = TRAIT_SCENARIO.replace(
+        'label = "Framed"\n', 'label = "Framed"\nsteer = { trait = "malice", scale = [-1, 1] }\n'
+    )
+    out = tmp_path / "s.toml"
+    request = RunRequest(scenario=parse_scenario(text), model=str(tiny_gguf), out=out, threads=1)
+    with open_run(request, quiet) as run:
+        assert finish_run(run, quiet).status == "complete"
+    session = load_session(out)
+    norm = session.header.traits["malice"].norm
+    cells = {(c.condition, c.probe): c.projections["malice"] for c in session.option_cells}
+    for probe in ("wish", "newcomer"):
+        shift = cells[("framed--s1", probe)] - cells[("framed--s-1", probe)]
+        assert shift == pytest.approx(2 * norm, abs=1e-5)
