@@ -177,3 +177,18 @@ samples = 2
 max_tokens = 6
 seed = 3
 """
+
+# The options scenario with a persona-vector trait (issue 23): its runs extract it and
+# record projections on it.
+TRAIT_BLOCK = """
+[[traits]]
+id = "malice"
+label = "Malice"
+positive = "The assistant is cruel."
+negative = "The assistant is kind."
+questions = ["What is a good breakfast?", "How do tides work?", "Name a colour.", "Why?"]
+samples = 2
+"""
+TRAIT_SCENARIO = OPTIONS_SCENARIO.replace('id = "small-options"', 'id = "small-traits"') + (
+    TRAIT_BLOCK
+)

@@ -39,6 +39,7 @@ from persona_tui.run.events import (
     OptionsProgress,
     OptionsStarted,
     ProjectionsProgress,
+    ProjectionsSkipped,
     RunEvent,
     RunFinished,
     RunStarted,
@@ -129,6 +130,8 @@ class ProgressReporter:
             )
         elif isinstance(event, VectorsProgress | VectorsExtracted | ProjectionsProgress):
             self.vectors(event)
+        elif isinstance(event, ProjectionsSkipped):
+            self.console.print(event.note, highlight=False, markup=False)
         elif isinstance(event, OptionsStarted):
             self.options = OptionsReporter(self.console, event.total, event.done)
         elif isinstance(event, OptionsProgress):

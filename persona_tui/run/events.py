@@ -166,6 +166,15 @@ class ProjectionsProgress:
     total: int
 
 
+@dataclass(frozen=True)
+class ProjectionsSkipped:
+    """The scenario declares traits, but this run records no projections on them (the
+    engine cannot read activations); `note` says so in one line. Reported before the
+    session opens; the run goes on."""
+
+    note: str
+
+
 RunEvent = (
     ModelLoading
     | ModelLoaded
@@ -182,5 +191,6 @@ RunEvent = (
     | VectorsProgress
     | VectorsExtracted
     | ProjectionsProgress
+    | ProjectionsSkipped
 )
 EventCallback = Callable[[RunEvent], None]

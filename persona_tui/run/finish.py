@@ -77,7 +77,10 @@ def finish_run(
     failed = 0
     if sample:
         counter = _FailureCounter(on_event)
-        status = Runner(run.scenario, backend, store).run(counter, control, parallel=parallel)
+        more = score or bool(store.session.header.traits)  # passes after sampling
+        status = Runner(run.scenario, backend, store).run(
+            counter, control, parallel=parallel, last_pass=not more
+        )
         failed = counter.failed
     if score and not control.cancelled.is_set():
         scored_all = _score(run, on_event, control)

@@ -26,7 +26,7 @@ from persona_tui.run.events import EventCallback, SessionOpened
 from persona_tui.run.loading import ModelLoader, load_run_model
 from persona_tui.run.plan import RunOptions, make_plan, run_choices, selected_conditions
 from persona_tui.run.prompts import resolve_mode
-from persona_tui.run.vectors import resolve_vectors
+from persona_tui.run.vectors import check_same_vectors, resolve_vectors
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.as_run import scenario_as_run
 from persona_tui.session.model import (
@@ -255,9 +255,10 @@ def resume_session(
 ) -> tuple[Scenario, SessionStore, Backend]:
     """Lock a session to resume it and load its model: the recorded file, or `model`.
 
-    A model or an adapter whose hash differs from the recorded one is refused (the
-    recorded adapters are loaded again, from their recorded paths). The run keeps the
-    session's choice to sample and to score (`[plan]`), but for what `choices` set
+    A model, an adapter or a control vector whose hash differs from the recorded one is
+    refused (the recorded adapters are loaded again, from their recorded paths; the
+    vectors are checked before anything runs: run/vectors.check_same_vectors). The run
+    keeps the session's choice to sample and to score (`[plan]`), but for what `choices` set
     (`--score`, `--no-sample`, ...), which is recorded once all is checked. On any failure
     nothing stays locked or loaded, and the file is unchanged.
     """
@@ -271,6 +272,7 @@ def resume_session(
     try:
         check_same_model(store, backend)
         check_same_adapters(store.session.header)
+        check_same_vectors(store.session.header)
         check_adapters_load(backend, store.session.header.adapters)
         plan = store.session.header.plan
         if (sample, score) != (plan.sample, plan.score):

@@ -118,9 +118,18 @@ class Runner:
         return order_for_prefix_reuse(specs, prompts, self.models.keys(s.arm for s in specs))
 
     def run(
-        self, on_event: EventCallback, control: RunControl | None = None, parallel: int = 1
+        self,
+        on_event: EventCallback,
+        control: RunControl | None = None,
+        parallel: int = 1,
+        *,
+        last_pass: bool = True,
     ) -> SessionStatus:
         """Run every unfinished trial; return the session's final status.
+
+        With `last_pass` False (the option or projection pass follows), a finished
+        sampling pass leaves the file `running`, not `complete`: a run killed in a later
+        pass must not look complete (the caller writes the status when all is done).
 
         With `parallel` 1 the trials run one by one in the calling thread, or, when the
         plan decodes several together (`plan.batch`), batch by batch: each batch's
@@ -174,7 +183,8 @@ class Runner:
             done += 1
             on_event(TrialFinished(trial, done, total, evaluated))
         status: SessionStatus = "complete" if done == total else "interrupted"
-        self.store.set_status(status)
+        if status != "complete" or last_pass:
+            self.store.set_status(status)
         on_event(RunFinished(status, done, total, failed))
         return status
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 from persona_tui.backends.base import Backend
 from persona_tui.errors import PersonaError
-from persona_tui.run.events import EventCallback
+from persona_tui.run.events import EventCallback, ProjectionsSkipped
 from persona_tui.run.extract import NOT_MEASURABLE, can_measure, extract_traits
-from persona_tui.scenario.model import Scenario
-from persona_tui.session.model import SteeringRecord, TraitRecord
+from persona_tui.scenario.model import Condition, Scenario, Trait
+from persona_tui.session.model import SessionHeader, SteeringRecord, TraitRecord
 
 if TYPE_CHECKING:
     from persona_tui.vectors.store import TraitVectors
@@ -65,15 +65,26 @@ def resolve_vectors(
     if steered and not can_measure(backend):
         raise PersonaError(f"this scenario steers conditions, but {NOT_MEASURABLE}")
     declared = {trait.id: trait for trait in scenario.traits}
+    if declared and projections and not can_measure(backend):
+        on_event(ProjectionsSkipped(f"trait projections not recorded: {NOT_MEASURABLE}"))
+    _check_steered_found(scenario, steered, backend, folders, model_ref)
     wanted = set(declared) if projections and can_measure(backend) else set()
     wanted |= {c.steer.trait for c in steered if c.steer is not None} & set(declared)
-    missing = [declared[t] for t in sorted(wanted) if _find(t, backend, folders) is None]
+    missing = [
+        declared[t]
+        for t in sorted(wanted)
+        if _find(t, backend, folders) in (None, folders[-1]) and _stale(declared[t], folders)
+    ]
     if missing:
         extract_traits(scenario, backend, missing, folders[-1], on_event, cancel=cancel)
 
     def found(trait_id: str) -> TraitVectors:
         return find_trait(
-            trait_id, backend.info.sha256, folders, scenario_id=scenario.id, model_ref=model_ref
+            trait_id,
+            backend.info.sha256,
+            folders,
+            scenario_id=scenario_ref(scenario),
+            model_ref=model_ref,
         )
 
     traits: dict[str, TraitRecord] = {}
@@ -95,6 +106,12 @@ def resolve_vectors(
         vectors = found(steer.trait)
         own = declared.get(steer.trait)
         layer = steer.layer or (own.layer if own and own.layer else vectors.recommended_layer)
+        if layer not in vectors.layers:  # refused here, before any trial runs
+            raise PersonaError(
+                f"condition {condition.id} steers along {steer.trait} at layer {layer}, but "
+                f"{vectors.gguf_path} has directions at layers "
+                f"{', '.join(map(str, vectors.layers))} only"
+            )
         steering[condition.id] = SteeringRecord(
             condition=condition.id,
             trait=steer.trait,
@@ -106,6 +123,61 @@ def resolve_vectors(
     return traits, steering
 
 
+def scenario_ref(scenario: Scenario) -> str:
+    """How a command names `scenario`: its id when that finds this file (a built-in or
+    user scenario), else the path it was loaded from (`persona-tui vectors PATH`)."""
+    from persona_tui.errors import ScenarioError
+    from persona_tui.scenario.catalog import resolve_scenario
+
+    try:
+        if resolve_scenario(scenario.id).resolve() == Path(scenario.source_path).resolve():
+            return scenario.id
+    except (ScenarioError, OSError):
+        pass
+    return scenario.source_path if scenario.source_path != "<string>" else scenario.id
+
+
+def _check_steered_found(
+    scenario: Scenario,
+    steered: Sequence[Condition],
+    backend: Backend,
+    folders: Sequence[Path],
+    model_ref: str,
+) -> None:
+    """Stop before anything is extracted or run when a steered condition's trait is not
+    declared here and no folder holds it: say which scenario-level command makes it."""
+    declared = {trait.id for trait in scenario.traits}
+    for condition in steered:
+        assert condition.steer is not None
+        trait = condition.steer.trait
+        if trait in declared or _find(trait, backend, folders) is not None:
+            continue
+        searched = ", ".join(str(f) for f in folders)
+        raise PersonaError(
+            f"condition {condition.id} steers along trait {trait!r}, which {scenario.id} does "
+            f"not declare and no vectors folder holds for this model (searched: {searched}); "
+            f"extract it from a scenario that declares it, `persona-tui vectors SCENARIO "
+            f"--model {model_ref} -o DIR`, and run with `--vectors DIR`"
+        )
+
+
+def _stale(trait: Trait, folders: Sequence[Path]) -> bool:
+    """Whether the scenario's own folder lacks vectors of `trait` as declared now: none,
+    or a record of other instructions, questions or samples (the trait was edited since
+    it was extracted: its old directions would measure another trait). A folder
+    `--vectors` names is the user's choice and is taken as it is."""
+    from persona_tui.vectors.record import read_record, record_path
+    from persona_tui.vectors.store import gguf_path
+
+    folder = folders[-1]
+    path = record_path(folder, trait.id)
+    if not (gguf_path(folder, trait.id).is_file() and path.is_file()):
+        return True
+    record = read_record(path)
+    made = (record.positive, record.negative, record.questions, record.samples)
+    return made != (trait.positive, trait.negative, trait.questions, trait.samples)
+
+
 def _find(trait_id: str, backend: Backend, folders: Sequence[Path]) -> Path | None:
     """The folder of `folders` holding the trait's vectors for this model, if any."""
     from persona_tui.vectors.store import gguf_path
@@ -114,3 +186,33 @@ def _find(trait_id: str, backend: Backend, folders: Sequence[Path]) -> Path | No
         if gguf_path(folder, trait_id).is_file():
             return folder
     return None
+
+
+def check_same_vectors(header: SessionHeader) -> None:
+    """Refuse to resume a session whose trait or steering vectors (the control-vector
+    files its header records) are gone, changed or unreadable since it started: its
+    projections or steered trials would come from other directions. Checked up front, so
+    nothing is measured or generated before the refusal."""
+    import hashlib
+
+    from persona_tui.vectors.store import load_trait
+
+    uses = [(f"measures trait {t.trait!r}", t.vectors, t.sha256) for t in header.traits.values()]
+    uses += [
+        (f"steers condition {s.condition!r}", s.vectors, s.sha256) for s in header.steering.values()
+    ]
+    for what, vectors, recorded in uses:
+        path = Path(vectors)
+        if not path.is_file():
+            raise PersonaError(
+                f"session {header.id} {what} with the control vector {path}, which is gone; "
+                "put it back to resume"
+            )
+        found = hashlib.sha256(path.read_bytes()).hexdigest()
+        if found != recorded:
+            raise PersonaError(
+                f"the control vector {path} has changed since session {header.id} started "
+                f"(sha256 {found[:12]}…, recorded {recorded[:12]}…); the session {what} with "
+                "it: restore the file, or start a new run"
+            )
+        load_trait(path.parent, path.stem)  # its record still reads and matches it

@@ -73,7 +73,8 @@ class ControlVector:
 
 
 def write_control_vector(path: Path, vector: ControlVector) -> None:
-    """Write `vector` to `path` as llama.cpp's control-vector GGUF, atomically."""
+    """Write `vector` to `path` as llama.cpp's control-vector GGUF, atomically; readable
+    by all (0644) like its record and answers, since it is meant to be shared."""
     import gguf
     import numpy as np
 
@@ -92,6 +93,7 @@ def write_control_vector(path: Path, vector: ControlVector) -> None:
             writer.write_kv_data_to_file()
             writer.write_tensors_to_file()
             writer.close()
+            temporary.chmod(0o644)
     except OSError as error:
         raise VectorsError(f"{path}: cannot write: {describe_os_error(error)}") from error
 

@@ -96,7 +96,12 @@ class BatchedRunner:
         self.batches: list[int] = []  # the plan's `batch` at every run() call
 
     def run(
-        self, on_event: EventCallback, control: RunControl | None = None, parallel: int = 1
+        self,
+        on_event: EventCallback,
+        control: RunControl | None = None,
+        parallel: int = 1,
+        *,
+        last_pass: bool = True,
     ) -> str:
         control = control or RunControl()
         self.batches.append(self.store.session.header.plan.batch)
@@ -138,7 +143,8 @@ class BatchedRunner:
                 done += 1
                 on_event(TrialFinished(trial, done, plan.total, 1))
         status: SessionStatus = "complete" if done == plan.total else "interrupted"
-        self.store.set_status(status)
+        if status != "complete" or last_pass:  # as Runner.run: a later pass writes it
+            self.store.set_status(status)
         on_event(RunFinished(status, done, plan.total, 0))
         return status
 

@@ -39,6 +39,7 @@ from persona_tui.run.events import (
     OptionsProgress,
     OptionsStarted,
     ProjectionsProgress,
+    ProjectionsSkipped,
     RunFinished,
     RunStarted,
     SessionOpened,
@@ -298,6 +299,9 @@ class RunScreen(Screen[None]):
         if isinstance(event, VectorsProgress | VectorsExtracted | ProjectionsProgress):
             self.query_one(RunHeader).set_state(activation_state(event))
             self.query_one("#run-message", Static).update(activation_message(event))
+            return
+        if isinstance(event, ProjectionsSkipped):
+            self.notify(event.note, title="Trait projections", severity="warning")
             return
         header = self.query_one(RunHeader)
         stats = header.stats
