@@ -3,12 +3,13 @@
 On a GGUF the adapters are trained with torch + peft and probed with llama.cpp; on an MLX
 model folder, trained and probed with mlx-lm. Three phases, each with its progress on
 stderr (four when the scenario declares traits: first its training data is screened along
-them, run/screening.py, into DIR/screening.csv): (1) train the adapters (`train`: finished ones are skipped, an interrupted one
-resumes from its checkpoint), (2) probe them, every probe under each adapter and the
-untouched base (sampled trials, then the likelihood probes), saved as DIR/session.toml,
-and (3) print the report (`persona-tui report`) on stdout. Run it again after an
-interruption: it carries on where it stopped (an existing session is resumed; it refuses
-adapters that changed since, see `run --resume`).
+them, run/screening.py, into DIR/screening.csv): (1) train the adapters (`train`: finished
+ones are skipped, an interrupted one resumes from its checkpoint), (2) probe them, every
+probe under each adapter and the untouched base (sampled trials, then the likelihood
+probes, then the trait projections), saved as DIR/session-N-runs.toml, and (3) print the
+report (`persona-tui report`) on stdout. Run it again after an interruption: it carries on
+where it stopped (an existing session is resumed; it refuses adapters that changed since,
+see `run --resume`).
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ class VectorsReporter:
                 f"{event.seconds:.0f}s -> {event.folder}",
                 highlight=False,
                 markup=False,
+                soft_wrap=True,
             )
 
     def _step(self, label: str, done: int, total: int, unit: str) -> None:
@@ -106,6 +107,7 @@ def add_vectors_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 def cmd_vectors(args: argparse.Namespace) -> int:
     from persona_tui.cli.run import cancel_on_signals
+    from persona_tui.errors import PersonaError
     from persona_tui.models.config import load_config
     from persona_tui.run.extract import VectorsRequest, extract_vectors
     from persona_tui.run.runner import RunControl
@@ -127,8 +129,14 @@ def cmd_vectors(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     control = RunControl()
-    with cancel_on_signals(control):
-        written = extract_vectors(request, VectorsReporter(console), control.cancelled)
+    try:
+        with cancel_on_signals(control):
+            written = extract_vectors(request, VectorsReporter(console), control.cancelled)
+    except PersonaError as error:
+        if not control.cancelled.is_set():
+            raise
+        console.print(str(error), highlight=False, markup=False, soft_wrap=True)
+        return 130
     controls = []
     if args.random_control:
         for path in written:
@@ -139,7 +147,9 @@ def cmd_vectors(args: argparse.Namespace) -> int:
         _print_layers(record)
         figure = _separation_figure(record, path.with_suffix(".separation.png"))
         if figure is not None:
-            console.print(f"separation figure: {figure}", highlight=False, markup=False)
+            console.print(
+                f"separation figure: {figure}", highlight=False, markup=False, soft_wrap=True
+            )
         print(path)
     for path in controls:
         print(path)

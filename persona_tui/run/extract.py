@@ -307,7 +307,7 @@ def _measure(
         with backend.logprob_scope() as scope:
             prompt_tokens = scope.tokenize(prompt)
             continuations = [
-                scope.continuation(prompt, prompt_tokens, answers[i].text.rstrip())
+                scope.continuation(prompt, prompt_tokens, answers[i].text)
                 if answers[i].text.strip()
                 else []
                 for i in indices
