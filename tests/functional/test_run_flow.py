@@ -293,3 +293,44 @@ def test_the_app_resumes_a_session_with_its_choice_not_to_score(
     session = load_session(path)
     assert len(session.trials) == 6 and session.option_cells == []
     assert session.header.status == "complete" and session.header.plan.score is False
+
+
+def test_a_run_with_a_trait_shows_its_extraction_and_projections_and_saves_them(
+    make_app: Any, ui_home: Path
+) -> None:
+    """A scenario declaring a trait: the Run screen says the trait is being extracted, then
+    that projections are measured; the session ends with every projection."""
+    from persona_tui.run.events import ProjectionsProgress, VectorsProgress
+    from persona_tui.ui.run_bridge import RunEventMessage
+    from tests.scenario_text import TRAIT_SCENARIO
+
+    (ui_home / "config" / "scenarios" / "small-traits.toml").write_text(TRAIT_SCENARIO, "utf-8")
+    seen: list[str] = []
+
+    async def scenario() -> None:
+        app = make_app(scenario="small-traits")
+
+        def hook(message: object) -> None:
+            if isinstance(message, RunEventMessage) and isinstance(
+                message.event, VectorsProgress | ProjectionsProgress
+            ):
+                seen.append(type(message.event).__name__)
+
+        async with app.run_test(size=(120, 40), message_hook=hook) as pilot:
+            await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
+            screen = app.screen
+            assert isinstance(screen, RunScreen)
+            await wait_for(pilot, lambda: screen.finished_status == "complete", timeout=120)
+            await pilot.pause()
+            # What a person reads while the projection pass runs.
+            screen.post_message(RunEventMessage(ProjectionsProgress(3, 8)))
+            await pilot.pause()
+            assert "projections 3/8" in str(screen.query_one(".run-status").render())
+
+    asyncio.run(scenario())
+    assert "VectorsProgress" in seen and "ProjectionsProgress" in seen
+    (path,) = sessions_in(ui_home)
+    session = load_session(path)
+    assert set(session.header.traits) == {"malice"}
+    assert all("malice" in t.projections for t in session.trials)
+    assert all("malice" in c.projections for c in session.option_cells)

@@ -34,11 +34,9 @@ from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config
 from persona_tui.run.events import (
     ModelLoaded,
-    ModelLoading,
     OptionsFinished,
     OptionsProgress,
     OptionsStarted,
-    ProjectionsProgress,
     ProjectionsSkipped,
     RunFinished,
     RunStarted,
@@ -46,8 +44,6 @@ from persona_tui.run.events import (
     TrialFailed,
     TrialFinished,
     TrialStarted,
-    VectorsExtracted,
-    VectorsProgress,
 )
 from persona_tui.run.finish import finish_run
 from persona_tui.run.lifecycle import OpenRun, RunRequest, open_run
@@ -56,11 +52,11 @@ from persona_tui.run.runner import RunControl
 from persona_tui.scenario.model import Scenario
 from persona_tui.session.model import Arm, TrialKey
 from persona_tui.session.store import SessionStore
-from persona_tui.ui.activation_status import activation_message, activation_state
 from persona_tui.ui.app_base import PersonaAppBase
 from persona_tui.ui.eta import MIN_DONE
 from persona_tui.ui.options_pass import OptionsPassFinished, OptionsPassPanel, PassState
 from persona_tui.ui.run_bridge import RunBridge, RunEventMessage, TextBatch
+from persona_tui.ui.run_status import run_status
 from persona_tui.ui.text import inert
 from persona_tui.ui.widgets.condition_column import ConditionColumn, restore_columns
 from persona_tui.ui.widgets.run_header import RunHeader
@@ -218,14 +214,6 @@ class RunScreen(Screen[None]):
             self._set_phase("options")
         self.cells_saved.publish(panel.pass_state)
 
-    def _model_loading(self, event: ModelLoading) -> None:
-        header = self.query_one(RunHeader)
-        header.set_state("loading model")
-        text = Text("Loading model ", style="bold")
-        text.append_text(inert(event.ref))
-        text.append(" …")
-        self.query_one("#run-message", Static).update(text)
-
     def _model_loaded(self, event: ModelLoaded) -> None:
         header = self.query_one(RunHeader)
         header.model_name = event.info.name
@@ -284,8 +272,10 @@ class RunScreen(Screen[None]):
     @on(RunEventMessage)
     async def _run_event(self, message: RunEventMessage) -> None:
         event = message.event
-        if isinstance(event, ModelLoading):
-            self._model_loading(event)
+        status = run_status(event)
+        if status is not None:
+            self.query_one(RunHeader).set_state(status[0])
+            self.query_one("#run-message", Static).update(status[1])
             return
         if isinstance(event, ModelLoaded):
             self._model_loaded(event)
@@ -295,10 +285,6 @@ class RunScreen(Screen[None]):
             return
         if isinstance(event, OptionsStarted | OptionsProgress | OptionsFinished):
             self._options_event(event)
-            return
-        if isinstance(event, VectorsProgress | VectorsExtracted | ProjectionsProgress):
-            self.query_one(RunHeader).set_state(activation_state(event))
-            self.query_one("#run-message", Static).update(activation_message(event))
             return
         if isinstance(event, ProjectionsSkipped):
             self.notify(event.note, title="Trait projections", severity="warning")
