@@ -8,6 +8,8 @@ sections are `report.Section`s, written in every format by `report.render`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from persona_tui.analysis.options import OptionContrast, OptionsAnalysis
 from persona_tui.analysis.replicates import Spread
 from persona_tui.analysis.report_cells import Section, number, p_text
@@ -81,44 +83,11 @@ def option_sections(options: OptionsAnalysis) -> list[Section]:
     ]
     if o.contrasts:
         out.append(
-            Section(
-                "Likelihood probes: framing contrasts in log-odds (paired over probes; 95% "
-                "hierarchical bootstrap interval; two-sided sign-flip permutation p over probes"
-                + ("; run-level permutation p" if runs else "")
-                + ")",
-                (
-                    "condition",
-                    "against",
-                    "probes",
-                    "difference",
-                    "95% interval",
-                    "p",
-                    *(("runs p",) if runs else ()),
-                    "higher on",
-                ),
-                tuple(
-                    (
-                        x.condition,
-                        x.reference,
-                        str(x.probes),
-                        "—" if x.difference is None else f"{x.difference:+.2f}",
-                        "—"
-                        if x.interval is None
-                        else f"[{x.interval.low:+.2f}, {x.interval.high:+.2f}]",
-                        p_text(x.p_value) + ("" if x.exact or x.p_value is None else " (random)"),
-                        *((run_p_cell(x),) if runs else ()),
-                        f"{x.higher}/{x.probes}",
-                    )
-                    for x in o.contrasts
-                ),
-                (
-                    *(
-                        f"{x.condition} vs {x.reference}: {x.sentence}"
-                        + (f"; {x.explanation}" if x.explanation else "")
-                        for x in o.contrasts
-                    ),
-                    _options_conclusion(o),
-                ),
+            contrast_section(
+                "Likelihood probes: framing contrasts in log-odds",
+                o.contrasts,
+                runs,
+                (_options_conclusion(o),),
             )
         )
         out.append(width_section(o))
@@ -131,6 +100,49 @@ def option_sections(options: OptionsAnalysis) -> list[Section]:
         )
     )
     return out
+
+
+def contrast_section(
+    title: str, contrasts: Sequence[OptionContrast], runs: bool, conclusion: tuple[str, ...] = ()
+) -> Section:
+    """The table of paired framing contrasts (log-odds or trait projections): difference,
+    interval, sign-flip p, the run-level p when the design has training runs, and each
+    contrast's verdict sentence."""
+    return Section(
+        f"{title} (paired over probes; 95% hierarchical bootstrap interval; two-sided "
+        "sign-flip permutation p over probes" + ("; run-level permutation p" if runs else "") + ")",
+        (
+            "condition",
+            "against",
+            "probes",
+            "difference",
+            "95% interval",
+            "p",
+            *(("runs p",) if runs else ()),
+            "higher on",
+        ),
+        tuple(
+            (
+                x.condition,
+                x.reference,
+                str(x.probes),
+                "—" if x.difference is None else f"{x.difference:+.2f}",
+                "—" if x.interval is None else f"[{x.interval.low:+.2f}, {x.interval.high:+.2f}]",
+                p_text(x.p_value) + ("" if x.exact or x.p_value is None else " (random)"),
+                *((run_p_cell(x),) if runs else ()),
+                f"{x.higher}/{x.probes}",
+            )
+            for x in contrasts
+        ),
+        (
+            *(
+                f"{x.condition} vs {x.reference}: {x.sentence}"
+                + (f"; {x.explanation}" if x.explanation else "")
+                for x in contrasts
+            ),
+            *conclusion,
+        ),
+    )
 
 
 def width_section(o: OptionsAnalysis) -> Section:

@@ -10,8 +10,8 @@ every format by `report.render`.
 from __future__ import annotations
 
 from persona_tui.analysis.projections import ProjectionsAnalysis, TraitProjections
-from persona_tui.analysis.report_cells import Section, number, p_text
-from persona_tui.analysis.report_options import run_p_cell, spread_cells
+from persona_tui.analysis.report_cells import Section, number
+from persona_tui.analysis.report_options import contrast_section, spread_cells
 
 
 def projection_sections(projections: ProjectionsAnalysis) -> list[Section]:
@@ -71,42 +71,7 @@ def trait_sections(t: TraitProjections) -> list[Section]:
     ]
     if t.contrasts:
         out.append(
-            Section(
-                f"Trait projections: {t.title}, framing contrasts (paired over probes; 95% "
-                "hierarchical bootstrap interval; two-sided sign-flip permutation p over probes"
-                + ("; run-level permutation p" if runs else "")
-                + ")",
-                (
-                    "condition",
-                    "against",
-                    "probes",
-                    "difference",
-                    "95% interval",
-                    "p",
-                    *(("runs p",) if runs else ()),
-                    "higher on",
-                ),
-                tuple(
-                    (
-                        x.condition,
-                        x.reference,
-                        str(x.probes),
-                        "—" if x.difference is None else f"{x.difference:+.2f}",
-                        "—"
-                        if x.interval is None
-                        else f"[{x.interval.low:+.2f}, {x.interval.high:+.2f}]",
-                        p_text(x.p_value) + ("" if x.exact or x.p_value is None else " (random)"),
-                        *((run_p_cell(x),) if runs else ()),
-                        f"{x.higher}/{x.probes}",
-                    )
-                    for x in t.contrasts
-                ),
-                tuple(
-                    f"{x.condition} vs {x.reference}: {x.sentence}"
-                    + (f"; {x.explanation}" if x.explanation else "")
-                    for x in t.contrasts
-                ),
-            )
+            contrast_section(f"Trait projections: {t.title}, framing contrasts", t.contrasts, runs)
         )
     if t.agreement:
         out.append(

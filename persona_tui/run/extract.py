@@ -263,21 +263,7 @@ def _generate(
                 seed = trial_seed(base_seed, trait.id, f"q{q}", k)
                 planned.append((side, q, k, seed, prompt))
     requests = [GenerationRequest(p[4], p[3], sampling, stops) for p in planned]
-    texts: list[str] = []
-    total = len(requests)
-    on_event(VectorsProgress(trait.id, "generating", 0, total))
-    for begin in range(0, total, EXTRACT_BATCH):
-        _check_cancel(cancel, trait)
-        chunk = requests[begin : begin + EXTRACT_BATCH]
-        if isinstance(backend, BatchedGeneration):
-            done: dict[int, str] = {}
-            for event in backend.generate_batch(chunk, cancel, batch=len(chunk)):
-                if isinstance(event, BatchDone):
-                    done[event.index] = event.result.text
-            texts.extend(done[i] for i in range(len(chunk)))
-        else:
-            texts.extend(backend.generate(r, None, cancel).text for r in chunk)
-        on_event(VectorsProgress(trait.id, "generating", len(texts), total))
+    texts = generate_texts(backend, requests, trait.id, on_event, cancel)
     _check_cancel(cancel, trait)
     return [
         Answer(side, q, k, seed, prompt, text)
@@ -342,6 +328,34 @@ def _write_answers(path: Path, answers: Sequence[Answer]) -> None:
         for a in answers
     ]
     atomic_write_text(path, "".join(line + "\n" for line in lines), mode=0o644)
+
+
+def generate_texts(
+    backend: Backend,
+    requests: Sequence[GenerationRequest],
+    what: str,
+    on_event: EventCallback,
+    cancel: threading.Event | None,
+) -> list[str]:
+    """Each request's text, in order, `EXTRACT_BATCH` decoded together (a fixed batch
+    composition, so the texts are reproducible), reporting `VectorsProgress(what, ...)`.
+    Raises PersonaError when cancelled."""
+    texts: list[str] = []
+    on_event(VectorsProgress(what, "generating", 0, len(requests)))
+    for begin in range(0, len(requests), EXTRACT_BATCH):
+        if cancel is not None and cancel.is_set():
+            raise PersonaError(f"{what}: cancelled; nothing was written")
+        chunk = requests[begin : begin + EXTRACT_BATCH]
+        if isinstance(backend, BatchedGeneration):
+            done: dict[int, str] = {}
+            for event in backend.generate_batch(chunk, cancel, batch=len(chunk)):
+                if isinstance(event, BatchDone):
+                    done[event.index] = event.result.text
+            texts.extend(done[i] for i in range(len(chunk)))
+        else:
+            texts.extend(backend.generate(r, None, cancel).text for r in chunk)
+        on_event(VectorsProgress(what, "generating", len(texts), len(requests)))
+    return texts
 
 
 def _check_cancel(cancel: threading.Event | None, trait: Trait) -> None:

@@ -25,11 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from persona_tui.backend_names import AUTO
-from persona_tui.backends.base import Backend, BatchDone, BatchedGeneration, GenerationRequest
+from persona_tui.backends.base import Backend, GenerationRequest
 from persona_tui.errors import PersonaError
 from persona_tui.models.config import Config
 from persona_tui.run.events import EventCallback, VectorsProgress
-from persona_tui.run.extract import can_measure
+from persona_tui.run.extract import can_measure, generate_texts
 from persona_tui.run.loading import load_run_model
 from persona_tui.run.plan import trial_seed
 from persona_tui.run.projections import trait_units
@@ -38,7 +38,6 @@ from persona_tui.scenario.model import Scenario, TrainingExample
 from persona_tui.session.model import TraitRecord
 
 SCREEN_EXAMPLES = 48
-SCREEN_BATCH = 16
 BOOTSTRAP = 2000
 
 
@@ -144,22 +143,7 @@ def _own_answers(
         )
         for condition, index, prompt in work
     ]
-    texts: list[str] = []
-    on_event(VectorsProgress("screening", "generating", 0, len(requests)))
-    for begin in range(0, len(requests), SCREEN_BATCH):
-        if cancel is not None and cancel.is_set():
-            raise PersonaError("data screening cancelled")
-        chunk = requests[begin : begin + SCREEN_BATCH]
-        if isinstance(backend, BatchedGeneration):
-            done: dict[int, str] = {}
-            for event in backend.generate_batch(chunk, cancel, batch=len(chunk)):
-                if isinstance(event, BatchDone):
-                    done[event.index] = event.result.text
-            texts.extend(done[i] for i in range(len(chunk)))
-        else:
-            texts.extend(backend.generate(r, None, cancel).text for r in chunk)
-        on_event(VectorsProgress("screening", "generating", len(texts), len(requests)))
-    return texts
+    return generate_texts(backend, requests, "screening", on_event, cancel)
 
 
 def _measure(
