@@ -14,39 +14,10 @@ from pathlib import Path
 
 from persona_tui import __version__
 from persona_tui.backend_names import AUTO, BACKEND_CHOICES
+from persona_tui.cli.options import add_model_options, add_repack_option, csv_list
 from persona_tui.errors import PersonaError, ScenarioError
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def csv_list(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        "-m",
-        help="'demo', a config alias, or a path to a GGUF file (default: the config's "
-        "default_model, else the bundled demo model)",
-    )
-    parser.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
-    _add_repack_option(parser)
-    parser.add_argument(
-        "--backend",
-        choices=BACKEND_CHOICES,
-        default=AUTO,
-        help="engine to run the model with (default: picked from what the model is)",
-    )
-
-
-def _add_repack_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--repack",
-        choices=("auto", "on", "off"),
-        help="llama.cpp weight repacking (extra buffer types, incl. AMX): auto turns it off "
-        "on AMX builds, where it crashes (default: the config's repack, else auto)",
-    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--model", type=Path, help="a GGUF file to try (default: the bundled demo model)"
     )
-    _add_repack_option(doctor)
+    add_repack_option(doctor)
     doctor.add_argument("--threads", type=int, help="CPU threads for llama.cpp")
     doctor.add_argument("--json", action="store_true", help="print JSON")
     doctor.set_defaults(func=_cmd_doctor)

@@ -14,24 +14,15 @@ that pass and `--no-sample` skips sampling. The session records that choice, so
 from __future__ import annotations
 
 import argparse
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
-from persona_tui.cli.vectors import VectorsReporter
+from persona_tui.cli.progress import VectorsReporter, cancel_on_signals, progress_bar
 from persona_tui.models.config import load_config
 from persona_tui.run.adapters import parse_adapters_option
 from persona_tui.run.events import (
@@ -55,19 +46,6 @@ from persona_tui.run.plan import RunOptions, run_choices
 from persona_tui.run.runner import RunControl
 from persona_tui.scenario.catalog import resolve_scenario
 from persona_tui.scenario.parse import load_scenario
-
-
-def progress_bar(console: Console) -> Progress:
-    """A terminal bar for a pass: what it is on, done/total, its rate, elapsed and left."""
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 class ProgressReporter:
@@ -190,19 +168,6 @@ class OptionsReporter:
         self.console.print(
             f"options {state}: {summary.done}/{summary.total} cells", highlight=False
         )
-
-
-@contextmanager
-def cancel_on_signals(control: RunControl) -> Iterator[None]:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        control.cancel()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def run_request(args: argparse.Namespace) -> RunRequest:

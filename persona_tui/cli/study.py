@@ -199,7 +199,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 def _screen(scenario: Any, model_path: Path, out: Path, console: Any) -> None:
     """Phase 0: each framing's training data scored along each trait before training
     (run/screening.py), printed, and written to out/screening.csv."""
-    from persona_tui.cli.vectors import VectorsReporter
+    from persona_tui.cli.progress import VectorsReporter
     from persona_tui.models.config import load_config
     from persona_tui.run.screening import paired_difference, screen_study
 
@@ -306,7 +306,8 @@ def _probe(
     file and "complete", "interrupted" or "failed". With `step`: the likelihood probes of
     each run's checkpoint at that step, in the adapter conditions only."""
     from persona_tui.backends.detect import detect_backend
-    from persona_tui.cli.run import ProgressReporter, cancel_on_signals
+    from persona_tui.cli.progress import cancel_on_signals
+    from persona_tui.cli.run import ProgressReporter
     from persona_tui.models.config import load_config
     from persona_tui.run.finish import finish_run
     from persona_tui.run.lifecycle import RunRequest, open_run

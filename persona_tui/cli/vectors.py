@@ -10,76 +10,17 @@ table and drawn as a figure beside the files when matplotlib is installed (the
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import Progress, TaskID
 
 if TYPE_CHECKING:
     from persona_tui.vectors.record import VectorRecord
 
-from persona_tui.run.events import (
-    ProjectionsProgress,
-    RunEvent,
-    VectorsExtracted,
-    VectorsProgress,
-)
-
-
-class VectorsReporter:
-    """A bar (terminal) or a few lines (pipes) per extraction phase and for projections."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.progress: Progress | None = None
-        self.task: TaskID | None = None
-        self.label = ""
-        self.clock = time.perf_counter()
-
-    def __call__(self, event: RunEvent) -> None:
-        if isinstance(event, VectorsProgress):
-            self._step(f"{event.trait}: {event.phase}", event.done, event.total, "answers")
-        elif isinstance(event, ProjectionsProgress):
-            self._step("projections", event.done, event.total, "trials and cells")
-        elif isinstance(event, VectorsExtracted):
-            self._stop()
-            self.console.print(
-                f"{event.trait}: layer {event.layer} (held-out AUC {event.auc:.2f}), "
-                f"{event.seconds:.0f}s -> {event.folder}",
-                highlight=False,
-                markup=False,
-                soft_wrap=True,
-            )
-
-    def _step(self, label: str, done: int, total: int, unit: str) -> None:
-        from persona_tui.cli.run import progress_bar
-
-        if label != self.label:
-            self._stop()
-            self.label = label
-            self.clock = time.perf_counter()
-            if self.console.is_terminal:
-                self.progress = progress_bar(self.console)
-                self.progress.start()
-                self.task = self.progress.add_task(label, total=total, completed=done, rate="")
-            else:
-                self.console.print(f"{label}: {total - done} of {total} {unit}", highlight=False)
-        if self.progress is not None and self.task is not None:
-            rate = done / max(time.perf_counter() - self.clock, 1e-9)
-            self.progress.update(self.task, completed=done, rate=f"{rate:.1f}/s")
-        if done >= total:
-            self._stop()
-
-    def _stop(self) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-        self.progress, self.task, self.label = None, None, ""
-
 
 def add_vectors_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from persona_tui.cli.main import add_model_options, csv_list
+    from persona_tui.cli.options import add_model_options, csv_list
 
     vectors = sub.add_parser(
         "vectors",
@@ -106,7 +47,7 @@ def add_vectors_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def cmd_vectors(args: argparse.Namespace) -> int:
-    from persona_tui.cli.run import cancel_on_signals
+    from persona_tui.cli.progress import VectorsReporter, cancel_on_signals
     from persona_tui.errors import PersonaError
     from persona_tui.models.config import load_config
     from persona_tui.run.extract import VectorsRequest, extract_vectors
