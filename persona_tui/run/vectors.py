@@ -73,7 +73,7 @@ def resolve_vectors(
     missing = [
         declared[t]
         for t in sorted(wanted)
-        if _find(t, backend, folders) in (None, folders[-1]) and _stale(declared[t], folders)
+        if _find(t, folders) in (None, folders[-1]) and _stale(declared[t], folders)
     ]
     if missing:
         extract_traits(scenario, backend, missing, folders[-1], on_event, cancel=cancel)
@@ -150,7 +150,7 @@ def _check_steered_found(
     for condition in steered:
         assert condition.steer is not None
         trait = condition.steer.trait
-        if trait in declared or _find(trait, backend, folders) is not None:
+        if trait in declared or _find(trait, folders) is not None:
             continue
         searched = ", ".join(str(f) for f in folders)
         raise PersonaError(
@@ -178,7 +178,7 @@ def _stale(trait: Trait, folders: Sequence[Path]) -> bool:
     return made != (trait.positive, trait.negative, trait.questions, trait.samples)
 
 
-def _find(trait_id: str, backend: Backend, folders: Sequence[Path]) -> Path | None:
+def _find(trait_id: str, folders: Sequence[Path]) -> Path | None:
     """The folder of `folders` holding the trait's vectors for this model, if any."""
     from persona_tui.vectors.store import gguf_path
 
