@@ -115,6 +115,21 @@ class ContrastInput:
             )
         return found
 
+    def condition_mean(
+        self, condition: str, probes: Sequence[str]
+    ) -> tuple[float | None, Interval | None, Spread | None]:
+        """A condition's mean over its runs and `probes` (each run's mean over the probes,
+        then their mean), its bootstrap interval and the spread of its runs' means."""
+        runs = self.design.units[condition]
+        run_means = [
+            math.fsum(self.log_odds[(condition, r, p)] for p in probes) / len(probes)
+            for r in runs
+            if probes
+        ]
+        mean = math.fsum(run_means) / len(run_means) if run_means else None
+        interval = self.resampler(probes).interval((condition,))
+        return mean, interval, spread(run_means) if len(run_means) > 1 else None
+
     def number(self, value: float, signed: bool = False) -> str:
         """`value` with its unit ("+0.4 nats")."""
         text = figure(value, signed, self.decimals)

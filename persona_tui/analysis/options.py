@@ -39,7 +39,7 @@ from persona_tui.analysis.option_contrasts import (
     one_run_note,
 )
 from persona_tui.analysis.records import ConditionInfo, Dataset, OptionRow
-from persona_tui.analysis.replicates import Spread, spread
+from persona_tui.analysis.replicates import Spread
 from persona_tui.analysis.stats import BOOTSTRAP_RESAMPLES, Interval
 from persona_tui.errors import PersonaError
 
@@ -288,18 +288,10 @@ def analyze_options(
     data = ContrastInput(design, log_odds, trained, resamples)
     means = []
     for c in conditions:
-        runs, own = units[c.id], complete[c.id]
-        run_means = [math.fsum(log_odds[(c.id, r, p)] for p in own) / len(own) for r in runs if own]
+        own = complete[c.id]
+        mean, interval, run_spread = data.condition_mean(c.id, own)
         means.append(
-            ConditionLogOdds(
-                c.id,
-                c.label,
-                len(own),
-                math.fsum(run_means) / len(run_means) if run_means else None,
-                data.resampler(own).interval((c.id,)),
-                len(runs),
-                spread(run_means) if len(run_means) > 1 else None,
-            )
+            ConditionLogOdds(c.id, c.label, len(own), mean, interval, len(units[c.id]), run_spread)
         )
     contrasts = []
     for i, earlier in enumerate(conditions):

@@ -33,7 +33,7 @@ from persona_tui.analysis.option_contrasts import ContrastInput, OptionContrast,
 from persona_tui.analysis.options import OptionsAnalysis
 from persona_tui.analysis.projection_rows import KINDS, ProjectionKind, ProjectionRow
 from persona_tui.analysis.records import ConditionInfo, Dataset
-from persona_tui.analysis.replicates import Spread, spread
+from persona_tui.analysis.replicates import Spread
 from persona_tui.analysis.stats import BOOTSTRAP_RESAMPLES, Interval
 from persona_tui.analysis.summary import Analysis
 from persona_tui.errors import PersonaError
@@ -216,17 +216,17 @@ def _trait(
     steer = {r.condition: r.steer_scale for r in rows if r.steer_scale is not None}
     means = []
     for c in conditions:
-        runs, own = units[c.id], complete[c.id]
-        run_means = [math.fsum(values[(c.id, r, p)] for p in own) / len(own) for r in runs if own]
+        own = complete[c.id]
+        mean, interval, run_spread = data.condition_mean(c.id, own)
         means.append(
             ConditionProjection(
                 c.id,
                 c.label,
                 len(own),
-                math.fsum(run_means) / len(run_means) if run_means else None,
-                data.resampler(own).interval((c.id,)),
-                len(runs),
-                spread(run_means) if len(run_means) > 1 else None,
+                mean,
+                interval,
+                len(units[c.id]),
+                run_spread,
                 steer.get(c.id),
             )
         )
