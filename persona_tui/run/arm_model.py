@@ -24,19 +24,11 @@ from persona_tui.session.model import Arm, SessionHeader, SteeringRecord
 def steering_vector(record: SteeringRecord) -> Any:
     """The vector a steered condition adds (scale × the trait's direction at its layer),
     read from the recorded file; PersonaError when the file is gone or has changed."""
-    from pathlib import Path
+    from persona_tui.vectors.store import load_recorded
 
-    from persona_tui.vectors.store import load_trait
-
-    path = Path(record.vectors)
-    trait = load_trait(path.parent, path.stem)
-    if trait.sha256 != record.sha256:
-        raise PersonaError(
-            f"the control vector {path} has changed since this session was started (sha256 "
-            f"{trait.sha256[:12]}…, the session recorded {record.sha256[:12]}…); steer with "
-            "the recorded file or start a new run"
-        )
-    return trait.steering_vector(record.layer, record.scale)
+    use = f"steers condition {record.condition!r}"
+    vectors = load_recorded(record.vectors, record.sha256, use)
+    return vectors.steering_vector(record.layer, record.scale)
 
 
 class ArmModels:

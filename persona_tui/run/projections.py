@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from persona_tui.backends.base import Backend, HiddenStates, TokenLogprobs
@@ -42,20 +41,12 @@ class _Unit:
 def trait_units(traits: Mapping[str, TraitRecord]) -> dict[str, Any]:
     """Each trait's unit direction at its recorded layer, read from the recorded file
     (PersonaError when it is gone or has changed since the session started)."""
-    from persona_tui.vectors.store import load_trait
+    from persona_tui.vectors.store import load_recorded
 
-    units = {}
-    for trait_id, record in traits.items():
-        path = Path(record.vectors)
-        trait = load_trait(path.parent, path.stem)
-        if trait.sha256 != record.sha256:
-            raise PersonaError(
-                f"the vectors of trait {trait_id} ({path}) have changed since this session "
-                f"was started (sha256 {trait.sha256[:12]}…, recorded {record.sha256[:12]}…); "
-                "measure with the recorded file or start a new run"
-            )
-        units[trait_id] = trait.unit(record.layer)
-    return units
+    return {
+        trait_id: load_recorded(r.vectors, r.sha256, f"measures trait {trait_id!r}").unit(r.layer)
+        for trait_id, r in traits.items()
+    }
 
 
 def pending_units(store: SessionStore) -> list[_Unit]:

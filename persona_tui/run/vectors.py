@@ -193,26 +193,9 @@ def check_same_vectors(header: SessionHeader) -> None:
     files its header records) are gone, changed or unreadable since it started: its
     projections or steered trials would come from other directions. Checked up front, so
     nothing is measured or generated before the refusal."""
-    import hashlib
+    from persona_tui.vectors.store import load_recorded
 
-    from persona_tui.vectors.store import load_trait
-
-    uses = [(f"measures trait {t.trait!r}", t.vectors, t.sha256) for t in header.traits.values()]
-    uses += [
-        (f"steers condition {s.condition!r}", s.vectors, s.sha256) for s in header.steering.values()
-    ]
-    for what, vectors, recorded in uses:
-        path = Path(vectors)
-        if not path.is_file():
-            raise PersonaError(
-                f"session {header.id} {what} with the control vector {path}, which is gone; "
-                "put it back to resume"
-            )
-        found = hashlib.sha256(path.read_bytes()).hexdigest()
-        if found != recorded:
-            raise PersonaError(
-                f"the control vector {path} has changed since session {header.id} started "
-                f"(sha256 {found[:12]}…, recorded {recorded[:12]}…); the session {what} with "
-                "it: restore the file, or start a new run"
-            )
-        load_trait(path.parent, path.stem)  # its record still reads and matches it
+    for t in header.traits.values():
+        load_recorded(t.vectors, t.sha256, f"measures trait {t.trait!r}")
+    for s in header.steering.values():
+        load_recorded(s.vectors, s.sha256, f"steers condition {s.condition!r}")

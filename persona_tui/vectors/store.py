@@ -192,6 +192,26 @@ def load_trait(folder: Path, trait_id: str) -> TraitVectors:
     return TraitVectors(record, vector, folder)
 
 
+def load_recorded(gguf: str, sha256: str, use: str) -> TraitVectors:
+    """The vectors of the control-vector file a session recorded (`[traits.*]`,
+    `[steering.*]`), for `use` ("measures trait 'malice'"); VectorsError naming the file
+    when it is gone, unreadable or changed since the session started."""
+    path = Path(gguf)
+    if not path.is_file():
+        raise VectorsError(
+            f"{path}: this session {use} with this control vector, which is gone; put it back "
+            "to resume"
+        )
+    vectors = load_trait(path.parent, path.stem)
+    if vectors.sha256 != sha256:
+        raise VectorsError(
+            f"{path}: the control vector has changed since the session started (sha256 "
+            f"{vectors.sha256[:12]}…, recorded {sha256[:12]}…); the session {use} with it: "
+            "restore the file, or start a new run"
+        )
+    return vectors
+
+
 def find_trait(
     trait_id: str,
     model_sha256: str,
